@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Installs what sivshm needs to build and test, idempotently and only what is
+# missing, then builds (or reuses) the cached guest kernel. Prints the kernel
+# build directory on stdout as its last line.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+[ "$(id -u)" = 0 ] || die "setup needs root (apt-get); run it as root"
+mkdir -p "$SIVSHM_CACHE"
+
+# --- apt sources -----------------------------------------------------------
+# The backports suites come from the same mirror the machine already uses.
+# Debian pins backports at priority 100, so adding them upgrades nothing.
+BACKPORTS_LIST=/etc/apt/sources.list.d/sivshm-backports.sources
+apt_mirror_uri() {
+	local f
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		awk 'BEGIN{RS=""} /Suites:[^\n]*bookworm([ \n]|$)/ && !/security/ {
+			for (i = 1; i <= NF; i++) if ($i == "URIs:") { print $(i+1); exit } }' "$f"
+	done | head -n1
+	{ grep -hE '^deb +[^ ]+ +bookworm +' /etc/apt/sources.list 2>/dev/null || true; } | awk '{print $2}' | head -n1
+}
+
+apt_updated=0
+apt_update() { [ $apt_updated = 1 ] || { say "apt-get update"; apt-get update -qq >&2; apt_updated=1; }; }
+
+if [ ! -f "$BACKPORTS_LIST" ]; then
+	uri=$(apt_mirror_uri | head -n1)
+	[ -n "$uri" ] || die "cannot find the Debian mirror URI in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list"
+	say "adding bookworm-backports and trixie-backports from $uri"
+	cat > "$BACKPORTS_LIST" <<SRC
+Types: deb
+URIs: $uri
+Suites: bookworm-backports trixie-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+	apt_update
+fi
+
+missing=()
+need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || missing+=("$1"); }
+for p in rustc-web rust-web-src libclang-$LLVM_VERSION-dev bc bison flex libelf-dev libssl-dev \
+	cpio dwarves busybox-static gzip make gcc libc6-dev xz-utils; do
+	need_pkg "$p"
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	apt_update
+	say "installing: ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+		|| die "apt-get install ${missing[*]} failed"
+fi
+
+qemu_ok() { command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep -qE 'version (9|[1-9][0-9])\.'; }
+if ! qemu_ok; then
+	apt_update
+	say "installing qemu-system-x86 from bookworm-backports"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		-t bookworm-backports qemu-system-x86 >&2 || die "qemu-system-x86 from bookworm-backports could not be installed"
+	qemu_ok || die "qemu-system-x86_64 is missing or older than 9.0 after install"
+fi
+
+# --- bindgen ---------------------------------------------------------------
+if [ ! -x "$BINDGEN" ]; then
+	say "building bindgen-cli $BINDGEN_VERSION from crates.io (about 90 s)"
+	cargo install bindgen-cli --version "$BINDGEN_VERSION" --locked \
+		--root "$SIVSHM_CACHE/bindgen-$BINDGEN_VERSION" >&2 || die "cargo install bindgen-cli failed"
+fi
+
+# --- kernel source ----------------------------------------------------------
+if ! src=$(kernel_src_dir); then
+	apt_update
+	tmp=$(mktemp -d "$SIVSHM_CACHE/dl.XXXXXX")
+	say "downloading linux-source-$KERNEL_SERIES from trixie-backports"
+	(cd "$tmp" && apt-get download -qq "linux-source-$KERNEL_SERIES" >&2) \
+		|| die "apt-get download linux-source-$KERNEL_SERIES failed (is trixie-backports reachable?)"
+	deb=$(ls "$tmp"/linux-source-"$KERNEL_SERIES"_*.deb)
+	say "using $(basename "$deb")"
+	dpkg-deb -x "$deb" "$tmp/x"
+	mkdir -p "$SIVSHM_CACHE/src"
+	tar -C "$SIVSHM_CACHE/src" -xJf "$tmp"/x/usr/src/linux-source-"$KERNEL_SERIES".tar.xz
+	basename "$deb" > "$SIVSHM_CACHE/src/PACKAGE"
+	rm -rf "$tmp"
+	src=$(kernel_src_dir) || die "kernel source did not unpack as expected"
+fi
+
+# --- kernel build -----------------------------------------------------------
+kb=$(kernel_build_dir "$src")
+if [ ! -f "$kb/.sivshm-built" ]; then
+	mkdir -p "$SIVSHM_CACHE/kbuild"
+	exec 9>"$SIVSHM_CACHE/kbuild/.lock"
+	say "waiting for the kernel build lock" ; flock 9
+	if [ ! -f "$kb/.sivshm-built" ]; then
+		say "building kernel $(kernel_version "$src") into $kb (about 7 minutes on 2 cores)"
+		rm -rf "$kb"; mkdir -p "$kb"
+		# shellcheck disable=SC2046
+		make -s -C "$src" O="$kb" $(kmake_args) tinyconfig >&2
+		"$src"/scripts/kconfig/merge_config.sh -m -O "$kb" "$kb/.config" \
+			"$SIVSHM_ROOT/kernel/sivshm-guest.config" >/dev/null
+		# shellcheck disable=SC2046
+		make -s -C "$src" O="$kb" $(kmake_args) olddefconfig >&2
+		bad=0
+		while IFS= read -r line; do
+			case "$line" in CONFIG_*=n) o=${line%=n}; grep -q "^$o=" "$kb/.config" && { say "$o is set, wanted off"; bad=1; } ;;
+			CONFIG_*) grep -qx "$line" "$kb/.config" || { say "$line did not stick"; bad=1; } ;; esac
+		done < "$SIVSHM_ROOT/kernel/sivshm-guest.config"
+		[ $bad = 0 ] || die "kernel config is missing options (for CONFIG_RUST: check 'make rustavailable')"
+		start=$(date +%s)
+		# shellcheck disable=SC2046
+		make -C "$src" O="$kb" $(kmake_args) -j"$(( $(nproc) + 1 ))" bzImage modules >"$kb/build.log" 2>&1 \
+			|| { tail -n 40 "$kb/build.log" >&2; die "kernel build failed (log: $kb/build.log)"; }
+		say "kernel built in $(( $(date +%s) - start )) s"
+		touch "$kb/.sivshm-built"
+	fi
+	exec 9>&-
+else
+	say "reusing cached kernel build $kb"
+fi
+echo "$kb"

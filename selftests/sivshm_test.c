@@ -1,0 +1,361 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Single-VM tests of the sivshm driver. The host says what it attached,
+ * in the environment, one device per entry:
+ *   SIVSHM_EXPECT="DDDD:BB:SS.F,<size>,<peer id or none>;..."
+ * The first entry is the device the mmap and unbind tests use.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "kselftest_harness.h"
+#include "sivshm_lib.h"
+
+#define SIVSHM_DRIVER_DIR "/sys/bus/pci/drivers/sivshm"
+#define SIVSHM_MODULE_PATH "/lib/modules/sivshm.ko"
+
+struct expect {
+	char bdf[16];
+	uint64_t size;
+	uint32_t peer;
+};
+
+static int parse_expect(struct expect *e, int max)
+{
+	const char *s = getenv("SIVSHM_EXPECT");
+	char peer[16];
+	int n = 0, used;
+
+	while (s && *s && n < max) {
+		if (sscanf(s, "%15[^,],%lu,%15[^;]%n", e[n].bdf, &e[n].size, peer, &used) != 3)
+			return -1;
+		e[n].peer = strcmp(peer, "none") ? strtoul(peer, NULL, 0) : SIVSHM_PEER_ID_NONE;
+		n++;
+		s += used;
+		if (*s == ';')
+			s++;
+	}
+	return n;
+}
+
+static int write_sysfs(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/* Waits up to ~5 s for the device node of @bdf to (re)appear. */
+static int wait_for_bdf(const char *bdf, struct sivshm_info *info)
+{
+	int i, fd;
+
+	for (i = 0; i < 500; i++) {
+		fd = sivshm_open_bdf(bdf, info);
+		if (fd >= 0)
+			return fd;
+		usleep(10000);
+	}
+	return -1;
+}
+
+static sigjmp_buf fault_jmp;
+
+static void on_sigbus(int sig)
+{
+	siglongjmp(fault_jmp, sig);
+}
+
+/* Reads one byte at @p; returns the signal it raised, or 0. */
+static int probe_read(volatile uint8_t *p)
+{
+	struct sigaction sa = { .sa_handler = on_sigbus }, old_bus, old_segv;
+	int sig;
+
+	sigaction(SIGBUS, &sa, &old_bus);
+	sigaction(SIGSEGV, &sa, &old_segv);
+	sig = sigsetjmp(fault_jmp, 1);
+	if (!sig)
+		(void)*p;
+	sigaction(SIGBUS, &old_bus, NULL);
+	sigaction(SIGSEGV, &old_segv, NULL);
+	return sig;
+}
+
+FIXTURE(dev) {
+	struct expect e[8];
+	int n;
+	int fd;
+	struct sivshm_info info;
+	long page;
+};
+
+FIXTURE_SETUP(dev)
+{
+	self->page = sysconf(_SC_PAGESIZE);
+	self->n = parse_expect(self->e, 8);
+	ASSERT_GT(self->n, 0) TH_LOG("SIVSHM_EXPECT is missing or malformed");
+	self->fd = sivshm_open_bdf(self->e[0].bdf, &self->info);
+	ASSERT_GE(self->fd, 0) TH_LOG("no /dev/sivshmN for %s", self->e[0].bdf);
+}
+
+FIXTURE_TEARDOWN(dev)
+{
+	if (self->fd >= 0)
+		close(self->fd);
+}
+
+TEST_F(dev, node_is_root_only_char_device)
+{
+	char path[32];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/dev/sivshm%u", self->info.index);
+	ASSERT_EQ(0, stat(path, &st));
+	EXPECT_TRUE(S_ISCHR(st.st_mode));
+	EXPECT_EQ(0600, st.st_mode & 0777);
+	EXPECT_EQ(0, st.st_uid);
+}
+
+TEST_F(dev, info_matches_every_attached_device)
+{
+	struct sivshm_info info;
+	char path[64];
+	int i, fd;
+
+	for (i = 0; i < self->n; i++) {
+		fd = sivshm_open_bdf(self->e[i].bdf, &info);
+		ASSERT_GE(fd, 0) TH_LOG("device %s not found", self->e[i].bdf);
+		EXPECT_EQ(sizeof(info), info.argsz);
+		EXPECT_EQ(SIVSHM_API_VERSION, info.api_version);
+		EXPECT_EQ(self->e[i].size, info.shm_size);
+		EXPECT_EQ(self->e[i].peer, info.peer_id);
+		EXPECT_EQ(self->e[i].peer != SIVSHM_PEER_ID_NONE,
+			  !!(info.flags & SIVSHM_INFO_F_DOORBELL));
+		EXPECT_EQ(0, info.__pad0);
+		EXPECT_EQ(0, info.__pad1);
+		/* The PCI address names a device bound to this driver. */
+		snprintf(path, sizeof(path), SIVSHM_DRIVER_DIR "/%s", self->e[i].bdf);
+		EXPECT_EQ(0, access(path, F_OK));
+		close(fd);
+	}
+}
+
+TEST_F(dev, info_short_argsz_is_einval)
+{
+	struct sivshm_info info = { .argsz = SIVSHM_INFO_ARGSZ_V1 - 1 };
+
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_GET_INFO, &info));
+	EXPECT_EQ(EINVAL, errno);
+	info.argsz = 0;
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_GET_INFO, &info));
+	EXPECT_EQ(EINVAL, errno);
+}
+
+TEST_F(dev, info_v1_caller_gets_only_what_it_knows)
+{
+	uint8_t buf[sizeof(struct sivshm_info) + 16];
+	struct sivshm_info *info = (void *)buf;
+	size_t i;
+
+	memset(buf, 0xa5, sizeof(buf));
+	info->argsz = SIVSHM_INFO_ARGSZ_V1;
+	ASSERT_EQ(0, ioctl(self->fd, SIVSHM_IOCTL_GET_INFO, info));
+	EXPECT_EQ(sizeof(struct sivshm_info), info->argsz);
+	EXPECT_EQ(self->e[0].size, info->shm_size);
+	for (i = SIVSHM_INFO_ARGSZ_V1; i < sizeof(buf); i++)
+		ASSERT_EQ(0xa5, buf[i]) TH_LOG("byte %zu past argsz was written", i);
+}
+
+TEST_F(dev, info_large_argsz_is_accepted)
+{
+	uint8_t buf[256];
+	struct sivshm_info *info = (void *)buf;
+
+	memset(buf, 0xa5, sizeof(buf));
+	info->argsz = sizeof(buf);
+	ASSERT_EQ(0, ioctl(self->fd, SIVSHM_IOCTL_GET_INFO, info));
+	EXPECT_EQ(sizeof(struct sivshm_info), info->argsz);
+	EXPECT_EQ(0xa5, buf[sizeof(struct sivshm_info)]);
+}
+
+TEST_F(dev, info_bad_pointer_is_efault)
+{
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_GET_INFO, NULL));
+	EXPECT_EQ(EFAULT, errno);
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_GET_INFO, (void *)16));
+	EXPECT_EQ(EFAULT, errno);
+}
+
+TEST_F(dev, info_readonly_buffer_is_efault)
+{
+	struct sivshm_info *info = mmap(NULL, self->page, PROT_READ | PROT_WRITE,
+					MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	ASSERT_NE(MAP_FAILED, info);
+	info->argsz = sizeof(*info);
+	ASSERT_EQ(0, mprotect(info, self->page, PROT_READ));
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_GET_INFO, info));
+	EXPECT_EQ(EFAULT, errno);
+	munmap(info, self->page);
+}
+
+TEST_F(dev, unknown_ioctl_is_enotty)
+{
+	int arg = 0;
+
+	EXPECT_EQ(-1, ioctl(self->fd, _IO(SIVSHM_IOCTL_TYPE, 0x7f), &arg));
+	EXPECT_EQ(ENOTTY, errno);
+	EXPECT_EQ(-1, ioctl(self->fd, _IOR('x', 0x00, int), &arg));
+	EXPECT_EQ(ENOTTY, errno);
+	/* The info number with a size encoded is another ioctl. */
+	EXPECT_EQ(-1, ioctl(self->fd, _IOWR(SIVSHM_IOCTL_TYPE, 0x00, struct sivshm_info), &arg));
+	EXPECT_EQ(ENOTTY, errno);
+}
+
+TEST_F(dev, mmap_write_read_back)
+{
+	size_t size = self->info.shm_size, i;
+	uint64_t seed = 0x5157534d, st;
+	uint64_t *a, *b;
+
+	a = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+	ASSERT_NE(MAP_FAILED, a);
+	b = mmap(NULL, size, PROT_READ, MAP_SHARED, self->fd, 0);
+	ASSERT_NE(MAP_FAILED, b);
+	st = seed;
+	for (i = 0; i < size / 8; i++)
+		a[i] = sivshm_prng(&st);
+	st = seed;
+	for (i = 0; i < size / 8; i++)
+		ASSERT_EQ(sivshm_prng(&st), b[i]) TH_LOG("word %zu differs", i);
+	munmap(a, size);
+	munmap(b, size);
+}
+
+TEST_F(dev, mmap_offset_aliases_the_same_memory)
+{
+	size_t size = self->info.shm_size;
+	uint8_t *all, *part;
+
+	ASSERT_GE(size, 2 * self->page);
+	all = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+	ASSERT_NE(MAP_FAILED, all);
+	part = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, size - self->page);
+	ASSERT_NE(MAP_FAILED, part);
+	part[7] = 0x3c;
+	EXPECT_EQ(0x3c, all[size - self->page + 7]);
+	all[size - 1] = 0xc3;
+	EXPECT_EQ(0xc3, part[self->page - 1]);
+	munmap(all, size);
+	munmap(part, self->page);
+}
+
+TEST_F(dev, mmap_beyond_bar_is_einval)
+{
+	size_t size = self->info.shm_size;
+	void *p;
+
+	p = mmap(NULL, size + self->page, PROT_READ, MAP_SHARED, self->fd, 0);
+	EXPECT_EQ(MAP_FAILED, p);
+	EXPECT_EQ(EINVAL, errno);
+	p = mmap(NULL, self->page, PROT_READ, MAP_SHARED, self->fd, size);
+	EXPECT_EQ(MAP_FAILED, p);
+	EXPECT_EQ(EINVAL, errno);
+	p = mmap(NULL, 2 * self->page, PROT_READ, MAP_SHARED, self->fd, size - self->page);
+	EXPECT_EQ(MAP_FAILED, p);
+	EXPECT_EQ(EINVAL, errno);
+	/* An offset whose page number wraps when the length is added. */
+	p = mmap(NULL, 2 * self->page, PROT_READ, MAP_SHARED, self->fd,
+		 (off_t)(((~0ULL >> 1) / self->page) * self->page));
+	EXPECT_EQ(MAP_FAILED, p);
+}
+
+TEST_F(dev, mmap_private_is_einval)
+{
+	void *p = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_PRIVATE, self->fd, 0);
+
+	EXPECT_EQ(MAP_FAILED, p);
+	EXPECT_EQ(EINVAL, errno);
+}
+
+TEST_F(dev, mapping_survives_close_of_the_fd)
+{
+	volatile uint8_t *p = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+
+	ASSERT_NE(MAP_FAILED, (void *)p);
+	close(self->fd);
+	self->fd = -1;
+	p[1] = 0x77;
+	EXPECT_EQ(0x77, p[1]);
+	munmap((void *)p, self->page);
+}
+
+TEST_F(dev, unbind_revokes_and_rebind_restores)
+{
+	const char *bdf = self->e[0].bdf;
+	struct sivshm_info info;
+	volatile uint8_t *p, *q;
+	int fd2;
+
+	p = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
+	ASSERT_NE(MAP_FAILED, (void *)p);
+	p[0] = 0x42;
+	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/unbind", bdf));
+
+	/* The open file stays usable for close, but the device is gone. */
+	EXPECT_EQ(-ENODEV, sivshm_get_info(self->fd, &info));
+	EXPECT_EQ(MAP_FAILED, mmap(NULL, self->page, PROT_READ, MAP_SHARED, self->fd, 0));
+	EXPECT_EQ(ENODEV, errno);
+	/* The old mapping no longer reaches the BAR. */
+	EXPECT_EQ(SIGBUS, probe_read(p));
+	munmap((void *)p, self->page);
+
+	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/bind", bdf));
+	fd2 = wait_for_bdf(bdf, &info);
+	ASSERT_GE(fd2, 0) TH_LOG("device did not come back after bind");
+	EXPECT_EQ(self->e[0].size, info.shm_size);
+	q = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, fd2, 0);
+	ASSERT_NE(MAP_FAILED, (void *)q);
+	/* The memory is the host's: what was written before unbind is still there. */
+	EXPECT_EQ(0x42, q[0]);
+	munmap((void *)q, self->page);
+	close(fd2);
+}
+
+TEST(rmmod_is_refused_while_open_then_reload_works)
+{
+	struct sivshm_info info;
+	const char *bdf;
+	int fd, modfd;
+	struct expect e[8];
+
+	ASSERT_GT(parse_expect(e, 8), 0);
+	bdf = e[0].bdf;
+	fd = sivshm_open_bdf(bdf, &info);
+	ASSERT_GE(fd, 0);
+	EXPECT_EQ(-1, syscall(SYS_delete_module, "sivshm", O_NONBLOCK));
+	EXPECT_EQ(EWOULDBLOCK, errno);
+	close(fd);
+	ASSERT_EQ(0, syscall(SYS_delete_module, "sivshm", O_NONBLOCK)) TH_LOG("rmmod: %s", strerror(errno));
+	EXPECT_NE(0, access("/dev/sivshm0", F_OK));
+	modfd = open(SIVSHM_MODULE_PATH, O_RDONLY | O_CLOEXEC);
+	ASSERT_GE(modfd, 0);
+	ASSERT_EQ(0, syscall(SYS_finit_module, modfd, "", 0)) TH_LOG("insmod: %s", strerror(errno));
+	close(modfd);
+	fd = wait_for_bdf(bdf, &info);
+	ASSERT_GE(fd, 0);
+	close(fd);
+}
+
+TEST_HARNESS_MAIN

@@ -1,0 +1,166 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! sivshm: Secure Inter-VM Shared Memory, guest driver.
+//!
+//! Binds QEMU's `ivshmem-plain` and `ivshmem-doorbell` devices (PCI 1af4:1110) and gives each
+//! one a misc device, `/dev/sivshmN`, through which user space maps the shared memory (BAR2,
+//! write-back cached) and queries the device. The host decides which memory and which peers a
+//! VM's device reaches (see `Documentation/sivshm.rst`); the driver never parses the shared
+//! memory, which is untrusted input.
+//!
+//! Lifetimes: the binding (`Binding`) owns the misc registration, the BAR2 reservation and
+//! the index N. Open files share `device::Shared`, which outlives the binding; on unbind,
+//! `Shared::revoke` zaps every user mapping and turns later faults into `SIGBUS` and later
+//! calls into `ENODEV`. An open file pins the module, so `rmmod` waits for `close`.
+
+use kernel::{
+    device::Core,
+    io::Io,
+    pci,
+    prelude::*,
+};
+
+mod device;
+mod file;
+mod index;
+mod raw;
+mod regs;
+mod uapi;
+
+use device::{Node, Shared};
+use index::Index;
+
+/// The shared-memory BAR of an ivshmem device.
+const SHM_BAR: u32 = 2;
+/// Offset of the MSI-X capability ID in a capability header.
+const PCI_CAP_ID_MSIX: u8 = 0x11;
+
+struct SivshmDriver;
+
+kernel::pci_device_table!(
+    PCI_TABLE,
+    <SivshmDriver as pci::Driver>::IdInfo,
+    [(pci::DeviceId::from_id(pci::Vendor::REDHAT_QUMRANET, 0x1110), ())]
+);
+
+/// The driver data of one bound device. Fields drop in declaration order: the misc device
+/// goes first, the shared-memory reservation after every mapping was revoked in `unbind`.
+#[pin_data]
+struct Binding<'bound> {
+    #[pin]
+    node: Node,
+    _regs: pci::Bar<'bound, { regs::BAR0_SIZE }>,
+    _shm: raw::ShmRegion<'bound>,
+    _index: Index,
+}
+
+/// Walks the capability list of the configuration space for MSI-X.
+fn has_msix(pdev: &pci::Device<kernel::device::Bound>) -> bool {
+    let config = pdev.config_space();
+    let Ok(status) = config.try_read16(0x06) else {
+        return false;
+    };
+    if status & 0x10 == 0 {
+        return false;
+    }
+    let mut pos = config.try_read8(0x34).unwrap_or(0) & !3;
+    // At most 48 capabilities fit in the 192 bytes after the header: bounds a looping list.
+    for _ in 0..48 {
+        if pos < 0x40 {
+            return false;
+        }
+        match config.try_read16(pos as usize) {
+            Ok(hdr) if hdr as u8 == PCI_CAP_ID_MSIX => return true,
+            Ok(hdr) => pos = (hdr >> 8) as u8 & !3,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Splits the device name `DDDD:BB:SS.F` into its numbers.
+fn pci_address(pdev: &pci::Device<kernel::device::Bound>) -> (u32, u8, u8, u8) {
+    let devfn = pdev.dev_id();
+    let name = pdev.as_ref().name().to_bytes();
+    let domain = name
+        .split(|&c| c == b':')
+        .next()
+        .and_then(|d| core::str::from_utf8(d).ok())
+        .and_then(|d| u32::from_str_radix(d, 16).ok())
+        .unwrap_or(0);
+    (domain, (devfn >> 8) as u8, ((devfn >> 3) & 0x1f) as u8, (devfn & 7) as u8)
+}
+
+impl pci::Driver for SivshmDriver {
+    type IdInfo = ();
+    type Data<'bound> = Binding<'bound>;
+
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+
+    fn probe<'bound>(
+        pdev: &'bound pci::Device<Core<'_>>,
+        _info: Option<&'bound Self::IdInfo>,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        pin_init::pin_init_scope(move || {
+            pdev.enable_device_mem()?;
+
+            let index = Index::claim()?;
+            let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"sivshm/regs")?;
+            let shm = raw::ShmRegion::new(pdev, SHM_BAR, c"sivshm/shm")?;
+
+            // ivshmem-plain has neither doorbell nor interrupts; ivshmem-doorbell has MSI-X
+            // unless started with msi=off, in which case it still has an INTx pin.
+            let doorbell = has_msix(pdev) || pdev.config_space().try_read8(0x3d).unwrap_or(0) != 0;
+            let peer_id = if doorbell {
+                bar0.read(regs::IV_POSITION).peer().into()
+            } else {
+                uapi::PEER_ID_NONE
+            };
+            let (pci_domain, pci_bus, pci_slot, pci_func) = pci_address(pdev);
+            let shm_start = pdev.resource_start(SHM_BAR)?;
+            let shm_size = pdev.resource_len(SHM_BAR)?;
+            let info = uapi::Info {
+                api_version: uapi::API_VERSION,
+                shm_size,
+                peer_id,
+                flags: if doorbell { uapi::INFO_F_DOORBELL } else { 0 },
+                nr_vectors: 0,
+                irq_mode: uapi::IRQ_NONE,
+                pci_domain,
+                pci_bus,
+                pci_slot,
+                pci_func,
+                index: index.get(),
+                ..Default::default()
+            };
+            let shared = Shared::new(info, shm_start, shm_size)?;
+            dev_info!(
+                pdev,
+                "/dev/{}: {} MiB shared memory, peer id {}{}\n",
+                index.name().to_str().unwrap_or("?"),
+                shm_size >> 20,
+                peer_id as i32,
+                if doorbell { ", doorbell" } else { "" }
+            );
+
+            Ok(try_pin_init!(Binding {
+                node <- Node::new(index.name(), shared),
+                _regs: bar0,
+                _shm: shm,
+                _index: index,
+            }))
+        })
+    }
+
+    fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        this.node.shared.revoke();
+    }
+}
+
+kernel::module_pci_driver! {
+    type: SivshmDriver,
+    name: "sivshm",
+    authors: ["The sivshm developers"],
+    description: "Secure Inter-VM Shared Memory (ivshmem) guest driver",
+    license: "GPL v2",
+}
