@@ -161,7 +161,7 @@ pub(crate) fn make_shm_vma(vma: &VmaNew) {
 pub(crate) fn vma_pgoff(vma: &VmaNew) -> usize {
     // SAFETY: The vma is valid for the duration of `->mmap` and `vm_pgoff` is not changed
     // during it.
-    unsafe { (*vma.as_ptr()).vm_pgoff as usize }
+    unsafe { (*vma.as_ptr()).vm_pgoff }
 }
 
 struct VmOps(bindings::vm_operations_struct);
@@ -203,7 +203,7 @@ impl PfnFault {
     /// The faulting user address, page aligned.
     pub(crate) fn address(&self) -> usize {
         // SAFETY: By the type invariant `vmf` is valid.
-        unsafe { (*self.vmf).__bindgen_anon_1.address as usize }
+        unsafe { (*self.vmf).__bindgen_anon_1.address }
     }
 
     fn vma_ref(&self) -> &VmaRef {
@@ -220,7 +220,7 @@ impl PfnFault {
     /// The page offset into the device memory that `addr` (inside the vma) maps.
     pub(crate) fn pgoff_of(&self, addr: usize) -> usize {
         // SAFETY: As in `vma_ref`; `vm_pgoff` is stable under those locks.
-        let pgoff = unsafe { (*self.vma()).vm_pgoff as usize };
+        let pgoff = unsafe { (*self.vma()).vm_pgoff };
         pgoff + ((addr - self.vma_ref().start()) >> PAGE_SHIFT)
     }
 
@@ -242,6 +242,12 @@ impl PfnFault {
     }
 }
 
+/// The `->fault` of shared-memory vmas.
+///
+/// # Safety
+///
+/// Called by the mm core only, with the `vm_fault` of a fault in progress on a vma whose
+/// `vm_ops` is `SHM_VM_OPS`.
 unsafe extern "C" fn shm_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
     // INVARIANT: The mm core calls `->fault` with the valid `vm_fault` of a fault on one of our
     // vmas (only `make_shm_vma` installs `SHM_VM_OPS`).

@@ -13,12 +13,7 @@
 //! `Shared::revoke` zaps every user mapping and turns later faults into `SIGBUS` and later
 //! calls into `ENODEV`. An open file pins the module, so `rmmod` waits for `close`.
 
-use kernel::{
-    device::Core,
-    io::Io,
-    pci,
-    prelude::*,
-};
+use kernel::{device::Core, io::Io, pci, prelude::*};
 
 mod device;
 mod file;
@@ -40,7 +35,10 @@ struct SivshmDriver;
 kernel::pci_device_table!(
     PCI_TABLE,
     <SivshmDriver as pci::Driver>::IdInfo,
-    [(pci::DeviceId::from_id(pci::Vendor::REDHAT_QUMRANET, 0x1110), ())]
+    [(
+        pci::DeviceId::from_id(pci::Vendor::REDHAT_QUMRANET, 0x1110),
+        ()
+    )]
 );
 
 /// The driver data of one bound device. Fields drop in declaration order: the misc device
@@ -88,7 +86,12 @@ fn pci_address(pdev: &pci::Device<kernel::device::Bound>) -> (u32, u8, u8, u8) {
         .and_then(|d| core::str::from_utf8(d).ok())
         .and_then(|d| u32::from_str_radix(d, 16).ok())
         .unwrap_or(0);
-    (domain, (devfn >> 8) as u8, ((devfn >> 3) & 0x1f) as u8, (devfn & 7) as u8)
+    (
+        domain,
+        (devfn >> 8) as u8,
+        ((devfn >> 3) & 0x1f) as u8,
+        (devfn & 7) as u8,
+    )
 }
 
 impl pci::Driver for SivshmDriver {

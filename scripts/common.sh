@@ -9,8 +9,13 @@ KERNEL_SERIES=7.3
 BINDGEN_VERSION=0.72.1
 LLVM_VERSION=22
 export LIBCLANG_PATH=/usr/lib/llvm-$LLVM_VERSION/lib
-# Debian's rustc-web: the kernel and every module must be built by this one.
-export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
+# Debian's rustc-web: the kernel and every module must be built by this one. Not exported:
+# the user-space crates build with the machine's own cargo toolchain.
+KRUSTC=/usr/bin/rustc
+KRUSTDOC=/usr/bin/rustdoc
+KCLIPPY_DRIVER=/usr/bin/clippy-driver
+KRUSTFMT=/usr/bin/rustfmt
+case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH" ;; esac
 BINDGEN=$SIVSHM_CACHE/bindgen-$BINDGEN_VERSION/bin/bindgen
 
 say()  { printf '[sivshm] %s\n' "$*" >&2; }
@@ -32,12 +37,39 @@ kernel_build_dir() {
 	local src=$1 ver key
 	ver=$(kernel_version "$src")
 	key=$( { echo "$ver"; cat "$SIVSHM_ROOT/kernel/sivshm-guest.config"; \
-		"$RUSTC" --version; gcc --version | head -n1; "$BINDGEN" --version; } \
+		"$KRUSTC" --version; gcc --version | head -n1; "$BINDGEN" --version; } \
 		| sha256sum | cut -c1-12)
 	echo "$SIVSHM_CACHE/kbuild/$ver-$key"
 }
 
 # Make arguments every module and kernel build needs.
 kmake_args() {
-	echo "RUSTC=$RUSTC RUSTDOC=$RUSTDOC BINDGEN=$BINDGEN"
+	echo "RUSTC=$KRUSTC RUSTDOC=$KRUSTDOC BINDGEN=$BINDGEN CLIPPY_DRIVER=$KCLIPPY_DRIVER"
+}
+
+# Builds sivshm.ko against kernel build $1 with extra make arguments; fails on any warning.
+build_module() {
+	local kb=$1 out; shift
+	make -s -C "$SIVSHM_ROOT" clean KDIR="$kb" >/dev/null 2>&1 || true
+	# shellcheck disable=SC2046
+	if ! out=$(make -C "$SIVSHM_ROOT" KDIR="$kb" $(kmake_args) "$@" 2>&1); then
+		printf '%s\n' "$out" >&2
+		return 1
+	fi
+	if grep -qiE '(^|[^a-z])(warning|error)[:[]' <<<"$out"; then
+		printf '%s\n' "$out" >&2
+		say "module build printed warnings ($*)"
+		return 1
+	fi
+}
+
+# Everything a guest boot needs: module, selftests, initramfs. Prints the initramfs path.
+build_guest() {
+	local kb=$1 src=$2 out=$SIVSHM_ROOT/build
+	mkdir -p "$out"
+	build_module "$kb" || die "sivshm.ko does not build cleanly"
+	make -s -C "$SIVSHM_ROOT/selftests" KSRC="$src" OUTPUT="$out" >&2 || die "selftests do not build"
+	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
+		"$out/sivshm_test" "$out/sivshm_xvm"
+	echo "$out/initramfs.cpio.gz"
 }

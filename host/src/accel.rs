@@ -1,0 +1,96 @@
+//! Choosing TCG or KVM. KVM is used only where a probe boot proves that it works here: on
+//! nested hosts a bzImage can hang under KVM, so the probe has a short deadline, and its
+//! verdict is cached per kernel build and QEMU binary.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::console;
+use crate::qemu::{Accel, Machine, Vm};
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// `requested` is "tcg", "kvm" or "auto". Returns the choice and why.
+pub fn choose(requested: &str, base: &Machine, cache_dir: &Path) -> Result<(Accel, String)> {
+    match requested {
+        "tcg" => return Ok((Accel::Tcg, "requested".into())),
+        "kvm" => return Ok((Accel::Kvm, "requested".into())),
+        "auto" => {}
+        other => anyhow::bail!("--accel must be auto, tcg or kvm, not {other:?}"),
+    }
+    if fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        return Ok((Accel::Tcg, "no usable /dev/kvm".into()));
+    }
+    let key = probe_key(base)?;
+    let cache = cache_dir.join(format!("accel-probe-{key}"));
+    if let Ok(verdict) = fs::read_to_string(&cache) {
+        let accel = if verdict.starts_with("kvm") {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        return Ok((accel, format!("cached probe: {}", verdict.trim())));
+    }
+    let verdict = probe(base, cache_dir)?;
+    fs::create_dir_all(cache_dir)?;
+    fs::write(&cache, &verdict)?;
+    let accel = if verdict.starts_with("kvm") {
+        Accel::Kvm
+    } else {
+        Accel::Tcg
+    };
+    Ok((accel, format!("probe: {}", verdict.trim())))
+}
+
+fn probe_key(m: &Machine) -> Result<String> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in [&m.kernel, &m.qemu] {
+        let md = fs::metadata(p).or_else(|_| fs::metadata(which(p)))?;
+        (md.len(), md.modified()?).hash(&mut h);
+    }
+    Ok(format!("{:016x}", h.finish()))
+}
+
+fn which(p: &Path) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(p))
+                .find(|c| c.exists())
+        })
+        .unwrap_or_else(|| p.to_path_buf())
+}
+
+fn probe(base: &Machine, dir: &Path) -> Result<String> {
+    let logdir = tempfile::tempdir_in(dir)?;
+    let m = Machine {
+        accel: Accel::Kvm,
+        ..base.clone()
+    };
+    let start = Instant::now();
+    let vm = Vm::new("kvm-probe", "true");
+    let done = m.spawn(&vm, logdir.path())?.wait(start + PROBE_TIMEOUT)?;
+    let r = console::parse(&done.log);
+    Ok(if r.rc == Some(0) && !done.timed_out {
+        format!(
+            "kvm booted to init in {:.1} s\n",
+            done.elapsed.as_secs_f64()
+        )
+    } else if done.timed_out {
+        format!(
+            "tcg: a KVM boot did not reach init within {} s\n",
+            PROBE_TIMEOUT.as_secs()
+        )
+    } else {
+        "tcg: a KVM boot failed\n".to_string()
+    })
+}

@@ -1,0 +1,162 @@
+//! Reads a guest's serial log: the test command's TAP results and anything the kernel
+//! reported that must fail a run (oops, WARN, BUG, lockdep, sleeping in atomic, leaks).
+
+/// One `ok`/`not ok` line of the guest command's TAP output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapResult {
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Skip,
+}
+
+/// What a guest's serial log says.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The init script ran (`SIVSHM-BOOTED`).
+    pub booted: bool,
+    /// Exit code of the test command, if it finished.
+    pub rc: Option<i32>,
+    /// Top-level TAP results of the command.
+    pub tap: Vec<TapResult>,
+    /// Kernel log lines that must fail the run.
+    pub splats: Vec<String>,
+    /// The command's output (between the begin and end markers).
+    pub output: Vec<String>,
+}
+
+/// Kernel messages that mean the kernel found a bug (in the driver or anywhere else).
+const SPLAT_MARKERS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "kernel BUG",
+    "Kernel panic",
+    "general protection fault",
+    "possible circular locking dependency",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "suspicious RCU usage",
+    "sleeping function called from invalid context",
+    "unreferenced object",
+    "Call Trace:",
+    "UBSAN:",
+    "rust_panic",
+];
+
+pub fn parse(log: &str) -> Report {
+    let mut r = Report::default();
+    let mut inside = false;
+    for line in log.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("SIVSHM-BOOTED") {
+            r.booted = true;
+        } else if line == "SIVSHM-BEGIN" {
+            inside = true;
+        } else if let Some(rest) = line.strip_prefix("SIVSHM-END rc=") {
+            inside = false;
+            r.rc = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+        } else if SPLAT_MARKERS.iter().any(|m| line.contains(m)) {
+            r.splats.push(line.to_string());
+        } else if inside {
+            if let Some(t) = parse_tap_line(line) {
+                r.tap.push(t);
+            }
+            r.output.push(line.to_string());
+        }
+    }
+    r
+}
+
+/// Parses a top-level TAP test line (`ok 3 name`, `not ok 4 name`, `ok 5 name # SKIP why`).
+fn parse_tap_line(line: &str) -> Option<TapResult> {
+    let (failed, rest) = if let Some(rest) = line.strip_prefix("not ok ") {
+        (true, rest)
+    } else {
+        (false, line.strip_prefix("ok ")?)
+    };
+    let (num, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    num.parse::<u32>().ok()?;
+    let (name, directive) = match rest.split_once(" # ") {
+        Some((n, d)) => (n, Some(d)),
+        None => (rest, None),
+    };
+    let skip = directive.is_some_and(|d| d.to_ascii_uppercase().starts_with("SKIP"));
+    let outcome = match (failed, skip) {
+        (_, true) => Outcome::Skip,
+        (true, false) => Outcome::Fail,
+        (false, false) => Outcome::Pass,
+    };
+    Some(TapResult {
+        name: name.trim().to_string(),
+        outcome,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "Linux version 7.3.4\r\n\
+SIVSHM-BOOTED 3.1\r\n\
+SIVSHM-BEGIN\r\n\
+TAP version 13\r\n\
+1..3\r\n\
+# Starting 3 tests\r\n\
+ok 1 dev.a\r\n\
+not ok 2 dev.b\r\n\
+ok 3 dev.c # SKIP no doorbell\r\n\
+# Totals: pass:1 fail:1\r\n\
+SIVSHM-END rc=1\r\n\
+reboot: Restarting system\r\n";
+
+    #[test]
+    fn results_and_exit_code() {
+        let r = parse(LOG);
+        assert!(r.booted);
+        assert_eq!(r.rc, Some(1));
+        let got: Vec<_> = r.tap.iter().map(|t| (t.name.as_str(), t.outcome)).collect();
+        assert_eq!(
+            got,
+            [
+                ("dev.a", Outcome::Pass),
+                ("dev.b", Outcome::Fail),
+                ("dev.c", Outcome::Skip)
+            ]
+        );
+        assert!(r.splats.is_empty());
+    }
+
+    #[test]
+    fn nested_and_comment_lines_are_not_results() {
+        let r = parse("SIVSHM-BEGIN\n    ok 1 nested\n# ok 2 comment\nok x bad\nSIVSHM-END rc=0\n");
+        assert!(r.tap.is_empty());
+        assert_eq!(r.rc, Some(0));
+    }
+
+    #[test]
+    fn kernel_splats_are_found_anywhere() {
+        let log = "SIVSHM-BEGIN\n\
+[ 5.1] WARNING: CPU: 0 PID: 1 at mm/memory.c:123 insert_pfn\n\
+ok 1 x\n\
+SIVSHM-END rc=0\n\
+[ 6.0] ======================================================\n\
+[ 6.0] WARNING: possible circular locking dependency detected\n\
+unreferenced object 0xffff888003 (size 64):\n";
+        let r = parse(log);
+        assert_eq!(r.splats.len(), 3);
+        assert_eq!(r.tap.len(), 1);
+    }
+
+    #[test]
+    fn missing_end_means_no_exit_code() {
+        let r = parse("SIVSHM-BOOTED 1\nSIVSHM-BEGIN\nok 1 a\n");
+        assert_eq!(r.rc, None);
+        assert!(r.booted);
+    }
+}

@@ -1,0 +1,136 @@
+//! `sivshm-host`: the host side of sivshm. It creates the shared-memory segments and the
+//! doorbell wiring before any VM starts, boots QEMU guests on them and reads their results.
+
+mod accel;
+mod console;
+mod protocol;
+mod qemu;
+mod segments;
+mod selftest;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use console::Outcome;
+use qemu::Machine;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot the test guests and run the kselftests in them.
+    Test {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// Run only the scenarios whose name contains this.
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// Print every guest's summary, not only failing ones.
+        #[arg(long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Args)]
+struct GuestArgs {
+    /// Guest kernel (bzImage) built with the project's config fragment.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Guest initramfs (scripts/build-initramfs.sh).
+    #[arg(long)]
+    initrd: PathBuf,
+    /// auto (KVM only if a probe boot works here), tcg or kvm.
+    #[arg(long, default_value = "auto")]
+    accel: String,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    qemu: PathBuf,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 256)]
+    memory_mib: u32,
+    /// Where serial logs go (kept after the run).
+    #[arg(long, default_value = "build/logs")]
+    logdir: PathBuf,
+    /// Seconds a scenario may take before its guests are killed.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Where the accelerator probe's verdict is cached.
+    #[arg(long, env = "SIVSHM_CACHE", default_value = "build/cache")]
+    cache: PathBuf,
+}
+
+impl GuestArgs {
+    fn machine(&self) -> Result<Machine> {
+        for p in [&self.kernel, &self.initrd] {
+            anyhow::ensure!(p.is_file(), "{} does not exist", p.display());
+        }
+        std::fs::create_dir_all(&self.logdir)
+            .with_context(|| format!("creating {}", self.logdir.display()))?;
+        let base = Machine {
+            qemu: self.qemu.clone(),
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            accel: qemu::Accel::Tcg,
+            memory_mib: self.memory_mib,
+        };
+        let (accel, why) = accel::choose(&self.accel, &base, &self.cache)?;
+        eprintln!("# accelerator: {} ({why})", accel.name());
+        Ok(Machine { accel, ..base })
+    }
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Test {
+            guest,
+            filter,
+            verbose,
+        } => {
+            let machine = guest.machine()?;
+            let start = Instant::now();
+            let suite = selftest::Suite {
+                machine: &machine,
+                logdir: &guest.logdir,
+                timeout: Duration::from_secs(guest.timeout),
+                verbose,
+            };
+            let results = suite.run(&filter)?;
+            let (mut pass, mut fail, mut skip) = (0, 0, 0);
+            println!("TAP version 13");
+            println!("1..{}", results.len());
+            for (i, r) in results.iter().enumerate() {
+                match r.outcome {
+                    Outcome::Pass => {
+                        pass += 1;
+                        println!("ok {} {}", i + 1, r.name);
+                    }
+                    Outcome::Skip => {
+                        skip += 1;
+                        println!("ok {} {} # SKIP", i + 1, r.name);
+                    }
+                    Outcome::Fail => {
+                        fail += 1;
+                        println!("not ok {} {}", i + 1, r.name);
+                    }
+                }
+            }
+            println!(
+                "# guest tests: {pass} passed, {fail} failed, {skip} skipped in {:.0} s ({})",
+                start.elapsed().as_secs_f64(),
+                machine.accel.name()
+            );
+            if fail > 0 || results.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

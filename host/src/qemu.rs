@@ -1,0 +1,345 @@
+//! Building QEMU command lines for the test guests and running them with a deadline.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use command_fds::{CommandFdExt, FdMapping};
+
+/// How QEMU executes the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// What every guest boots.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    pub qemu: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub accel: Accel,
+    pub memory_mib: u32,
+}
+
+/// An ivshmem device in a guest.
+pub enum Device {
+    /// `ivshmem-plain` on a host file (a segment) of `size` bytes.
+    Plain {
+        slot: u8,
+        segment: PathBuf,
+        size: u64,
+    },
+    /// `ivshmem-doorbell` whose setup stream is already queued on `chardev` (QEMU's end of a
+    /// prefilled socket pair, see `protocol`).
+    Doorbell {
+        slot: u8,
+        chardev: OwnedFd,
+        vectors: u16,
+    },
+}
+
+impl Device {
+    pub fn slot(&self) -> u8 {
+        match self {
+            Device::Plain { slot, .. } | Device::Doorbell { slot, .. } => *slot,
+        }
+    }
+
+    /// The guest's PCI address of the device (bus 0 of the i440fx machine).
+    pub fn bdf(&self) -> String {
+        format!("0000:00:{:02x}.0", self.slot())
+    }
+}
+
+/// One guest: its devices and what its init runs.
+pub struct Vm {
+    pub name: String,
+    pub devices: Vec<Device>,
+    /// Passed as `NAME=value` on the kernel command line; init sees them as environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// First fd number handed to QEMU for chardevs; above anything QEMU opens before parsing.
+const FIRST_CHILD_FD: i32 = 10;
+
+impl Vm {
+    pub fn new(name: &str, run: &str) -> Self {
+        Vm {
+            name: name.to_string(),
+            devices: Vec::new(),
+            env: vec![("SIVSHM_RUN".into(), run.into())],
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_string(), value.into()));
+        self
+    }
+
+    pub fn device(mut self, d: Device) -> Self {
+        self.devices.push(d);
+        self
+    }
+
+    fn cmdline(&self) -> Result<String> {
+        let mut s = String::from("console=ttyS0 panic=-1 loglevel=6");
+        for (k, v) in &self.env {
+            if v.contains('"') || k.contains('.') || k.contains(' ') {
+                bail!("kernel command line parameter {k}={v:?} cannot be passed to init");
+            }
+            if v.contains(' ') {
+                s += &format!(" {k}=\"{v}\"");
+            } else {
+                s += &format!(" {k}={v}");
+            }
+        }
+        Ok(s)
+    }
+
+    /// QEMU's arguments and the fds the child must inherit.
+    pub fn args(&self, m: &Machine, log: &Path) -> Result<(Vec<OsString>, Vec<FdMapping>)> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |s: &str| a.push(s.into());
+        push("-accel");
+        push(m.accel.name());
+        for s in [
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-smp",
+            "1",
+        ] {
+            push(s);
+        }
+        push("-m");
+        push(&m.memory_mib.to_string());
+        push("-serial");
+        push(&format!("file:{}", log.display()));
+        push("-append");
+        push(&self.cmdline()?);
+        a.push("-kernel".into());
+        a.push(m.kernel.clone().into());
+        a.push("-initrd".into());
+        a.push(m.initrd.clone().into());
+        let mut fds = Vec::new();
+        for (i, d) in self.devices.iter().enumerate() {
+            match d {
+                Device::Plain {
+                    slot,
+                    segment,
+                    size,
+                } => {
+                    a.push("-object".into());
+                    let mut obj = OsString::from(format!(
+                        "memory-backend-file,id=shm{i},size={size},share=on,mem-path="
+                    ));
+                    obj.push(segment);
+                    a.push(obj);
+                    a.push("-device".into());
+                    a.push(format!("ivshmem-plain,memdev=shm{i},addr={slot:#x}.0").into());
+                }
+                Device::Doorbell {
+                    slot,
+                    chardev,
+                    vectors,
+                } => {
+                    let child_fd = FIRST_CHILD_FD + fds.len() as i32;
+                    fds.push(FdMapping {
+                        parent_fd: chardev.try_clone()?,
+                        child_fd,
+                    });
+                    a.push("-chardev".into());
+                    a.push(format!("socket,id=db{i},fd={child_fd}").into());
+                    a.push("-device".into());
+                    a.push(
+                        format!(
+                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},addr={slot:#x}.0"
+                        )
+                        .into(),
+                    );
+                }
+            }
+        }
+        Ok((a, fds))
+    }
+}
+
+/// A guest that is running.
+pub struct Running {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+    started: Instant,
+}
+
+/// How a guest ended.
+pub struct Finished {
+    pub name: String,
+    pub log: String,
+    pub log_path: PathBuf,
+    pub timed_out: bool,
+    pub elapsed: Duration,
+}
+
+impl Machine {
+    pub fn spawn(&self, vm: &Vm, logdir: &Path) -> Result<Running> {
+        let log = logdir.join(format!("{}.log", vm.name));
+        let (args, fds) = vm.args(self, &log)?;
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null());
+        cmd.stderr(fs::File::create(
+            logdir.join(format!("{}.qemu-stderr", vm.name)),
+        )?);
+        cmd.fd_mappings(fds)
+            .context("passing chardev fds to QEMU")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", self.qemu.display()))?;
+        Ok(Running {
+            name: vm.name.clone(),
+            child,
+            log,
+            started: Instant::now(),
+        })
+    }
+}
+
+impl Running {
+    /// Waits for the guest to power off, killing it at `deadline`.
+    pub fn wait(mut self, deadline: Instant) -> Result<Finished> {
+        let mut timed_out = false;
+        loop {
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                timed_out = true;
+                let _ = self.child.kill();
+                self.child.wait()?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let elapsed = self.started.elapsed();
+        let log = fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let stderr = self.log.with_extension("qemu-stderr");
+        let err = fs::read_to_string(&stderr).unwrap_or_default();
+        let log = if err.trim().is_empty() {
+            log
+        } else {
+            format!("{log}\nqemu stderr:\n{err}")
+        };
+        Ok(Finished {
+            name: self.name,
+            log,
+            log_path: self.log,
+            timed_out,
+            elapsed,
+        })
+    }
+}
+
+/// Runs guests side by side and waits for all of them.
+pub fn run_all(m: &Machine, vms: &[Vm], logdir: &Path, timeout: Duration) -> Result<Vec<Finished>> {
+    let deadline = Instant::now() + timeout;
+    let running = vms
+        .iter()
+        .map(|vm| m.spawn(vm, logdir))
+        .collect::<Result<Vec<_>>>()?;
+    running.into_iter().map(|r| r.wait(deadline)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn machine() -> Machine {
+        Machine {
+            qemu: "qemu-system-x86_64".into(),
+            kernel: "/k/bzImage".into(),
+            initrd: "/k/initrd".into(),
+            accel: Accel::Tcg,
+            memory_mib: 256,
+        }
+    }
+
+    fn joined(args: &[OsString]) -> String {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn plain_device_is_a_shared_file_backend_at_its_slot() {
+        let vm = Vm::new("a", "sivshm_test").device(Device::Plain {
+            slot: 4,
+            segment: "/dev/shm/seg0".into(),
+            size: 4 << 20,
+        });
+        let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log")).unwrap();
+        let s = joined(&args);
+        assert!(
+            s.contains("memory-backend-file,id=shm0,size=4194304,share=on,mem-path=/dev/shm/seg0")
+        );
+        assert!(s.contains("ivshmem-plain,memdev=shm0,addr=0x4.0"));
+        assert!(s.contains("-accel tcg"));
+        assert!(s.contains("SIVSHM_RUN=sivshm_test"));
+        assert!(fds.is_empty());
+        assert_eq!(vm.devices[0].bdf(), "0000:00:04.0");
+    }
+
+    #[test]
+    fn doorbell_chardev_fd_is_mapped_into_the_child() {
+        let (_a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let vm = Vm::new("a", "true").device(Device::Doorbell {
+            slot: 5,
+            chardev: b,
+            vectors: 2,
+        });
+        let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log")).unwrap();
+        let s = joined(&args);
+        assert!(s.contains("-chardev socket,id=db0,fd=10"));
+        assert!(s.contains("ivshmem-doorbell,chardev=db0,vectors=2,addr=0x5.0"));
+        assert_eq!(fds.len(), 1);
+        assert_eq!(fds[0].child_fd, 10);
+    }
+
+    #[test]
+    fn values_with_spaces_are_quoted_and_dotted_names_refused() {
+        let vm = Vm::new("a", "sivshm_test -v");
+        assert!(vm
+            .cmdline()
+            .unwrap()
+            .contains("SIVSHM_RUN=\"sivshm_test -v\""));
+        let bad = Vm::new("a", "x").env("sivshm.x", "1");
+        assert!(bad.cmdline().is_err());
+        let quote = Vm::new("a", "echo \"hi\"");
+        assert!(quote.cmdline().is_err());
+    }
+}

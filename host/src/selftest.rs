@@ -1,0 +1,171 @@
+//! The in-guest test suite: which VMs boot with which devices, and what counts as a pass.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::console::{self, Outcome};
+use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
+use crate::qemu::{run_all, Device, Finished, Machine, Vm};
+use crate::segments::Segments;
+
+/// One reported result.
+pub struct CaseResult {
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+pub struct Suite<'a> {
+    pub machine: &'a Machine,
+    pub logdir: &'a Path,
+    pub timeout: Duration,
+    pub verbose: bool,
+}
+
+impl Suite<'_> {
+    /// Runs every scenario whose name contains `filter`.
+    pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
+        type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
+        let scenarios: [(&str, Scenario); 2] =
+            [("single-vm", single_vm), ("two-vm-plain", two_vm_plain)];
+        let mut all = Vec::new();
+        for (name, f) in scenarios {
+            if !name.contains(filter) {
+                continue;
+            }
+            eprintln!("# scenario {name}");
+            let finished = f(self)?;
+            all.extend(self.judge(name, &finished));
+        }
+        Ok(all)
+    }
+
+    /// Turns guests' logs into results: every TAP line, plus per guest whether it ran to the
+    /// end and whether its kernel log is free of splats.
+    fn judge(&self, scenario: &str, finished: &[Finished]) -> Vec<CaseResult> {
+        let mut out = Vec::new();
+        for f in finished {
+            let r = console::parse(&f.log);
+            let prefix = format!("{scenario}/{}", f.name);
+            let failed_tap = r.tap.iter().any(|t| t.outcome == Outcome::Fail);
+            for t in &r.tap {
+                out.push(CaseResult {
+                    name: format!("{prefix}/{}", t.name),
+                    outcome: t.outcome,
+                });
+            }
+            let completed = !f.timed_out && (r.rc == Some(0) || (r.rc.is_some() && failed_tap));
+            let ran_tests = !r.tap.is_empty();
+            out.push(CaseResult {
+                name: format!("{prefix}: booted, ran its tests and powered off"),
+                outcome: if completed && ran_tests {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail
+                },
+            });
+            out.push(CaseResult {
+                name: format!("{prefix}: no oops, WARN, BUG or lockdep report"),
+                // A guest that never booted proves nothing about its kernel log.
+                outcome: if r.booted && r.splats.is_empty() {
+                    Outcome::Pass
+                } else {
+                    Outcome::Fail
+                },
+            });
+            let bad = !completed || !ran_tests || failed_tap || !r.splats.is_empty();
+            if bad || self.verbose {
+                eprintln!(
+                    "# {prefix}: {} in {:.1} s, rc {:?}, log {}",
+                    if f.timed_out { "timed out" } else { "finished" },
+                    f.elapsed.as_secs_f64(),
+                    r.rc,
+                    f.log_path.display()
+                );
+                for s in &r.splats {
+                    eprintln!("#   kernel: {s}");
+                }
+            }
+            if bad {
+                for line in f
+                    .log
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                {
+                    eprintln!("#   | {line}");
+                }
+            }
+        }
+        out
+    }
+}
+
+/// One guest with two devices: `ivshmem-plain` (4 MiB) and `ivshmem-doorbell` (1 MiB, peer
+/// id 3, wired by a prefilled socket): device nodes, info, mmap, bad arguments, unbind and
+/// module reload.
+fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    let segs = Segments::new()?;
+    let (plain, _) = segs.create("plain", 4 << 20)?;
+    let (_, doorbell_shm) = segs.create("doorbell", 1 << 20)?;
+    let own = PeerVectors::new(3, 2)?;
+    let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
+    let (_server_end, chardev) = prefilled_socket(&msgs)?;
+    let plain = Device::Plain {
+        slot: 4,
+        segment: plain,
+        size: 4 << 20,
+    };
+    let doorbell = Device::Doorbell {
+        slot: 5,
+        chardev,
+        vectors: 2,
+    };
+    // What the guest must find: PCI address, size, peer id.
+    let expect = format!(
+        "{},{},none;{},{},{}",
+        plain.bdf(),
+        4 << 20,
+        doorbell.bdf(),
+        1 << 20,
+        own.id
+    );
+    let vm = Vm::new("vm", "sivshm_test")
+        .env("SIVSHM_EXPECT", expect)
+        .device(plain)
+        .device(doorbell);
+    run_all(s.machine, &[vm], s.logdir, s.timeout)
+}
+
+/// Two guests on one `ivshmem-plain` segment: data written in one is read in the other.
+fn two_vm_plain(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    let segs = Segments::new()?;
+    let size = 8 << 20;
+    let (seg, _) = segs.create("shared", size)?;
+    let nonce = format!("{:#x}", nonce());
+    let dev = |p: &std::path::PathBuf| Device::Plain {
+        slot: 4,
+        segment: p.clone(),
+        size,
+    };
+    let writer = Vm::new("writer", "sivshm_xvm writer")
+        .env("SIVSHM_NONCE", &nonce)
+        .device(dev(&seg));
+    let reader = Vm::new("reader", "sivshm_xvm reader")
+        .env("SIVSHM_NONCE", &nonce)
+        .device(dev(&seg));
+    run_all(s.machine, &[writer, reader], s.logdir, s.timeout)
+}
+
+/// A per-run value, so that a stale segment can never pass for this run's data.
+fn nonce() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}

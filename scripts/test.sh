@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The project's test command. Installs what is missing (scripts/setup.sh), builds the module,
+# the kselftests and the host tools, runs the host-side tests and the in-guest kselftests in
+# QEMU, and ends with the line "N passed, N failed".
+#
+#   scripts/test.sh [--filter SCENARIO] [--accel auto|tcg|kvm]
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+cd "$SIVSHM_ROOT" || exit 1
+
+host_args=()
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--filter|--accel) host_args+=("$1" "$2"); shift 2 ;;
+	*) die "unknown argument $1 (see the header of $0)" ;;
+	esac
+done
+
+pass=0 fail=0
+started=$(date +%s)
+elapsed() { echo "$(( $(date +%s) - started )) s"; }
+check() {
+	local name=$1; shift
+	if "$@" >"$SIVSHM_ROOT/build/check.log" 2>&1; then
+		pass=$((pass + 1)); echo "ok - $name"
+	else
+		fail=$((fail + 1)); echo "not ok - $name"; sed 's/^/#   /' "$SIVSHM_ROOT/build/check.log" | tail -n 40
+	fi
+}
+finish() {
+	echo "# total time $(elapsed)"
+	echo "$pass passed, $fail failed"
+	[ "$fail" = 0 ]
+	exit
+}
+mkdir -p build
+
+kb=$("$SIVSHM_ROOT/scripts/setup.sh" | tail -n1)
+if [ ! -f "$kb/arch/x86/boot/bzImage" ]; then
+	echo "not ok - setup (toolchain, kernel source and guest kernel)"
+	fail=$((fail + 1)); finish
+fi
+src=$(kernel_src_dir)
+say "setup ready after $(elapsed): kernel build $kb"
+
+check "sivshm.ko builds with no warnings" build_module "$kb"
+check "sivshm.ko builds with no warnings under CLIPPY=1" build_module "$kb" CLIPPY=1
+check "driver is rustfmt-clean (kernel .rustfmt.toml)" \
+	"$KRUSTFMT" --edition 2021 --config-path "$src/.rustfmt.toml" --check sivshm.rs
+check "user-space crates are rustfmt-clean" cargo fmt --all --check
+check "user-space crates are clippy-clean" cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Host-side unit tests: each cargo test counts.
+if cargo test --release --workspace >build/cargo-test.log 2>&1; then :; fi
+read -r cp cf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+	END { print p + 0, f + 0 }' build/cargo-test.log)
+grep -E '^test .* (ok|FAILED|ignored)$' build/cargo-test.log | sed 's/^/# cargo: /'
+if ! grep -q '^test result:' build/cargo-test.log; then
+	sed 's/^/#   /' build/cargo-test.log | tail -n 30
+	cf=$((cf + 1))
+fi
+pass=$((pass + cp)); fail=$((fail + cf))
+echo "# host tests: $cp passed, $cf failed"
+
+# In-guest kselftests.
+if ! initrd=$(build_guest "$kb" "$src"); then
+	echo "not ok - guest build (module, selftests, initramfs)"
+	fail=$((fail + 1)); finish
+fi
+if ! cargo build --release -q -p sivshm-host; then
+	echo "not ok - sivshm-host builds"
+	fail=$((fail + 1)); finish
+fi
+target/release/sivshm-host test --kernel "$kb/arch/x86/boot/bzImage" --initrd "$initrd" \
+	--cache "$SIVSHM_CACHE" --logdir build/logs "${host_args[@]}" | tee build/guest-tests.tap
+read -r gp gf < <(sed -n 's/^# guest tests: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' build/guest-tests.tap)
+if [ -z "${gp:-}" ]; then
+	echo "not ok - guest test run produced a summary"
+	gp=0 gf=1
+fi
+pass=$((pass + gp)); fail=$((fail + gf))
+finish
