@@ -23,7 +23,16 @@ apt_mirror_uri() {
 }
 
 apt_updated=0
-apt_update() { [ $apt_updated = 1 ] || { say "apt-get update"; apt-get update -qq >&2; apt_updated=1; }; }
+apt_update() { [ $apt_updated = 1 ] || { say "apt-get update"; apt-get update -qq >&2 || die "apt-get update failed"; apt_updated=1; }; }
+# apt-get install, quiet unless it fails.
+apt_install() {
+	local log; log=$(mktemp)
+	if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >"$log" 2>&1; then
+		tail -n 30 "$log" >&2; rm -f "$log"
+		return 1
+	fi
+	rm -f "$log"
+}
 
 if [ ! -f "$BACKPORTS_LIST" ]; then
 	uri=$(apt_mirror_uri | head -n1)
@@ -48,16 +57,15 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
 	apt_update
 	say "installing: ${missing[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-		|| die "apt-get install ${missing[*]} failed"
+	apt_install "${missing[@]}" || die "apt-get install ${missing[*]} failed"
 fi
 
 qemu_ok() { command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | grep -qE 'version (9|[1-9][0-9])\.'; }
 if ! qemu_ok; then
 	apt_update
 	say "installing qemu-system-x86 from bookworm-backports"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		-t bookworm-backports qemu-system-x86 >&2 || die "qemu-system-x86 from bookworm-backports could not be installed"
+	apt_install -t bookworm-backports qemu-system-x86 \
+		|| die "qemu-system-x86 from bookworm-backports could not be installed"
 	qemu_ok || die "qemu-system-x86_64 is missing or older than 9.0 after install"
 fi
 
@@ -72,6 +80,8 @@ fi
 if ! src=$(kernel_src_dir); then
 	apt_update
 	tmp=$(mktemp -d "$SIVSHM_CACHE/dl.XXXXXX")
+	# apt drops privileges to _apt for downloads; let it write here.
+	chown _apt "$tmp" 2>/dev/null || true
 	say "downloading linux-source-$KERNEL_SERIES from trixie-backports"
 	(cd "$tmp" && apt-get download -qq "linux-source-$KERNEL_SERIES" >&2) \
 		|| die "apt-get download linux-source-$KERNEL_SERIES failed (is trixie-backports reachable?)"

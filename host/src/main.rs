@@ -7,6 +7,7 @@ mod protocol;
 mod qemu;
 mod segments;
 mod selftest;
+mod topology;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -36,6 +37,24 @@ enum Cmd {
         /// Print every guest's summary, not only failing ones.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Boot a data manager and N workers, each worker on its own segment, and move data
+    /// from the manager to every worker.
+    Demo {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// Number of worker VMs.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Size of each worker's segment in MiB (a power of two).
+        #[arg(long, default_value_t = 4)]
+        segment_mib: u64,
+        /// Batches sent to every worker.
+        #[arg(long, default_value_t = 16)]
+        rounds: u64,
+        /// Bytes per batch (default: the segment less its header page).
+        #[arg(long)]
+        bytes: Option<usize>,
     },
 }
 
@@ -89,6 +108,53 @@ impl GuestArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Demo {
+            guest,
+            workers,
+            segment_mib,
+            rounds,
+            bytes,
+        } => {
+            let segment = segment_mib
+                .checked_mul(1 << 20)
+                .filter(|s| s.is_power_of_two())
+                .context("--segment-mib must be a power of two")?;
+            let bytes = bytes.unwrap_or(segment as usize - 4096);
+            anyhow::ensure!(
+                bytes > 0 && bytes <= segment as usize - 4096,
+                "--bytes must be between 1 and the segment size less 4096"
+            );
+            let roles = topology::Distribute { rounds, bytes };
+            let topo = topology::Topology::new(workers, segment, &roles)?;
+            let machine = guest.machine()?;
+            eprintln!(
+                "# booting a manager and {workers} worker(s), {segment_mib} MiB segment each ({})",
+                machine.accel.name()
+            );
+            let finished = topo.run(&machine, &guest.logdir, Duration::from_secs(guest.timeout))?;
+            let mut ok = true;
+            for f in &finished {
+                let r = console::parse(&f.log);
+                let good = !f.timed_out && r.rc == Some(0) && r.splats.is_empty();
+                ok &= good;
+                println!(
+                    "[{}] {} after {:.1} s{}",
+                    f.name,
+                    if good { "done" } else { "FAILED" },
+                    f.elapsed.as_secs_f64(),
+                    if good {
+                        String::new()
+                    } else {
+                        format!(" (log {})", f.log_path.display())
+                    }
+                );
+                for line in r.output.iter().chain(&r.splats) {
+                    println!("[{}]   {line}", f.name);
+                }
+            }
+            anyhow::ensure!(ok, "the demo failed");
+            Ok(())
+        }
         Cmd::Test {
             guest,
             filter,

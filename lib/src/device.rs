@@ -1,0 +1,154 @@
+//! Opening a device and describing it.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::{sys, uapi, Mapping, Result};
+
+/// How the device interrupts the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqMode {
+    None,
+    Intx,
+    Msix,
+    /// A mode this version of the crate does not know.
+    Other(u8),
+}
+
+/// A PCI address, `domain:bus:slot.function`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PciAddress {
+    pub domain: u32,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+}
+
+impl fmt::Display for PciAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{:x}",
+            self.domain, self.bus, self.slot, self.function
+        )
+    }
+}
+
+/// What `SIVSHM_IOCTL_GET_INFO` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// Bytes of shared memory.
+    pub shm_size: u64,
+    /// Own peer id, on a device with a doorbell.
+    pub peer_id: Option<u32>,
+    pub doorbell: bool,
+    pub nr_vectors: u16,
+    pub irq_mode: IrqMode,
+    pub pci: PciAddress,
+    /// N of `/dev/sivshmN`.
+    pub index: u32,
+    /// The driver's `SIVSHM_API_VERSION`.
+    pub api_version: u32,
+}
+
+impl From<uapi::Info> for Info {
+    fn from(i: uapi::Info) -> Self {
+        Info {
+            shm_size: i.shm_size,
+            peer_id: (i.peer_id != uapi::PEER_ID_NONE).then_some(i.peer_id),
+            doorbell: i.flags & uapi::INFO_F_DOORBELL != 0,
+            nr_vectors: i.nr_vectors,
+            irq_mode: match i.irq_mode {
+                uapi::IRQ_NONE => IrqMode::None,
+                uapi::IRQ_INTX => IrqMode::Intx,
+                uapi::IRQ_MSIX => IrqMode::Msix,
+                m => IrqMode::Other(m),
+            },
+            pci: PciAddress {
+                domain: i.pci_domain,
+                bus: i.pci_bus,
+                slot: i.pci_slot,
+                function: i.pci_func,
+            },
+            index: i.index,
+            api_version: i.api_version,
+        }
+    }
+}
+
+/// An open `/dev/sivshmN`.
+pub struct Device {
+    fd: OwnedFd,
+    info: Info,
+}
+
+impl Device {
+    /// Opens a device node read-write and queries it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO))?;
+        let fd = OwnedFd::from(file);
+        let info = sys::get_info(&fd)?.into();
+        Ok(Device { fd, info })
+    }
+
+    /// The device nodes present, in index order.
+    pub fn list() -> Vec<PathBuf> {
+        let mut v: Vec<(u32, PathBuf)> = std::fs::read_dir("/dev")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name.strip_prefix("sivshm")?.parse().ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Opens the device at PCI address `pci`.
+    pub fn find(pci: &str) -> Result<Self> {
+        for path in Self::list() {
+            if let Ok(dev) = Self::open(&path) {
+                if dev.info.pci.to_string() == pci {
+                    return Ok(dev);
+                }
+            }
+        }
+        Err(rustix::io::Errno::NODEV)
+    }
+
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// Queries the device again (fails with `ENODEV` once it was unbound).
+    pub fn refresh_info(&mut self) -> Result<&Info> {
+        self.info = sys::get_info(&self.fd)?.into();
+        Ok(&self.info)
+    }
+
+    /// Maps the whole shared memory.
+    pub fn map(&self) -> Result<Mapping> {
+        let len = usize::try_from(self.info.shm_size).map_err(|_| rustix::io::Errno::NOMEM)?;
+        Mapping::new(self.fd.as_fd(), 0, len)
+    }
+
+    /// Maps `len` bytes at `offset` (both multiples of the page size).
+    pub fn map_range(&self, offset: u64, len: usize) -> Result<Mapping> {
+        Mapping::new(self.fd.as_fd(), offset, len)
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,100 @@
+//! Checks the Rust mirror (`uapi.rs`, used by the driver and this crate) against the C
+//! header, the single source of truth: a C program built from the header prints every
+//! constant, size and offset, and each must equal the Rust value.
+
+use std::collections::HashMap;
+use std::mem::{offset_of, size_of};
+use std::path::Path;
+use std::process::Command;
+
+use crate::uapi::{self, Info};
+
+const PROBE: &str = r#"
+#include <stdio.h>
+#include <stddef.h>
+#include <linux/sivshm.h>
+#define V(x) printf(#x " %llu\n", (unsigned long long)(x))
+#define O(f) printf("offsetof_" #f " %zu\n", offsetof(struct sivshm_info, f))
+int main(void)
+{
+	V(SIVSHM_IOCTL_TYPE); V(SIVSHM_API_VERSION); V(SIVSHM_IRQ_NONE); V(SIVSHM_IRQ_INTX);
+	V(SIVSHM_IRQ_MSIX); V(SIVSHM_INFO_F_DOORBELL); V(SIVSHM_PEER_ID_NONE);
+	V(SIVSHM_INFO_ARGSZ_V1); V(SIVSHM_IOCTL_GET_INFO); V(sizeof(struct sivshm_info));
+	O(argsz); O(api_version); O(shm_size); O(peer_id); O(flags); O(nr_vectors); O(irq_mode);
+	O(__pad0); O(pci_domain); O(pci_bus); O(pci_slot); O(pci_func); O(__pad1); O(index);
+	O(__reserved);
+	return 0;
+}
+"#;
+
+fn header_values() -> HashMap<String, u64> {
+    let dir = tempfile_dir();
+    let src = dir.join("probe.c");
+    let bin = dir.join("probe");
+    std::fs::write(&src, PROBE).unwrap();
+    let uapi = Path::new(env!("CARGO_MANIFEST_DIR")).join("../uapi");
+    let ok = Command::new("cc")
+        .arg("-I")
+        .arg(&uapi)
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .status()
+        .expect("a C compiler (cc) is needed to check the header");
+    assert!(ok.success(), "uapi/linux/sivshm.h does not compile");
+    let out = Command::new(&bin).output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("sivshm-header-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn rust_mirror_matches_the_c_header() {
+    let h = header_values();
+    let want: &[(&str, u64)] = &[
+        ("SIVSHM_IOCTL_TYPE", uapi::IOCTL_TYPE.into()),
+        ("SIVSHM_API_VERSION", uapi::API_VERSION.into()),
+        ("SIVSHM_IRQ_NONE", uapi::IRQ_NONE.into()),
+        ("SIVSHM_IRQ_INTX", uapi::IRQ_INTX.into()),
+        ("SIVSHM_IRQ_MSIX", uapi::IRQ_MSIX.into()),
+        ("SIVSHM_INFO_F_DOORBELL", uapi::INFO_F_DOORBELL.into()),
+        ("SIVSHM_PEER_ID_NONE", uapi::PEER_ID_NONE.into()),
+        ("SIVSHM_INFO_ARGSZ_V1", uapi::INFO_ARGSZ_V1.into()),
+        ("SIVSHM_IOCTL_GET_INFO", uapi::IOCTL_GET_INFO.into()),
+        ("sizeof(struct sivshm_info)", size_of::<Info>() as u64),
+        ("offsetof_argsz", offset_of!(Info, argsz) as u64),
+        ("offsetof_api_version", offset_of!(Info, api_version) as u64),
+        ("offsetof_shm_size", offset_of!(Info, shm_size) as u64),
+        ("offsetof_peer_id", offset_of!(Info, peer_id) as u64),
+        ("offsetof_flags", offset_of!(Info, flags) as u64),
+        ("offsetof_nr_vectors", offset_of!(Info, nr_vectors) as u64),
+        ("offsetof_irq_mode", offset_of!(Info, irq_mode) as u64),
+        ("offsetof___pad0", offset_of!(Info, pad0) as u64),
+        ("offsetof_pci_domain", offset_of!(Info, pci_domain) as u64),
+        ("offsetof_pci_bus", offset_of!(Info, pci_bus) as u64),
+        ("offsetof_pci_slot", offset_of!(Info, pci_slot) as u64),
+        ("offsetof_pci_func", offset_of!(Info, pci_func) as u64),
+        ("offsetof___pad1", offset_of!(Info, pad1) as u64),
+        ("offsetof_index", offset_of!(Info, index) as u64),
+        ("offsetof___reserved", offset_of!(Info, reserved) as u64),
+    ];
+    for (name, value) in want {
+        assert_eq!(h.get(*name), Some(value), "{name}: header vs uapi.rs");
+    }
+    assert_eq!(
+        h.len(),
+        want.len(),
+        "the probe printed values this test does not check"
+    );
+}

@@ -1,0 +1,166 @@
+//! A mapping of shared memory that another VM may write at any time.
+
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
+
+use crate::Result;
+
+/// A shared, read-write mapping. Every access is bounds-checked and returns `None` when it
+/// would leave the mapping.
+pub struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: The mapping is plain shared memory; it can be used and unmapped from any thread.
+unsafe impl Send for Mapping {}
+// SAFETY: `&Mapping` only allows volatile copies and atomic accesses, which are sound when
+// other threads (or VMs) access the same memory concurrently.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes at `offset` of `fd` (any shareable file, e.g. a memfd in tests).
+    pub fn new(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<Self> {
+        // SAFETY: A fresh mapping chosen by the kernel (no fixed address) cannot overlap
+        // memory Rust already uses.
+        let ptr = unsafe {
+            mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                offset,
+            )?
+        };
+        let ptr = NonNull::new(ptr.cast()).ok_or(rustix::io::Errno::NOMEM)?;
+        Ok(Mapping { ptr, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn range(&self, offset: usize, len: usize) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        // SAFETY: `offset <= end <= self.len`, so the pointer stays inside the mapping.
+        (end <= self.len).then(|| unsafe { self.ptr.as_ptr().add(offset) })
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the shared memory.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Option<()> {
+        let src = self.range(offset, buf.len())?;
+        // SAFETY: `src..src + len` is inside the mapping; the copy is element-wise volatile so
+        // concurrent writers cannot make it undefined behaviour, only return torn data, which
+        // the caller's protocol must detect.
+        unsafe { volatile_copy(src, buf.as_mut_ptr(), buf.len()) };
+        Some(())
+    }
+
+    /// Copies `buf` into the shared memory at `offset`.
+    pub fn write(&self, offset: usize, buf: &[u8]) -> Option<()> {
+        let dst = self.range(offset, buf.len())?;
+        // SAFETY: As in `read`, with the roles swapped.
+        unsafe { volatile_copy(buf.as_ptr(), dst, buf.len()) };
+        Some(())
+    }
+
+    /// The naturally aligned `u32` at `offset`, as an atomic shared with the peers.
+    pub fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
+        let p = self.range(offset, 4)?;
+        // SAFETY: In range, aligned (checked), and an atomic may be modified concurrently by
+        // other processes; it lives as long as `&self`.
+        (p as usize % 4 == 0).then(|| unsafe { AtomicU32::from_ptr(p.cast()) })
+    }
+
+    /// The naturally aligned `u64` at `offset`, as an atomic shared with the peers.
+    pub fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
+        let p = self.range(offset, 8)?;
+        // SAFETY: As in `atomic_u32`.
+        (p as usize % 8 == 0).then(|| unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+}
+
+/// Copies with word-sized volatile accesses where both sides allow it.
+///
+/// # Safety
+///
+/// `src` must be valid for `len` bytes of reads and `dst` for `len` bytes of writes.
+unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
+    let mut i = 0;
+    if (src as usize) % 8 == (dst as usize) % 8 {
+        while i < len && (src as usize + i) % 8 != 0 {
+            // SAFETY: `i < len`; the caller guarantees the ranges.
+            unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+            i += 1;
+        }
+        while i + 8 <= len {
+            // SAFETY: `i + 8 <= len` and both pointers are 8-byte aligned here.
+            unsafe {
+                let w = src.add(i).cast::<u64>().read_volatile();
+                dst.add(i).cast::<u64>().write_volatile(w);
+            }
+            i += 8;
+        }
+    }
+    while i < len {
+        // SAFETY: `i < len`.
+        unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+        i += 1;
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr + len` is our mapping and nothing borrowed from it outlives
+        // `self` (accessors borrow `&self`).
+        let _ = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::sync::atomic::Ordering;
+
+    fn memfd(len: u64) -> std::os::fd::OwnedFd {
+        let fd = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, len).unwrap();
+        fd
+    }
+
+    #[test]
+    fn two_mappings_of_one_file_see_each_others_writes() {
+        let fd = memfd(8192);
+        let a = Mapping::new(fd.as_fd(), 0, 8192).unwrap();
+        let b = Mapping::new(fd.as_fd(), 0, 8192).unwrap();
+        a.write(4095, b"across a page").unwrap();
+        let mut buf = [0u8; 13];
+        b.read(4095, &mut buf).unwrap();
+        assert_eq!(&buf, b"across a page");
+        a.atomic_u64(16).unwrap().store(7, Ordering::Release);
+        assert_eq!(b.atomic_u64(16).unwrap().load(Ordering::Acquire), 7);
+    }
+
+    #[test]
+    fn out_of_range_and_misaligned_accesses_are_refused() {
+        let fd = memfd(4096);
+        let m = Mapping::new(fd.as_fd(), 0, 4096).unwrap();
+        let mut buf = [0u8; 2];
+        assert!(m.read(4095, &mut buf).is_none());
+        assert!(m.write(usize::MAX, &buf).is_none());
+        assert!(m.atomic_u32(4094).is_none());
+        assert!(m.atomic_u32(2).is_none());
+        assert!(m.atomic_u64(4).is_none());
+        assert!(m.atomic_u64(4088).is_some());
+        assert!(m.read(4094, &mut buf).is_some());
+    }
+}
