@@ -77,14 +77,14 @@ impl Mapping {
         let p = self.range(offset, 4)?;
         // SAFETY: In range, aligned (checked), and an atomic may be modified concurrently by
         // other processes; it lives as long as `&self`.
-        (p as usize % 4 == 0).then(|| unsafe { AtomicU32::from_ptr(p.cast()) })
+        (p as usize).is_multiple_of(4).then(|| unsafe { AtomicU32::from_ptr(p.cast()) })
     }
 
     /// The naturally aligned `u64` at `offset`, as an atomic shared with the peers.
     pub fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
         let p = self.range(offset, 8)?;
         // SAFETY: As in `atomic_u32`.
-        (p as usize % 8 == 0).then(|| unsafe { AtomicU64::from_ptr(p.cast()) })
+        (p as usize).is_multiple_of(8).then(|| unsafe { AtomicU64::from_ptr(p.cast()) })
     }
 }
 
@@ -96,7 +96,7 @@ impl Mapping {
 unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
     let mut i = 0;
     if (src as usize) % 8 == (dst as usize) % 8 {
-        while i < len && (src as usize + i) % 8 != 0 {
+        while i < len && !(src as usize + i).is_multiple_of(8) {
             // SAFETY: `i < len`; the caller guarantees the ranges.
             unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
             i += 1;

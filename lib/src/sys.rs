@@ -9,7 +9,7 @@ use crate::uapi;
 const GET_INFO: rustix::ioctl::Opcode =
     opcode::none(uapi::IOCTL_TYPE as u8, (uapi::IOCTL_GET_INFO & 0xff) as u8);
 
-const _: () = assert!(GET_INFO as u32 == uapi::IOCTL_GET_INFO);
+const _: () = assert!(GET_INFO == uapi::IOCTL_GET_INFO);
 
 /// `SIVSHM_IOCTL_GET_INFO`.
 pub(crate) fn get_info(fd: impl AsFd) -> rustix::io::Result<uapi::Info> {
