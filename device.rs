@@ -3,17 +3,21 @@
 //! Per-device state that open files share with the binding, and its revocation on unbind.
 
 use kernel::{
+    io::Io,
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
     new_mutex,
+    num::Bounded,
     page::PAGE_SHIFT,
+    pci::DevresBar,
     prelude::*,
     sync::{Arc, Mutex},
 };
 
 use crate::{
     file::OpenDevice,
+    interrupts::Interrupts,
     raw::{Fault, FileMapping, PfnFault},
-    uapi,
+    regs, uapi,
 };
 
 /// Pages inserted per fault (1 MiB): a sequential pass over the memory takes one fault per
@@ -39,19 +43,73 @@ pub(crate) struct Shared {
     shm_pages: usize,
     #[pin]
     state: Mutex<MapState>,
+    /// The registers; access is revoked when the device is unbound.
+    regs: DevresBar<{ regs::BAR0_SIZE }>,
+    /// Vectors of the doorbell register (the MSI-X table size, capped); 0 without doorbell.
+    doorbell_vectors: u32,
+    #[pin]
+    interrupts: Interrupts,
 }
 
 impl Shared {
-    pub(crate) fn new(info: uapi::Info, shm_start: u64, shm_len: u64) -> Result<Arc<Self>> {
+    pub(crate) fn new(
+        info: uapi::Info,
+        shm_start: u64,
+        shm_len: u64,
+        regs: DevresBar<{ regs::BAR0_SIZE }>,
+        doorbell_vectors: u32,
+    ) -> Result<Arc<Self>> {
+        let interrupts = Interrupts::new(info.nr_vectors.into())?;
         Arc::pin_init(
             try_pin_init!(Self {
                 info,
                 shm_pfn: usize::try_from(shm_start >> PAGE_SHIFT)?,
                 shm_pages: usize::try_from(shm_len >> PAGE_SHIFT)?,
                 state <- new_mutex!(MapState { gone: false, mappings: KVec::new() }),
+                regs,
+                doorbell_vectors,
+                interrupts <- interrupts,
             }),
             GFP_KERNEL,
         )
+    }
+
+    pub(crate) fn interrupts(&self) -> &Interrupts {
+        &self.interrupts
+    }
+
+    /// Interrupt vectors in use.
+    pub(crate) fn nr_vectors(&self) -> usize {
+        self.info.nr_vectors.into()
+    }
+
+    /// Interrupts `vector` of peer `peer_id` through the doorbell register.
+    pub(crate) fn ring(&self, peer_id: u32, vector: u32) -> Result {
+        if self.info.flags & uapi::INFO_F_DOORBELL == 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let peer = Bounded::<u32, 16>::try_new(peer_id).ok_or(EINVAL)?;
+        if vector >= self.doorbell_vectors {
+            return Err(EINVAL);
+        }
+        let vector = Bounded::<u32, 16>::try_new(vector).ok_or(EINVAL)?;
+        let regs = self.regs.try_access().ok_or(ENODEV)?;
+        regs.write_reg(regs::DOORBELL::zeroed().with_peer(peer).with_vector(vector));
+        Ok(())
+    }
+
+    /// Enables or masks the INTx interrupt of the device (no effect with MSI-X).
+    pub(crate) fn set_intx_enabled(&self, on: bool) {
+        if let Some(regs) = self.regs.try_access() {
+            regs.write_reg(regs::INTR_MASK::zeroed().with_mask(u32::from(on)));
+        }
+    }
+
+    /// Reads (and so clears) the INTx status; whether our device raised the interrupt.
+    pub(crate) fn take_intx_status(&self) -> bool {
+        self.regs
+            .try_access()
+            .is_some_and(|regs| u32::from(regs.read(regs::INTR_STATUS).status()) != 0)
     }
 
     /// The device's description, or `ENODEV` once it is unbound.
@@ -138,11 +196,17 @@ impl Shared {
     /// Called on unbind: refuses new users and removes every user mapping, so that no process
     /// keeps access to the BAR once the driver lets go of it. Later faults get `SIGBUS`.
     pub(crate) fn revoke(&self) {
-        let mut state = self.state.lock();
-        state.gone = true;
-        for (mapping, _) in state.mappings.iter() {
-            mapping.zap_all();
+        {
+            let mut state = self.state.lock();
+            state.gone = true;
+            for (mapping, _) in state.mappings.iter() {
+                mapping.zap_all();
+            }
         }
+        if self.info.irq_mode == uapi::IRQ_INTX {
+            self.set_intx_enabled(false);
+        }
+        self.interrupts.revoke();
     }
 }
 

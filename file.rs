@@ -1,35 +1,60 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! An open `/dev/sivshmN`: mmap of the shared memory and the ioctls.
+//! An open `/dev/sivshmN`: mmap of the shared memory, the ioctls, and `read()` of interrupt
+//! counters.
 
 use core::mem::size_of;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::{
-    fs::File,
+    fs::{File, Kiocb},
+    iov::IovIterDest,
     miscdevice::{MiscDevice, MiscDeviceRegistration},
     mm::virt::{flags, VmaNew},
+    new_mutex,
     page::PAGE_SHIFT,
     prelude::*,
-    sync::Arc,
+    sync::{Arc, Mutex},
     transmute::AsBytes,
     uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
     device::Shared,
-    raw::{self, FileMapping},
+    raw::{self, EventFd, FileMapping},
     uapi,
 };
 
-/// The private data of an open file.
-pub(crate) struct OpenDevice {
+/// Identifies the open file that bound an eventfd.
+static NEXT_FILE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What an open file registered with its device; undone when it is dropped, which also
+/// covers an `open` that fails after registering.
+struct Attachment {
     shared: Arc<Shared>,
     mapping: FileMapping,
+    id: u64,
+}
+
+impl Drop for Attachment {
+    fn drop(&mut self) {
+        self.shared.interrupts().release_owner(self.id);
+        self.shared.detach(self.mapping);
+    }
+}
+
+/// The private data of an open file.
+#[pin_data]
+pub(crate) struct OpenDevice {
+    attachment: Attachment,
+    /// The interrupt counters as of this file's previous `read()`.
+    #[pin]
+    seen: Mutex<KVec<u64>>,
 }
 
 impl OpenDevice {
     pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
+        &self.attachment.shared
     }
 
     fn get_info(&self, arg: usize) -> Result<isize> {
@@ -38,7 +63,7 @@ impl OpenDevice {
         if argsz < uapi::INFO_ARGSZ_V1 {
             return Err(EINVAL);
         }
-        let mut info = self.shared.info()?;
+        let mut info = self.shared().info()?;
         info.argsz = size_of::<uapi::Info>() as u32;
         // An older caller gets the prefix it knows; a newer one learns our size from `argsz`.
         let len = core::cmp::min(argsz as usize, size_of::<uapi::Info>());
@@ -47,42 +72,118 @@ impl OpenDevice {
             .write_slice(&info.as_bytes()[..len])?;
         Ok(0)
     }
-}
 
-impl Drop for OpenDevice {
-    fn drop(&mut self) {
-        self.shared.detach(self.mapping);
+    fn ring(&self, arg: usize) -> Result<isize> {
+        let r: uapi::Ring = UserSlice::new(UserPtr::from_addr(arg), size_of::<uapi::Ring>())
+            .reader()
+            .read()?;
+        if r.flags != 0 || r.reserved != 0 {
+            return Err(EINVAL);
+        }
+        self.shared().ring(r.peer_id, r.vector)?;
+        Ok(0)
+    }
+
+    fn bind_eventfd(&self, arg: usize) -> Result<isize> {
+        let b: uapi::Eventfd = UserSlice::new(UserPtr::from_addr(arg), size_of::<uapi::Eventfd>())
+            .reader()
+            .read()?;
+        if b.flags != 0 || b.reserved != 0 {
+            return Err(EINVAL);
+        }
+        let vectors = self.shared().nr_vectors();
+        if vectors == 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let vector = b.vector as usize;
+        if vector >= vectors {
+            return Err(EINVAL);
+        }
+        let eventfd = match b.fd {
+            -1 => None,
+            fd => Some(EventFd::from_fd(fd)?),
+        };
+        self.shared()
+            .interrupts()
+            .bind(vector, eventfd, self.attachment.id)?;
+        Ok(0)
     }
 }
 
 #[vtable]
 impl MiscDevice for OpenDevice {
-    type Ptr = KBox<Self>;
+    type Ptr = Pin<KBox<Self>>;
 
-    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Pin<KBox<Self>>> {
         let shared = raw::node_of(misc).shared.clone();
         let mapping = FileMapping::of(file);
         shared.attach(mapping)?;
-        // From here on, dropping `dev` (also on allocation failure) undoes the attach.
-        let dev = OpenDevice { shared, mapping };
-        Ok(KBox::new(dev, GFP_KERNEL)?)
+        let id = NEXT_FILE_ID.fetch_add(1, Ordering::Relaxed);
+        // From here on, dropping the attachment (also on a failure below) undoes the attach.
+        let attachment = Attachment {
+            shared,
+            mapping,
+            id,
+        };
+        // A new file's first `read()` reports interrupts from now on.
+        let mut seen = KVec::from_elem(0u64, attachment.shared.nr_vectors(), GFP_KERNEL)?;
+        attachment.shared.interrupts().counts(&mut seen);
+        KBox::try_pin_init(
+            try_pin_init!(OpenDevice {
+                attachment,
+                seen <- new_mutex!(seen),
+            }),
+            GFP_KERNEL,
+        )
     }
 
-    fn mmap(dev: &OpenDevice, _file: &File, vma: &VmaNew) -> Result {
+    fn mmap(dev: Pin<&OpenDevice>, _file: &File, vma: &VmaNew) -> Result {
         // A private writable mapping would need copy-on-write of device memory: refuse it.
         if vma.flags() & flags::SHARED == 0 {
             return Err(EINVAL);
         }
         let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
-        dev.shared.check_mmap(raw::vma_pgoff(vma), pages)?;
+        dev.shared().check_mmap(raw::vma_pgoff(vma), pages)?;
         raw::make_shm_vma(vma);
         Ok(())
     }
 
-    fn ioctl(dev: &OpenDevice, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(dev: Pin<&OpenDevice>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             uapi::IOCTL_GET_INFO => dev.get_info(arg),
+            uapi::IOCTL_RING => dev.ring(arg),
+            uapi::IOCTL_BIND_EVENTFD => dev.bind_eventfd(arg),
             _ => Err(ENOTTY),
         }
+    }
+
+    fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
+        let nonblock = raw::kiocb_nonblock(&kiocb);
+        let dev = kiocb.file();
+        let vectors = dev.shared().nr_vectors();
+        if vectors == 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let len = vectors * size_of::<u64>();
+        if iov.len() < len {
+            return Err(EINVAL);
+        }
+        let mut seen = dev.seen.lock();
+        let mut now = KVec::from_elem(0u64, vectors, GFP_KERNEL)?;
+        dev.shared()
+            .interrupts()
+            .wait_for_change(&seen, &mut now, nonblock)?;
+        let mut out = KVec::with_capacity(len, GFP_KERNEL)?;
+        for (now, seen) in now.iter().zip(seen.iter()) {
+            out.extend_from_slice(&now.wrapping_sub(*seen).to_ne_bytes(), GFP_KERNEL)?;
+        }
+        if iov.copy_to_iter(&out) != len {
+            // Nothing is consumed: the same counts are reported by the next read.
+            return Err(EFAULT);
+        }
+        for (seen, now) in seen.iter_mut().zip(now.iter()) {
+            *seen = *now;
+        }
+        Ok(len)
     }
 }

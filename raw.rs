@@ -13,21 +13,113 @@ use core::ptr::NonNull;
 use kernel::{
     bindings,
     device::Bound,
-    fs::File,
+    fs::{File, Kiocb},
+    irq,
     miscdevice::MiscDeviceRegistration,
     mm::virt::{VmaNew, VmaRef},
     page::PAGE_SHIFT,
     pci,
     prelude::*,
-    transmute::AsBytes,
+    sync::Arc,
+    transmute::{AsBytes, FromBytes},
     types::ForeignOwnable,
 };
 
-use crate::{device::Node, file::OpenDevice, uapi};
+use crate::{
+    device::{Node, Shared},
+    file::OpenDevice,
+    interrupts::VectorIrq,
+    uapi,
+};
 
 // SAFETY: `uapi::Info` is `repr(C)` with only integer fields and explicit padding fields, so it
 // has no padding bytes and every byte of a value is initialised.
 unsafe impl AsBytes for uapi::Info {}
+
+// SAFETY: `uapi::Ring` is `repr(C)` with four `u32`s: no padding, and any bit pattern is a
+// valid value.
+unsafe impl FromBytes for uapi::Ring {}
+
+// SAFETY: `uapi::Eventfd` is `repr(C)` with an `i32` and three `u32`s: no padding, and any bit
+// pattern is a valid value.
+unsafe impl FromBytes for uapi::Eventfd {}
+
+/// A reference on an eventfd context, taken from a file descriptor of the caller.
+///
+/// # Invariants
+///
+/// `ctx` is a valid eventfd context on which this value holds one reference.
+pub(crate) struct EventFd {
+    ctx: NonNull<bindings::eventfd_ctx>,
+}
+
+// SAFETY: An eventfd context is reference counted and may be signalled and put from any
+// context and thread (`eventfd_signal_mask()` takes its own IRQ-safe lock).
+unsafe impl Send for EventFd {}
+// SAFETY: `signal` may race with itself on other CPUs; the eventfd serialises internally.
+unsafe impl Sync for EventFd {}
+
+impl EventFd {
+    /// Looks `fd` up in the calling process: `EBADF` if it is not open, `EINVAL` if it is not
+    /// an eventfd.
+    pub(crate) fn from_fd(fd: i32) -> Result<Self> {
+        // SAFETY: Any integer may be passed; the function validates it against the current
+        // task's file table and returns an `ERR_PTR` on failure.
+        let ctx = kernel::error::from_err_ptr(unsafe { bindings::eventfd_ctx_fdget(fd) })?;
+        // INVARIANT: On success `eventfd_ctx_fdget()` returns a context with a reference taken
+        // for us.
+        Ok(Self {
+            ctx: NonNull::new(ctx).ok_or(EINVAL)?,
+        })
+    }
+
+    /// Adds one to the counter and wakes its waiters; callable in hard-IRQ context.
+    pub(crate) fn signal(&self) {
+        // SAFETY: By the type invariant `ctx` is valid; a mask of 0 means "no extra poll bits".
+        unsafe { bindings::eventfd_signal_mask(self.ctx.as_ptr(), 0) };
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant we hold one reference, given back exactly once here.
+        unsafe { bindings::eventfd_ctx_put(self.ctx.as_ptr()) };
+    }
+}
+
+/// The interrupt handlers of one device, one per allocated vector.
+pub(crate) type IrqRegistrations<'a> = KVec<Pin<KBox<irq::Registration<'a, VectorIrq>>>>;
+
+/// Requests one handler per vector of `vectors`, each delivering to `shared`.
+///
+/// The handlers borrow `vectors` for as long as the binding lives. `vectors` is the field
+/// `Binding::vectors` of the pinned driver data, which is why the borrow may be stretched.
+pub(crate) fn request_irqs<'a>(
+    vectors: &pci::IrqVectorRegistration<'a>,
+    shared: &Arc<Shared>,
+    intx: bool,
+) -> Result<IrqRegistrations<'a>> {
+    // SAFETY: `vectors` points into the pinned `Binding` (it never moves) and `Binding`
+    // declares `irqs`, which owns every registration made here, before `vectors`, so all of
+    // them are dropped (and `free_irq()` has returned) before the vectors are freed. The
+    // reference is only used to create those registrations.
+    let vectors: &'a pci::IrqVectorRegistration<'a> = unsafe { &*core::ptr::from_ref(vectors) };
+    let flags = if intx {
+        irq::Flags::SHARED
+    } else {
+        irq::Flags::TRIGGER_NONE
+    };
+    let mut irqs = KVec::with_capacity(vectors.len(), GFP_KERNEL)?;
+    for i in 0..vectors.len() {
+        let request = vectors.index(i)?.into();
+        let handler = VectorIrq::new(shared.clone(), i, intx);
+        // SAFETY: The registration is boxed and kept in the returned vector until the binding
+        // is dropped; it is never `mem::forget()`-ed.
+        let registration = unsafe { irq::Registration::new(request, flags, c"sivshm", handler) };
+        irqs.push(KBox::pin_init(registration, GFP_KERNEL)?, GFP_KERNEL)?;
+    }
+    Ok(irqs)
+}
 
 /// Returns the [`Node`] that embeds `misc`.
 pub(crate) fn node_of(misc: &MiscDeviceRegistration<OpenDevice>) -> &Node {
@@ -136,6 +228,15 @@ impl FileMapping {
         // mappings are allowed).
         unsafe { bindings::unmap_mapping_range(self.0, 0, 0, 1) };
     }
+}
+
+/// Whether a read must not block: the file is `O_NONBLOCK`.
+pub(crate) fn kiocb_nonblock<T: ForeignOwnable>(kiocb: &Kiocb<'_, T>) -> bool {
+    let raw = kiocb.as_raw();
+    // SAFETY: `raw` is the valid kiocb of a read in progress; its `ki_filp` is the open file
+    // being read, valid for the call.
+    let file_flags = unsafe { (*(*raw).ki_filp).f_flags };
+    file_flags & bindings::O_NONBLOCK != 0
 }
 
 /// Turns a new vma into a shared-memory mapping whose pages are inserted on fault.
@@ -254,9 +355,9 @@ unsafe extern "C" fn shm_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fau
     let fault = PfnFault { vmf };
     // SAFETY: The vma's `vm_file` is the `/dev/sivshmN` file it was created from; the vma holds
     // a reference on it, so the file has not been released and its `private_data` is still the
-    // `KBox<OpenDevice>` that `open` stored there (it is freed only in `release`).
+    // `Pin<KBox<OpenDevice>>` that `open` stored there (it is freed only in `release`).
     let dev = unsafe {
-        <KBox<OpenDevice> as ForeignOwnable>::borrow((*(*fault.vma()).vm_file).private_data)
+        <Pin<KBox<OpenDevice>> as ForeignOwnable>::borrow((*(*fault.vma()).vm_file).private_data)
     };
     match dev.shared().fault(&fault) {
         Fault::Mapped => bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t,

@@ -13,11 +13,17 @@
 //! `Shared::revoke` zaps every user mapping and turns later faults into `SIGBUS` and later
 //! calls into `ENODEV`. An open file pins the module, so `rmmod` waits for `close`.
 
-use kernel::{device::Core, io::Io, pci, prelude::*};
+use kernel::{
+    device::{Bound, Core},
+    io::Io,
+    pci::{self, IrqType, IrqTypes},
+    prelude::*,
+};
 
 mod device;
 mod file;
 mod index;
+mod interrupts;
 mod raw;
 mod regs;
 mod uapi;
@@ -42,42 +48,43 @@ kernel::pci_device_table!(
 );
 
 /// The driver data of one bound device. Fields drop in declaration order: the misc device
-/// goes first, the shared-memory reservation after every mapping was revoked in `unbind`.
+/// first, then the interrupt handlers (before the vectors they use), then the shared-memory
+/// reservation, after `unbind` revoked every user mapping.
 #[pin_data]
 struct Binding<'bound> {
     #[pin]
     node: Node,
-    _regs: pci::Bar<'bound, { regs::BAR0_SIZE }>,
+    irqs: raw::IrqRegistrations<'bound>,
+    vectors: Option<pci::IrqVectorRegistration<'bound>>,
     _shm: raw::ShmRegion<'bound>,
     _index: Index,
 }
 
-/// Walks the capability list of the configuration space for MSI-X.
-fn has_msix(pdev: &pci::Device<kernel::device::Bound>) -> bool {
+/// Size of the MSI-X table, if the device has one: the doorbell vectors of ivshmem-doorbell.
+fn msix_table_size(pdev: &pci::Device<Bound>) -> Option<u16> {
     let config = pdev.config_space();
-    let Ok(status) = config.try_read16(0x06) else {
-        return false;
-    };
+    let status = config.try_read16(0x06).ok()?;
     if status & 0x10 == 0 {
-        return false;
+        return None;
     }
-    let mut pos = config.try_read8(0x34).unwrap_or(0) & !3;
+    let mut pos = config.try_read8(0x34).ok()? & !3;
     // At most 48 capabilities fit in the 192 bytes after the header: bounds a looping list.
     for _ in 0..48 {
         if pos < 0x40 {
-            return false;
+            return None;
         }
-        match config.try_read16(pos as usize) {
-            Ok(hdr) if hdr as u8 == PCI_CAP_ID_MSIX => return true,
-            Ok(hdr) => pos = (hdr >> 8) as u8 & !3,
-            Err(_) => return false,
+        let hdr = config.try_read16(pos as usize).ok()?;
+        if hdr as u8 == PCI_CAP_ID_MSIX {
+            let control = config.try_read16(pos as usize + 2).ok()?;
+            return Some((control & 0x7ff) + 1);
         }
+        pos = (hdr >> 8) as u8 & !3;
     }
-    false
+    None
 }
 
 /// Splits the device name `DDDD:BB:SS.F` into its numbers.
-fn pci_address(pdev: &pci::Device<kernel::device::Bound>) -> (u32, u8, u8, u8) {
+fn pci_address(pdev: &pci::Device<Bound>) -> (u32, u8, u8, u8) {
     let devfn = pdev.dev_id();
     let name = pdev.as_ref().name().to_bytes();
     let domain = name
@@ -92,6 +99,26 @@ fn pci_address(pdev: &pci::Device<kernel::device::Bound>) -> (u32, u8, u8, u8) {
         ((devfn >> 3) & 0x1f) as u8,
         (devfn & 7) as u8,
     )
+}
+
+/// All MSI-X vectors, or else the INTx line; `None` if the device has neither.
+fn alloc_vectors<'a>(
+    pdev: &'a pci::Device<Bound>,
+    msix: Option<u16>,
+    pin: bool,
+) -> Option<pci::IrqVectorRegistration<'a>> {
+    if let Some(n) = msix {
+        let n = u32::from(n).min(uapi::MAX_VECTORS);
+        let msix = IrqTypes::default().with(IrqType::MsiX);
+        if let Ok(v) = pdev.alloc_irq_vectors(n, n, msix) {
+            return Some(v);
+        }
+    }
+    if pin {
+        let intx = IrqTypes::default().with(IrqType::Intx);
+        return pdev.alloc_irq_vectors(1, 1, intx).ok();
+    }
+    None
 }
 
 impl pci::Driver for SivshmDriver {
@@ -112,13 +139,30 @@ impl pci::Driver for SivshmDriver {
             let shm = raw::ShmRegion::new(pdev, SHM_BAR, c"sivshm/shm")?;
 
             // ivshmem-plain has neither doorbell nor interrupts; ivshmem-doorbell has MSI-X
-            // unless started with msi=off, in which case it still has an INTx pin.
-            let doorbell = has_msix(pdev) || pdev.config_space().try_read8(0x3d).unwrap_or(0) != 0;
+            // (and the legacy device with msi=off an INTx pin instead).
+            let msix = msix_table_size(pdev);
+            let pin = pdev.config_space().try_read8(0x3d).unwrap_or(0) != 0;
+            let doorbell = msix.is_some() || pin;
             let peer_id = if doorbell {
                 bar0.read(regs::IV_POSITION).peer().into()
             } else {
                 uapi::PEER_ID_NONE
             };
+            let doorbell_vectors = match msix {
+                Some(n) => u32::from(n).min(uapi::MAX_VECTORS),
+                None => u32::from(doorbell),
+            };
+            let vectors = if doorbell {
+                alloc_vectors(pdev, msix, pin)
+            } else {
+                None
+            };
+            let (irq_mode, nr_vectors) = match &vectors {
+                Some(v) if matches!(v.irq_type(), IrqType::MsiX) => (uapi::IRQ_MSIX, v.len()),
+                Some(v) => (uapi::IRQ_INTX, v.len()),
+                None => (uapi::IRQ_NONE, 0),
+            };
+            let intx = irq_mode == uapi::IRQ_INTX;
             let (pci_domain, pci_bus, pci_slot, pci_func) = pci_address(pdev);
             let shm_start = pdev.resource_start(SHM_BAR)?;
             let shm_size = pdev.resource_len(SHM_BAR)?;
@@ -127,8 +171,8 @@ impl pci::Driver for SivshmDriver {
                 shm_size,
                 peer_id,
                 flags: if doorbell { uapi::INFO_F_DOORBELL } else { 0 },
-                nr_vectors: 0,
-                irq_mode: uapi::IRQ_NONE,
+                nr_vectors: u16::try_from(nr_vectors)?,
+                irq_mode,
                 pci_domain,
                 pci_bus,
                 pci_slot,
@@ -136,19 +180,35 @@ impl pci::Driver for SivshmDriver {
                 index: index.get(),
                 ..Default::default()
             };
-            let shared = Shared::new(info, shm_start, shm_size)?;
+            let regs = bar0.into_devres()?;
+            let shared = Shared::new(info, shm_start, shm_size, regs, doorbell_vectors)?;
             dev_info!(
                 pdev,
-                "/dev/{}: {} MiB shared memory, peer id {}{}\n",
+                "/dev/{}: {} MiB shared memory, peer id {}, {} vector(s){}\n",
                 index.name().to_str().unwrap_or("?"),
                 shm_size >> 20,
                 peer_id as i32,
-                if doorbell { ", doorbell" } else { "" }
+                nr_vectors,
+                match irq_mode {
+                    uapi::IRQ_MSIX => " (MSI-X)",
+                    uapi::IRQ_INTX => " (INTx)",
+                    _ => "",
+                }
             );
 
             Ok(try_pin_init!(Binding {
+                vectors,
+                irqs: match vectors {
+                    Some(v) => {
+                        let irqs = raw::request_irqs(v, &shared, intx)?;
+                        if intx {
+                            shared.set_intx_enabled(true);
+                        }
+                        irqs
+                    }
+                    None => KVec::new(),
+                },
                 node <- Node::new(index.name(), shared),
-                _regs: bar0,
                 _shm: shm,
                 _index: index,
             }))

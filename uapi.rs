@@ -13,10 +13,8 @@ pub(crate) const API_VERSION: u32 = 1;
 /// `SIVSHM_IRQ_NONE`.
 pub(crate) const IRQ_NONE: u8 = 0;
 /// `SIVSHM_IRQ_INTX`.
-#[allow(dead_code)]
 pub(crate) const IRQ_INTX: u8 = 1;
 /// `SIVSHM_IRQ_MSIX`.
-#[allow(dead_code)]
 pub(crate) const IRQ_MSIX: u8 = 2;
 
 /// `SIVSHM_INFO_F_DOORBELL`.
@@ -56,5 +54,39 @@ const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
 /// `SIVSHM_IOCTL_GET_INFO`: `_IO(SIVSHM_IOCTL_TYPE, 0x00)`; sized by `argsz`.
 pub(crate) const IOCTL_GET_INFO: u32 = ioc(0, 0x00, 0);
 
+/// `SIVSHM_MAX_VECTORS`.
+pub(crate) const MAX_VECTORS: u32 = 64;
+
+/// `struct sivshm_ring`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct Ring {
+    pub(crate) peer_id: u32,
+    pub(crate) vector: u32,
+    pub(crate) flags: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `struct sivshm_eventfd`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub(crate) struct Eventfd {
+    pub(crate) fd: i32,
+    pub(crate) vector: u32,
+    pub(crate) flags: u32,
+    pub(crate) reserved: u32,
+}
+
+/// `_IOC_WRITE`.
+const IOC_WRITE: u32 = 1;
+
+/// `SIVSHM_IOCTL_RING`: `_IOW(SIVSHM_IOCTL_TYPE, 0x01, struct sivshm_ring)`.
+pub(crate) const IOCTL_RING: u32 = ioc(IOC_WRITE, 0x01, core::mem::size_of::<Ring>() as u32);
+/// `SIVSHM_IOCTL_BIND_EVENTFD`: `_IOW(SIVSHM_IOCTL_TYPE, 0x02, struct sivshm_eventfd)`.
+pub(crate) const IOCTL_BIND_EVENTFD: u32 =
+    ioc(IOC_WRITE, 0x02, core::mem::size_of::<Eventfd>() as u32);
+
 const _: () = assert!(core::mem::size_of::<Info>() == 64);
+const _: () = assert!(core::mem::size_of::<Ring>() == 16);
+const _: () = assert!(core::mem::size_of::<Eventfd>() == 16);
 const _: () = assert!(core::mem::offset_of!(Info, index) + 4 == INFO_ARGSZ_V1 as usize);

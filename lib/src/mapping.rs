@@ -77,14 +77,18 @@ impl Mapping {
         let p = self.range(offset, 4)?;
         // SAFETY: In range, aligned (checked), and an atomic may be modified concurrently by
         // other processes; it lives as long as `&self`.
-        (p as usize).is_multiple_of(4).then(|| unsafe { AtomicU32::from_ptr(p.cast()) })
+        (p as usize)
+            .is_multiple_of(4)
+            .then(|| unsafe { AtomicU32::from_ptr(p.cast()) })
     }
 
     /// The naturally aligned `u64` at `offset`, as an atomic shared with the peers.
     pub fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
         let p = self.range(offset, 8)?;
         // SAFETY: As in `atomic_u32`.
-        (p as usize).is_multiple_of(8).then(|| unsafe { AtomicU64::from_ptr(p.cast()) })
+        (p as usize)
+            .is_multiple_of(8)
+            .then(|| unsafe { AtomicU64::from_ptr(p.cast()) })
     }
 }
 

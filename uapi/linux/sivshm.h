@@ -86,4 +86,67 @@ struct sivshm_info {
  */
 #define SIVSHM_IOCTL_GET_INFO	_IO(SIVSHM_IOCTL_TYPE, 0x00)
 
+/* Doorbell vectors per device the driver uses at most. */
+#define SIVSHM_MAX_VECTORS	64
+
+/**
+ * struct sivshm_ring - argument of SIVSHM_IOCTL_RING
+ * @peer_id:    peer to interrupt (its IVPosition); the VM's own id rings itself.
+ * @vector:     the peer's vector to trigger.
+ * @flags:      zero.
+ * @__reserved: zero.
+ */
+struct sivshm_ring {
+	__u32 peer_id;
+	__u32 vector;
+	__u32 flags;
+	__u32 __reserved;
+};
+
+/*
+ * SIVSHM_IOCTL_RING - write (peer_id << 16 | vector) to the doorbell register.
+ * Vectors are numbered as on this device: every device of a channel is set up
+ * with the same number of vectors. Whether the peer exists is the host's
+ * business: a ring to an unknown peer is dropped by the hypervisor.
+ * Errors: EFAULT, EOPNOTSUPP (no doorbell: ivshmem-plain), EINVAL (peer_id >
+ * 0xffff, vector >= nr_vectors, non-zero flags or reserved), ENODEV (unbound).
+ */
+#define SIVSHM_IOCTL_RING	_IOW(SIVSHM_IOCTL_TYPE, 0x01, struct sivshm_ring)
+
+/**
+ * struct sivshm_eventfd - argument of SIVSHM_IOCTL_BIND_EVENTFD
+ * @fd:         an eventfd, signalled (+1) by every interrupt on @vector;
+ *              -1 removes the binding.
+ * @vector:     one of this device's vectors.
+ * @flags:      zero.
+ * @__reserved: zero.
+ */
+struct sivshm_eventfd {
+	__s32 fd;
+	__u32 vector;
+	__u32 flags;
+	__u32 __reserved;
+};
+
+/*
+ * SIVSHM_IOCTL_BIND_EVENTFD - bind an eventfd to an interrupt vector.
+ * One eventfd per vector and device; binding again replaces (and releases)
+ * the previous one. A binding belongs to the open file that made it and is
+ * released when that file is closed, and on unbind.
+ * Errors: EFAULT, EOPNOTSUPP (no interrupts), EINVAL (vector out of range,
+ * non-zero flags or reserved, fd not an eventfd), EBADF (fd not open),
+ * ENODEV (unbound).
+ */
+#define SIVSHM_IOCTL_BIND_EVENTFD _IOW(SIVSHM_IOCTL_TYPE, 0x02, struct sivshm_eventfd)
+
+/*
+ * read() on /dev/sivshmN returns nr_vectors __u64 counters: the interrupts
+ * on each vector since this open file's previous read() (interrupts raised
+ * while the previous ones were pending may be coalesced into one). It blocks
+ * until at least one counter is non-zero, unless the file is O_NONBLOCK
+ * (EAGAIN). The buffer must hold nr_vectors * 8 bytes (else EINVAL).
+ * Errors: EOPNOTSUPP (no interrupts), EINTR (signal), ENODEV (unbound,
+ * also for a reader blocked at the time).
+ */
+
 #endif /* _UAPI_LINUX_SIVSHM_H */
