@@ -133,6 +133,9 @@ impl pci::Driver for SivshmDriver {
     ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
         pin_init::pin_init_scope(move || {
             pdev.enable_device_mem()?;
+            // MSI-X messages are memory writes by the device: without bus mastering the
+            // interrupts are silently dropped.
+            pdev.set_master();
 
             let index = Index::claim()?;
             let bar0 = pdev.iomap_region_sized::<{ regs::BAR0_SIZE }>(0, c"sivshm/regs")?;

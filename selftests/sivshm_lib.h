@@ -43,6 +43,22 @@ static inline int sivshm_open_bdf(const char *bdf, struct sivshm_info *info)
 	return -1;
 }
 
+/* SIVSHM_IOCTL_RING; returns 0 or -errno. */
+static inline int sivshm_ring(int fd, uint32_t peer, uint32_t vector)
+{
+	struct sivshm_ring r = { .peer_id = peer, .vector = vector };
+
+	return ioctl(fd, SIVSHM_IOCTL_RING, &r) ? -errno : 0;
+}
+
+/* SIVSHM_IOCTL_BIND_EVENTFD (efd -1 unbinds); returns 0 or -errno. */
+static inline int sivshm_bind(int fd, int efd, uint32_t vector)
+{
+	struct sivshm_eventfd b = { .fd = efd, .vector = vector };
+
+	return ioctl(fd, SIVSHM_IOCTL_BIND_EVENTFD, &b) ? -errno : 0;
+}
+
 /* A reproducible pseudo-random byte stream (xorshift64*), seeded by @seed. */
 static inline uint64_t sivshm_prng(uint64_t *state)
 {

@@ -2,13 +2,17 @@
 /*
  * Single-VM tests of the sivshm driver. The host says what it attached,
  * in the environment, one device per entry:
- *   SIVSHM_EXPECT="DDDD:BB:SS.F,<size>,<peer id or none>;..."
- * The first entry is the device the mmap and unbind tests use.
+ *   SIVSHM_EXPECT="DDDD:BB:SS.F,<size>,<peer id or none>,<vectors>;..."
+ * The first entry is the device the mmap and unbind tests use; the first
+ * one with a peer id is the doorbell device of the interrupt tests.
  */
 #define _GNU_SOURCE
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -23,6 +27,7 @@ struct expect {
 	char bdf[16];
 	uint64_t size;
 	uint32_t peer;
+	uint32_t vectors;
 };
 
 static int parse_expect(struct expect *e, int max)
@@ -32,7 +37,8 @@ static int parse_expect(struct expect *e, int max)
 	int n = 0, used;
 
 	while (s && *s && n < max) {
-		if (sscanf(s, "%15[^,],%lu,%15[^;]%n", e[n].bdf, &e[n].size, peer, &used) != 3)
+		if (sscanf(s, "%15[^,],%lu,%15[^,],%u%n", e[n].bdf, &e[n].size, peer,
+			   &e[n].vectors, &used) != 4)
 			return -1;
 		e[n].peer = strcmp(peer, "none") ? strtoul(peer, NULL, 0) : SIVSHM_PEER_ID_NONE;
 		n++;
@@ -142,6 +148,8 @@ TEST_F(dev, info_matches_every_attached_device)
 		EXPECT_EQ(self->e[i].peer, info.peer_id);
 		EXPECT_EQ(self->e[i].peer != SIVSHM_PEER_ID_NONE,
 			  !!(info.flags & SIVSHM_INFO_F_DOORBELL));
+		EXPECT_EQ(self->e[i].vectors, info.nr_vectors);
+		EXPECT_EQ(info.nr_vectors ? SIVSHM_IRQ_MSIX : SIVSHM_IRQ_NONE, info.irq_mode);
 		EXPECT_EQ(0, info.__pad0);
 		EXPECT_EQ(0, info.__pad1);
 		/* The PCI address names a device bound to this driver. */
@@ -331,6 +339,304 @@ TEST_F(dev, unbind_revokes_and_rebind_restores)
 	EXPECT_EQ(0x42, q[0]);
 	munmap((void *)q, self->page);
 	close(fd2);
+}
+
+TEST_F(dev, plain_device_has_no_doorbell_or_interrupts)
+{
+	struct sivshm_ring r = { 0 };
+	int efd = eventfd(0, EFD_CLOEXEC);
+	uint64_t buf[4];
+
+	if (self->info.flags & SIVSHM_INFO_F_DOORBELL)
+		SKIP(return, "the first device has a doorbell");
+	EXPECT_EQ(-EOPNOTSUPP, sivshm_ring(self->fd, 0, 0));
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_RING, &r));
+	EXPECT_EQ(EOPNOTSUPP, errno);
+	EXPECT_EQ(-EOPNOTSUPP, sivshm_bind(self->fd, efd, 0));
+	EXPECT_EQ(-1, read(self->fd, buf, sizeof(buf)));
+	EXPECT_EQ(EOPNOTSUPP, errno);
+	close(efd);
+}
+
+/* The doorbell device, its eventfds (one per vector) and an O_NONBLOCK fd. */
+FIXTURE(db) {
+	struct expect e;
+	struct sivshm_info info;
+	int fd, nbfd;
+	int efd[SIVSHM_MAX_VECTORS];
+};
+
+static int eventfd_value(int efd, uint64_t *v)
+{
+	return read(efd, v, sizeof(*v)) == sizeof(*v) ? 0 : -errno;
+}
+
+/* Waits up to @ms for @efd to become readable; returns its counter, or 0. */
+static uint64_t wait_eventfd(int efd, int ms)
+{
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+	uint64_t v = 0;
+
+	if (poll(&p, 1, ms) == 1)
+		eventfd_value(efd, &v);
+	return v;
+}
+
+FIXTURE_SETUP(db)
+{
+	struct expect e[8];
+	int n = parse_expect(e, 8), i;
+	char path[32];
+
+	self->fd = self->nbfd = -1;
+	for (i = 0; i < n; i++)
+		if (e[i].peer != SIVSHM_PEER_ID_NONE)
+			break;
+	if (i == n)
+		SKIP(return, "no doorbell device attached");
+	self->e = e[i];
+	self->fd = sivshm_open_bdf(self->e.bdf, &self->info);
+	ASSERT_GE(self->fd, 0);
+	ASSERT_EQ(self->e.vectors, self->info.nr_vectors);
+	ASSERT_GE(self->info.nr_vectors, 2);
+	snprintf(path, sizeof(path), "/dev/sivshm%u", self->info.index);
+	self->nbfd = open(path, O_RDWR | O_NONBLOCK);
+	ASSERT_GE(self->nbfd, 0);
+	for (i = 0; i < self->info.nr_vectors; i++) {
+		self->efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		ASSERT_GE(self->efd[i], 0);
+	}
+}
+
+FIXTURE_TEARDOWN(db)
+{
+	int i;
+
+	if (self->fd < 0)
+		return;
+	for (i = 0; i < self->info.nr_vectors; i++)
+		close(self->efd[i]);
+	close(self->nbfd);
+	close(self->fd);
+}
+
+TEST_F(db, ring_self_wakes_only_that_vectors_eventfd_and_read)
+{
+	uint64_t counts[SIVSHM_MAX_VECTORS] = { 0 };
+	uint32_t v, o, n = self->info.nr_vectors;
+	uint64_t val;
+
+	for (v = 0; v < n; v++)
+		ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[v], v));
+	for (v = 0; v < n; v++) {
+		ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, v));
+		EXPECT_EQ(1, wait_eventfd(self->efd[v], 5000)) TH_LOG("vector %u did not wake", v);
+		usleep(20000);
+		for (o = 0; o < n; o++)
+			if (o != v)
+				EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[o], &val));
+		ASSERT_EQ(n * 8, read(self->fd, counts, n * 8));
+		for (o = 0; o < n; o++) {
+			EXPECT_EQ(o == v, counts[o]) TH_LOG("vector %u count %lu", o, counts[o]);
+		}
+	}
+}
+
+TEST_F(db, ring_bad_arguments_get_their_errno_and_deliver_nothing)
+{
+	struct sivshm_ring r = { .peer_id = self->info.peer_id };
+	uint64_t counts[SIVSHM_MAX_VECTORS], val;
+
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
+	EXPECT_EQ(-EINVAL, sivshm_ring(self->fd, 0x10000, 0));
+	EXPECT_EQ(-EINVAL, sivshm_ring(self->fd, 0xffffffff, 0));
+	EXPECT_EQ(-EINVAL, sivshm_ring(self->fd, self->info.peer_id, self->info.nr_vectors));
+	EXPECT_EQ(-EINVAL, sivshm_ring(self->fd, self->info.peer_id, 0x10000));
+	r.flags = 1;
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_RING, &r));
+	EXPECT_EQ(EINVAL, errno);
+	r.flags = 0;
+	r.__reserved = 1;
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_RING, &r));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_RING, NULL));
+	EXPECT_EQ(EFAULT, errno);
+	usleep(100000);
+	EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[0], &val));
+	EXPECT_EQ(-1, read(self->nbfd, counts, sizeof(counts)));
+	EXPECT_EQ(EAGAIN, errno);
+}
+
+TEST_F(db, bind_bad_arguments_get_their_errno)
+{
+	struct sivshm_eventfd b = { .fd = self->efd[0] };
+	int pipefd[2];
+
+	ASSERT_EQ(0, pipe(pipefd));
+	EXPECT_EQ(-EINVAL, sivshm_bind(self->fd, self->efd[0], self->info.nr_vectors));
+	EXPECT_EQ(-EINVAL, sivshm_bind(self->fd, pipefd[0], 0));
+	EXPECT_EQ(-EINVAL, sivshm_bind(self->fd, self->fd, 0));
+	EXPECT_EQ(-EBADF, sivshm_bind(self->fd, 1000, 0));
+	EXPECT_EQ(-EBADF, sivshm_bind(self->fd, -2, 0));
+	b.flags = 1;
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_BIND_EVENTFD, &b));
+	EXPECT_EQ(EINVAL, errno);
+	b.flags = 0;
+	b.__reserved = 1;
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_BIND_EVENTFD, &b));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_BIND_EVENTFD, (void *)8));
+	EXPECT_EQ(EFAULT, errno);
+	close(pipefd[0]);
+	close(pipefd[1]);
+}
+
+TEST_F(db, rebinding_replaces_and_minus_one_unbinds)
+{
+	uint64_t counts[SIVSHM_MAX_VECTORS], val;
+	size_t len = self->info.nr_vectors * 8;
+
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[1], 0));
+	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
+	EXPECT_EQ(1, wait_eventfd(self->efd[1], 5000));
+	EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[0], &val)) TH_LOG("the replaced eventfd fired");
+	ASSERT_EQ(0, sivshm_bind(self->fd, -1, 0));
+	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
+	/* Delivery is still counted for read() ... */
+	ASSERT_EQ(len, read(self->fd, counts, len));
+	EXPECT_EQ(2, counts[0]);
+	/* ... but no eventfd is signalled any more. */
+	EXPECT_EQ(0, wait_eventfd(self->efd[1], 200));
+	EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[0], &val));
+}
+
+TEST_F(db, closing_the_binding_file_releases_its_eventfds)
+{
+	char path[32];
+	uint64_t counts[SIVSHM_MAX_VECTORS];
+	size_t len = self->info.nr_vectors * 8;
+	int other;
+
+	snprintf(path, sizeof(path), "/dev/sivshm%u", self->info.index);
+	other = open(path, O_RDWR);
+	ASSERT_GE(other, 0);
+	ASSERT_EQ(0, sivshm_bind(other, self->efd[1], 1));
+	close(other);
+	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 1));
+	ASSERT_EQ(len, read(self->fd, counts, len));
+	EXPECT_EQ(1, counts[1]);
+	EXPECT_EQ(0, wait_eventfd(self->efd[1], 200)) TH_LOG("a closed file's binding fired");
+}
+
+TEST_F(db, read_errors)
+{
+	uint64_t counts[SIVSHM_MAX_VECTORS];
+
+	EXPECT_EQ(-1, read(self->nbfd, counts, sizeof(counts)));
+	EXPECT_EQ(EAGAIN, errno);
+	EXPECT_EQ(-1, read(self->fd, counts, self->info.nr_vectors * 8 - 1));
+	EXPECT_EQ(EINVAL, errno);
+	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
+	usleep(100000);
+	EXPECT_EQ(-1, read(self->fd, NULL, self->info.nr_vectors * 8));
+	EXPECT_EQ(EFAULT, errno);
+	/* A failed copy consumes nothing. */
+	ASSERT_EQ(self->info.nr_vectors * 8, read(self->nbfd, counts, sizeof(counts)));
+	EXPECT_EQ(1, counts[0]);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+TEST_F(db, blocking_read_is_interrupted_by_a_signal)
+{
+	struct sigaction sa = { .sa_handler = on_alarm }; /* no SA_RESTART */
+	uint64_t counts[SIVSHM_MAX_VECTORS];
+
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	alarm(1);
+	EXPECT_EQ(-1, read(self->fd, counts, sizeof(counts)));
+	EXPECT_EQ(EINTR, errno);
+}
+
+TEST_F(db, blocking_read_returns_when_an_interrupt_arrives)
+{
+	uint64_t counts[SIVSHM_MAX_VECTORS];
+	pid_t child = fork();
+
+	ASSERT_GE(child, 0);
+	if (child == 0) {
+		usleep(300000);
+		_exit(sivshm_ring(self->fd, self->info.peer_id, 1) ? 1 : 0);
+	}
+	ASSERT_EQ(self->info.nr_vectors * 8, read(self->fd, counts, sizeof(counts)));
+	EXPECT_EQ(0, counts[0]);
+	EXPECT_EQ(1, counts[1]);
+	waitpid(child, NULL, 0);
+}
+
+static void *blocked_reader(void *arg)
+{
+	int fd = *(int *)arg;
+	uint64_t counts[SIVSHM_MAX_VECTORS];
+	long ret = read(fd, counts, sizeof(counts));
+
+	return (void *)(ret < 0 ? (long)-errno : ret);
+}
+
+TEST_F(db, unbind_wakes_a_blocked_reader_with_enodev)
+{
+	struct sivshm_info info;
+	pthread_t t;
+	void *ret;
+	int fd;
+
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
+	ASSERT_EQ(0, pthread_create(&t, NULL, blocked_reader, &self->fd));
+	usleep(300000);
+	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/unbind", self->e.bdf));
+	ASSERT_EQ(0, pthread_join(t, &ret));
+	EXPECT_EQ(-ENODEV, (long)ret);
+	EXPECT_EQ(-ENODEV, sivshm_ring(self->fd, self->info.peer_id, 0));
+	EXPECT_EQ(-ENODEV, sivshm_bind(self->fd, self->efd[0], 0));
+	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/bind", self->e.bdf));
+	fd = wait_for_bdf(self->e.bdf, &info);
+	ASSERT_GE(fd, 0);
+	EXPECT_EQ(self->info.nr_vectors, info.nr_vectors);
+	EXPECT_EQ(self->info.peer_id, info.peer_id);
+	/* The rebound device delivers again. */
+	ASSERT_EQ(0, sivshm_bind(fd, self->efd[1], 1));
+	ASSERT_EQ(0, sivshm_ring(fd, info.peer_id, 1));
+	EXPECT_EQ(1, wait_eventfd(self->efd[1], 5000));
+	close(fd);
+}
+
+TEST_F(db, eventfd_and_read_agree_after_many_rings)
+{
+	uint64_t counts[SIVSHM_MAX_VECTORS], ev = 0, got = 0, v;
+	size_t len = self->info.nr_vectors * 8;
+	int i;
+
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
+	for (i = 0; i < 10000; i++)
+		ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
+	/* Wait until delivery has settled. */
+	for (i = 0; i < 50; i++) {
+		usleep(100000);
+		if (read(self->nbfd, counts, len) == (ssize_t)len)
+			got += counts[0];
+		else if (i > 5)
+			break;
+	}
+	if (!eventfd_value(self->efd[0], &v))
+		ev = v;
+	TH_LOG("10000 rings, %lu interrupts", got);
+	EXPECT_GE(got, 1);
+	EXPECT_LE(got, 10000);
+	EXPECT_EQ(got, ev) TH_LOG("eventfd %lu, read() %lu", ev, got);
 }
 
 TEST(rmmod_is_refused_while_open_then_reload_works)

@@ -97,7 +97,7 @@ impl Vm {
     }
 
     fn cmdline(&self) -> Result<String> {
-        let mut s = String::from("console=ttyS0 panic=-1 loglevel=6");
+        let mut s = String::from("console=ttyS0 panic=-1 loglevel=7");
         for (k, v) in &self.env {
             if v.contains('"') || k.contains('.') || k.contains(' ') {
                 bail!("kernel command line parameter {k}={v:?} cannot be passed to init");

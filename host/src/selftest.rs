@@ -132,9 +132,9 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
         chardev,
         vectors: 2,
     };
-    // What the guest must find: PCI address, size, peer id.
+    // What the guest must find: PCI address, size, peer id, vectors.
     let expect = format!(
-        "{},{},none;{},{},{}",
+        "{},{},none,0;{},{},{},2",
         plain.bdf(),
         4 << 20,
         doorbell.bdf(),
