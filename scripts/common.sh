@@ -74,7 +74,7 @@ build_guest() {
 		cargo build --release -q -p sivshm-distribute --target x86_64-unknown-linux-gnu >&2 \
 		|| die "the guest samples do not build"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
-		"$out/sivshm_test" "$out/sivshm_xvm" \
+		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute"
 	echo "$out/initramfs.cpio.gz"
 }

@@ -2,6 +2,7 @@
 //! doorbell wiring before any VM starts, boots QEMU guests on them and reads their results.
 
 mod accel;
+mod channel;
 mod console;
 mod protocol;
 mod qemu;

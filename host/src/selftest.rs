@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::channel::channel;
 use crate::console::{self, Outcome};
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use crate::qemu::{run_all, Device, Finished, Machine, Vm};
@@ -30,9 +31,10 @@ impl Suite<'_> {
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
         // (name, runner, whether its guests print TAP)
-        let scenarios: [(&str, Scenario, bool); 3] = [
+        let scenarios: [(&str, Scenario, bool); 4] = [
             ("single-vm", single_vm, true),
             ("two-vm-plain", two_vm_plain, true),
+            ("two-vm-doorbell", two_vm_doorbell, true),
             ("distribute", distribute, false),
         ];
         let mut all = Vec::new();
@@ -166,6 +168,17 @@ fn two_vm_plain(s: &Suite<'_>) -> Result<Vec<Finished>> {
         .env("SIVSHM_NONCE", &nonce)
         .device(dev(&seg));
     run_all(s.machine, &[writer, reader], s.logdir, s.timeout)
+}
+
+/// Two guests on one doorbell channel (4 vectors): each wakes the other on every vector, both
+/// ring themselves, and one rings the other as fast as it can for a while.
+fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    let segs = Segments::new()?;
+    let (_, seg) = segs.create("channel", 1 << 20)?;
+    let ch = channel(&seg, (0, 4), (1, 4), 4)?;
+    let a = Vm::new("a", "sivshm_doorbell a").device(ch.a);
+    let b = Vm::new("b", "sivshm_doorbell b").device(ch.b);
+    run_all(s.machine, &[a, b], s.logdir, s.timeout)
 }
 
 /// A manager and two workers on their own segments: the manager hands each worker data and
