@@ -2,6 +2,7 @@
 //! doorbell wiring before any VM starts, boots QEMU guests on them and reads their results.
 
 mod accel;
+mod bench;
 mod channel;
 mod console;
 mod protocol;
@@ -38,6 +39,14 @@ enum Cmd {
         /// Print every guest's summary, not only failing ones.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one VM.
+    Bench {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// Round trips to time in each test.
+        #[arg(long, default_value_t = 10000)]
+        exchanges: u32,
     },
     /// Boot a data manager and N workers, each worker on its own segment, and move data
     /// from the manager to every worker.
@@ -109,6 +118,15 @@ impl GuestArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Bench { guest, exchanges } => {
+            let machine = guest.machine()?;
+            let timeout = Duration::from_secs(guest.timeout);
+            let lines = bench::pingpong(&machine, &guest.logdir, timeout, exchanges)?;
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
         Cmd::Demo {
             guest,
             workers,
