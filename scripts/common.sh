@@ -69,12 +69,13 @@ build_guest() {
 	mkdir -p "$out"
 	build_module "$kb" || die "sivshm.ko does not build cleanly"
 	make -s -C "$SIVSHM_ROOT/selftests" KSRC="$src" OUTPUT="$out" >&2 || die "selftests do not build"
+	make -s -C "$SIVSHM_ROOT/samples/c" OUTPUT="$out" LDFLAGS=-static >&2 || die "the C sample does not build"
 	# The guests' user-space programs are static: the initramfs has no libc.
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
 		cargo build --release -q -p sivshm-distribute --target x86_64-unknown-linux-gnu >&2 \
 		|| die "the guest samples do not build"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
-		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" \
+		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hello" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute"
 	echo "$out/initramfs.cpio.gz"
 }

@@ -143,7 +143,9 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
         1 << 20,
         own.id
     );
-    let vm = Vm::new("vm", "sivshm_test")
+    // The C sample runs after the kselftests, on both devices; it must exit 0.
+    let run = "sivshm_test && sivshm_hello /dev/sivshm0 && sivshm_hello /dev/sivshm1";
+    let vm = Vm::new("vm", run)
         .env("SIVSHM_EXPECT", expect)
         .device(plain)
         .device(doorbell);
