@@ -28,6 +28,8 @@ pub struct Report {
     pub splats: Vec<String>,
     /// The command's output (between the begin and end markers).
     pub output: Vec<String>,
+    /// What a kmemleak scan after the command reported, if one ran.
+    pub kmemleak: Option<Vec<String>>,
 }
 
 /// Kernel messages that mean the kernel found a bug (in the driver or anywhere else).
@@ -52,9 +54,18 @@ const SPLAT_MARKERS: &[&str] = &[
 pub fn parse(log: &str) -> Report {
     let mut r = Report::default();
     let mut inside = false;
+    let mut leaks: Option<Vec<String>> = None;
     for line in log.lines() {
         let line = line.trim_end_matches('\r');
-        if line.starts_with("SIVSHM-BOOTED") {
+        if line == "SIVSHM-KMEMLEAK-BEGIN" {
+            leaks = Some(Vec::new());
+        } else if line == "SIVSHM-KMEMLEAK-END" {
+            r.kmemleak = leaks.take();
+        } else if let Some(l) = leaks.as_mut() {
+            l.push(line.to_string());
+        } else if line == "SIVSHM-KMEMLEAK-UNAVAILABLE" {
+            r.kmemleak = Some(vec![line.to_string()]);
+        } else if line.starts_with("SIVSHM-BOOTED") {
             r.booted = true;
         } else if line == "SIVSHM-BEGIN" {
             inside = true;
@@ -151,6 +162,20 @@ unreferenced object 0xffff888003 (size 64):\n";
         let r = parse(log);
         assert_eq!(r.splats.len(), 3);
         assert_eq!(r.tap.len(), 1);
+    }
+
+    #[test]
+    fn kmemleak_report_is_collected() {
+        let clean = parse("SIVSHM-END rc=0\nSIVSHM-KMEMLEAK-BEGIN\nSIVSHM-KMEMLEAK-END\n");
+        assert_eq!(clean.kmemleak, Some(vec![]));
+        let leak = parse(
+            "SIVSHM-KMEMLEAK-BEGIN\nunreferenced object 0xffff8880 (size 64):\n  comm \"insmod\"\nSIVSHM-KMEMLEAK-END\n",
+        );
+        assert_eq!(leak.kmemleak.as_ref().map(Vec::len), Some(2));
+        assert!(parse("SIVSHM-KMEMLEAK-UNAVAILABLE\n")
+            .kmemleak
+            .is_some_and(|l| !l.is_empty()));
+        assert_eq!(parse("SIVSHM-END rc=0\n").kmemleak, None);
     }
 
     #[test]

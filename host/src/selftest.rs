@@ -83,7 +83,21 @@ impl Suite<'_> {
                     Outcome::Fail
                 },
             });
-            let bad = !completed || !ran_tests || failed_tap || !r.splats.is_empty();
+            let leaked = r.kmemleak.as_ref().is_some_and(|l| !l.is_empty());
+            if let Some(leaks) = &r.kmemleak {
+                out.push(CaseResult {
+                    name: format!("{prefix}: kmemleak found no leak after the tests"),
+                    outcome: if leaks.is_empty() {
+                        Outcome::Pass
+                    } else {
+                        Outcome::Fail
+                    },
+                });
+                for l in leaks.iter().take(20) {
+                    eprintln!("#   kmemleak: {l}");
+                }
+            }
+            let bad = !completed || !ran_tests || failed_tap || !r.splats.is_empty() || leaked;
             if bad || self.verbose {
                 eprintln!(
                     "# {prefix}: {} in {:.1} s, rc {:?}, log {}",
@@ -146,6 +160,7 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
     // The C sample runs after the kselftests, on both devices; it must exit 0.
     let run = "sivshm_test && sivshm_hello /dev/sivshm0 && sivshm_hello /dev/sivshm1";
     let vm = Vm::new("vm", run)
+        .env("SIVSHM_KMEMLEAK", "1")
         .env("SIVSHM_EXPECT", expect)
         .device(plain)
         .device(doorbell);
@@ -178,8 +193,12 @@ fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let segs = Segments::new()?;
     let (_, seg) = segs.create("channel", 1 << 20)?;
     let ch = channel(&seg, (0, 4), (1, 4), 4)?;
-    let a = Vm::new("a", "sivshm_doorbell a").device(ch.a);
-    let b = Vm::new("b", "sivshm_doorbell b").device(ch.b);
+    let a = Vm::new("a", "sivshm_doorbell a")
+        .env("SIVSHM_KMEMLEAK", "1")
+        .device(ch.a);
+    let b = Vm::new("b", "sivshm_doorbell b")
+        .env("SIVSHM_KMEMLEAK", "1")
+        .device(ch.b);
     run_all(s.machine, &[a, b], s.logdir, s.timeout)
 }
 
