@@ -15,7 +15,7 @@ use kernel::{
     page::PAGE_SHIFT,
     prelude::*,
     sync::{Arc, Mutex},
-    transmute::AsBytes,
+    transmute::{AsBytes, FromBytes},
     uaccess::{UserPtr, UserSlice},
 };
 
@@ -74,9 +74,7 @@ impl OpenDevice {
     }
 
     fn ring(&self, arg: usize) -> Result<isize> {
-        let r: uapi::Ring = UserSlice::new(UserPtr::from_addr(arg), size_of::<uapi::Ring>())
-            .reader()
-            .read()?;
+        let r: uapi::Ring = read_arg(arg)?;
         if r.flags != 0 || r.reserved != 0 {
             return Err(EINVAL);
         }
@@ -85,9 +83,7 @@ impl OpenDevice {
     }
 
     fn bind_eventfd(&self, arg: usize) -> Result<isize> {
-        let b: uapi::Eventfd = UserSlice::new(UserPtr::from_addr(arg), size_of::<uapi::Eventfd>())
-            .reader()
-            .read()?;
+        let b: uapi::Eventfd = read_arg(arg)?;
         if b.flags != 0 || b.reserved != 0 {
             return Err(EINVAL);
         }
@@ -108,6 +104,13 @@ impl OpenDevice {
             .bind(vector, eventfd, self.attachment.id)?;
         Ok(0)
     }
+}
+
+/// Copies an ioctl's fixed-size argument from user space.
+fn read_arg<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), size_of::<T>())
+        .reader()
+        .read()
 }
 
 #[vtable]

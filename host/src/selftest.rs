@@ -157,8 +157,10 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
         1 << 20,
         own.id
     );
-    // The C sample runs after the kselftests, on both devices; it must exit 0.
-    let run = "sivshm_test && sivshm_hello /dev/sivshm0 && sivshm_hello /dev/sivshm1";
+    // The C sample runs after the kselftests, on both devices; then the module must unload
+    // (before the kmemleak scan, which so also covers the unload).
+    let run = "sivshm_test && sivshm_hello /dev/sivshm0 && sivshm_hello /dev/sivshm1 \
+               && rmmod sivshm && ! test -e /dev/sivshm0";
     let vm = Vm::new("vm", run)
         .env("SIVSHM_KMEMLEAK", "1")
         .env("SIVSHM_EXPECT", expect)

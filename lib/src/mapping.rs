@@ -75,20 +75,22 @@ impl Mapping {
     /// The naturally aligned `u32` at `offset`, as an atomic shared with the peers.
     pub fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
         let p = self.range(offset, 4)?;
-        // SAFETY: In range, aligned (checked), and an atomic may be modified concurrently by
-        // other processes; it lives as long as `&self`.
-        (p as usize)
-            .is_multiple_of(4)
-            .then(|| unsafe { AtomicU32::from_ptr(p.cast()) })
+        if !(p as usize).is_multiple_of(4) {
+            return None;
+        }
+        // SAFETY: In range and aligned (checked above); an atomic may be modified concurrently
+        // by other processes; the reference lives as long as `&self`, the mapping.
+        Some(unsafe { AtomicU32::from_ptr(p.cast()) })
     }
 
     /// The naturally aligned `u64` at `offset`, as an atomic shared with the peers.
     pub fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
         let p = self.range(offset, 8)?;
+        if !(p as usize).is_multiple_of(8) {
+            return None;
+        }
         // SAFETY: As in `atomic_u32`.
-        (p as usize)
-            .is_multiple_of(8)
-            .then(|| unsafe { AtomicU64::from_ptr(p.cast()) })
+        Some(unsafe { AtomicU64::from_ptr(p.cast()) })
     }
 }
 
