@@ -45,3 +45,52 @@ pub fn channel(
         _keep: vec![a_keep, b_keep],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    use std::io::IoSliceMut;
+    use std::mem::MaybeUninit;
+
+    /// The (value, has fd) messages queued for a device, read as QEMU reads them.
+    fn stream(d: &Device) -> Vec<(i64, bool)> {
+        let Device::Doorbell { chardev, .. } = d else {
+            panic!("not a doorbell device")
+        };
+        rustix::fs::fcntl_setfl(chardev, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let mut buf = [0u8; 8];
+            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let Ok(r) = recvmsg(
+                chardev,
+                &mut [IoSliceMut::new(&mut buf)],
+                &mut control,
+                RecvFlags::empty(),
+            ) else {
+                return out;
+            };
+            assert_eq!(r.bytes, 8);
+            let fd = control
+                .drain()
+                .any(|m| matches!(m, RecvAncillaryMessage::ScmRights(_)));
+            out.push((i64::from_le_bytes(buf), fd));
+        }
+    }
+
+    #[test]
+    fn each_side_gets_only_the_other_sides_eventfds() {
+        let seg = tempfile::tempfile().unwrap();
+        seg.set_len(1 << 20).unwrap();
+        let ch = channel(&seg, (0, 4), (7, 4), 2).unwrap();
+        let head = [(0, false), (-1, true)];
+        let a = stream(&ch.a);
+        assert_eq!(a[1..3], [(0, false), (-1, true)][..], "{a:?}");
+        assert_eq!(a[3..], [(7, true), (7, true), (0, true), (0, true)]);
+        let b = stream(&ch.b);
+        assert_eq!(b[1..3], [(7, false), head[1]]);
+        assert_eq!(b[3..], [(0, true), (0, true), (7, true), (7, true)]);
+    }
+}

@@ -1,12 +1,15 @@
 //! The segmented topology: a data manager VM and N worker VMs. Worker i has segment i (a
-//! file of its own); the manager has one device per worker, at PCI slot `FIRST_SLOT + i`,
-//! backed by the same segment. A worker is never given another worker's segment.
+//! file of its own) and a doorbell channel to the manager: an `ivshmem-doorbell` in worker i
+//! (peer id i + 1) and one in the manager (peer id 0) at PCI slot `FIRST_SLOT + i`, on the
+//! same segment. A worker is never given another worker's segment or eventfds.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 
+use crate::channel::channel;
 use crate::qemu::{run_all, Device, Finished, Machine, Vm};
 use crate::segments::Segments;
 
@@ -20,6 +23,7 @@ pub struct Topology {
     pub workers: Vec<Vm>,
     /// Kept until the VMs are gone.
     _segments: Segments,
+    _sockets: Vec<OwnedFd>,
 }
 
 /// What each VM runs, given the manager's device addresses in worker order.
@@ -39,20 +43,14 @@ impl Topology {
         let segments = Segments::new()?;
         let mut manager_devices = Vec::new();
         let mut worker_vms = Vec::new();
+        let mut sockets = Vec::new();
         for i in 0..workers {
-            let (path, _) = segments.create(&format!("worker{i}"), segment_size)?;
+            let (_, segment) = segments.create(&format!("worker{i}"), segment_size)?;
             let slot = FIRST_SLOT + i as u8;
-            manager_devices.push(Device::Plain {
-                slot,
-                segment: path.clone(),
-                size: segment_size,
-            });
-            let own = Device::Plain {
-                slot: FIRST_SLOT,
-                segment: path,
-                size: segment_size,
-            };
-            worker_vms.push(Vm::new(&format!("worker{i}"), &roles.worker(i)).device(own));
+            let ch = channel(&segment, (0, slot), (i as u16 + 1, FIRST_SLOT), 1)?;
+            manager_devices.push(ch.a);
+            worker_vms.push(Vm::new(&format!("worker{i}"), &roles.worker(i)).device(ch.b));
+            sockets.extend(ch._keep);
         }
         let bdfs: Vec<String> = manager_devices.iter().map(Device::bdf).collect();
         let mut manager = Vm::new("manager", &roles.manager(&bdfs));
@@ -63,6 +61,7 @@ impl Topology {
             manager,
             workers: worker_vms,
             _segments: segments,
+            _sockets: sockets,
         })
     }
 
@@ -100,7 +99,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_worker_gets_its_own_segment_and_the_manager_all_of_them() {
+    fn each_worker_gets_one_channel_and_the_manager_one_per_worker() {
         let t = Topology::new(
             3,
             1 << 20,
@@ -110,19 +109,12 @@ mod tests {
             },
         )
         .unwrap();
-        let seg = |d: &Device| match d {
-            Device::Plain { segment, .. } => segment.clone(),
-            Device::Doorbell { .. } => unreachable!(),
-        };
         assert_eq!(t.manager.devices.len(), 3);
-        for (i, w) in t.workers.iter().enumerate() {
-            assert_eq!(w.devices.len(), 1, "worker {i} must see exactly one device");
-            assert_eq!(seg(&w.devices[0]), seg(&t.manager.devices[i]));
-            for (j, other) in t.workers.iter().enumerate() {
-                if i != j {
-                    assert_ne!(seg(&w.devices[0]), seg(&other.devices[0]));
-                }
-            }
+        let slots: Vec<u8> = t.manager.devices.iter().map(Device::slot).collect();
+        assert_eq!(slots, [4, 5, 6]);
+        for w in &t.workers {
+            assert_eq!(w.devices.len(), 1, "a worker must see exactly one device");
+            assert_eq!(w.devices[0].slot(), FIRST_SLOT);
         }
         let run = &t.manager.env[0].1;
         assert!(

@@ -7,7 +7,7 @@ use std::mem::{offset_of, size_of};
 use std::path::Path;
 use std::process::Command;
 
-use crate::uapi::{self, Info};
+use crate::uapi::{self, Eventfd, Info, Ring};
 
 const PROBE: &str = r#"
 #include <stdio.h>
@@ -15,6 +15,8 @@ const PROBE: &str = r#"
 #include <linux/sivshm.h>
 #define V(x) printf(#x " %llu\n", (unsigned long long)(x))
 #define O(f) printf("offsetof_" #f " %zu\n", offsetof(struct sivshm_info, f))
+#define OR(f) printf("ring_" #f " %zu\n", offsetof(struct sivshm_ring, f))
+#define OE(f) printf("eventfd_" #f " %zu\n", offsetof(struct sivshm_eventfd, f))
 int main(void)
 {
 	V(SIVSHM_IOCTL_TYPE); V(SIVSHM_API_VERSION); V(SIVSHM_IRQ_NONE); V(SIVSHM_IRQ_INTX);
@@ -23,6 +25,10 @@ int main(void)
 	O(argsz); O(api_version); O(shm_size); O(peer_id); O(flags); O(nr_vectors); O(irq_mode);
 	O(__pad0); O(pci_domain); O(pci_bus); O(pci_slot); O(pci_func); O(__pad1); O(index);
 	O(__reserved);
+	V(SIVSHM_MAX_VECTORS); V(SIVSHM_IOCTL_RING); V(SIVSHM_IOCTL_BIND_EVENTFD);
+	V(sizeof(struct sivshm_ring)); V(sizeof(struct sivshm_eventfd));
+	OR(peer_id); OR(vector); OR(flags); OR(__reserved);
+	OE(fd); OE(vector); OE(flags); OE(__reserved);
 	return 0;
 }
 "#;
@@ -88,6 +94,19 @@ fn rust_mirror_matches_the_c_header() {
         ("offsetof___pad1", offset_of!(Info, pad1) as u64),
         ("offsetof_index", offset_of!(Info, index) as u64),
         ("offsetof___reserved", offset_of!(Info, reserved) as u64),
+        ("SIVSHM_MAX_VECTORS", uapi::MAX_VECTORS.into()),
+        ("SIVSHM_IOCTL_RING", uapi::IOCTL_RING.into()),
+        ("SIVSHM_IOCTL_BIND_EVENTFD", uapi::IOCTL_BIND_EVENTFD.into()),
+        ("sizeof(struct sivshm_ring)", size_of::<Ring>() as u64),
+        ("sizeof(struct sivshm_eventfd)", size_of::<Eventfd>() as u64),
+        ("ring_peer_id", offset_of!(Ring, peer_id) as u64),
+        ("ring_vector", offset_of!(Ring, vector) as u64),
+        ("ring_flags", offset_of!(Ring, flags) as u64),
+        ("ring___reserved", offset_of!(Ring, reserved) as u64),
+        ("eventfd_fd", offset_of!(Eventfd, fd) as u64),
+        ("eventfd_vector", offset_of!(Eventfd, vector) as u64),
+        ("eventfd_flags", offset_of!(Eventfd, flags) as u64),
+        ("eventfd___reserved", offset_of!(Eventfd, reserved) as u64),
     ];
     for (name, value) in want {
         assert_eq!(h.get(*name), Some(value), "{name}: header vs uapi.rs");

@@ -10,6 +10,7 @@
 //! driver's own mirror of it (`uapi.rs`), and its tests check that mirror against the header.
 
 mod device;
+mod eventfd;
 #[cfg(test)]
 mod header_check;
 mod mapping;
@@ -20,6 +21,7 @@ mod sys;
 mod uapi;
 
 pub use device::{Device, Info, IrqMode, PciAddress};
+pub use eventfd::EventFd;
 pub use mapping::Mapping;
 
 /// Errors of this crate are the kernel's.

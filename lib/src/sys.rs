@@ -2,14 +2,20 @@
 
 use std::os::fd::AsFd;
 
-use rustix::ioctl::{ioctl, opcode, Updater};
+use rustix::ioctl::{ioctl, opcode, Setter, Updater};
 
 use crate::uapi;
 
 const GET_INFO: rustix::ioctl::Opcode =
     opcode::none(uapi::IOCTL_TYPE as u8, (uapi::IOCTL_GET_INFO & 0xff) as u8);
 
+const RING: rustix::ioctl::Opcode = opcode::write::<uapi::Ring>(uapi::IOCTL_TYPE as u8, 0x01);
+const BIND_EVENTFD: rustix::ioctl::Opcode =
+    opcode::write::<uapi::Eventfd>(uapi::IOCTL_TYPE as u8, 0x02);
+
 const _: () = assert!(GET_INFO == uapi::IOCTL_GET_INFO);
+const _: () = assert!(RING == uapi::IOCTL_RING);
+const _: () = assert!(BIND_EVENTFD == uapi::IOCTL_BIND_EVENTFD);
 
 /// `SIVSHM_IOCTL_GET_INFO`.
 pub(crate) fn get_info(fd: impl AsFd) -> rustix::io::Result<uapi::Info> {
@@ -22,4 +28,28 @@ pub(crate) fn get_info(fd: impl AsFd) -> rustix::io::Result<uapi::Info> {
     // a `repr(C)` mirror of that struct with `argsz` set to its full size.
     unsafe { ioctl(fd, Updater::<GET_INFO, uapi::Info>::new(&mut info))? };
     Ok(info)
+}
+
+/// `SIVSHM_IOCTL_RING`.
+pub(crate) fn ring(fd: impl AsFd, peer_id: u32, vector: u32) -> rustix::io::Result<()> {
+    let arg = uapi::Ring {
+        peer_id,
+        vector,
+        ..Default::default()
+    };
+    // SAFETY: RING reads a `struct sivshm_ring`, which `uapi::Ring` mirrors (checked against
+    // the header by the tests); `Setter` passes a pointer to it.
+    unsafe { ioctl(fd, Setter::<RING, uapi::Ring>::new(arg)) }
+}
+
+/// `SIVSHM_IOCTL_BIND_EVENTFD`; `eventfd` -1 unbinds.
+pub(crate) fn bind_eventfd(fd: impl AsFd, eventfd: i32, vector: u32) -> rustix::io::Result<()> {
+    let arg = uapi::Eventfd {
+        fd: eventfd,
+        vector,
+        ..Default::default()
+    };
+    // SAFETY: BIND_EVENTFD reads a `struct sivshm_eventfd`, which `uapi::Eventfd` mirrors;
+    // `Setter` passes a pointer to it.
+    unsafe { ioctl(fd, Setter::<BIND_EVENTFD, uapi::Eventfd>::new(arg)) }
 }

@@ -3,7 +3,8 @@
 //!
 //! In the manager VM: `sivshm-distribute manager --workers BDF[,BDF...]` (the PCI addresses
 //! of the devices that serve worker 0, 1, ...). In each worker VM: `sivshm-distribute worker`
-//! (its one device). Until doorbells are wired in, both sides poll the header.
+//! (its one device). With doorbell devices each side rings the other and sleeps on an
+//! eventfd; with plain ones both poll the header.
 
 mod mailbox;
 
@@ -13,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use sivshm::Device;
 
-use mailbox::{fnv1a, payload, Mailbox};
+use mailbox::{fnv1a, payload, Bell, Mailbox, Side};
 
 #[derive(Parser)]
 #[command(about)]
@@ -68,7 +69,11 @@ fn manager(workers: &[String], rounds: u64, bytes: usize, timeout: Duration) -> 
         .iter()
         .map(|d| d.map().context("mmap"))
         .collect::<Result<Vec<_>>>()?;
-    let boxes = maps.iter().map(Mailbox::new).collect::<Result<Vec<_>>>()?;
+    let boxes = maps
+        .iter()
+        .zip(&devices)
+        .map(|(m, d)| Mailbox::new(m, Side::Manager, Bell::new(d)?))
+        .collect::<Result<Vec<_>>>()?;
     for (i, (d, b)) in devices.iter().zip(&boxes).enumerate() {
         println!(
             "manager: worker {i} on /dev/sivshm{} ({}), segment {} MiB",
@@ -83,6 +88,10 @@ fn manager(workers: &[String], rounds: u64, bytes: usize, timeout: Duration) -> 
             );
         }
         b.open();
+    }
+    for (i, b) in boxes.iter().enumerate() {
+        b.wait_worker(timeout)
+            .with_context(|| format!("worker {i}"))?;
     }
     let start = Instant::now();
     let mut verified = 0u64;
@@ -106,11 +115,21 @@ fn manager(workers: &[String], rounds: u64, bytes: usize, timeout: Duration) -> 
     }
     let secs = start.elapsed().as_secs_f64();
     for b in &boxes {
-        b.close();
+        b.close()?;
     }
+    let wakeups: u64 = boxes
+        .iter()
+        .filter_map(|b| b.bell().map(|b| b.wakeups()))
+        .sum();
+    let mode = if boxes.iter().all(|b| b.bell().is_some()) {
+        "doorbells"
+    } else {
+        "polling"
+    };
     let total = bytes as u64 * rounds * boxes.len() as u64;
     println!(
-        "manager: {verified} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s)",
+        "manager: {verified} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
+         {mode}, {wakeups} wake-ups",
         rounds * boxes.len() as u64,
         total as f64 / (1 << 20) as f64,
         total as f64 / (1 << 20) as f64 / secs
@@ -128,7 +147,7 @@ fn worker(device: &str, timeout: Duration) -> Result<()> {
         dev.info().shm_size >> 20
     );
     let map = dev.map().context("mmap")?;
-    let mb = Mailbox::new(&map)?;
+    let mb = Mailbox::new(&map, Side::Worker, Bell::new(&dev)?)?;
     mb.wait_open(timeout)?;
     let (mut last, mut rounds, mut bytes, mut buf) = (0, 0u64, 0u64, Vec::new());
     while let Some((round, sum)) = mb.receive(last, &mut buf, timeout)? {
@@ -136,11 +155,17 @@ fn worker(device: &str, timeout: Duration) -> Result<()> {
         if mine != sum {
             println!("worker: round {round}: checksum {mine:016x}, manager says {sum:016x}");
         }
-        mb.reply(round, mine);
+        mb.reply(round, mine)?;
         last = round;
         rounds += 1;
         bytes += buf.len() as u64;
     }
-    println!("worker: received {rounds} rounds, {bytes} bytes");
+    match mb.bell() {
+        Some(b) => println!(
+            "worker: received {rounds} rounds, {bytes} bytes; woken {} times by the doorbell",
+            b.wakeups()
+        ),
+        None => println!("worker: received {rounds} rounds, {bytes} bytes (polling)"),
+    }
     Ok(())
 }
