@@ -49,35 +49,17 @@ pub fn channel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    use std::io::IoSliceMut;
-    use std::mem::MaybeUninit;
+    use crate::protocol::recv_message;
 
-    /// The (value, has fd) messages queued for a device, read as QEMU reads them.
+    /// The (value, has fd) messages queued for a device.
     fn stream(d: &Device) -> Vec<(i64, bool)> {
         let Device::Doorbell { chardev, .. } = d else {
             panic!("not a doorbell device")
         };
         rustix::fs::fcntl_setfl(chardev, rustix::fs::OFlags::NONBLOCK).unwrap();
-        let mut out = Vec::new();
-        loop {
-            let mut buf = [0u8; 8];
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-            let mut control = RecvAncillaryBuffer::new(&mut space);
-            let Ok(r) = recvmsg(
-                chardev,
-                &mut [IoSliceMut::new(&mut buf)],
-                &mut control,
-                RecvFlags::empty(),
-            ) else {
-                return out;
-            };
-            assert_eq!(r.bytes, 8);
-            let fd = control
-                .drain()
-                .any(|m| matches!(m, RecvAncillaryMessage::ScmRights(_)));
-            out.push((i64::from_le_bytes(buf), fd));
-        }
+        std::iter::from_fn(|| recv_message(chardev).ok())
+            .map(|(v, fd)| (v, fd.is_some()))
+            .collect()
     }
 
     #[test]
@@ -85,12 +67,11 @@ mod tests {
         let seg = tempfile::tempfile().unwrap();
         seg.set_len(1 << 20).unwrap();
         let ch = channel(&seg, (0, 4), (7, 4), 2).unwrap();
-        let head = [(0, false), (-1, true)];
         let a = stream(&ch.a);
-        assert_eq!(a[1..3], [(0, false), (-1, true)][..], "{a:?}");
+        assert_eq!(a[..3], [(0, false), (0, false), (-1, true)], "{a:?}");
         assert_eq!(a[3..], [(7, true), (7, true), (0, true), (0, true)]);
         let b = stream(&ch.b);
-        assert_eq!(b[1..3], [(7, false), head[1]]);
+        assert_eq!(b[..3], [(0, false), (7, false), (-1, true)], "{b:?}");
         assert_eq!(b[3..], [(0, true), (0, true), (7, true), (7, true)]);
     }
 }

@@ -125,33 +125,32 @@ fn send_message(sock: &OwnedFd, m: &Message<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Reads one message the way QEMU does: 8 bytes and at most one fd.
+#[cfg(test)]
+pub fn recv_message(sock: &OwnedFd) -> rustix::io::Result<(i64, Option<OwnedFd>)> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut buf = [0u8; 8];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let r = recvmsg(sock, &mut iov, &mut control, RecvFlags::empty())?;
+    assert_eq!(r.bytes, 8, "a message is 8 bytes");
+    let mut fd = None;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            fd = fds.next();
+            assert!(fds.next().is_none(), "more than one fd on a message");
+        }
+    }
+    Ok((i64::from_le_bytes(buf), fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    use std::io::IoSliceMut;
 
-    /// Reads one message the way QEMU does: 8 bytes and at most one fd.
     fn recv(sock: &OwnedFd) -> (i64, Option<OwnedFd>) {
-        let mut buf = [0u8; 8];
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let r = recvmsg(
-            sock,
-            &mut [IoSliceMut::new(&mut buf)],
-            &mut control,
-            RecvFlags::empty(),
-        )
-        .unwrap();
-        assert_eq!(r.bytes, 8);
-        let mut fd = None;
-        for msg in control.drain() {
-            if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
-                fd = fds.next();
-                assert!(fds.next().is_none(), "more than one fd on a message");
-            }
-        }
-        (i64::from_le_bytes(buf), fd)
+        recv_message(sock).unwrap()
     }
 
     #[test]
