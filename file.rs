@@ -145,6 +145,8 @@ impl MiscDevice for OpenDevice {
         if vma.flags() & flags::SHARED == 0 {
             return Err(EINVAL);
         }
+        // Another VM writes this memory: never let it become executable here.
+        vma.try_clear_mayexec()?;
         let pages = (vma.end() - vma.start()) >> PAGE_SHIFT;
         dev.shared().check_mmap(raw::vma_pgoff(vma), pages)?;
         raw::make_shm_vma(vma);

@@ -297,6 +297,19 @@ TEST_F(dev, mmap_private_is_einval)
 	EXPECT_EQ(EINVAL, errno);
 }
 
+TEST_F(dev, shared_memory_is_never_executable)
+{
+	void *p = mmap(NULL, self->page, PROT_READ | PROT_EXEC, MAP_SHARED, self->fd, 0);
+
+	EXPECT_EQ(MAP_FAILED, p);
+	EXPECT_EQ(EINVAL, errno);
+	p = mmap(NULL, self->page, PROT_READ, MAP_SHARED, self->fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	EXPECT_EQ(-1, mprotect(p, self->page, PROT_READ | PROT_EXEC));
+	EXPECT_EQ(EACCES, errno);
+	munmap(p, self->page);
+}
+
 TEST_F(dev, mapping_survives_close_of_the_fd)
 {
 	volatile uint8_t *p = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);

@@ -221,6 +221,16 @@ impl Machine {
     }
 }
 
+impl Drop for Running {
+    /// A guest abandoned on an error path must not outlive the run.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Running {
     /// Waits for the guest to power off, killing it at `deadline`.
     pub fn wait(mut self, deadline: Instant) -> Result<Finished> {
@@ -249,9 +259,9 @@ impl Running {
             format!("{log}\nqemu stderr:\n{err}")
         };
         Ok(Finished {
-            name: self.name,
+            name: std::mem::take(&mut self.name),
             log,
-            log_path: self.log,
+            log_path: std::mem::take(&mut self.log),
             timed_out,
             elapsed,
         })

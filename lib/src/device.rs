@@ -141,35 +141,11 @@ impl Device {
     }
 
     /// Creates an eventfd that every interrupt on `vector` signals. It stays bound while this
-    /// `Device` is open, until another eventfd is bound to the vector or
-    /// [`Device::unbind_eventfd`].
+    /// `Device` is open, until another eventfd is bound to the vector.
     pub fn bind_eventfd(&self, vector: u32) -> Result<EventFd> {
         let e = EventFd::new()?;
         sys::bind_eventfd(&self.fd, e.as_fd().as_raw_fd(), vector)?;
         Ok(e)
-    }
-
-    /// Removes the eventfd bound to `vector`.
-    pub fn unbind_eventfd(&self, vector: u32) -> Result<()> {
-        sys::bind_eventfd(&self.fd, -1, vector)
-    }
-
-    /// Blocks until an interrupt arrives, then returns the interrupts per vector since the
-    /// previous call (or since the device was opened).
-    pub fn wait_interrupts(&self) -> Result<Vec<u64>> {
-        let n = usize::from(self.info.nr_vectors);
-        if n == 0 {
-            return Err(rustix::io::Errno::OPNOTSUPP);
-        }
-        let mut buf = vec![0u8; n * 8];
-        let got = rustix::io::retry_on_intr(|| rustix::io::read(&self.fd, &mut buf))?;
-        if got != buf.len() {
-            return Err(rustix::io::Errno::IO);
-        }
-        Ok(buf
-            .chunks_exact(8)
-            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
-            .collect())
     }
 
     /// Maps the whole shared memory.
