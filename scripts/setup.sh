@@ -51,7 +51,8 @@ fi
 missing=()
 need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || missing+=("$1"); }
 for p in rustc-web rust-web-src libclang-$LLVM_VERSION-dev bc bison flex libelf-dev libssl-dev \
-	cpio dwarves busybox-static gzip make gcc libc6-dev xz-utils rust-web-clippy rustfmt-web; do
+	cpio dwarves busybox-static gzip make gcc libc6-dev xz-utils rust-web-clippy rustfmt-web \
+	python3-docutils; do
 	need_pkg "$p"
 done
 if [ ${#missing[@]} -gt 0 ]; then

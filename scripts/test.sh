@@ -49,6 +49,7 @@ check "driver is rustfmt-clean (kernel .rustfmt.toml)" \
 	"$KRUSTFMT" --edition 2021 --config-path "$src/.rustfmt.toml" --check sivshm.rs
 check "user-space crates are rustfmt-clean" cargo fmt --all --check
 check "user-space crates are clippy-clean" cargo clippy --release --workspace --all-targets -- -D warnings
+check "Documentation/ is warning-free reStructuredText" /usr/bin/python3 scripts/check-docs.py
 
 # Host-side unit tests: each cargo test counts.
 if cargo test --release --workspace >build/cargo-test.log 2>&1; then :; fi
