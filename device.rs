@@ -112,11 +112,17 @@ impl Shared {
             .is_some_and(|regs| u32::from(regs.read(regs::INTR_STATUS).status()) != 0)
     }
 
-    /// The device's description, or `ENODEV` once it is unbound.
-    pub(crate) fn info(&self) -> Result<uapi::Info> {
+    /// `ENODEV` once the device is unbound.
+    pub(crate) fn check_alive(&self) -> Result {
         if self.state.lock().gone {
             return Err(ENODEV);
         }
+        Ok(())
+    }
+
+    /// The device's description, or `ENODEV` once it is unbound.
+    pub(crate) fn info(&self) -> Result<uapi::Info> {
+        self.check_alive()?;
         Ok(self.info)
     }
 

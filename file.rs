@@ -141,8 +141,9 @@ impl MiscDevice for OpenDevice {
     }
 
     fn mmap(dev: Pin<&OpenDevice>, _file: &File, vma: &VmaNew) -> Result {
-        // A private writable mapping would need copy-on-write of device memory: refuse it.
-        if vma.flags() & flags::SHARED == 0 {
+        // A private mapping would need copy-on-write of device memory: refuse it. (MAYSHARE,
+        // not SHARED: the kernel clears SHARED for a shared mapping of a read-only file.)
+        if vma.flags() & flags::MAYSHARE == 0 {
             return Err(EINVAL);
         }
         // Another VM writes this memory: never let it become executable here.
@@ -154,6 +155,7 @@ impl MiscDevice for OpenDevice {
     }
 
     fn ioctl(dev: Pin<&OpenDevice>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        dev.shared().check_alive()?;
         match cmd {
             uapi::IOCTL_GET_INFO => dev.get_info(arg),
             uapi::IOCTL_RING => dev.ring(arg),
@@ -165,6 +167,7 @@ impl MiscDevice for OpenDevice {
     fn read_iter(kiocb: Kiocb<'_, Self::Ptr>, iov: &mut IovIterDest<'_>) -> Result<usize> {
         let nonblock = raw::kiocb_nonblock(&kiocb);
         let dev = kiocb.file();
+        dev.shared().check_alive()?;
         let vectors = dev.shared().nr_vectors();
         if vectors == 0 {
             return Err(EOPNOTSUPP);
@@ -173,22 +176,39 @@ impl MiscDevice for OpenDevice {
         if iov.len() < len {
             return Err(EINVAL);
         }
-        let mut seen = dev.seen.lock();
+        let mut snapshot = KVec::from_elem(0u64, vectors, GFP_KERNEL)?;
         let mut now = KVec::from_elem(0u64, vectors, GFP_KERNEL)?;
-        dev.shared()
-            .interrupts()
-            .wait_for_change(&seen, &mut now, nonblock)?;
-        let mut out = KVec::with_capacity(len, GFP_KERNEL)?;
-        for (now, seen) in now.iter().zip(seen.iter()) {
-            out.extend_from_slice(&now.wrapping_sub(*seen).to_ne_bytes(), GFP_KERNEL)?;
+        loop {
+            // Sleep without holding `seen`: another reader of this file must not be stuck
+            // behind us in an uninterruptible lock.
+            for (snap, seen) in snapshot.iter_mut().zip(dev.seen.lock().iter()) {
+                *snap = *seen;
+            }
+            dev.shared()
+                .interrupts()
+                .wait_for_change(&snapshot, &mut now, nonblock)?;
+            let mut seen = dev.seen.lock();
+            // Another reader of this file may have taken these interrupts meanwhile (or even
+            // newer ones): then there is nothing for us yet.
+            let stale = seen.iter().zip(now.iter()).any(|(seen, now)| seen > now);
+            if stale || seen.iter().eq(now.iter()) {
+                if nonblock {
+                    return Err(EAGAIN);
+                }
+                continue;
+            }
+            let mut out = KVec::with_capacity(len, GFP_KERNEL)?;
+            for (now, seen) in now.iter().zip(seen.iter()) {
+                out.extend_from_slice(&(now - seen).to_ne_bytes(), GFP_KERNEL)?;
+            }
+            if iov.copy_to_iter(&out) != len {
+                // Nothing is consumed: the same counts are reported by the next read.
+                return Err(EFAULT);
+            }
+            for (seen, now) in seen.iter_mut().zip(now.iter()) {
+                *seen = *now;
+            }
+            return Ok(len);
         }
-        if iov.copy_to_iter(&out) != len {
-            // Nothing is consumed: the same counts are reported by the next read.
-            return Err(EFAULT);
-        }
-        for (seen, now) in seen.iter_mut().zip(now.iter()) {
-            *seen = *now;
-        }
-        Ok(len)
     }
 }

@@ -32,8 +32,9 @@ use crate::{
     uapi,
 };
 
-// SAFETY: `uapi::Info` is `repr(C)` with only integer fields and explicit padding fields, so it
-// has no padding bytes and every byte of a value is initialised.
+// SAFETY: `uapi::Info` is `repr(C)` with only integer fields and explicit padding fields whose
+// sizes add up to the struct's size (asserted in `uapi.rs`), so it has no padding bytes and
+// every byte of a value is initialised.
 unsafe impl AsBytes for uapi::Info {}
 
 // SAFETY: `uapi::Ring` is `repr(C)` with four `u32`s: no padding, and any bit pattern is a

@@ -202,16 +202,17 @@ impl pci::Driver for SivshmDriver {
             Ok(try_pin_init!(Binding {
                 vectors,
                 irqs: match vectors {
-                    Some(v) => {
-                        let irqs = raw::request_irqs(v, &shared, intx)?;
-                        if intx {
-                            shared.set_intx_enabled(true);
-                        }
-                        irqs
-                    }
+                    Some(v) => raw::request_irqs(v, &shared, intx)?,
                     None => KVec::new(),
                 },
-                node <- Node::new(index.name(), shared),
+                node <- Node::new(index.name(), shared.clone()),
+                // Unmask INTx only once nothing can fail any more: a failed probe must not
+                // leave an unclaimed interrupt on a shared line.
+                _: {
+                    if intx {
+                        shared.set_intx_enabled(true);
+                    }
+                },
                 _shm: shm,
                 _index: index,
             }))

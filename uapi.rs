@@ -40,7 +40,7 @@ pub(crate) struct Info {
     pub(crate) pci_func: u8,
     pub(crate) pad1: u8,
     pub(crate) index: u32,
-    pub(crate) reserved: [u32; 5],
+    pub(crate) reserved: [u32; 6],
 }
 
 /// `SIVSHM_INFO_ARGSZ_V1`.
@@ -87,6 +87,50 @@ pub(crate) const IOCTL_BIND_EVENTFD: u32 =
     ioc(IOC_WRITE, 0x02, core::mem::size_of::<Eventfd>() as u32);
 
 const _: () = assert!(core::mem::size_of::<Info>() == 64);
+/// Fails to compile if a struct has padding (they are copied to user space byte for byte):
+/// every field must start where the previous one ends, and the last end with the struct.
+macro_rules! assert_no_padding {
+    ($t:ty { $($field:ident: $ft:ty),+ $(,)? }) => {
+        const _: () = {
+            let mut end = 0;
+            $(
+                assert!(core::mem::offset_of!($t, $field) == end);
+                end += core::mem::size_of::<$ft>();
+            )+
+            assert!(end == core::mem::size_of::<$t>());
+        };
+    };
+}
+
+assert_no_padding!(Info {
+    argsz: u32,
+    api_version: u32,
+    shm_size: u64,
+    peer_id: u32,
+    flags: u32,
+    nr_vectors: u16,
+    irq_mode: u8,
+    pad0: u8,
+    pci_domain: u32,
+    pci_bus: u8,
+    pci_slot: u8,
+    pci_func: u8,
+    pad1: u8,
+    index: u32,
+    reserved: [u32; 6],
+});
+assert_no_padding!(Ring {
+    peer_id: u32,
+    vector: u32,
+    flags: u32,
+    reserved: u32
+});
+assert_no_padding!(Eventfd {
+    fd: i32,
+    vector: u32,
+    flags: u32,
+    reserved: u32
+});
 const _: () = assert!(core::mem::size_of::<Ring>() == 16);
 const _: () = assert!(core::mem::size_of::<Eventfd>() == 16);
 const _: () = assert!(core::mem::offset_of!(Info, index) + 4 == INFO_ARGSZ_V1 as usize);

@@ -297,6 +297,33 @@ TEST_F(dev, mmap_private_is_einval)
 	EXPECT_EQ(EINVAL, errno);
 }
 
+TEST_F(dev, read_only_file_maps_shared_read_only)
+{
+	char path[32];
+	volatile uint8_t *p;
+	int ro;
+
+	snprintf(path, sizeof(path), "/dev/sivshm%u", self->info.index);
+	ro = open(path, O_RDONLY);
+	ASSERT_GE(ro, 0);
+	p = mmap(NULL, self->page, PROT_READ, MAP_SHARED, ro, 0);
+	ASSERT_NE(MAP_FAILED, (void *)p) TH_LOG("mmap: %s", strerror(errno));
+	(void)p[0];
+	munmap((void *)p, self->page);
+	EXPECT_EQ(MAP_FAILED, mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, ro, 0));
+	EXPECT_EQ(EACCES, errno);
+	close(ro);
+}
+
+TEST_F(dev, info_reserved_fields_are_zero)
+{
+	unsigned int i;
+
+	for (i = 0; i < sizeof(self->info.__reserved) / sizeof(self->info.__reserved[0]); i++)
+		EXPECT_EQ(0, self->info.__reserved[i]);
+	EXPECT_EQ(64, sizeof(struct sivshm_info));
+}
+
 TEST_F(dev, shared_memory_is_never_executable)
 {
 	void *p = mmap(NULL, self->page, PROT_READ | PROT_EXEC, MAP_SHARED, self->fd, 0);
@@ -600,9 +627,35 @@ static void *blocked_reader(void *arg)
 {
 	int fd = *(int *)arg;
 	uint64_t counts[SIVSHM_MAX_VECTORS];
-	long ret = read(fd, counts, sizeof(counts));
+	sigset_t alrm;
+	long ret;
 
+	/* Signals for the test's main thread must not land here. */
+	sigemptyset(&alrm);
+	sigaddset(&alrm, SIGALRM);
+	pthread_sigmask(SIG_BLOCK, &alrm, NULL);
+	ret = read(fd, counts, sizeof(counts));
 	return (void *)(ret < 0 ? (long)-errno : ret);
+}
+
+TEST_F(db, a_second_reader_of_the_same_file_is_not_stuck_behind_the_first)
+{
+	struct sigaction sa = { .sa_handler = on_alarm };
+	uint64_t counts[SIVSHM_MAX_VECTORS];
+	pthread_t t;
+	void *ret;
+
+	ASSERT_EQ(0, pthread_create(&t, NULL, blocked_reader, &self->fd));
+	usleep(300000);
+	/* Blocked in the same read(), this one must still be interruptible. */
+	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	alarm(1);
+	EXPECT_EQ(-1, read(self->fd, counts, sizeof(counts)));
+	EXPECT_EQ(EINTR, errno);
+	/* One interrupt releases the first reader with it. */
+	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 1));
+	ASSERT_EQ(0, pthread_join(t, &ret));
+	EXPECT_EQ(self->info.nr_vectors * 8, (long)ret);
 }
 
 TEST_F(db, unbind_wakes_a_blocked_reader_with_enodev)
@@ -620,6 +673,8 @@ TEST_F(db, unbind_wakes_a_blocked_reader_with_enodev)
 	EXPECT_EQ(-ENODEV, (long)ret);
 	EXPECT_EQ(-ENODEV, sivshm_ring(self->fd, self->info.peer_id, 0));
 	EXPECT_EQ(-ENODEV, sivshm_bind(self->fd, self->efd[0], 0));
+	EXPECT_EQ(-1, read(self->nbfd, NULL, 0));
+	EXPECT_EQ(ENODEV, errno);
 	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/bind", self->e.bdf));
 	fd = wait_for_bdf(self->e.bdf, &info);
 	ASSERT_GE(fd, 0);

@@ -73,7 +73,7 @@ struct sivshm_info {
 	__u8  pci_func;
 	__u8  __pad1;
 	__u32 index;
-	__u32 __reserved[5];
+	__u32 __reserved[6];
 };
 
 /* The smallest argsz GET_INFO accepts: everything up to and including @index. */
@@ -109,7 +109,9 @@ struct sivshm_ring {
  * with the same number of vectors. Whether the peer exists is the host's
  * business: a ring to an unknown peer is dropped by the hypervisor.
  * Errors: EFAULT, EOPNOTSUPP (no doorbell: ivshmem-plain), EINVAL (peer_id >
- * 0xffff, vector >= nr_vectors, non-zero flags or reserved), ENODEV (unbound).
+ * 0xffff, vector beyond the device's doorbell vectors -- nr_vectors, or the
+ * MSI-X table size if the guest could not enable MSI-X --, non-zero flags or
+ * reserved), ENODEV (unbound).
  */
 #define SIVSHM_IOCTL_RING	_IOW(SIVSHM_IOCTL_TYPE, 0x01, struct sivshm_ring)
 
