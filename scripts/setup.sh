@@ -72,7 +72,7 @@ fi
 
 # --- bindgen ---------------------------------------------------------------
 if [ ! -x "$BINDGEN" ]; then
-	say "building bindgen-cli $BINDGEN_VERSION from crates.io (about 90 s)"
+	say "building bindgen-cli $BINDGEN_VERSION with cargo install (about 90 s)"
 	cargo install bindgen-cli --version "$BINDGEN_VERSION" --locked \
 		--root "$SIVSHM_CACHE/bindgen-$BINDGEN_VERSION" >&2 || die "cargo install bindgen-cli failed"
 fi
