@@ -86,8 +86,10 @@ build_guest() {
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
 		cargo build --release -q -p sivshm-distribute --target x86_64-unknown-linux-gnu >&2 \
 		|| die "the guest samples do not build"
+	rm -f "$out/initramfs.cpio.gz"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hello" \
-		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute"
+		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
+		|| die "the initramfs could not be built"
 	echo "$out/initramfs.cpio.gz"
 }

@@ -52,13 +52,15 @@ check "user-space crates are clippy-clean" cargo clippy --release --workspace --
 check "Documentation/ is warning-free reStructuredText" /usr/bin/python3 scripts/check-docs.py
 
 # Host-side unit tests: each cargo test counts.
-if cargo test --release --workspace >build/cargo-test.log 2>&1; then :; fi
+cargo test --release --workspace --no-fail-fast >build/cargo-test.log 2>&1
+cargo_rc=$?
 read -r cp cf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
 	END { print p + 0, f + 0 }' build/cargo-test.log)
 grep -E '^test .* (ok|FAILED|ignored)$' build/cargo-test.log | sed 's/^/# cargo: /'
-if ! grep -q '^test result:' build/cargo-test.log; then
+if [ "$cargo_rc" != 0 ] && [ "$cf" = 0 ]; then
+	# cargo failed without a failing test line: a build error or a crashed test binary.
 	sed 's/^/#   /' build/cargo-test.log | tail -n 30
-	cf=$((cf + 1))
+	cf=1
 fi
 pass=$((pass + cp)); fail=$((fail + cf))
 echo "# host tests: $cp passed, $cf failed"
@@ -74,10 +76,14 @@ if ! cargo build --release -q -p sivshm-host; then
 fi
 target/release/sivshm-host test --kernel "$kb/arch/x86/boot/bzImage" --initrd "$initrd" \
 	--cache "$SIVSHM_CACHE" --logdir build/logs "${host_args[@]}" | tee build/guest-tests.tap
+host_rc=${PIPESTATUS[0]}
 read -r gp gf < <(sed -n 's/^# guest tests: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' build/guest-tests.tap)
 if [ -z "${gp:-}" ]; then
 	echo "not ok - guest test run produced a summary"
 	gp=0 gf=1
+elif [ "$host_rc" != 0 ] && [ "$gf" = 0 ]; then
+	echo "not ok - sivshm-host test exited with $host_rc (no scenario ran?)"
+	gf=1
 fi
 pass=$((pass + gp)); fail=$((fail + gf))
 finish

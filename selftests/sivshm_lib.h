@@ -13,10 +13,13 @@
 
 #include <linux/sivshm.h>
 
-/* Fills @info through SIVSHM_IOCTL_GET_INFO; returns 0 or -errno. */
+/*
+ * Fills @info through SIVSHM_IOCTL_GET_INFO; returns 0 or -errno. The struct
+ * is poisoned first, so that fields the driver fails to write show up.
+ */
 static inline int sivshm_get_info(int fd, struct sivshm_info *info)
 {
-	memset(info, 0, sizeof(*info));
+	memset(info, 0xa5, sizeof(*info));
 	info->argsz = sizeof(*info);
 	return ioctl(fd, SIVSHM_IOCTL_GET_INFO, info) ? -errno : 0;
 }
@@ -35,7 +38,8 @@ static inline int sivshm_open_bdf(const char *bdf, struct sivshm_info *info)
 		if (!sivshm_get_info(fd, info)) {
 			snprintf(name, sizeof(name), "%04x:%02x:%02x.%x", info->pci_domain,
 				 info->pci_bus, info->pci_slot, info->pci_func);
-			if (!strcmp(name, bdf))
+			/* The node's N must be the index the driver reports. */
+			if (!strcmp(name, bdf) && info->index == (uint32_t)i)
 				return fd;
 		}
 		close(fd);

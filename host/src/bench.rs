@@ -46,7 +46,8 @@ pub fn pingpong(m: &Machine, logdir: &Path, timeout: Duration, n: u32) -> Result
     let mut figures = Vec::new();
     for f in &finished {
         let r = console::parse(&f.log);
-        if f.timed_out || r.rc != Some(0) || !r.splats.is_empty() {
+        let this_boot = r.boot_id.as_deref() == Some(f.boot_id.as_str());
+        if f.timed_out || !this_boot || r.rc != Some(0) || !r.splats.is_empty() {
             bail!(
                 "{} failed (rc {:?}); log {}",
                 f.name,

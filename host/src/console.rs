@@ -18,8 +18,11 @@ pub enum Outcome {
 /// What a guest's serial log says.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// The init script ran (`SIVSHM-BOOTED`).
+    /// The init script ran (`SIVSHM-BOOTED`), with this boot id.
     pub booted: bool,
+    pub boot_id: Option<String>,
+    /// The TAP plan (`1..N`) of the command, if it printed one.
+    pub plan: Option<usize>,
     /// Exit code of the test command, if it finished.
     pub rc: Option<i32>,
     /// Top-level TAP results of the command.
@@ -65,8 +68,12 @@ pub fn parse(log: &str) -> Report {
             l.push(line.to_string());
         } else if line == "SIVSHM-KMEMLEAK-UNAVAILABLE" {
             r.kmemleak = Some(vec![line.to_string()]);
-        } else if line.starts_with("SIVSHM-BOOTED") {
+        } else if let Some(rest) = line.strip_prefix("SIVSHM-BOOTED") {
             r.booted = true;
+            r.boot_id = rest
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("id="))
+                .map(str::to_string);
         } else if line == "SIVSHM-BEGIN" {
             inside = true;
         } else if let Some(rest) = line.strip_prefix("SIVSHM-END rc=") {
@@ -77,9 +84,16 @@ pub fn parse(log: &str) -> Report {
         } else if inside {
             if let Some(t) = parse_tap_line(line) {
                 r.tap.push(t);
+            } else if let Some(n) = line.strip_prefix("1..").and_then(|n| n.parse().ok()) {
+                r.plan = Some(n);
             }
             r.output.push(line.to_string());
         }
+    }
+    if let Some(unfinished) = leaks {
+        // The log ended inside the kmemleak report: the guest died during the scan.
+        r.splats.push("the kmemleak report was cut off".to_string());
+        r.splats.extend(unfinished);
     }
     r
 }
@@ -162,6 +176,21 @@ unreferenced object 0xffff888003 (size 64):\n";
         let r = parse(log);
         assert_eq!(r.splats.len(), 3);
         assert_eq!(r.tap.len(), 1);
+    }
+
+    #[test]
+    fn boot_id_and_plan_are_read() {
+        let r = parse("SIVSHM-BOOTED 2.5 id=abc\nSIVSHM-BEGIN\n1..3\nok 1 a\nSIVSHM-END rc=1\n");
+        assert_eq!(r.boot_id.as_deref(), Some("abc"));
+        assert_eq!(r.plan, Some(3));
+        assert_eq!(r.tap.len(), 1);
+    }
+
+    #[test]
+    fn a_cut_off_kmemleak_report_is_a_splat() {
+        let r = parse("SIVSHM-KMEMLEAK-BEGIN\nBUG: unable to handle page fault\n");
+        assert!(r.splats.iter().any(|s| s.contains("cut off")));
+        assert!(r.splats.iter().any(|s| s.contains("BUG:")));
     }
 
     #[test]

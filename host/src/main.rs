@@ -154,7 +154,10 @@ fn main() -> Result<()> {
             let mut ok = true;
             for f in &finished {
                 let r = console::parse(&f.log);
-                let good = !f.timed_out && r.rc == Some(0) && r.splats.is_empty();
+                let good = !f.timed_out
+                    && r.boot_id.as_deref() == Some(f.boot_id.as_str())
+                    && r.rc == Some(0)
+                    && r.splats.is_empty();
                 ok &= good;
                 println!(
                     "[{}] {} after {:.1} s{}",

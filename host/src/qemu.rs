@@ -96,8 +96,8 @@ impl Vm {
         self
     }
 
-    fn cmdline(&self) -> Result<String> {
-        let mut s = String::from("console=ttyS0 panic=-1 loglevel=7");
+    fn cmdline(&self, boot_id: &str) -> Result<String> {
+        let mut s = format!("console=ttyS0 panic=-1 loglevel=7 SIVSHM_BOOT_ID={boot_id}");
         for (k, v) in &self.env {
             if v.contains('"') || k.contains('.') || k.contains(' ') {
                 bail!("kernel command line parameter {k}={v:?} cannot be passed to init");
@@ -112,7 +112,19 @@ impl Vm {
     }
 
     /// QEMU's arguments and the fds the child must inherit.
-    pub fn args(&self, m: &Machine, log: &Path) -> Result<(Vec<OsString>, Vec<FdMapping>)> {
+    /// Whether the guest is asked for a kmemleak report after its command.
+    pub fn wants_kmemleak(&self) -> bool {
+        self.env.iter().any(|(k, _)| k == "SIVSHM_KMEMLEAK")
+    }
+
+    /// QEMU's arguments and the fds the child must inherit. `boot_id` identifies this boot
+    /// in the serial log.
+    pub fn args(
+        &self,
+        m: &Machine,
+        log: &Path,
+        boot_id: &str,
+    ) -> Result<(Vec<OsString>, Vec<FdMapping>)> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |s: &str| a.push(s.into());
         push("-accel");
@@ -133,7 +145,7 @@ impl Vm {
         push("-serial");
         push(&format!("file:{}", log.display()));
         push("-append");
-        push(&self.cmdline()?);
+        push(&self.cmdline(boot_id)?);
         a.push("-kernel".into());
         a.push(m.kernel.clone().into());
         a.push("-initrd".into());
@@ -187,6 +199,8 @@ pub struct Running {
     child: Child,
     log: PathBuf,
     started: Instant,
+    boot_id: String,
+    wants_kmemleak: bool,
 }
 
 /// How a guest ended.
@@ -196,12 +210,32 @@ pub struct Finished {
     pub log_path: PathBuf,
     pub timed_out: bool,
     pub elapsed: Duration,
+    /// The id this boot was given; a log that does not show it is not this boot's.
+    pub boot_id: String,
+    pub wants_kmemleak: bool,
+}
+
+/// A value unique to this boot, so that a stale log can never pass for a new one.
+fn boot_id(name: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{name}-{}-{t:x}", std::process::id())
 }
 
 impl Machine {
     pub fn spawn(&self, vm: &Vm, logdir: &Path) -> Result<Running> {
         let log = logdir.join(format!("{}.log", vm.name));
-        let (args, fds) = vm.args(self, &log)?;
+        // A previous run's log must not be read if this QEMU fails before writing one.
+        match fs::remove_file(&log) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", log.display()))
+            }
+            _ => {}
+        }
+        let id = boot_id(&vm.name);
+        let (args, fds) = vm.args(self, &log, &id)?;
         let mut cmd = Command::new(&self.qemu);
         cmd.args(&args).stdin(Stdio::null()).stdout(Stdio::null());
         cmd.stderr(fs::File::create(
@@ -217,6 +251,8 @@ impl Machine {
             child,
             log,
             started: Instant::now(),
+            boot_id: id,
+            wants_kmemleak: vm.wants_kmemleak(),
         })
     }
 }
@@ -262,6 +298,8 @@ impl Running {
             name: std::mem::take(&mut self.name),
             log,
             log_path: std::mem::take(&mut self.log),
+            boot_id: std::mem::take(&mut self.boot_id),
+            wants_kmemleak: self.wants_kmemleak,
             timed_out,
             elapsed,
         })
@@ -306,7 +344,7 @@ mod tests {
             segment: "/dev/shm/seg0".into(),
             size: 4 << 20,
         });
-        let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log")).unwrap();
+        let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log"), "id1").unwrap();
         let s = joined(&args);
         assert!(
             s.contains("memory-backend-file,id=shm0,size=4194304,share=on,mem-path=/dev/shm/seg0")
@@ -332,7 +370,7 @@ mod tests {
             chardev: b,
             vectors: 2,
         });
-        let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log")).unwrap();
+        let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log"), "id1").unwrap();
         let s = joined(&args);
         assert!(s.contains("-chardev socket,id=db0,fd=10"));
         assert!(s.contains("ivshmem-doorbell,chardev=db0,vectors=2,addr=0x5.0"));
@@ -343,13 +381,12 @@ mod tests {
     #[test]
     fn values_with_spaces_are_quoted_and_dotted_names_refused() {
         let vm = Vm::new("a", "sivshm_test -v");
-        assert!(vm
-            .cmdline()
-            .unwrap()
-            .contains("SIVSHM_RUN=\"sivshm_test -v\""));
+        let line = vm.cmdline("id1").unwrap();
+        assert!(line.contains("SIVSHM_RUN=\"sivshm_test -v\""));
+        assert!(line.contains("SIVSHM_BOOT_ID=id1"));
         let bad = Vm::new("a", "x").env("sivshm.x", "1");
-        assert!(bad.cmdline().is_err());
+        assert!(bad.cmdline("id1").is_err());
         let quote = Vm::new("a", "echo \"hi\"");
-        assert!(quote.cmdline().is_err());
+        assert!(quote.cmdline("id1").is_err());
     }
 }

@@ -56,54 +56,50 @@ impl Suite<'_> {
         for f in finished {
             let r = console::parse(&f.log);
             let prefix = format!("{scenario}/{}", f.name);
-            let failed_tap = r.tap.iter().any(|t| t.outcome == Outcome::Fail);
+            let mut push = |name: String, ok: bool| {
+                let outcome = if ok { Outcome::Pass } else { Outcome::Fail };
+                out.push(CaseResult { name, outcome });
+                ok
+            };
+            // Only a log that shows this boot's id is this boot's.
+            let booted = r.booted && r.boot_id.as_deref() == Some(f.boot_id.as_str());
+            let failed_tap = r.tap.iter().any(|t| t.outcome != Outcome::Pass);
             for t in &r.tap {
-                out.push(CaseResult {
-                    name: format!("{prefix}/{}", t.name),
-                    outcome: t.outcome,
-                });
+                // Every scenario is built to run every test: a skip is a failure here.
+                push(format!("{prefix}/{}", t.name), t.outcome == Outcome::Pass);
             }
             // A TAP program's failures are reported one by one; anything else must exit 0.
-            let completed = !f.timed_out && (r.rc == Some(0) || (r.rc.is_some() && failed_tap));
-            let ran_tests = !tap || !r.tap.is_empty();
-            out.push(CaseResult {
-                name: format!("{prefix}: booted, ran its command to success and powered off"),
-                outcome: if completed && ran_tests {
-                    Outcome::Pass
-                } else {
-                    Outcome::Fail
-                },
-            });
-            out.push(CaseResult {
-                name: format!("{prefix}: no oops, WARN, BUG or lockdep report"),
+            // A TAP program must also report every test it planned.
+            let exited = !f.timed_out && (r.rc == Some(0) || (r.rc.is_some() && failed_tap));
+            let planned = !tap || (r.plan.is_some() && r.plan == Some(r.tap.len()));
+            let mut bad = !push(
+                format!("{prefix}: booted, ran its command to success and powered off"),
+                booted && exited && planned,
+            );
+            bad |= failed_tap;
+            bad |= !push(
+                format!("{prefix}: no oops, WARN, BUG or lockdep report"),
                 // A guest that never booted proves nothing about its kernel log.
-                outcome: if r.booted && r.splats.is_empty() {
-                    Outcome::Pass
-                } else {
-                    Outcome::Fail
-                },
-            });
-            let leaked = r.kmemleak.as_ref().is_some_and(|l| !l.is_empty());
-            if let Some(leaks) = &r.kmemleak {
-                out.push(CaseResult {
-                    name: format!("{prefix}: kmemleak found no leak after the tests"),
-                    outcome: if leaks.is_empty() {
-                        Outcome::Pass
-                    } else {
-                        Outcome::Fail
-                    },
-                });
-                for l in leaks.iter().take(20) {
+                booted && r.splats.is_empty(),
+            );
+            if f.wants_kmemleak {
+                let clean = r.kmemleak.as_ref().is_some_and(|l| l.is_empty());
+                bad |= !push(
+                    format!("{prefix}: kmemleak found no leak after the tests"),
+                    clean,
+                );
+                for l in r.kmemleak.iter().flatten().take(20) {
                     eprintln!("#   kmemleak: {l}");
                 }
             }
-            let bad = !completed || !ran_tests || failed_tap || !r.splats.is_empty() || leaked;
             if bad || self.verbose {
                 eprintln!(
-                    "# {prefix}: {} in {:.1} s, rc {:?}, log {}",
+                    "# {prefix}: {} in {:.1} s, rc {:?}, {} of {:?} planned results, log {}",
                     if f.timed_out { "timed out" } else { "finished" },
                     f.elapsed.as_secs_f64(),
                     r.rc,
+                    r.tap.len(),
+                    r.plan,
                     f.log_path.display()
                 );
                 for s in &r.splats {
@@ -111,15 +107,8 @@ impl Suite<'_> {
                 }
             }
             if bad {
-                for line in f
-                    .log
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                {
+                let lines: Vec<&str> = f.log.lines().collect();
+                for line in &lines[lines.len().saturating_sub(40)..] {
                     eprintln!("#   | {line}");
                 }
             }
@@ -195,10 +184,11 @@ fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let segs = Segments::new()?;
     let (_, seg) = segs.create("channel", 1 << 20)?;
     let ch = channel(&seg, (0, 4), (1, 4), 4)?;
-    let a = Vm::new("a", "sivshm_doorbell a")
+    // Both unload the module afterwards, before the kmemleak scan.
+    let a = Vm::new("a", "sivshm_doorbell a && rmmod sivshm")
         .env("SIVSHM_KMEMLEAK", "1")
         .device(ch.a);
-    let b = Vm::new("b", "sivshm_doorbell b")
+    let b = Vm::new("b", "sivshm_doorbell b && rmmod sivshm")
         .env("SIVSHM_KMEMLEAK", "1")
         .device(ch.b);
     run_all(s.machine, &[a, b], s.logdir, s.timeout)

@@ -90,7 +90,8 @@ impl Roles for Distribute {
     }
 
     fn worker(&self, _index: usize) -> String {
-        "sivshm-distribute worker".to_string()
+        // In this topology a worker must see its own channel and nothing else.
+        "sivshm-distribute worker --only-device".to_string()
     }
 }
 

@@ -43,6 +43,10 @@ enum Role {
     Worker {
         #[arg(long, default_value = "/dev/sivshm0")]
         device: String,
+        /// Fail unless the device is the only sivshm device of this VM (what a SIVSHM
+        /// worker must see: its own segment and nothing else).
+        #[arg(long)]
+        only_device: bool,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
@@ -56,7 +60,11 @@ fn main() -> Result<()> {
             bytes,
             timeout,
         } => manager(&workers, rounds, bytes, Duration::from_secs(timeout)),
-        Role::Worker { device, timeout } => worker(&device, Duration::from_secs(timeout)),
+        Role::Worker {
+            device,
+            only_device,
+            timeout,
+        } => worker(&device, only_device, Duration::from_secs(timeout)),
     }
 }
 
@@ -137,8 +145,14 @@ fn manager(workers: &[String], rounds: u64, bytes: usize, timeout: Duration) -> 
     Ok(())
 }
 
-fn worker(device: &str, timeout: Duration) -> Result<()> {
+fn worker(device: &str, only_device: bool, timeout: Duration) -> Result<()> {
     let visible = Device::list();
+    if only_device && visible.len() != 1 {
+        bail!(
+            "this worker sees {} sivshm devices, not only its own",
+            visible.len()
+        );
+    }
     let dev = Device::open(device).with_context(|| format!("opening {device}"))?;
     println!(
         "worker: sees {} sivshm device(s); {device} is {} with a {} MiB segment",
