@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use crate::channel::channel;
 use crate::console;
 use crate::qemu::{run_all, Machine, Vm};
-use crate::segments::Segments;
+use crate::segments;
 
 /// One `pingpong NAME: n=.. p50=X us p99=Y us ...` line of the guest.
 struct Figures {
@@ -33,8 +33,7 @@ fn parse(line: &str) -> Option<Figures> {
 
 /// Doorbell round trips between two VMs on one channel, and the eventfd floor in one VM.
 pub fn pingpong(m: &Machine, logdir: &Path, timeout: Duration, n: u32) -> Result<Vec<String>> {
-    let segs = Segments::new()?;
-    let (_, seg) = segs.create("pingpong", 1 << 20)?;
+    let seg = segments::create("pingpong", 1 << 20)?;
     let ch = channel(&seg, (0, 4), (1, 4), 1)?;
     let a = Vm::new("pingpong-a", &format!("sivshm_doorbell pingpong-a {n}")).device(ch.a);
     let b = Vm::new("pingpong-b", &format!("sivshm_doorbell pingpong-b {n}")).device(ch.b);

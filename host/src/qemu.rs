@@ -1,7 +1,7 @@
 //! Building QEMU command lines for the test guests and running them with a deadline.
 
 use std::ffi::OsString;
-use std::fs;
+use std::fs::{self, File};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,12 +38,8 @@ pub struct Machine {
 
 /// An ivshmem device in a guest.
 pub enum Device {
-    /// `ivshmem-plain` on a host file (a segment) of `size` bytes.
-    Plain {
-        slot: u8,
-        segment: PathBuf,
-        size: u64,
-    },
+    /// `ivshmem-plain` on a segment (see `segments`) of `size` bytes.
+    Plain { slot: u8, segment: File, size: u64 },
     /// `ivshmem-doorbell` whose setup stream is already queued on `chardev` (QEMU's end of a
     /// prefilled socket pair, see `protocol`).
     Doorbell {
@@ -158,12 +154,20 @@ impl Vm {
                     segment,
                     size,
                 } => {
+                    // QEMU opens the inherited memfd again through /proc/self/fd.
+                    let child_fd = FIRST_CHILD_FD + fds.len() as i32;
+                    fds.push(FdMapping {
+                        parent_fd: segment.try_clone()?.into(),
+                        child_fd,
+                    });
                     a.push("-object".into());
-                    let mut obj = OsString::from(format!(
-                        "memory-backend-file,id=shm{i},size={size},share=on,mem-path="
-                    ));
-                    obj.push(segment);
-                    a.push(obj);
+                    a.push(
+                        format!(
+                            "memory-backend-file,id=shm{i},size={size},share=on,\
+                             mem-path=/proc/self/fd/{child_fd}"
+                        )
+                        .into(),
+                    );
                     a.push("-device".into());
                     a.push(format!("ivshmem-plain,memdev=shm{i},addr={slot:#x}.0").into());
                 }
@@ -341,18 +345,18 @@ mod tests {
     fn plain_device_is_a_shared_file_backend_at_its_slot() {
         let vm = Vm::new("a", "sivshm_test").device(Device::Plain {
             slot: 4,
-            segment: "/dev/shm/seg0".into(),
+            segment: crate::segments::create("seg0", 4 << 20).unwrap(),
             size: 4 << 20,
         });
         let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log"), "id1").unwrap();
         let s = joined(&args);
-        assert!(
-            s.contains("memory-backend-file,id=shm0,size=4194304,share=on,mem-path=/dev/shm/seg0")
-        );
+        assert!(s.contains(
+            "memory-backend-file,id=shm0,size=4194304,share=on,mem-path=/proc/self/fd/10"
+        ));
         assert!(s.contains("ivshmem-plain,memdev=shm0,addr=0x4.0"));
         assert!(s.contains("-accel tcg"));
         assert!(s.contains("SIVSHM_RUN=sivshm_test"));
-        assert!(fds.is_empty());
+        assert_eq!(fds.len(), 1, "the segment's memfd is passed to QEMU");
         assert_eq!(vm.devices[0].bdf(), "0000:00:04.0");
     }
 

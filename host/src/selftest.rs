@@ -10,7 +10,7 @@ use crate::channel::channel;
 use crate::console::{self, Outcome};
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use crate::qemu::{run_all, Device, Finished, Machine, Vm};
-use crate::segments::Segments;
+use crate::segments;
 use crate::topology::{Distribute, Topology};
 
 /// One reported result.
@@ -121,9 +121,8 @@ impl Suite<'_> {
 /// id 3, wired by a prefilled socket): device nodes, info, mmap, bad arguments, unbind and
 /// module reload.
 fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
-    let segs = Segments::new()?;
-    let (plain, _) = segs.create("plain", 4 << 20)?;
-    let (_, doorbell_shm) = segs.create("doorbell", 1 << 20)?;
+    let plain = segments::create("plain", 4 << 20)?;
+    let doorbell_shm = segments::create("doorbell", 1 << 20)?;
     let own = PeerVectors::new(3, 2)?;
     let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
     let (_server_end, chardev) = prefilled_socket(&msgs)?;
@@ -160,29 +159,29 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
 
 /// Two guests on one `ivshmem-plain` segment: data written in one is read in the other.
 fn two_vm_plain(s: &Suite<'_>) -> Result<Vec<Finished>> {
-    let segs = Segments::new()?;
     let size = 8 << 20;
-    let (seg, _) = segs.create("shared", size)?;
+    let seg = segments::create("shared", size)?;
     let nonce = format!("{:#x}", nonce());
-    let dev = |p: &std::path::PathBuf| Device::Plain {
-        slot: 4,
-        segment: p.clone(),
-        size,
+    let dev = |seg: &std::fs::File| -> Result<Device> {
+        Ok(Device::Plain {
+            slot: 4,
+            segment: seg.try_clone()?,
+            size,
+        })
     };
     let writer = Vm::new("writer", "sivshm_xvm writer")
         .env("SIVSHM_NONCE", &nonce)
-        .device(dev(&seg));
+        .device(dev(&seg)?);
     let reader = Vm::new("reader", "sivshm_xvm reader")
         .env("SIVSHM_NONCE", &nonce)
-        .device(dev(&seg));
+        .device(dev(&seg)?);
     run_all(s.machine, &[writer, reader], s.logdir, s.timeout)
 }
 
 /// Two guests on one doorbell channel (4 vectors): each wakes the other on every vector, both
 /// ring themselves, and one rings the other as fast as it can for a while.
 fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
-    let segs = Segments::new()?;
-    let (_, seg) = segs.create("channel", 1 << 20)?;
+    let seg = segments::create("channel", 1 << 20)?;
     let ch = channel(&seg, (0, 4), (1, 4), 4)?;
     // Both unload the module afterwards, before the kmemleak scan.
     let a = Vm::new("a", "sivshm_doorbell a && rmmod sivshm")

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 
 use crate::channel::channel;
 use crate::qemu::{run_all, Device, Finished, Machine, Vm};
-use crate::segments::Segments;
+use crate::segments;
 
 /// First PCI slot used for sivshm devices (0-3 hold the i440fx chipset's devices).
 pub const FIRST_SLOT: u8 = 4;
@@ -22,7 +22,6 @@ pub struct Topology {
     pub manager: Vm,
     pub workers: Vec<Vm>,
     /// Kept until the VMs are gone.
-    _segments: Segments,
     _sockets: Vec<OwnedFd>,
 }
 
@@ -40,12 +39,11 @@ impl Topology {
         if workers > MAX_WORKERS {
             bail!("at most {MAX_WORKERS} workers fit on the manager's PCI bus");
         }
-        let segments = Segments::new()?;
         let mut manager_devices = Vec::new();
         let mut worker_vms = Vec::new();
         let mut sockets = Vec::new();
         for i in 0..workers {
-            let (_, segment) = segments.create(&format!("worker{i}"), segment_size)?;
+            let segment = segments::create(&format!("worker{i}"), segment_size)?;
             let slot = FIRST_SLOT + i as u8;
             let ch = channel(&segment, (0, slot), (i as u16 + 1, FIRST_SLOT), 1)?;
             manager_devices.push(ch.a);
@@ -60,7 +58,6 @@ impl Topology {
         Ok(Topology {
             manager,
             workers: worker_vms,
-            _segments: segments,
             _sockets: sockets,
         })
     }
