@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Every `unsafe` of the driver, for what the 7.3 kernel crate has no
-//! abstraction for yet: finding a device from its misc registration,
-//! reserving BAR2 write-back, and mapping BAR2 into user space through a
-//! fault handler so that unbind can revoke the mappings.
+//! abstraction for yet: the byte views of the ioctl structs, eventfd contexts,
+//! finding a device from its misc registration, reserving BAR2 write-back,
+//! mapping BAR2 into user space through a fault handler so that unbind can
+//! revoke the mappings, and the IRQ handlers' borrow of the MSI-X vectors.
 //!
 //! Each item here is small and argues its own soundness; the rest of the
 //! driver is safe Rust.
