@@ -31,6 +31,14 @@ struct State {
     gone: bool,
 }
 
+impl State {
+    fn copy_counts(&self, out: &mut [u64]) {
+        for (out, v) in out.iter_mut().zip(self.vectors.iter()) {
+            *out = v.count;
+        }
+    }
+}
+
 #[pin_data]
 pub(crate) struct Interrupts {
     #[pin]
@@ -102,9 +110,7 @@ impl Interrupts {
                 return Err(ENODEV);
             }
             if s.vectors.iter().zip(seen).any(|(v, seen)| v.count != *seen) {
-                for (out, v) in now.iter_mut().zip(s.vectors.iter()) {
-                    *out = v.count;
-                }
+                s.copy_counts(now);
                 return Ok(());
             }
             if nonblock {
@@ -118,10 +124,7 @@ impl Interrupts {
 
     /// The counters now.
     pub(crate) fn counts(&self, now: &mut [u64]) {
-        let s = self.state.lock();
-        for (out, v) in now.iter_mut().zip(s.vectors.iter()) {
-            *out = v.count;
-        }
+        self.state.lock().copy_counts(now);
     }
 
     /// Unbind: releases every eventfd and wakes every reader with `ENODEV`.

@@ -11,7 +11,7 @@
 //! Lifetimes: the binding (`Binding`) owns the misc registration, the BAR2 reservation and
 //! the index N. Open files share `device::Shared`, which outlives the binding; on unbind,
 //! `Shared::revoke` zaps every user mapping and turns later faults into `SIGBUS` and later
-//! calls into `ENODEV`. An open file pins the module, so `rmmod` waits for `close`.
+//! calls into `ENODEV`. An open file pins the module, so `rmmod` is refused until `close`.
 
 use kernel::{
     device::{Bound, Core},
@@ -33,7 +33,7 @@ use index::Index;
 
 /// The shared-memory BAR of an ivshmem device.
 const SHM_BAR: u32 = 2;
-/// Offset of the MSI-X capability ID in a capability header.
+/// The capability ID of MSI-X in a capability header.
 const PCI_CAP_ID_MSIX: u8 = 0x11;
 
 struct SivshmDriver;

@@ -219,13 +219,17 @@ pub struct Finished {
     pub wants_kmemleak: bool,
 }
 
-/// A value unique to this boot, so that a stale log can never pass for a new one.
-fn boot_id(name: &str) -> String {
+/// A value that differs between runs: the time in nanoseconds mixed with the process id.
+pub fn unique_value() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{name}-{}-{t:x}", std::process::id())
+        .unwrap_or_default();
+    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A value unique to this boot, so that a stale log can never pass for a new one.
+fn boot_id(name: &str) -> String {
+    format!("{name}-{:x}", unique_value())
 }
 
 impl Machine {

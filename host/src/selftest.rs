@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::channel::channel;
 use crate::console::{self, Outcome};
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
-use crate::qemu::{run_all, Device, Finished, Machine, Vm};
+use crate::qemu::{run_all, unique_value, Device, Finished, Machine, Vm};
 use crate::segments;
 use crate::topology::{Distribute, Topology};
 
@@ -160,7 +160,8 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
 fn two_vm_plain(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let size = 8 << 20;
     let seg = segments::create("shared", size)?;
-    let nonce = format!("{:#x}", nonce());
+    // Per run, so that a stale segment can never pass for this run's data.
+    let nonce = format!("{:#x}", unique_value());
     let dev = |seg: &std::fs::File| -> Result<Device> {
         Ok(Device::Plain {
             slot: 4,
@@ -200,12 +201,4 @@ fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
         bytes: 1 << 20,
     };
     Topology::new(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)
-}
-
-/// A per-run value, so that a stale segment can never pass for this run's data.
-fn nonce() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
 }
