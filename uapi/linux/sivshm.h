@@ -3,17 +3,27 @@
  * sivshm: Secure Inter-VM Shared Memory, guest driver user-space API.
  *
  * One character device /dev/sivshmN per bound ivshmem PCI device
- * (1af4:1110). mmap() at offset 0 maps the shared memory (BAR2) write-back
- * cached; the ioctls below describe and drive the device.
+ * (1af4:1110). mmap() maps the shared memory (BAR2); the ioctls below
+ * describe the device, ring peers' doorbells and bind eventfds to the
+ * device's interrupt vectors. The eventfds are the one way to wait for an
+ * interrupt: they work with read(), poll(), select() and epoll. The node
+ * itself has no read() (EINVAL) and no poll(); the VFS reports such a file
+ * always ready and epoll refuses it (EPERM), as for any file without ->poll.
  *
- * This header is the single source of truth for the driver (sivshm.rs
- * mirrors it, checked by the host tests) and for user space.
+ * This header is the single source of truth for the driver (its Rust
+ * mirror driver/uapi.rs is checked against it by the host tests) and for
+ * user space.
  *
  * Extensible structs follow the VFIO convention: the caller sets @argsz to
  * the size of the struct it knows; the kernel fills at most that many bytes
  * and returns in @argsz the size it knows, so old binaries keep working
- * with new kernels and vice versa. Reserved fields must be zero on input
- * and are zero on output.
+ * with new kernels and vice versa. The ioctl number encodes the size of the
+ * struct as first defined and never changes. Reserved and padding fields
+ * must be zero on input and are zero on output.
+ *
+ * Access: a file opened read-only may map the memory read-only and call
+ * SIVSHM_IOCTL_GET_INFO. Ringing a doorbell and binding an eventfd act on
+ * the device and need a file opened for writing (else EBADF).
  */
 #ifndef _UAPI_LINUX_SIVSHM_H
 #define _UAPI_LINUX_SIVSHM_H
@@ -23,32 +33,26 @@
 
 #define SIVSHM_IOCTL_TYPE	0xB9
 
-/* Version of this API; bumped when a struct or an ioctl is added. */
-#define SIVSHM_API_VERSION	1
-
-/* Values of sivshm_info.irq_mode. */
-#define SIVSHM_IRQ_NONE		0	/* no interrupts (ivshmem-plain) */
-#define SIVSHM_IRQ_INTX		1	/* legacy INTx, one vector */
-#define SIVSHM_IRQ_MSIX		2	/* one MSI-X vector per doorbell vector */
-
 /* Bits of sivshm_info.flags. */
-#define SIVSHM_INFO_F_DOORBELL	(1U << 0) /* the device has a doorbell register and peer id */
+#define SIVSHM_INFO_F_DOORBELL	(1U << 0) /* doorbell register, peer id and MSI-X vectors */
 
 /* sivshm_info.peer_id when the device has no peer id (ivshmem-plain). */
 #define SIVSHM_PEER_ID_NONE	0xffffffffU
+
+/* Interrupt vectors per device the driver uses at most. */
+#define SIVSHM_MAX_VECTORS	64
 
 /**
  * struct sivshm_info - what a device is, returned by SIVSHM_IOCTL_GET_INFO
  * @argsz:      in: sizeof(struct sivshm_info) as the caller knows it;
  *              out: the size the kernel knows.
- * @api_version: out: SIVSHM_API_VERSION of the driver.
+ * @flags:      out: SIVSHM_INFO_F_*.
  * @shm_size:   out: bytes of shared memory; mmap() accepts offset + length
  *              up to this (page-rounded).
  * @peer_id:    out: own peer id (the IVPosition register), or
  *              SIVSHM_PEER_ID_NONE.
- * @flags:      out: SIVSHM_INFO_F_*.
- * @nr_vectors: out: interrupt vectors in use (0 with SIVSHM_IRQ_NONE).
- * @irq_mode:   out: SIVSHM_IRQ_*.
+ * @nr_vectors: out: MSI-X vectors in use, each can be bound to an eventfd
+ *              and rung on peers (0 without SIVSHM_INFO_F_DOORBELL).
  * @__pad0:     zero.
  * @pci_domain: out: PCI domain (segment) of the device.
  * @pci_bus:    out: PCI bus number.
@@ -56,38 +60,33 @@
  * @pci_func:   out: PCI function number.
  * @__pad1:     zero.
  * @index:      out: N of /dev/sivshmN.
- * @__reserved: zero; room to grow without changing @argsz semantics.
+ * @__reserved: zero; room to grow.
  */
 struct sivshm_info {
 	__u32 argsz;
-	__u32 api_version;
+	__u32 flags;
 	__u64 shm_size;
 	__u32 peer_id;
-	__u32 flags;
 	__u16 nr_vectors;
-	__u8  irq_mode;
-	__u8  __pad0;
+	__u16 __pad0;
 	__u32 pci_domain;
 	__u8  pci_bus;
 	__u8  pci_slot;
 	__u8  pci_func;
 	__u8  __pad1;
 	__u32 index;
-	__u32 __reserved[6];
+	__u32 __reserved[7];
 };
 
 /* The smallest argsz GET_INFO accepts: everything up to and including @index. */
-#define SIVSHM_INFO_ARGSZ_V1	40
+#define SIVSHM_INFO_ARGSZ_V1	36
 
 /*
  * SIVSHM_IOCTL_GET_INFO - fill a struct sivshm_info.
  * Errors: EFAULT (bad pointer), EINVAL (argsz < SIVSHM_INFO_ARGSZ_V1),
  * ENODEV (the device was unbound while the file stayed open).
  */
-#define SIVSHM_IOCTL_GET_INFO	_IO(SIVSHM_IOCTL_TYPE, 0x00)
-
-/* Doorbell vectors per device the driver uses at most. */
-#define SIVSHM_MAX_VECTORS	64
+#define SIVSHM_IOCTL_GET_INFO	_IOWR(SIVSHM_IOCTL_TYPE, 0x00, struct sivshm_info)
 
 /**
  * struct sivshm_ring - argument of SIVSHM_IOCTL_RING
@@ -107,18 +106,18 @@ struct sivshm_ring {
  * SIVSHM_IOCTL_RING - write (peer_id << 16 | vector) to the doorbell register.
  * Vectors are numbered as on this device: every device of a channel is set up
  * with the same number of vectors. Whether the peer exists is the host's
- * business: a ring to an unknown peer is dropped by the hypervisor.
- * Errors: EFAULT, EOPNOTSUPP (no doorbell: ivshmem-plain), EINVAL (peer_id >
- * 0xffff, vector beyond the device's doorbell vectors -- nr_vectors, or the
- * MSI-X table size if the guest could not enable MSI-X --, non-zero flags or
- * reserved), ENODEV (unbound).
+ * business: a ring to a peer the host did not wire is dropped by the
+ * hypervisor, which is the isolation, not an error the guest can see.
+ * Errors: EFAULT, EBADF (file not opened for writing), EOPNOTSUPP (no
+ * doorbell: ivshmem-plain), EINVAL (peer_id > 0xffff, vector >= nr_vectors,
+ * non-zero flags or reserved), ENODEV (unbound).
  */
 #define SIVSHM_IOCTL_RING	_IOW(SIVSHM_IOCTL_TYPE, 0x01, struct sivshm_ring)
 
 /**
  * struct sivshm_eventfd - argument of SIVSHM_IOCTL_BIND_EVENTFD
  * @fd:         an eventfd, signalled (+1) by every interrupt on @vector;
- *              -1 removes the binding.
+ *              -1 removes this file's binding of @vector.
  * @vector:     one of this device's vectors.
  * @flags:      zero.
  * @__reserved: zero.
@@ -132,23 +131,35 @@ struct sivshm_eventfd {
 
 /*
  * SIVSHM_IOCTL_BIND_EVENTFD - bind an eventfd to an interrupt vector.
- * One eventfd per vector and device; binding again replaces (and releases)
- * the previous one. A binding belongs to the open file that made it and is
- * released when that file is closed, and on unbind.
- * Errors: EFAULT, EOPNOTSUPP (no interrupts), EINVAL (vector out of range,
- * non-zero flags or reserved, fd not an eventfd), EBADF (fd not open),
- * ENODEV (unbound).
+ * One eventfd per vector and device. A binding belongs to the open file
+ * that made it: that file may replace it (the previous eventfd is released)
+ * or remove it (fd -1; removing a binding that does not exist succeeds);
+ * any other open file gets EBUSY until the owner removes it or is closed.
+ * Bindings are released when their file is closed. When the device is
+ * unbound every bound eventfd is signalled once more, so that a waiter
+ * wakes up and learns from its next call (ENODEV) that the device is gone;
+ * then the bindings are released.
+ * Errors: EFAULT, EBADF (fd not open, or the file not opened for writing),
+ * EOPNOTSUPP (no interrupts), EINVAL (vector >= nr_vectors, non-zero flags
+ * or reserved, fd not an eventfd), EBUSY (another open file has bound the
+ * vector), ENODEV (unbound).
  */
 #define SIVSHM_IOCTL_BIND_EVENTFD _IOW(SIVSHM_IOCTL_TYPE, 0x02, struct sivshm_eventfd)
 
 /*
- * read() on /dev/sivshmN returns nr_vectors __u64 counters: the interrupts
- * on each vector since this open file's previous read() (interrupts raised
- * while the previous ones were pending may be coalesced into one). It blocks
- * until at least one counter is non-zero, unless the file is O_NONBLOCK
- * (EAGAIN). The buffer must hold nr_vectors * 8 bytes (else EINVAL).
- * Errors: EOPNOTSUPP (no interrupts), EINTR (signal), ENODEV (unbound,
- * also for a reader blocked at the time).
+ * mmap(): MAP_SHARED only (MAP_PRIVATE: EINVAL), offset and length within
+ * shm_size (else EINVAL), never executable (PROT_EXEC: EPERM, as the kernel
+ * answers for a noexec mount; a later mprotect(PROT_EXEC) gets EACCES), not
+ * expandable by mremap(). ENODEV once the device is unbound; after unbind
+ * every existing mapping is zapped and touching it raises SIGBUS.
+ *
+ * Caching: the driver reserves the BAR write-back (memremap(MEMREMAP_WB)),
+ * and mappings get the memory type recorded for that reservation. On x86
+ * the PAT combines it with the MTRRs: where the firmware's MTRRs mark the
+ * BAR's range uncached (SeaBIOS does for BARs below 4 GiB), the type
+ * recorded is uncached-minus. The type in force is the one listed for the
+ * BAR's physical range (resource2 in /sys/bus/pci/devices/.../resource) in
+ * /sys/kernel/debug/x86/pat_memtype_list.
  */
 
 #endif /* _UAPI_LINUX_SIVSHM_H */

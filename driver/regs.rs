@@ -1,21 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! BAR0 of an ivshmem device: 256 bytes of 32-bit registers
-//! (QEMU `docs/specs/ivshmem-spec.rst`).
+//! BAR0 of an ivshmem device: 256 bytes of 32-bit registers (QEMU
+//! `docs/specs/ivshmem-spec.rst`). The interrupt mask and status registers at 0x00 and 0x04
+//! serve only the INTx line, which QEMU's ivshmem devices no longer have (since QEMU 4.0
+//! their Interrupt Pin is 0 and interrupts come through MSI-X), so they are not declared.
 
 use kernel::io::register;
 
 register! {
-    /// Bit 0 enables the INTx interrupt (unused with MSI-X).
-    pub(crate) INTR_MASK(u32) @ 0x00 {
-        31:0 mask;
-    }
-
-    /// Bit 0 is set by an INTx interrupt; reading clears it.
-    pub(crate) INTR_STATUS(u32) @ 0x04 {
-        31:0 status;
-    }
-
     /// Own peer id; read-only. Meaningful only on `ivshmem-doorbell`.
     pub(crate) IV_POSITION(u32) @ 0x08 {
         31:0 peer;
