@@ -20,9 +20,12 @@ use kernel::{
 };
 
 use crate::{
-    abstractions::eventfd::EventFd,
-    driver::{device::Shared, interrupts::FileId, uapi, Node},
+    abstractions::{eventfd::EventFd, misc_node::MiscNode},
+    driver::{device::Shared, interrupts::FileId, uapi},
 };
+
+/// The misc device of a bound device, whose `open` finds the device's state.
+pub(crate) type Node = MiscNode<OpenDevice, Arc<Shared>>;
 
 /// The next [`FileId`].
 static NEXT_FILE_ID: Atomic<u64> = Atomic::new(1);
@@ -118,7 +121,7 @@ impl MiscDevice for OpenDevice {
 
     fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
         // SAFETY: Every `MiscDeviceRegistration<OpenDevice>` is made by `Node::new`, a
-        // `MiscNode<OpenDevice, Arc<Shared>>` (see `driver/mod.rs`).
+        // `MiscNode<OpenDevice, Arc<Shared>>`, made in `driver/mod.rs`.
         let shared = unsafe { Node::data_of(misc) }.clone();
         shared.check_alive()?;
         let writable = file.flags() & file::flags::O_ACCMODE != file::flags::O_RDONLY;

@@ -1,20 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Interrupt delivery: the eventfd bound to each vector and the open file that owns it.
+//! Interrupt delivery: the eventfd bound to each vector and the open file that owns it. The
+//! handlers that call [`Interrupts::deliver`] are in `irq.rs`.
 //!
 //! The hard-IRQ path ([`Interrupts::deliver`]) takes one IRQ-safe spinlock and signals at most
 //! one eventfd: bounded work, no sleeping lock, and it never touches the shared memory. A peer
 //! ringing in a loop only makes an eventfd's counter grow; the hypervisor coalesces rings that
 //! arrive while an interrupt is pending.
 
-use kernel::{
-    irq::{self, IrqReturn},
-    new_spinlock_irq,
-    prelude::*,
-    sync::{Arc, SpinLockIrq},
-};
+use kernel::{new_spinlock_irq, prelude::*, sync::SpinLockIrq};
 
-use crate::{abstractions::eventfd::EventFd, driver::device::Shared};
+use crate::abstractions::eventfd::EventFd;
 
 /// Identifies an open file, the owner of the bindings it made.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,26 +91,5 @@ impl Interrupts {
                 b.eventfd.signal();
             }
         }
-    }
-}
-
-/// The handler of one MSI-X vector.
-#[pin_data]
-pub(crate) struct VectorIrq {
-    shared: Arc<Shared>,
-    vector: usize,
-}
-
-impl VectorIrq {
-    pub(crate) fn new(shared: Arc<Shared>, vector: usize) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self { shared, vector })
-    }
-}
-
-impl irq::Handler for VectorIrq {
-    fn handle(&self) -> IrqReturn {
-        // MSI-X vectors are never shared: every interrupt on ours is ours.
-        self.shared.interrupts().deliver(self.vector);
-        IrqReturn::Handled
     }
 }

@@ -8,7 +8,8 @@
 //! | this one       | probe and unbind: what a bound device owns ([`Binding`])          |
 //! | [`device`]     | the state open files share with the binding, and its revocation  |
 //! | [`file`]       | an open file: `mmap` and the ioctls                               |
-//! | [`interrupts`] | the eventfd bound to each vector, and the MSI-X handlers          |
+//! | [`interrupts`] | the eventfd bound to each vector and the file that owns it        |
+//! | [`irq`]        | the MSI-X handler of a vector                                     |
 //! | [`names`]      | the N of `/dev/sivshmN`                                           |
 //! | [`regs`]       | the BAR0 registers                                                |
 //! | [`uapi`]       | the Rust mirror of `uapi/linux/sivshm.h`                          |
@@ -22,6 +23,7 @@
 mod device;
 mod file;
 mod interrupts;
+mod irq;
 mod names;
 mod regs;
 mod uapi;
@@ -31,26 +33,21 @@ use kernel::{
     io::Io,
     pci::{self, IrqType, IrqTypes},
     prelude::*,
-    sync::Arc,
 };
 
 use crate::abstractions::{
     irq_vectors::VectorHandlers,
-    misc_node::MiscNode,
     pci_bar::{msix_table_size, MappableBar},
 };
 use device::Shared;
-use file::OpenDevice;
-use interrupts::VectorIrq;
+use file::Node;
+use irq::VectorIrq;
 use names::NodeName;
 
 /// The register BAR of an ivshmem device.
 const REGS_BAR: u32 = 0;
 /// The shared-memory BAR of an ivshmem device.
 const SHM_BAR: u32 = 2;
-
-/// The misc device of a bound device, whose `open` finds the device's state.
-type Node = MiscNode<OpenDevice, Arc<Shared>>;
 
 pub(crate) struct SivshmDriver;
 
