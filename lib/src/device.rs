@@ -7,16 +7,6 @@ use std::path::{Path, PathBuf};
 
 use crate::{sys, uapi, EventFd, Mapping, Result};
 
-/// How the device interrupts the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IrqMode {
-    None,
-    Intx,
-    Msix,
-    /// A mode this version of the crate does not know.
-    Other(u8),
-}
-
 /// A PCI address, `domain:bus:slot.function`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PciAddress {
@@ -43,14 +33,13 @@ pub struct Info {
     pub shm_size: u64,
     /// Own peer id, on a device with a doorbell.
     pub peer_id: Option<u32>,
+    /// The device has a doorbell register, a peer id and MSI-X vectors.
     pub doorbell: bool,
+    /// MSI-X vectors: each can be bound to an eventfd and rung on peers.
     pub nr_vectors: u16,
-    pub irq_mode: IrqMode,
     pub pci: PciAddress,
     /// N of `/dev/sivshmN`.
     pub index: u32,
-    /// The driver's `SIVSHM_API_VERSION`.
-    pub api_version: u32,
 }
 
 impl From<uapi::Info> for Info {
@@ -60,12 +49,6 @@ impl From<uapi::Info> for Info {
             peer_id: (i.peer_id != uapi::PEER_ID_NONE).then_some(i.peer_id),
             doorbell: i.flags & uapi::INFO_F_DOORBELL != 0,
             nr_vectors: i.nr_vectors,
-            irq_mode: match i.irq_mode {
-                uapi::IRQ_NONE => IrqMode::None,
-                uapi::IRQ_INTX => IrqMode::Intx,
-                uapi::IRQ_MSIX => IrqMode::Msix,
-                m => IrqMode::Other(m),
-            },
             pci: PciAddress {
                 domain: i.pci_domain,
                 bus: i.pci_bus,
@@ -73,7 +56,6 @@ impl From<uapi::Info> for Info {
                 function: i.pci_func,
             },
             index: i.index,
-            api_version: i.api_version,
         }
     }
 }

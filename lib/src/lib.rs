@@ -7,7 +7,8 @@
 //! synchronisation through atomics placed in the memory.
 //!
 //! The ioctl numbers and structures come from `uapi/linux/sivshm.h`; this crate compiles the
-//! driver's own mirror of it (`uapi.rs`), and its tests check that mirror against the header.
+//! driver's own mirror of it (`driver/uapi.rs`), and its tests check that mirror against the
+//! header.
 
 mod device;
 mod eventfd;
@@ -16,11 +17,30 @@ mod header_check;
 mod mapping;
 mod sys;
 
-#[path = "../../uapi.rs"]
+#[path = "../../driver/uapi.rs"]
 #[allow(dead_code)]
 mod uapi;
 
-pub use device::{Device, Info, IrqMode, PciAddress};
+/// `driver/uapi.rs` is the driver's own file and takes the ioctl number helpers from the
+/// kernel crate (`kernel::ioctl`); naming this crate `kernel` as well lets it find the same
+/// helpers in [`ioctl`], so that both sides compute the numbers from one source.
+extern crate self as kernel;
+
+/// The `kernel::ioctl` helpers `driver/uapi.rs` uses, computed by rustix with the same
+/// encoding as `asm-generic/ioctl.h`.
+mod ioctl {
+    #[allow(non_snake_case)]
+    pub(crate) const fn _IOW<T>(ty: u32, nr: u32) -> u32 {
+        rustix::ioctl::opcode::write::<T>(ty as u8, nr as u8) as u32
+    }
+
+    #[allow(non_snake_case)]
+    pub(crate) const fn _IOWR<T>(ty: u32, nr: u32) -> u32 {
+        rustix::ioctl::opcode::read_write::<T>(ty as u8, nr as u8) as u32
+    }
+}
+
+pub use device::{Device, Info, PciAddress};
 pub use eventfd::EventFd;
 pub use mapping::Mapping;
 

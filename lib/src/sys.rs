@@ -2,20 +2,13 @@
 
 use std::os::fd::AsFd;
 
-use rustix::ioctl::{ioctl, opcode, Setter, Updater};
+use rustix::ioctl::{ioctl, Setter, Updater};
 
 use crate::uapi;
 
-const GET_INFO: rustix::ioctl::Opcode =
-    opcode::none(uapi::IOCTL_TYPE as u8, (uapi::IOCTL_GET_INFO & 0xff) as u8);
-
-const RING: rustix::ioctl::Opcode = opcode::write::<uapi::Ring>(uapi::IOCTL_TYPE as u8, 0x01);
-const BIND_EVENTFD: rustix::ioctl::Opcode =
-    opcode::write::<uapi::Eventfd>(uapi::IOCTL_TYPE as u8, 0x02);
-
-const _: () = assert!(GET_INFO == uapi::IOCTL_GET_INFO);
-const _: () = assert!(RING == uapi::IOCTL_RING);
-const _: () = assert!(BIND_EVENTFD == uapi::IOCTL_BIND_EVENTFD);
+const GET_INFO: rustix::ioctl::Opcode = uapi::IOCTL_GET_INFO as rustix::ioctl::Opcode;
+const RING: rustix::ioctl::Opcode = uapi::IOCTL_RING as rustix::ioctl::Opcode;
+const BIND_EVENTFD: rustix::ioctl::Opcode = uapi::IOCTL_BIND_EVENTFD as rustix::ioctl::Opcode;
 
 /// `SIVSHM_IOCTL_GET_INFO`.
 pub(crate) fn get_info(fd: impl AsFd) -> rustix::io::Result<uapi::Info> {

@@ -68,23 +68,24 @@ impl<'a> Bell<'a> {
     }
 }
 
-/// Typed access to the header of a mapped segment.
+/// Typed access to the header of a mapped segment. Several mailboxes may share one bell: under
+/// IVSHMEM the manager reaches every worker's window through one device.
 pub struct Mailbox<'a> {
     m: &'a Mapping,
     side: Side,
-    bell: Option<Bell<'a>>,
+    bell: Option<&'a Bell<'a>>,
 }
 
 impl<'a> Mailbox<'a> {
-    pub fn new(m: &'a Mapping, side: Side, bell: Option<Bell<'a>>) -> Result<Self> {
+    pub fn new(m: &'a Mapping, side: Side, bell: Option<&'a Bell<'a>>) -> Result<Self> {
         if m.len() <= DATA {
             bail!("segment of {} bytes is too small for a mailbox", m.len());
         }
         Ok(Mailbox { m, side, bell })
     }
 
-    pub fn bell(&self) -> Option<&Bell<'a>> {
-        self.bell.as_ref()
+    pub fn bell(&self) -> Option<&'a Bell<'a>> {
+        self.bell
     }
 
     fn own_id_slot(&self) -> usize {
@@ -103,7 +104,7 @@ impl<'a> Mailbox<'a> {
 
     /// Announces our peer id so that the other side can ring us.
     fn announce(&self) {
-        if let Some(b) = &self.bell {
+        if let Some(b) = self.bell {
             let id = b.dev.info().peer_id.map_or(0, |id| id + 1);
             self.u32(self.own_id_slot()).store(id, Ordering::Release);
         }
@@ -111,7 +112,7 @@ impl<'a> Mailbox<'a> {
 
     /// Rings the other side, once it has announced itself.
     fn ring(&self) -> Result<()> {
-        let Some(b) = &self.bell else {
+        let Some(b) = self.bell else {
             return Ok(());
         };
         match self.u32(self.other_id_slot()).load(Ordering::Acquire) {
@@ -122,7 +123,7 @@ impl<'a> Mailbox<'a> {
 
     /// Waits until `f` yields: on the eventfd with a doorbell, else by polling.
     fn wait_for<T>(&self, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-        let Some(b) = &self.bell else {
+        let Some(b) = self.bell else {
             return wait(timeout, f);
         };
         let end = Instant::now() + timeout;
@@ -133,7 +134,8 @@ impl<'a> Mailbox<'a> {
             let left = end.checked_duration_since(Instant::now())?;
             // Rings are only sent after the state they announce is published, and the
             // eventfd keeps counting until it is read: no wake-up can be lost between the
-            // check above and this wait.
+            // check above and this wait. A wake-up meant for another mailbox on the same
+            // bell only costs that one a check: it checks before it waits.
             match b.wake.wait(Some(left)) {
                 Ok(0) | Err(_) if Instant::now() >= end => return f(),
                 Ok(n) => b.wakeups.set(b.wakeups.get() + n),

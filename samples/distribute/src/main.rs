@@ -1,10 +1,16 @@
 //! `sivshm-distribute`: a data manager hands data to N workers, each through its own sivshm
 //! segment, and verifies what every worker computed from it.
 //!
-//! In the manager VM: `sivshm-distribute manager --workers BDF[,BDF...]` (the PCI addresses
-//! of the devices that serve worker 0, 1, ...). In each worker VM: `sivshm-distribute worker`
-//! (its one device). With doorbell devices each side rings the other and sleeps on an
-//! eventfd; with plain ones both poll the header.
+//! SIVSHM: in the manager VM, `sivshm-distribute manager --workers BDF[,BDF...]` (the PCI
+//! addresses of the devices that serve worker 0, 1, ...); in each worker VM,
+//! `sivshm-distribute worker` (its one device, its whole segment).
+//!
+//! IVSHMEM, the baseline: every VM maps one region and finds its slice by convention. The
+//! manager runs `sivshm-distribute manager --region BDF --count N --slot-size BYTES`, worker
+//! i runs `sivshm-distribute worker --slot i --slot-size BYTES`.
+//!
+//! With doorbell devices each side rings the other and sleeps on an eventfd; with plain ones
+//! both poll the header.
 
 mod mailbox;
 
@@ -27,9 +33,18 @@ struct Cli {
 enum Role {
     /// Send `rounds` batches of `bytes` to every worker and check their checksums.
     Manager {
-        /// PCI addresses of the devices serving worker 0, 1, ..., comma separated.
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// SIVSHM: PCI addresses of the devices serving worker 0, 1, ..., comma separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "region")]
         workers: Vec<String>,
+        /// IVSHMEM: PCI address of the one region all workers share.
+        #[arg(long, conflicts_with = "workers", requires_all = ["count", "slot_size"])]
+        region: Option<String>,
+        /// IVSHMEM: number of workers in the region.
+        #[arg(long)]
+        count: Option<usize>,
+        /// IVSHMEM: bytes of each worker's slice of the region.
+        #[arg(long)]
+        slot_size: Option<usize>,
         #[arg(long, default_value_t = 8)]
         rounds: u64,
         /// Bytes per round per worker (at most the segment size less one page).
@@ -47,47 +62,117 @@ enum Role {
         /// worker must see: its own segment and nothing else).
         #[arg(long)]
         only_device: bool,
+        /// IVSHMEM: this worker's slice of the region (its index).
+        #[arg(long, requires = "slot_size")]
+        slot: Option<usize>,
+        /// IVSHMEM: bytes of each slice.
+        #[arg(long)]
+        slot_size: Option<usize>,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+}
+
+/// Where a worker's mailbox lives: a window of one of the manager's devices.
+struct Window {
+    device: usize,
+    offset: u64,
+    len: Option<usize>,
 }
 
 fn main() -> Result<()> {
     match Cli::parse().role {
         Role::Manager {
             workers,
+            region,
+            count,
+            slot_size,
             rounds,
             bytes,
             timeout,
-        } => manager(&workers, rounds, bytes, Duration::from_secs(timeout)),
+        } => {
+            let (bdfs, windows) = match region {
+                // One device per worker, each mailbox its whole segment.
+                None => {
+                    let windows = (0..workers.len())
+                        .map(|device| Window {
+                            device,
+                            offset: 0,
+                            len: None,
+                        })
+                        .collect::<Vec<_>>();
+                    (workers, windows)
+                }
+                // One device, worker i's mailbox at i * slot size.
+                Some(bdf) => {
+                    let (count, size) = (count.unwrap_or(0), slot_size.unwrap_or(0));
+                    if count == 0 || size == 0 {
+                        bail!("--region needs --count and --slot-size above zero");
+                    }
+                    let windows = (0..count)
+                        .map(|i| Window {
+                            device: 0,
+                            offset: (i * size) as u64,
+                            len: Some(size),
+                        })
+                        .collect::<Vec<_>>();
+                    (vec![bdf], windows)
+                }
+            };
+            manager(&bdfs, &windows, rounds, bytes, Duration::from_secs(timeout))
+        }
         Role::Worker {
             device,
             only_device,
+            slot,
+            slot_size,
             timeout,
-        } => worker(&device, only_device, Duration::from_secs(timeout)),
+        } => {
+            let window = slot
+                .zip(slot_size)
+                .map(|(i, size)| ((i * size) as u64, size));
+            worker(&device, only_device, window, Duration::from_secs(timeout))
+        }
     }
 }
 
-fn manager(workers: &[String], rounds: u64, bytes: usize, timeout: Duration) -> Result<()> {
-    let devices = workers
+fn manager(
+    bdfs: &[String],
+    windows: &[Window],
+    rounds: u64,
+    bytes: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let devices = bdfs
         .iter()
         .map(|bdf| Device::find(bdf).with_context(|| format!("no sivshm device at {bdf}")))
         .collect::<Result<Vec<_>>>()?;
-    let maps = devices
+    // One bell per device: under IVSHMEM every worker's mailbox rings through the same one.
+    let bells = devices.iter().map(Bell::new).collect::<Result<Vec<_>>>()?;
+    let maps = windows
         .iter()
-        .map(|d| d.map().context("mmap"))
+        .map(|w| {
+            let d = &devices[w.device];
+            match w.len {
+                None => d.map(),
+                Some(len) => d.map_range(w.offset, len),
+            }
+            .with_context(|| format!("mmap of {:?} bytes at {}", w.len, w.offset))
+        })
         .collect::<Result<Vec<_>>>()?;
     let boxes = maps
         .iter()
-        .zip(&devices)
-        .map(|(m, d)| Mailbox::new(m, Side::Manager, Bell::new(d)?))
+        .zip(windows)
+        .map(|(m, w)| Mailbox::new(m, Side::Manager, bells[w.device].as_ref()))
         .collect::<Result<Vec<_>>>()?;
-    for (i, (d, b)) in devices.iter().zip(&boxes).enumerate() {
+    for (i, (w, b)) in windows.iter().zip(&boxes).enumerate() {
+        let d = &devices[w.device];
         println!(
-            "manager: worker {i} on /dev/sivshm{} ({}), segment {} MiB",
+            "manager: worker {i} on /dev/sivshm{} ({}) at offset {} MiB, {} MiB",
             d.info().index,
             d.info().pci,
-            d.info().shm_size >> 20
+            w.offset >> 20,
+            (b.capacity() as u64 + 4096) >> 20
         );
         if bytes > b.capacity() {
             bail!(
@@ -125,10 +210,7 @@ fn manager(workers: &[String], rounds: u64, bytes: usize, timeout: Duration) -> 
     for b in &boxes {
         b.close()?;
     }
-    let wakeups: u64 = boxes
-        .iter()
-        .filter_map(|b| b.bell().map(|b| b.wakeups()))
-        .sum();
+    let wakeups: u64 = bells.iter().flatten().map(|b| b.wakeups()).sum();
     let mode = if boxes.iter().all(|b| b.bell().is_some()) {
         "doorbells"
     } else {
@@ -145,7 +227,12 @@ fn manager(workers: &[String], rounds: u64, bytes: usize, timeout: Duration) -> 
     Ok(())
 }
 
-fn worker(device: &str, only_device: bool, timeout: Duration) -> Result<()> {
+fn worker(
+    device: &str,
+    only_device: bool,
+    window: Option<(u64, usize)>,
+    timeout: Duration,
+) -> Result<()> {
     let visible = Device::list();
     if only_device && visible.len() != 1 {
         bail!(
@@ -160,8 +247,13 @@ fn worker(device: &str, only_device: bool, timeout: Duration) -> Result<()> {
         dev.info().pci,
         dev.info().shm_size >> 20
     );
-    let map = dev.map().context("mmap")?;
-    let mb = Mailbox::new(&map, Side::Worker, Bell::new(&dev)?)?;
+    let map = match window {
+        None => dev.map(),
+        Some((offset, len)) => dev.map_range(offset, len),
+    }
+    .context("mmap")?;
+    let bell = Bell::new(&dev)?;
+    let mb = Mailbox::new(&map, Side::Worker, bell.as_ref())?;
     mb.wait_open(timeout)?;
     let (mut last, mut rounds, mut bytes, mut buf) = (0, 0u64, 0u64, Vec::new());
     while let Some((round, sum)) = mb.receive(last, &mut buf, timeout)? {
