@@ -84,12 +84,14 @@ build_guest() {
 	make -s -C "$SIVSHM_ROOT/samples/c" OUTPUT="$out" LDFLAGS=-static >&2 || die "the C sample does not build"
 	# The guests' user-space programs are static: the initramfs has no libc.
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release -q -p sivshm-distribute --target x86_64-unknown-linux-gnu >&2 \
+		cargo build --release -q -p sivshm-distribute -p sivshm-isolation \
+		--target x86_64-unknown-linux-gnu >&2 \
 		|| die "the guest samples do not build"
 	rm -f "$out/initramfs.cpio.gz"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hello" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
+		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		|| die "the initramfs could not be built"
 	echo "$out/initramfs.cpio.gz"
 }

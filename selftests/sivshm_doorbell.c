@@ -33,7 +33,7 @@ struct ctl {
 	_Atomic uint64_t magic;
 	_Atomic uint32_t id[2];		/* peer ids of a and b, +1 (0: not yet) */
 	_Atomic uint32_t ready[2];	/* eventfds bound */
-	_Atomic uint32_t ack[4];	/* receiver's progress per direction; 2, 3: isolation step */
+	_Atomic uint32_t ack[2];	/* receiver's progress per direction */
 	_Atomic uint32_t storm_ready;
 	_Atomic uint32_t storm_done;
 	_Atomic uint64_t storm_sent;
@@ -129,11 +129,10 @@ static void send_all(int dir)
 	ksft_test_result(ok, "rang_peer_on_every_vector_%s\n", dir ? "b_to_a" : "a_to_b");
 }
 
-/* Receiver side: each vector must wake exactly its eventfd (via epoll) and its read() count. */
+/* Receiver side: each vector must wake exactly its eventfd (via epoll), once. */
 static void receive_all(int dir)
 {
 	uint32_t v, o, n = info.nr_vectors;
-	uint64_t counts[SIVSHM_MAX_VECTORS];
 	struct epoll_event ev;
 	int ep = epoll_create1(EPOLL_CLOEXEC);
 
@@ -159,17 +158,6 @@ static void receive_all(int dir)
 				ksft_print_msg("vector %u: eventfd %u counted %lu\n", v, o, c);
 				ok = 0;
 			}
-		}
-		if (read(fd, counts, n * 8) != (ssize_t)(n * 8)) {
-			ksft_print_msg("read: %s\n", strerror(errno));
-			ok = 0;
-		} else {
-			for (o = 0; o < n; o++)
-				if (counts[o] != (o == v)) {
-					ksft_print_msg("vector %u: read() count %u is %lu\n", v, o,
-						       counts[o]);
-					ok = 0;
-				}
 		}
 		ksft_test_result(ok, "woken_by_peer_%s_vector_%u\n", dir ? "b_to_a" : "a_to_b", v);
 		atomic_store_explicit(&ctl->ack[dir], v + 1, memory_order_release);
@@ -197,6 +185,9 @@ static void storm_sender(void)
 	atomic_store_explicit(&ctl->storm_done, 1, memory_order_release);
 	ksft_print_msg("storm: %lu rings in %.1f s\n", sent, now_s() - end + STORM_SECONDS);
 	ksft_test_result(!err && sent > 0, "storm_sent\n");
+	/* The receiver counted the storm; now one paced ring. */
+	ksft_test_result(!wait_u32(&ctl->ack[0], 100) && !sivshm_ring(fd, peer_id, 0),
+			 "rang_once_after_the_storm\n");
 }
 
 /* Runs `sh -c true` and returns how long it took, or -1. */
@@ -218,17 +209,14 @@ static double shell_command_time(void)
 
 static void storm_receiver(void)
 {
-	uint64_t counts[SIVSHM_MAX_VECTORS], total = 0, evsum = 0, sent;
+	uint64_t total = 0, sent, c;
 	double worst = 0, t;
-	int runs = 0, failed = 0, nb = dup(fd), quiet = 0;
+	int runs = 0, failed = 0, quiet = 0;
 	uint32_t o;
 
-	/* Start from zero: drain the eventfd and the read() counters. */
-	drain(efd[0]);
-	fcntl(nb, F_SETFL, O_NONBLOCK);
-	while (read(nb, counts, info.nr_vectors * 8) > 0)
-		;
-	fcntl(nb, F_SETFL, 0);
+	/* Start from zero. */
+	for (o = 0; o < info.nr_vectors; o++)
+		drain(efd[o]);
 	atomic_store_explicit(&ctl->storm_ready, 1, memory_order_release);
 	while (!atomic_load_explicit(&ctl->storm_done, memory_order_acquire)) {
 		t = shell_command_time();
@@ -244,25 +232,34 @@ static void storm_receiver(void)
 		       failed, worst);
 	ksft_test_result(runs > 0 && !failed && worst < 2, "responsive_during_storm\n");
 
-	/* Let delivery settle, then both counts must agree. */
-	fcntl(fd, F_SETFL, O_NONBLOCK);
+	/* Let delivery settle (nothing new for 1 s). */
 	while (quiet < 5) {
 		usleep(200000);
-		if (read(fd, counts, info.nr_vectors * 8) > 0) {
-			for (o = 0; o < info.nr_vectors; o++)
-				total += counts[o];
-			quiet = 0;
-		} else {
-			quiet++;
-		}
+		c = drain(efd[0]);
+		total += c;
+		quiet = c ? 0 : quiet + 1;
 	}
-	fcntl(fd, F_SETFL, 0);
-	evsum = drain(efd[0]);
 	sent = atomic_load(&ctl->storm_sent);
-	ksft_print_msg("storm: %lu rings sent, %lu interrupts read(), eventfd %lu\n", sent, total,
-		       evsum);
-	ksft_test_result(total >= 1 && total <= sent && total == evsum,
-			 "storm_counts_consistent\n");
+	/* Rings go only to vector 0: any other vector counting is a misrouted interrupt. */
+	for (o = 1, c = 0; o < info.nr_vectors; o++)
+		c += drain(efd[o]);
+	ksft_print_msg("storm: %lu rings sent, %lu interrupts on vector 0, %lu elsewhere\n", sent,
+		       total, c);
+	/*
+	 * QEMU coalesces rings that arrive while one is pending, so fewer
+	 * interrupts than rings is expected; more would be invented ones.
+	 */
+	ksft_test_result(total >= 1 && total <= sent && c == 0, "storm_delivers_no_more_than_sent\n");
+	/* After the storm, a single paced ring is still exactly one interrupt. */
+	atomic_store_explicit(&ctl->ack[0], 100, memory_order_release);
+	{
+		struct pollfd p = { .fd = efd[0], .events = POLLIN };
+
+		c = poll(&p, 1, WAIT_S * 1000) == 1 ? drain(efd[0]) : 0;
+		usleep(200000);
+		c += drain(efd[0]);
+		ksft_test_result(c == 1, "one_ring_after_the_storm_is_one_interrupt\n");
+	}
 }
 
 static int functional(int role)
@@ -270,8 +267,10 @@ static int functional(int role)
 	ksft_print_header();
 	setup(role, 1);
 	/*
-	 * a: send, n receives, isolation, self, storm, finish;
-	 * b: n receives, send, isolation, self, 2 storm, finish
+	 * a: send, n receives, self, 2 storm, finish;
+	 * b: n receives, send, self, 3 storm, finish
+	 * (isolation from peers the host did not wire is the isolation
+	 * scenario's: here only the two wired VMs exist.)
 	 */
 	ksft_set_plan(info.nr_vectors + (me == 0 ? 5 : 6));
 	/* a -> b, then b -> a */
@@ -283,24 +282,6 @@ static int functional(int role)
 		send_all(1);
 	else
 		receive_all(1);
-	/*
-	 * Isolation: a rings a peer id the host never wired. The ring itself
-	 * succeeds (the guest cannot tell), but nothing arrives anywhere: a's
-	 * eventfds stay quiet here, and b checks its own the same way.
-	 */
-	{
-		uint64_t quiet = 0, o;
-		int rang = me == 1 || !sivshm_ring(fd, 5, 0);
-		int met;
-
-		atomic_store_explicit(&ctl->ack[2 + me], 1, memory_order_release);
-		met = !wait_u32(&ctl->ack[2 + !me], 1);
-		usleep(500000);
-		for (o = 0; o < info.nr_vectors; o++)
-			quiet += drain(efd[o]);
-		ksft_test_result(rang && met && quiet == 0,
-				 "ring_to_an_unwired_peer_reaches_nobody\n");
-	}
 	/* Ring to self wakes own eventfd. */
 	{
 		uint64_t v = 0;

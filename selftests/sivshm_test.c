@@ -8,6 +8,9 @@
  */
 #define _GNU_SOURCE
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -168,13 +171,11 @@ TEST_F(dev, info_matches_every_attached_device)
 		fd = sivshm_open_bdf(self->e[i].bdf, &info);
 		ASSERT_GE(fd, 0) TH_LOG("device %s not found", self->e[i].bdf);
 		EXPECT_EQ(sizeof(info), info.argsz);
-		EXPECT_EQ(SIVSHM_API_VERSION, info.api_version);
 		EXPECT_EQ(self->e[i].size, info.shm_size);
 		EXPECT_EQ(self->e[i].peer, info.peer_id);
 		EXPECT_EQ(self->e[i].peer != SIVSHM_PEER_ID_NONE,
 			  !!(info.flags & SIVSHM_INFO_F_DOORBELL));
 		EXPECT_EQ(self->e[i].vectors, info.nr_vectors);
-		EXPECT_EQ(info.nr_vectors ? SIVSHM_IRQ_MSIX : SIVSHM_IRQ_NONE, info.irq_mode);
 		EXPECT_EQ(0, info.__pad0);
 		EXPECT_EQ(0, info.__pad1);
 		/* The PCI address names a device bound to this driver. */
@@ -251,8 +252,8 @@ TEST_F(dev, unknown_ioctl_is_enotty)
 	EXPECT_EQ(ENOTTY, errno);
 	EXPECT_EQ(-1, ioctl(self->fd, _IOR('x', 0x00, int), &arg));
 	EXPECT_EQ(ENOTTY, errno);
-	/* The info number with a size encoded is another ioctl. */
-	EXPECT_EQ(-1, ioctl(self->fd, _IOWR(SIVSHM_IOCTL_TYPE, 0x00, struct sivshm_info), &arg));
+	/* GET_INFO's old number, without direction and size, is another ioctl. */
+	EXPECT_EQ(-1, ioctl(self->fd, _IO(SIVSHM_IOCTL_TYPE, 0x00), &arg));
 	EXPECT_EQ(ENOTTY, errno);
 }
 
@@ -308,12 +309,20 @@ TEST_F(dev, mmap_beyond_bar_is_einval)
 	p = mmap(NULL, 2 * self->page, PROT_READ, MAP_SHARED, self->fd, size - self->page);
 	EXPECT_EQ(MAP_FAILED, p);
 	EXPECT_EQ(EINVAL, errno);
-	/* An offset whose page number wraps when the length is added. */
+	/*
+	 * Huge offsets: for a character device the mm core accepts any page
+	 * offset whose end does not wrap (file_mmap_size_max() is ULONG_MAX),
+	 * and on 64-bit no off_t plus length can wrap it, so only the driver's
+	 * bounds check refuses these; a check that added without care for
+	 * overflow would not.
+	 */
+	p = mmap(NULL, 2 * self->page, PROT_READ, MAP_SHARED, self->fd, (off_t)1 << 62);
+	EXPECT_EQ(MAP_FAILED, p);
+	EXPECT_EQ(EINVAL, errno);
 	p = mmap(NULL, 2 * self->page, PROT_READ, MAP_SHARED, self->fd,
 		 (off_t)(((~0ULL >> 1) / self->page) * self->page));
 	EXPECT_EQ(MAP_FAILED, p);
-	/* The mm core may refuse this one itself, before the driver sees it. */
-	EXPECT_TRUE(errno == EINVAL || errno == EOVERFLOW) TH_LOG("errno %d", errno);
+	EXPECT_EQ(EINVAL, errno);
 }
 
 TEST_F(dev, mmap_private_is_einval)
@@ -342,6 +351,79 @@ TEST_F(dev, read_only_file_maps_shared_read_only)
 	close(ro);
 }
 
+TEST_F(dev, read_only_file_may_query_but_not_act)
+{
+	struct sivshm_info info;
+	char path[32];
+	int ro, efd = eventfd(0, EFD_CLOEXEC);
+
+	snprintf(path, sizeof(path), "/dev/sivshm%u", self->info.index);
+	ro = open(path, O_RDONLY);
+	ASSERT_GE(ro, 0);
+	EXPECT_EQ(0, sivshm_get_info(ro, &info));
+	EXPECT_EQ(self->info.shm_size, info.shm_size);
+	/* Ringing and binding act on the device: a read-only file gets EBADF. */
+	EXPECT_EQ(-EBADF, sivshm_ring(ro, 0, 0));
+	EXPECT_EQ(-EBADF, sivshm_bind(ro, efd, 0));
+	close(ro);
+	close(efd);
+}
+
+TEST_F(dev, the_node_has_no_read_and_no_poll)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	uint64_t buf[SIVSHM_MAX_VECTORS];
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	ASSERT_GE(ep, 0);
+	/* No read(): the VFS answers EINVAL at once, nothing blocks. */
+	EXPECT_EQ(-1, read(self->fd, buf, sizeof(buf)));
+	EXPECT_EQ(EINVAL, errno);
+	/* No poll(): epoll refuses the node; the eventfds are the way to wait. */
+	EXPECT_EQ(-1, epoll_ctl(ep, EPOLL_CTL_ADD, self->fd, &ev));
+	EXPECT_EQ(EPERM, errno);
+	close(ep);
+}
+
+TEST_F(dev, get_user_pages_on_the_mapping_is_refused)
+{
+	volatile uint8_t *p = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED,
+				   self->fd, 0);
+	struct iovec local;
+	uint8_t buf[16];
+	int mem, pipefd[2];
+
+	ASSERT_NE(MAP_FAILED, (void *)p);
+	p[0] = 0x11;
+	/* /proc/self/mem reads through get_user_pages (then ->access, which we lack). */
+	mem = open("/proc/self/mem", O_RDONLY);
+	ASSERT_GE(mem, 0);
+	EXPECT_EQ(-1, pread(mem, buf, sizeof(buf), (off_t)(uintptr_t)p));
+	EXPECT_EQ(EIO, errno);
+	close(mem);
+	/* vmsplice pins the pages it is given, as O_DIRECT I/O from the buffer would. */
+	ASSERT_EQ(0, pipe(pipefd));
+	local.iov_base = (void *)p;
+	local.iov_len = self->page;
+	EXPECT_EQ(-1, vmsplice(pipefd[1], &local, 1, 0));
+	EXPECT_EQ(EFAULT, errno);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	/* The mapping itself works: the refusals above are not a broken mapping. */
+	EXPECT_EQ(0x11, p[0]);
+	munmap((void *)p, self->page);
+}
+
+TEST_F(dev, mremap_cannot_grow_a_mapping)
+{
+	void *p = mmap(NULL, self->page, PROT_READ, MAP_SHARED, self->fd, 0);
+
+	ASSERT_NE(MAP_FAILED, p);
+	EXPECT_EQ(MAP_FAILED, mremap(p, self->page, 2 * self->page, MREMAP_MAYMOVE));
+	EXPECT_EQ(EFAULT, errno);
+	munmap(p, self->page);
+}
+
 TEST_F(dev, info_reserved_fields_are_zero)
 {
 	unsigned int i;
@@ -355,8 +437,9 @@ TEST_F(dev, shared_memory_is_never_executable)
 {
 	void *p = mmap(NULL, self->page, PROT_READ | PROT_EXEC, MAP_SHARED, self->fd, 0);
 
+	/* EPERM, as the kernel answers PROT_EXEC on a noexec mount. */
 	EXPECT_EQ(MAP_FAILED, p);
-	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(EPERM, errno);
 	p = mmap(NULL, self->page, PROT_READ, MAP_SHARED, self->fd, 0);
 	ASSERT_NE(MAP_FAILED, p);
 	EXPECT_EQ(-1, mprotect(p, self->page, PROT_READ | PROT_EXEC));
@@ -379,22 +462,61 @@ TEST_F(dev, mapping_survives_close_of_the_fd)
 TEST_F(dev, unbind_revokes_and_rebind_restores)
 {
 	const char *bdf = self->e[0].bdf;
-	struct sivshm_info info;
-	volatile uint8_t *p, *q;
-	int fd2;
+	struct sivshm_info info, other_info;
+	volatile uint8_t *p, *q, *o = MAP_FAILED;
+	int fd2, other = -1, go[2], st, arg = 0;
+	pid_t child;
 
 	p = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd, 0);
 	ASSERT_NE(MAP_FAILED, (void *)p);
 	p[0] = 0x42;
+	/* A second device, with a file and a mapping of its own, must not notice. */
+	if (self->n > 1) {
+		other = sivshm_open_bdf(self->e[1].bdf, &other_info);
+		ASSERT_GE(other, 0);
+		o = mmap(NULL, self->page, PROT_READ | PROT_WRITE, MAP_SHARED, other, 0);
+		ASSERT_NE(MAP_FAILED, (void *)o);
+		o[5] = 0x24;
+	}
+	/* A child inherits the mapping; unbind must revoke its copy too. */
+	ASSERT_EQ(0, pipe(go));
+	child = fork();
+	ASSERT_GE(child, 0);
+	if (child == 0) {
+		char c;
+
+		close(go[1]);
+		if (p[0] != 0x42 || read(go[0], &c, 1) != 1)
+			_exit(2);
+		_exit(probe_read(p) == SIGBUS ? 0 : 1);
+	}
+	close(go[0]);
 	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/unbind", bdf));
+	ASSERT_EQ(1, write(go[1], "x", 1));
+	close(go[1]);
+	ASSERT_EQ(child, waitpid(child, &st, 0));
+	EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		TH_LOG("the child's inherited mapping was not revoked (status %#x)", st);
 
 	/* The open file stays usable for close, but the device is gone. */
 	EXPECT_EQ(-ENODEV, sivshm_get_info(self->fd, &info));
 	EXPECT_EQ(MAP_FAILED, mmap(NULL, self->page, PROT_READ, MAP_SHARED, self->fd, 0));
 	EXPECT_EQ(ENODEV, errno);
+	/* An unknown number is still unknown, whatever the device's state. */
+	EXPECT_EQ(-1, ioctl(self->fd, _IO(SIVSHM_IOCTL_TYPE, 0x7f), &arg));
+	EXPECT_EQ(ENOTTY, errno);
 	/* The old mapping no longer reaches the BAR. */
 	EXPECT_EQ(SIGBUS, probe_read(p));
 	munmap((void *)p, self->page);
+	/* The other device: its file, its mapping and its data are untouched. */
+	if (other >= 0) {
+		EXPECT_EQ(0, sivshm_get_info(other, &info));
+		EXPECT_EQ(0x24, o[5]);
+		o[6] = 0x25;
+		EXPECT_EQ(0x25, o[6]);
+		munmap((void *)o, self->page);
+		close(other);
+	}
 
 	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/bind", bdf));
 	fd2 = wait_for_bdf(bdf, &info);
@@ -412,7 +534,6 @@ TEST_F(dev, plain_device_has_no_doorbell_or_interrupts)
 {
 	struct sivshm_ring r = { 0 };
 	int efd = eventfd(0, EFD_CLOEXEC);
-	uint64_t buf[4];
 
 	if (self->info.flags & SIVSHM_INFO_F_DOORBELL)
 		SKIP(return, "the first device has a doorbell");
@@ -420,8 +541,8 @@ TEST_F(dev, plain_device_has_no_doorbell_or_interrupts)
 	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_RING, &r));
 	EXPECT_EQ(EOPNOTSUPP, errno);
 	EXPECT_EQ(-EOPNOTSUPP, sivshm_bind(self->fd, efd, 0));
-	EXPECT_EQ(-1, read(self->fd, buf, sizeof(buf)));
-	EXPECT_EQ(EOPNOTSUPP, errno);
+	EXPECT_EQ(0, self->info.nr_vectors);
+	EXPECT_EQ(SIVSHM_PEER_ID_NONE, self->info.peer_id);
 	close(efd);
 }
 
@@ -487,34 +608,54 @@ FIXTURE_TEARDOWN(db)
 	close(self->fd);
 }
 
-TEST_F(db, ring_self_wakes_only_that_vectors_eventfd_and_read)
+/* Counts every eventfd of the fixture; returns the total and stores each in @counts. */
+static uint64_t take_counts(FIXTURE_DATA(db) *self, uint64_t *counts)
 {
-	uint64_t counts[SIVSHM_MAX_VECTORS] = { 0 };
+	uint64_t total = 0;
+	int v;
+
+	for (v = 0; v < self->info.nr_vectors; v++) {
+		counts[v] = 0;
+		eventfd_value(self->efd[v], &counts[v]);
+		total += counts[v];
+	}
+	return total;
+}
+
+TEST_F(db, each_ring_is_one_interrupt_on_its_own_vector_only)
+{
+	uint64_t counts[SIVSHM_MAX_VECTORS];
 	uint32_t v, o, n = self->info.nr_vectors;
-	uint64_t val;
+	int round;
 
 	for (v = 0; v < n; v++)
 		ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[v], v));
-	for (v = 0; v < n; v++) {
+	/*
+	 * Paced rings (each waits for its interrupt, so QEMU has nothing to
+	 * coalesce): a driver that lost, doubled or misrouted an interrupt shows
+	 * up as a count other than exactly one, on exactly the rung vector.
+	 */
+	for (round = 0; round < 50; round++) {
+		v = round % n;
 		ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, v));
-		EXPECT_EQ(1, wait_eventfd(self->efd[v], 5000)) TH_LOG("vector %u did not wake", v);
-		usleep(20000);
-		for (o = 0; o < n; o++)
-			if (o != v)
-				EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[o], &val));
-		ASSERT_EQ(n * 8, read(self->fd, counts, n * 8));
-		for (o = 0; o < n; o++) {
-			EXPECT_EQ(o == v, counts[o]) TH_LOG("vector %u count %lu", o, counts[o]);
-		}
+		ASSERT_EQ(1, wait_eventfd(self->efd[v], 5000))
+			TH_LOG("round %d: vector %u did not get exactly one interrupt", round, v);
 	}
+	/* Nothing late: every vector is quiet afterwards. */
+	usleep(100000);
+	EXPECT_EQ(0, take_counts(self, counts));
+	for (o = 0; o < n; o++)
+		EXPECT_EQ(0, counts[o]) TH_LOG("vector %u got a stray interrupt", o);
 }
 
 TEST_F(db, ring_bad_arguments_get_their_errno_and_deliver_nothing)
 {
 	struct sivshm_ring r = { .peer_id = self->info.peer_id };
-	uint64_t counts[SIVSHM_MAX_VECTORS], val;
+	uint64_t counts[SIVSHM_MAX_VECTORS];
+	int v;
 
-	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
+	for (v = 0; v < self->info.nr_vectors; v++)
+		ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[v], v));
 	EXPECT_EQ(-EINVAL, sivshm_ring(self->fd, 0x10000, 0));
 	EXPECT_EQ(-EINVAL, sivshm_ring(self->fd, 0xffffffff, 0));
 	EXPECT_EQ(-EINVAL, sivshm_ring(self->fd, self->info.peer_id, self->info.nr_vectors));
@@ -529,14 +670,10 @@ TEST_F(db, ring_bad_arguments_get_their_errno_and_deliver_nothing)
 	EXPECT_EQ(-1, ioctl(self->fd, SIVSHM_IOCTL_RING, NULL));
 	EXPECT_EQ(EFAULT, errno);
 	usleep(100000);
-	EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[0], &val));
-	EXPECT_EQ(-1, read(self->nbfd, counts, sizeof(counts)));
-	EXPECT_EQ(EAGAIN, errno);
+	EXPECT_EQ(0, take_counts(self, counts)) TH_LOG("a refused ring reached a vector");
 	/* The path works: one valid ring is exactly one delivery, so the above proved something. */
 	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
 	EXPECT_EQ(1, wait_eventfd(self->efd[0], 5000));
-	ASSERT_EQ(self->info.nr_vectors * 8, read(self->nbfd, counts, sizeof(counts)));
-	EXPECT_EQ(1, counts[0]);
 }
 
 TEST_F(db, bind_bad_arguments_get_their_errno)
@@ -565,9 +702,7 @@ TEST_F(db, bind_bad_arguments_get_their_errno)
 
 TEST_F(db, rebinding_replaces_and_minus_one_unbinds)
 {
-	uint64_t counts[SIVSHM_MAX_VECTORS], val, total;
-	size_t len = self->info.nr_vectors * 8;
-	int i;
+	uint64_t val;
 
 	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
 	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[1], 0));
@@ -575,171 +710,122 @@ TEST_F(db, rebinding_replaces_and_minus_one_unbinds)
 	EXPECT_EQ(1, wait_eventfd(self->efd[1], 5000));
 	EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[0], &val)) TH_LOG("the replaced eventfd fired");
 	ASSERT_EQ(0, sivshm_bind(self->fd, -1, 0));
+	/* Removing a binding that does not exist (any more) is not an error. */
+	EXPECT_EQ(0, sivshm_bind(self->fd, -1, 0));
 	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
-	/* Delivery is still counted for read() (wait until both interrupts are in) ... */
-	total = 0;
-	for (i = 0; i < 500 && total < 2; i++) {
-		if (read(self->nbfd, counts, len) == (ssize_t)len)
-			total += counts[0];
-		else
-			usleep(10000);
-	}
-	EXPECT_EQ(2, total);
-	/* ... but no eventfd was signalled for the second one. */
-	EXPECT_EQ(0, wait_eventfd(self->efd[1], 200));
+	EXPECT_EQ(0, wait_eventfd(self->efd[1], 300)) TH_LOG("an unbound eventfd fired");
 	EXPECT_EQ(-EAGAIN, eventfd_value(self->efd[0], &val));
+	/* The vector still works once bound again. */
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
+	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
+	EXPECT_EQ(1, wait_eventfd(self->efd[0], 5000));
 }
 
-TEST_F(db, closing_the_binding_file_releases_its_eventfds)
+TEST_F(db, a_binding_belongs_to_the_file_that_made_it)
 {
 	char path[32];
-	uint64_t counts[SIVSHM_MAX_VECTORS];
-	size_t len = self->info.nr_vectors * 8;
+	int other;
+
+	snprintf(path, sizeof(path), "/dev/sivshm%u", self->info.index);
+	other = open(path, O_RDWR);
+	ASSERT_GE(other, 0);
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
+	/* Another open file can neither take nor remove it ... */
+	EXPECT_EQ(-EBUSY, sivshm_bind(other, self->efd[1], 0));
+	EXPECT_EQ(-EBUSY, sivshm_bind(other, -1, 0));
+	/* ... and the binding still delivers to its owner's eventfd. */
+	ASSERT_EQ(0, sivshm_ring(other, self->info.peer_id, 0));
+	EXPECT_EQ(1, wait_eventfd(self->efd[0], 5000));
+	EXPECT_EQ(0, wait_eventfd(self->efd[1], 100));
+	/* Other vectors are free for the other file. */
+	EXPECT_EQ(0, sivshm_bind(other, self->efd[1], 1));
+	EXPECT_EQ(-EBUSY, sivshm_bind(self->fd, -1, 1));
+	/* Once the owner lets go, the other file may bind. */
+	ASSERT_EQ(0, sivshm_bind(self->fd, -1, 0));
+	EXPECT_EQ(0, sivshm_bind(other, self->efd[1], 0));
+	close(other);
+}
+
+TEST_F(db, closing_the_owner_frees_its_vectors)
+{
+	char path[32];
 	int other;
 
 	snprintf(path, sizeof(path), "/dev/sivshm%u", self->info.index);
 	other = open(path, O_RDWR);
 	ASSERT_GE(other, 0);
 	ASSERT_EQ(0, sivshm_bind(other, self->efd[1], 1));
+	EXPECT_EQ(-EBUSY, sivshm_bind(self->fd, self->efd[0], 1));
 	close(other);
+	/* The closed file's eventfd no longer fires ... */
 	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 1));
-	ASSERT_EQ(len, read(self->fd, counts, len));
-	EXPECT_EQ(1, counts[1]);
-	EXPECT_EQ(0, wait_eventfd(self->efd[1], 200)) TH_LOG("a closed file's binding fired");
+	EXPECT_EQ(0, wait_eventfd(self->efd[1], 300)) TH_LOG("a closed file's binding fired");
+	/* ... and the vector is free. */
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 1));
+	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 1));
+	EXPECT_EQ(1, wait_eventfd(self->efd[0], 5000));
 }
 
-TEST_F(db, read_errors)
+TEST_F(db, an_eventfd_waits_in_poll_and_epoll_until_the_interrupt)
 {
-	uint64_t counts[SIVSHM_MAX_VECTORS];
-
-	EXPECT_EQ(-1, read(self->nbfd, counts, sizeof(counts)));
-	EXPECT_EQ(EAGAIN, errno);
-	EXPECT_EQ(-1, read(self->fd, counts, self->info.nr_vectors * 8 - 1));
-	EXPECT_EQ(EINVAL, errno);
-	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
-	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
-	ASSERT_EQ(1, wait_eventfd(self->efd[0], 5000));
-	EXPECT_EQ(-1, read(self->fd, NULL, self->info.nr_vectors * 8));
-	EXPECT_EQ(EFAULT, errno);
-	/* A failed copy consumes nothing: the same file reads the interrupt next. */
-	ASSERT_EQ(self->info.nr_vectors * 8, read(self->fd, counts, sizeof(counts)));
-	EXPECT_EQ(1, counts[0]);
-}
-
-static void on_alarm(int sig)
-{
-	(void)sig;
-}
-
-TEST_F(db, blocking_read_is_interrupted_by_a_signal)
-{
-	struct sigaction sa = { .sa_handler = on_alarm }; /* no SA_RESTART */
-	uint64_t counts[SIVSHM_MAX_VECTORS];
-
-	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
-	alarm(1);
-	EXPECT_EQ(-1, read(self->fd, counts, sizeof(counts)));
-	EXPECT_EQ(EINTR, errno);
-}
-
-TEST_F(db, blocking_read_restarts_after_a_sa_restart_signal)
-{
-	struct sigaction sa = { .sa_handler = on_alarm, .sa_flags = SA_RESTART };
-	uint64_t counts[SIVSHM_MAX_VECTORS];
+	struct epoll_event ev = { .events = EPOLLIN }, out;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	uint64_t val;
 	pid_t child;
 
-	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
+	ASSERT_GE(ep, 0);
+	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[1], 1));
+	ev.data.u32 = 1;
+	ASSERT_EQ(0, epoll_ctl(ep, EPOLL_CTL_ADD, self->efd[1], &ev));
+	EXPECT_EQ(0, epoll_wait(ep, &out, 1, 100)) TH_LOG("ready before any interrupt");
 	child = fork();
-	ASSERT_GE(child, 0);
-	if (child == 0) {
-		/* Ring only well after the signal interrupted the parent's read. */
-		usleep(2500000);
-		_exit(sivshm_ring(self->fd, self->info.peer_id, 0) ? 1 : 0);
-	}
-	alarm(1);
-	ASSERT_EQ(self->info.nr_vectors * 8, read(self->fd, counts, sizeof(counts)))
-		TH_LOG("read: %s", strerror(errno));
-	EXPECT_EQ(1, counts[0]);
-	waitpid(child, NULL, 0);
-}
-
-TEST_F(db, blocking_read_returns_when_an_interrupt_arrives)
-{
-	uint64_t counts[SIVSHM_MAX_VECTORS];
-	pid_t child = fork();
-
 	ASSERT_GE(child, 0);
 	if (child == 0) {
 		usleep(300000);
 		_exit(sivshm_ring(self->fd, self->info.peer_id, 1) ? 1 : 0);
 	}
-	ASSERT_EQ(self->info.nr_vectors * 8, read(self->fd, counts, sizeof(counts)));
-	EXPECT_EQ(0, counts[0]);
-	EXPECT_EQ(1, counts[1]);
+	ASSERT_EQ(1, epoll_wait(ep, &out, 1, 5000));
+	EXPECT_EQ(1, out.data.u32);
+	ASSERT_EQ(0, eventfd_value(self->efd[1], &val));
+	EXPECT_EQ(1, val);
 	waitpid(child, NULL, 0);
+	close(ep);
 }
 
-static pid_t reader_tid;
+static pid_t waiter_tid;
 
-static void *blocked_reader(void *arg)
+/* Blocks in poll() on the eventfd @arg points to; returns the revents, or -errno. */
+static void *blocked_poller(void *arg)
 {
-	int fd = *(int *)arg;
-	uint64_t counts[SIVSHM_MAX_VECTORS];
-	sigset_t alrm;
-	long ret;
+	struct pollfd p = { .fd = *(int *)arg, .events = POLLIN };
+	int ret;
 
-	__atomic_store_n(&reader_tid, gettid(), __ATOMIC_RELEASE);
-	/* Signals for the test's main thread must not land here. */
-	sigemptyset(&alrm);
-	sigaddset(&alrm, SIGALRM);
-	pthread_sigmask(SIG_BLOCK, &alrm, NULL);
-	ret = read(fd, counts, sizeof(counts));
-	return (void *)(ret < 0 ? (long)-errno : ret);
+	__atomic_store_n(&waiter_tid, gettid(), __ATOMIC_RELEASE);
+	ret = poll(&p, 1, 30000);
+	return (void *)(long)(ret < 0 ? -errno : ret == 1 ? p.revents : 0);
 }
 
-TEST_F(db, a_second_reader_of_the_same_file_is_not_stuck_behind_the_first)
-{
-	struct sigaction sa = { .sa_handler = on_alarm };
-	uint64_t counts[SIVSHM_MAX_VECTORS];
-	pthread_t t;
-	void *ret;
-
-	reader_tid = 0;
-	ASSERT_EQ(0, pthread_create(&t, NULL, blocked_reader, &self->fd));
-	while (!__atomic_load_n(&reader_tid, __ATOMIC_ACQUIRE))
-		usleep(1000);
-	ASSERT_EQ(0, wait_until_sleeping(reader_tid)) TH_LOG("the first reader never blocked");
-	/* Blocked in the same read(), this one must still be interruptible. */
-	ASSERT_EQ(0, sigaction(SIGALRM, &sa, NULL));
-	alarm(1);
-	EXPECT_EQ(-1, read(self->fd, counts, sizeof(counts)));
-	EXPECT_EQ(EINTR, errno);
-	/* One interrupt releases the first reader with it. */
-	ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 1));
-	ASSERT_EQ(0, pthread_join(t, &ret));
-	EXPECT_EQ(self->info.nr_vectors * 8, (long)ret);
-}
-
-TEST_F(db, unbind_wakes_a_blocked_reader_with_enodev)
+TEST_F(db, unbind_wakes_a_waiter_on_a_bound_eventfd)
 {
 	struct sivshm_info info;
 	pthread_t t;
 	void *ret;
-	int fd;
+	int fd, efd = self->efd[0];
 
-	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
-	reader_tid = 0;
-	ASSERT_EQ(0, pthread_create(&t, NULL, blocked_reader, &self->fd));
-	while (!__atomic_load_n(&reader_tid, __ATOMIC_ACQUIRE))
+	ASSERT_EQ(0, sivshm_bind(self->fd, efd, 0));
+	waiter_tid = 0;
+	ASSERT_EQ(0, pthread_create(&t, NULL, blocked_poller, &efd));
+	while (!__atomic_load_n(&waiter_tid, __ATOMIC_ACQUIRE))
 		usleep(1000);
-	ASSERT_EQ(0, wait_until_sleeping(reader_tid)) TH_LOG("the reader never blocked");
+	ASSERT_EQ(0, wait_until_sleeping(waiter_tid)) TH_LOG("the waiter never blocked");
 	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/unbind", self->e.bdf));
+	/* The unbind signals the eventfd once: the waiter wakes ... */
 	ASSERT_EQ(0, pthread_join(t, &ret));
-	EXPECT_EQ(-ENODEV, (long)ret);
+	EXPECT_EQ(POLLIN, (long)ret) TH_LOG("poll returned %ld", (long)ret);
+	/* ... and learns from its next call that the device is gone. */
+	EXPECT_EQ(-ENODEV, sivshm_get_info(self->fd, &info));
 	EXPECT_EQ(-ENODEV, sivshm_ring(self->fd, self->info.peer_id, 0));
-	EXPECT_EQ(-ENODEV, sivshm_bind(self->fd, self->efd[0], 0));
-	EXPECT_EQ(-1, read(self->nbfd, NULL, 0));
-	EXPECT_EQ(ENODEV, errno);
+	EXPECT_EQ(-ENODEV, sivshm_bind(self->fd, self->efd[1], 1));
 	ASSERT_EQ(0, write_sysfs(SIVSHM_DRIVER_DIR "/bind", self->e.bdf));
 	fd = wait_for_bdf(self->e.bdf, &info);
 	ASSERT_GE(fd, 0);
@@ -747,45 +833,23 @@ TEST_F(db, unbind_wakes_a_blocked_reader_with_enodev)
 	EXPECT_EQ(self->info.peer_id, info.peer_id);
 	/* The lowest free index: the one it had. */
 	EXPECT_EQ(self->info.index, info.index);
-	/* The rebound device delivers again. */
+	/* The rebound device delivers again, and the old binding is gone. */
+	eventfd_value(efd, &(uint64_t){ 0 });
 	ASSERT_EQ(0, sivshm_bind(fd, self->efd[1], 1));
 	ASSERT_EQ(0, sivshm_ring(fd, info.peer_id, 1));
 	EXPECT_EQ(1, wait_eventfd(self->efd[1], 5000));
+	ASSERT_EQ(0, sivshm_ring(fd, info.peer_id, 0));
+	EXPECT_EQ(0, wait_eventfd(efd, 300)) TH_LOG("a binding survived the unbind");
 	close(fd);
 }
 
-TEST_F(db, eventfd_and_read_agree_after_many_rings)
-{
-	uint64_t counts[SIVSHM_MAX_VECTORS], ev = 0, got = 0, v;
-	size_t len = self->info.nr_vectors * 8;
-	int i, stable = 0;
-
-	ASSERT_EQ(0, sivshm_bind(self->fd, self->efd[0], 0));
-	for (i = 0; i < 10000; i++)
-		ASSERT_EQ(0, sivshm_ring(self->fd, self->info.peer_id, 0));
-	/* Sum both until they agree and stay unchanged for 0.5 s (at most 30 s). */
-	for (i = 0; i < 300 && stable < 5; i++) {
-		uint64_t before = got + ev;
-
-		usleep(100000);
-		if (read(self->nbfd, counts, len) == (ssize_t)len)
-			got += counts[0];
-		if (!eventfd_value(self->efd[0], &v))
-			ev += v;
-		stable = (got == ev && got + ev == before) ? stable + 1 : 0;
-	}
-	TH_LOG("10000 rings, %lu interrupts", got);
-	EXPECT_GE(got, 1);
-	EXPECT_LE(got, 10000);
-	EXPECT_EQ(got, ev) TH_LOG("eventfd %lu, read() %lu", ev, got);
-}
-
-TEST(rmmod_is_refused_while_open_then_reload_works)
+TEST(rmmod_is_refused_while_open_or_mapped_then_reload_works)
 {
 	struct sivshm_info info;
 	const char *bdf;
 	int fd, modfd;
 	struct expect e[8];
+	void *p;
 
 	ASSERT_GT(parse_expect(e, 8), 0);
 	bdf = e[0].bdf;
@@ -793,7 +857,13 @@ TEST(rmmod_is_refused_while_open_then_reload_works)
 	ASSERT_GE(fd, 0);
 	EXPECT_EQ(-1, syscall(SYS_delete_module, "sivshm", O_NONBLOCK));
 	EXPECT_EQ(EWOULDBLOCK, errno);
+	/* A mapping keeps its file, and so the module, after close. */
+	p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, p);
 	close(fd);
+	EXPECT_EQ(-1, syscall(SYS_delete_module, "sivshm", O_NONBLOCK));
+	EXPECT_EQ(EWOULDBLOCK, errno);
+	munmap(p, 4096);
 	ASSERT_EQ(0, syscall(SYS_delete_module, "sivshm", O_NONBLOCK)) TH_LOG("rmmod: %s", strerror(errno));
 	EXPECT_NE(0, access("/dev/sivshm0", F_OK));
 	modfd = open(SIVSHM_MODULE_PATH, O_RDONLY | O_CLOEXEC);

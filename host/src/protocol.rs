@@ -83,8 +83,18 @@ pub fn setup_messages<'a>(
     Ok(msgs)
 }
 
+/// What one queued message costs a unix socket's send buffer: its 8 bytes live in an skb of
+/// their own (a message with an fd is never merged with another), whose truesize on x86-64 is
+/// well under this, plus the attached file reference. Generous on purpose: too small a buffer
+/// is an error below, too large costs nothing until used.
+const BYTES_PER_QUEUED_MESSAGE: usize = 2048;
+
 /// Writes `msgs` into a new socket pair and returns (our end, QEMU's end). Keep our end open
 /// while the VM runs: QEMU treats a closed server as a disconnect.
+///
+/// The whole stream is queued before QEMU exists, so nobody reads while we write: the send
+/// buffer is sized to the stream first, and every send is non-blocking, so that a stream that
+/// still does not fit is a clear error rather than a hang.
 pub fn prefilled_socket(msgs: &[Message<'_>]) -> Result<(OwnedFd, OwnedFd)> {
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
@@ -93,22 +103,46 @@ pub fn prefilled_socket(msgs: &[Message<'_>]) -> Result<(OwnedFd, OwnedFd)> {
         None,
     )
     .context("socketpair")?;
-    for m in msgs {
-        send_message(&ours, m)?;
+    let want = msgs.len().saturating_mul(BYTES_PER_QUEUED_MESSAGE);
+    if want > rustix::net::sockopt::socket_send_buffer_size(&ours).unwrap_or(0) {
+        // Beyond net.core.wmem_max only with CAP_NET_ADMIN; try that first, then the capped
+        // size. What is left over is caught by the non-blocking sends.
+        if rustix::net::sockopt::set_socket_send_buffer_size_force(&ours, want).is_err() {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&ours, want);
+        }
     }
+    queue_stream(&ours, msgs)?;
     Ok((ours, theirs))
 }
 
-fn send_message(sock: &OwnedFd, m: &Message<'_>) -> Result<()> {
+/// Sends every message without blocking; a full buffer is an error that says what did not fit.
+fn queue_stream(sock: &OwnedFd, msgs: &[Message<'_>]) -> Result<()> {
+    for (i, m) in msgs.iter().enumerate() {
+        match send_message(sock, m) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::AGAIN => bail!(
+                "the ivshmem setup stream of {} messages does not fit a socket buffer of {} \
+                 bytes (it filled after {i} messages): raise net.core.wmem_max, run as root, \
+                 or use fewer peers or vectors",
+                msgs.len(),
+                rustix::net::sockopt::socket_send_buffer_size(sock).unwrap_or(0)
+            ),
+            Err(e) => return Err(e).context("sendmsg to the ivshmem chardev socket"),
+        }
+    }
+    Ok(())
+}
+
+fn send_message(sock: &OwnedFd, m: &Message<'_>) -> rustix::io::Result<()> {
     let bytes = m.value.to_le_bytes();
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     let fds;
     if let Some(fd) = m.fd {
         fds = [fd];
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            bail!("no room for SCM_RIGHTS");
-        }
+        // The buffer is sized for exactly one fd, so this cannot fail.
+        let pushed = control.push(SendAncillaryMessage::ScmRights(&fds));
+        debug_assert!(pushed);
     }
     // One fd per message, each on its own 8 bytes: a unix stream socket never merges data
     // carrying different control messages into one read, so QEMU gets each fd with its value.
@@ -116,11 +150,11 @@ fn send_message(sock: &OwnedFd, m: &Message<'_>) -> Result<()> {
         sock,
         &[IoSlice::new(&bytes)],
         &mut control,
-        SendFlags::NOSIGNAL,
-    )
-    .context("sendmsg to the ivshmem chardev socket")?;
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?;
+    // A stream socket takes 8 bytes whole or not at all once there is room for the skb.
     if sent != bytes.len() {
-        bail!("short write ({sent} bytes) on the ivshmem chardev socket");
+        return Err(rustix::io::Errno::AGAIN);
     }
     Ok(())
 }
@@ -193,6 +227,69 @@ mod tests {
         assert!(rustix::io::read(&peer.vectors[1], &mut buf).is_err());
         assert_eq!(rustix::io::read(&peer.vectors[2], &mut buf).unwrap(), 8);
         assert_eq!(u64::from_ne_bytes(buf), 1);
+    }
+
+    /// The stream of a VM with `peers` peers at `vectors` vectors each, read back in full.
+    fn roundtrip(peers: u16, vectors: u16) -> Result<usize> {
+        let shm = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let own = PeerVectors::new(0, vectors).unwrap();
+        let others: Vec<_> = (1..=peers)
+            .map(|id| PeerVectors::new(id, vectors).unwrap())
+            .collect();
+        let refs: Vec<_> = others.iter().collect();
+        let msgs = setup_messages(&own, shm.as_fd(), &refs).unwrap();
+        let (_ours, theirs) = prefilled_socket(&msgs)?;
+        for (i, m) in msgs.iter().enumerate() {
+            let (v, fd) = recv(&theirs);
+            assert_eq!(v, m.value, "message {i}");
+            assert_eq!(fd.is_some(), m.fd.is_some(), "message {i}");
+        }
+        Ok(msgs.len())
+    }
+
+    #[test]
+    fn a_large_stream_is_queued_whole_without_a_reader() {
+        // 4 peers at 64 vectors (and the own 64): the case that used to hang.
+        let run = std::thread::spawn(|| roundtrip(4, 64));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !run.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prefilled_socket hangs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(run.join().unwrap().unwrap(), 3 + 5 * 64);
+    }
+
+    #[test]
+    fn a_stream_that_does_not_fit_is_an_error_not_a_hang() {
+        let shm = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let own = PeerVectors::new(0, 64).unwrap();
+        let peer = PeerVectors::new(1, 64).unwrap();
+        let msgs = setup_messages(&own, shm.as_fd(), &[&peer]).unwrap();
+        let (ours, _theirs) = socketpair(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        // The smallest buffer the kernel allows holds a handful of messages, not 131.
+        rustix::net::sockopt::set_socket_send_buffer_size(&ours, 1).unwrap();
+        let err = std::thread::scope(|scope| {
+            let run = scope.spawn(|| queue_stream(&ours, &msgs).map_err(|e| format!("{e:#}")));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !run.is_finished() {
+                assert!(std::time::Instant::now() < deadline, "queue_stream hangs");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            run.join().unwrap().expect_err("131 messages cannot fit")
+        });
+        assert!(
+            err.contains("131 messages does not fit"),
+            "unclear error: {err}"
+        );
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Vm {
     pub devices: Vec<Device>,
     /// Passed as `NAME=value` on the kernel command line; init sees them as environment.
     pub env: Vec<(String, String)>,
+    /// Virtual CPUs: 2 where races between fault, revoke, release and interrupts must really
+    /// run in parallel.
+    pub cpus: u8,
 }
 
 /// First fd number handed to QEMU for chardevs; above anything QEMU opens before parsing.
@@ -79,7 +82,14 @@ impl Vm {
             name: name.to_string(),
             devices: Vec::new(),
             env: vec![("SIVSHM_RUN".into(), run.into())],
+            cpus: 1,
         }
+    }
+
+    /// Boots with `n` virtual CPUs.
+    pub fn smp(mut self, n: u8) -> Self {
+        self.cpus = n.max(1);
+        self
     }
 
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
@@ -131,11 +141,11 @@ impl Vm {
             "-display",
             "none",
             "-no-reboot",
-            "-smp",
-            "1",
         ] {
             push(s);
         }
+        push("-smp");
+        push(&self.cpus.to_string());
         push("-m");
         push(&m.memory_mib.to_string());
         push("-serial");
@@ -251,6 +261,7 @@ impl Machine {
         )?);
         cmd.fd_mappings(fds)
             .context("passing chardev fds to QEMU")?;
+        tie_to_parent(&mut cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", self.qemu.display()))?;
@@ -262,6 +273,28 @@ impl Machine {
             boot_id: id,
             wants_kmemleak: vm.wants_kmemleak(),
         })
+    }
+}
+
+/// Makes the child die with this process: a guest must not outlive a `sivshm-host` that was
+/// killed (a CI timeout, `SIGTERM`, `SIGKILL`), which `Drop` alone cannot cover. The death
+/// signal follows the thread that forks, so guests are spawned from the main thread.
+pub fn tie_to_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = rustix::process::getpid();
+    // SAFETY: The closure runs in the child between fork and exec and only makes two system
+    // calls (prctl, getppid), which are async-signal-safe, and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            // The parent may have died between fork and prctl: then nobody would kill us.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(std::io::Error::other(
+                    "sivshm-host exited while starting QEMU",
+                ));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -359,6 +392,7 @@ mod tests {
         ));
         assert!(s.contains("ivshmem-plain,memdev=shm0,addr=0x4.0"));
         assert!(s.contains("-accel tcg"));
+        assert!(s.contains("-smp 1"));
         assert!(s.contains("SIVSHM_RUN=sivshm_test"));
         assert_eq!(fds.len(), 1, "the segment's memfd is passed to QEMU");
         assert_eq!(vm.devices[0].bdf(), "0000:00:04.0");
@@ -384,6 +418,77 @@ mod tests {
         assert!(s.contains("ivshmem-doorbell,chardev=db0,vectors=2,addr=0x5.0"));
         assert_eq!(fds.len(), 1);
         assert_eq!(fds[0].child_fd, 10);
+    }
+
+    #[test]
+    fn smp_sets_the_vcpu_count() {
+        let vm = Vm::new("a", "true").smp(2);
+        let (args, _) = vm.args(&machine(), Path::new("/tmp/a.log"), "id1").unwrap();
+        assert!(joined(&args).contains("-smp 2"));
+    }
+
+    /// Run by `a_child_tied_to_its_parent_dies_with_it` in a process of its own, as a stand-in
+    /// for `sivshm-host`: starts a long `sleep` the way guests are started, prints its pid and
+    /// waits to be killed.
+    #[test]
+    #[ignore = "a helper process of a_child_tied_to_its_parent_dies_with_it"]
+    fn tied_child_parent() {
+        if std::env::var_os("SIVSHM_TIED_CHILD_PARENT").is_none() {
+            return;
+        }
+        let mut cmd = Command::new("sleep");
+        cmd.arg("60").stdout(Stdio::null());
+        tie_to_parent(&mut cmd);
+        let mut child = cmd.spawn().unwrap();
+        println!("grandchild {}", child.id());
+        // Killed long before this returns.
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn a_child_tied_to_its_parent_dies_with_it() {
+        use std::io::BufRead;
+        let mut parent = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "qemu::tests::tied_child_parent",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("SIVSHM_TIED_CHILD_PARENT", "1")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(parent.stdout.take().unwrap());
+        let pid = out
+            .lines()
+            .map_while(|l| l.ok())
+            .find_map(|l| l.strip_prefix("grandchild ").map(str::to_owned))
+            .expect("the stand-in printed its child's pid");
+        let stat = format!("/proc/{pid}/stat");
+        // Dead means gone, or a zombie waiting for init to reap it.
+        let alive = || {
+            fs::read_to_string(&stat)
+                .map(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+                .unwrap_or(false)
+        };
+        assert!(alive(), "the grandchild did not start");
+        parent.kill().unwrap();
+        parent.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive() {
+            assert!(
+                Instant::now() < deadline,
+                "the tied grandchild outlived its parent"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]

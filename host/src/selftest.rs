@@ -148,7 +148,9 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
     // (before the kmemleak scan, which so also covers the unload).
     let run = "sivshm_test && sivshm_hello /dev/sivshm0 && sivshm_hello /dev/sivshm1 \
                && rmmod sivshm && ! test -e /dev/sivshm0";
+    // Two vCPUs: unbind, faults, release and interrupts race for real.
     let vm = Vm::new("vm", run)
+        .smp(2)
         .env("SIVSHM_KMEMLEAK", "1")
         .env("SIVSHM_EXPECT", expect)
         .device(plain)
@@ -169,10 +171,13 @@ fn two_vm_plain(s: &Suite<'_>) -> Result<Vec<Finished>> {
             size,
         })
     };
-    let writer = Vm::new("writer", "sivshm_xvm writer")
+    // Both unload the module afterwards, before the kmemleak scan.
+    let writer = Vm::new("writer", "sivshm_xvm writer && rmmod sivshm")
+        .env("SIVSHM_KMEMLEAK", "1")
         .env("SIVSHM_NONCE", &nonce)
         .device(dev(&seg)?);
-    let reader = Vm::new("reader", "sivshm_xvm reader")
+    let reader = Vm::new("reader", "sivshm_xvm reader && rmmod sivshm")
+        .env("SIVSHM_KMEMLEAK", "1")
         .env("SIVSHM_NONCE", &nonce)
         .device(dev(&seg)?);
     run_all(s.machine, &[writer, reader], s.logdir, s.timeout)
@@ -184,10 +189,13 @@ fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let seg = segments::create("channel", 1 << 20)?;
     let ch = channel(&seg, (0, 4), (1, 4), 4)?;
     // Both unload the module afterwards, before the kmemleak scan.
+    // Two vCPUs: the receiver's interrupts arrive while its other CPU runs the test.
     let a = Vm::new("a", "sivshm_doorbell a && rmmod sivshm")
+        .smp(2)
         .env("SIVSHM_KMEMLEAK", "1")
         .device(ch.a);
     let b = Vm::new("b", "sivshm_doorbell b && rmmod sivshm")
+        .smp(2)
         .env("SIVSHM_KMEMLEAK", "1")
         .device(ch.b);
     run_all(s.machine, &[a, b], s.logdir, s.timeout)
