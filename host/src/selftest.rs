@@ -11,7 +11,7 @@ use crate::console::{self, Outcome};
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use crate::qemu::{run_all, unique_value, Device, Finished, Machine, Vm};
 use crate::segments;
-use crate::topology::{Distribute, Topology};
+use crate::topology::{Distribute, Roles, Topology};
 
 /// One reported result. Every scenario is built to run all of its tests, so there is no
 /// "skipped": a skip is a failure.
@@ -32,11 +32,12 @@ impl Suite<'_> {
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
         // (name, runner, whether its guests print TAP)
-        let scenarios: [(&str, Scenario, bool); 4] = [
+        let scenarios: [(&str, Scenario, bool); 5] = [
             ("single-vm", single_vm, true),
             ("two-vm-plain", two_vm_plain, true),
             ("two-vm-doorbell", two_vm_doorbell, true),
             ("distribute", distribute, false),
+            ("isolation-sivshm", isolation_sivshm, true),
         ];
         let mut all = Vec::new();
         for (name, f, tap) in scenarios {
@@ -209,4 +210,50 @@ fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
         bytes: 1 << 20,
     };
     Topology::new(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)
+}
+
+/// Segment of each worker in the isolation scenarios.
+const ISOLATION_SLOT: u64 = 1 << 20;
+
+/// The `sivshm-isolation` roles: worker 0 is the victim, worker 1 the rogue.
+struct Isolation {
+    /// `isolated` (SIVSHM) or `exposed` (IVSHMEM): what the attacks must come to.
+    expect: &'static str,
+    /// Slot `i` starts at `i * stride` of the worker's device (0 when each has its own).
+    stride: u64,
+    nonce: u64,
+}
+
+impl Roles for Isolation {
+    fn manager(&self, bdfs: &[String]) -> String {
+        // Under SIVSHM one device per worker; under IVSHMEM one region, slots by offset.
+        let at = |i: usize| format!("{}@{}", bdfs[i.min(bdfs.len() - 1)], i as u64 * self.stride);
+        format!(
+            "sivshm-isolation manager --victim {} --rogue {} --slot-size {ISOLATION_SLOT} \
+             --nonce {}",
+            at(0),
+            at(1),
+            self.nonce
+        )
+    }
+
+    fn worker(&self, index: usize) -> String {
+        let role = if index == 0 { "victim" } else { "rogue --victim-index 0" };
+        format!(
+            "sivshm-isolation {role} --slot {} --slot-size {ISOLATION_SLOT} --expect {}",
+            index as u64 * self.stride,
+            self.expect
+        )
+    }
+}
+
+/// A manager, an honest worker and a rogue, each worker on a segment and a doorbell channel
+/// of its own: every attack of the rogue must fail.
+fn isolation_sivshm(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    let roles = Isolation {
+        expect: "isolated",
+        stride: 0,
+        nonce: unique_value(),
+    };
+    Topology::new(2, ISOLATION_SLOT, &roles)?.run(s.machine, s.logdir, s.timeout)
 }
