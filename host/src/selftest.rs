@@ -238,7 +238,11 @@ impl Roles for Isolation {
     }
 
     fn worker(&self, index: usize) -> String {
-        let role = if index == 0 { "victim" } else { "rogue --victim-index 0" };
+        let role = if index == 0 {
+            "victim"
+        } else {
+            "rogue --victim-index 0"
+        };
         format!(
             "sivshm-isolation {role} --slot {} --slot-size {ISOLATION_SLOT} --expect {}",
             index as u64 * self.stride,
