@@ -67,7 +67,8 @@ pub struct Device {
 }
 
 impl Device {
-    /// Opens a device node read-write and queries it.
+    /// Opens a device node read-write (ringing and binding need a file opened for writing) and
+    /// queries it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -122,12 +123,24 @@ impl Device {
         sys::ring(&self.fd, peer_id, vector)
     }
 
-    /// Creates an eventfd that every interrupt on `vector` signals. It stays bound while this
-    /// `Device` is open, until another eventfd is bound to the vector.
+    /// Creates an eventfd that every interrupt on `vector` signals (+1 each), the way to wait
+    /// for that vector: [`EventFd::wait`], or `poll`/`epoll` on it through [`AsFd`].
+    ///
+    /// The binding belongs to this `Device` (its open file): binding the vector again replaces
+    /// it, [`Self::unbind_eventfd`] removes it, and dropping the `Device` releases it. While it
+    /// exists, any other open file of the device gets `EBUSY` for this vector. When the device
+    /// is unbound from the driver, the eventfd is signalled once more and released: the waiter
+    /// wakes up, and its next call on this `Device` fails with `ENODEV`.
     pub fn bind_eventfd(&self, vector: u32) -> Result<EventFd> {
         let e = EventFd::new()?;
         sys::bind_eventfd(&self.fd, e.as_fd().as_raw_fd(), vector)?;
         Ok(e)
+    }
+
+    /// Removes this `Device`'s binding of `vector`; succeeds if there is none. The eventfd
+    /// stays open but is no longer signalled.
+    pub fn unbind_eventfd(&self, vector: u32) -> Result<()> {
+        sys::bind_eventfd(&self.fd, -1, vector)
     }
 
     /// Maps the whole shared memory.

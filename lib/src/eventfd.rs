@@ -7,8 +7,10 @@ use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags, Timespec};
 
 use crate::Result;
 
-/// An eventfd bound to a vector by [`crate::Device::bind_eventfd`]. Non-blocking; put it in
-/// your own `poll`/`epoll`/async loop through [`AsFd`], or wait on it here.
+/// An eventfd bound to a vector by [`crate::Device::bind_eventfd`]: every interrupt on the
+/// vector adds 1 to its counter. Non-blocking; put it in your own `poll`/`epoll`/async loop
+/// through [`AsFd`], or wait on it here. A wake-up with no new state in the shared memory may
+/// mean the device is gone: the next call on the `Device` says so (`ENODEV`).
 pub struct EventFd {
     fd: OwnedFd,
 }

@@ -65,10 +65,9 @@ fn tempfile_dir() -> std::path::PathBuf {
     d
 }
 
-#[test]
-fn rust_mirror_matches_the_c_header() {
-    let h = header_values();
-    let want: &[(&str, u64)] = &[
+/// Every value of the header and the Rust mirror's counterpart.
+fn mirror_values() -> Vec<(&'static str, u64)> {
+    vec![
         ("SIVSHM_IOCTL_TYPE", uapi::IOCTL_TYPE.into()),
         ("SIVSHM_INFO_F_DOORBELL", uapi::INFO_F_DOORBELL.into()),
         ("SIVSHM_PEER_ID_NONE", uapi::PEER_ID_NONE.into()),
@@ -105,10 +104,16 @@ fn rust_mirror_matches_the_c_header() {
         ("eventfd_vector", offset_of!(Eventfd, vector) as u64),
         ("eventfd_flags", offset_of!(Eventfd, flags) as u64),
         ("eventfd___reserved", offset_of!(Eventfd, reserved) as u64),
-    ];
+    ]
+}
+
+#[test]
+fn rust_mirror_matches_the_c_header() {
+    let h = header_values();
+    let want = mirror_values();
     // The reserved array's type in the mirror is the one checked above.
     let _: [u32; 7] = Info::default().reserved;
-    for (name, value) in want {
+    for (name, value) in &want {
         assert_eq!(
             h.get(*name),
             Some(value),
@@ -120,4 +125,30 @@ fn rust_mirror_matches_the_c_header() {
         want.len(),
         "the probe printed values this test does not check"
     );
+}
+
+/// A constant added to the header must be added to the probe and checked above.
+#[test]
+fn every_constant_of_the_header_is_checked() {
+    let header = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../uapi/linux/sivshm.h"),
+    )
+    .unwrap();
+    let checked: Vec<&str> = mirror_values().iter().map(|(name, _)| *name).collect();
+    let defined: Vec<&str> = header
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("#define"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("SIVSHM_"))
+        .collect();
+    assert!(
+        defined.contains(&"SIVSHM_IOCTL_GET_INFO"),
+        "the header's #defines were not parsed"
+    );
+    for name in defined {
+        assert!(
+            checked.contains(&name),
+            "{name} is not checked against driver/uapi.rs"
+        );
+    }
 }

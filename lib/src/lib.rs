@@ -6,6 +6,13 @@
 //! behaviour under concurrent writes): data moves through volatile copies, and
 //! synchronisation through atomics placed in the memory.
 //!
+//! To wait for a peer's doorbell, bind an eventfd to a vector ([`Device::bind_eventfd`]) and
+//! wait on it: [`EventFd::wait`] with a timeout, or in your own `poll`/`epoll`/async loop
+//! through [`std::os::fd::AsFd`]. The device node itself has no `read` and no `poll`: the
+//! eventfds are the one way to wait. When the device goes away (unbound from the driver), every
+//! bound eventfd is signalled once more, and the next call on the [`Device`] fails with
+//! `ENODEV`; its mappings are revoked (touching them raises `SIGBUS`).
+//!
 //! The ioctl numbers and structures come from `uapi/linux/sivshm.h`; this crate compiles the
 //! driver's own mirror of it (`driver/uapi.rs`), and its tests check that mirror against the
 //! header.
