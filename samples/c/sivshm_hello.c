@@ -2,7 +2,8 @@
 /*
  * The smallest complete sivshm program, using nothing but the UAPI header:
  * query a device, map its shared memory, write a message, and (on a device
- * with a doorbell) ring itself and wait for the wake-up on an eventfd.
+ * with a doorbell) ring itself and wait for the wake-up on an eventfd, the
+ * one way to wait (the node itself has no read() and no poll()).
  *
  *   cc -I uapi -o sivshm_hello samples/c/sivshm_hello.c
  *   ./sivshm_hello /dev/sivshm0
