@@ -5,8 +5,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -24,10 +26,17 @@ static inline int sivshm_get_info(int fd, struct sivshm_info *info)
 	return ioctl(fd, SIVSHM_IOCTL_GET_INFO, info) ? -errno : 0;
 }
 
+/* Writes the PCI address of @info as "DDDD:BB:SS.F" into @buf (at least 16 bytes). */
+static inline void sivshm_bdf(const struct sivshm_info *info, char *buf, size_t len)
+{
+	snprintf(buf, len, "%04x:%02x:%02x.%x", info->pci_domain, info->pci_bus, info->pci_slot,
+		 info->pci_func);
+}
+
 /* Opens the /dev/sivshmN whose PCI address is @bdf ("DDDD:BB:SS.F"); -1 if none. */
 static inline int sivshm_open_bdf(const char *bdf, struct sivshm_info *info)
 {
-	char path[32], name[16];
+	char path[32], name[24];
 	int i, fd;
 
 	for (i = 0; i < 64; i++) {
@@ -36,8 +45,7 @@ static inline int sivshm_open_bdf(const char *bdf, struct sivshm_info *info)
 		if (fd < 0)
 			continue;
 		if (!sivshm_get_info(fd, info)) {
-			snprintf(name, sizeof(name), "%04x:%02x:%02x.%x", info->pci_domain,
-				 info->pci_bus, info->pci_slot, info->pci_func);
+			sivshm_bdf(info, name, sizeof(name));
 			/* The node's N must be the index the driver reports. */
 			if (!strcmp(name, bdf) && info->index == (uint32_t)i)
 				return fd;
@@ -61,6 +69,100 @@ static inline int sivshm_bind(int fd, int efd, uint32_t vector)
 	struct sivshm_eventfd b = { .fd = efd, .vector = vector };
 
 	return ioctl(fd, SIVSHM_IOCTL_BIND_EVENTFD, &b) ? -errno : 0;
+}
+
+/*
+ * Takes the counter of a non-blocking eventfd: the interrupts signalled since
+ * the last take, 0 if none (or on error).
+ */
+static inline uint64_t sivshm_take(int efd)
+{
+	uint64_t v;
+
+	return read(efd, &v, sizeof(v)) == sizeof(v) ? v : 0;
+}
+
+/* Waits up to @ms for @efd to become readable, then takes its counter; 0 if it did not. */
+static inline uint64_t sivshm_wait_take(int efd, int ms)
+{
+	struct pollfd p = { .fd = efd, .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1 ? sivshm_take(efd) : 0;
+}
+
+/*
+ * Interrupts the kernel's IRQ core has counted on each MSI-X vector of the
+ * device at @bdf, from /proc/interrupts: counts[v] for vector v < @n.
+ * Returns how many of the device's vectors were listed, or -errno.
+ *
+ * This count is kept by the IRQ core (kstat, in handle_edge_irq()) before
+ * the driver's handler runs, independently of the driver, so comparing it
+ * with what the bound eventfds received shows whether the driver lost,
+ * duplicated or misrouted an interrupt. Each count is one run of the handler:
+ * on x86 an MSI-X vector targets one CPU, whose hard-IRQ handler runs with
+ * interrupts off, so a new edge is latched and counted when it is delivered
+ * after the handler, never folded into a run on another CPU uncounted (the
+ * IRQS_PENDING replay of handle_edge_irq()). The lines look like
+ *   " 24:   17   PCI-MSIX-0000:00:05.0    1-edge      sivshm"
+ * (one count per CPU, the chip name of the device's MSI-X domain, then the
+ * hardware IRQ number, which is the MSI-X table index, i.e. the vector).
+ */
+static inline int sivshm_irq_counts(const char *bdf, uint64_t *counts, unsigned int n)
+{
+	char line[512], chip[40], *p, *end;
+	unsigned int vector, found = 0;
+	FILE *f = fopen("/proc/interrupts", "re");
+
+	if (!f)
+		return -errno;
+	memset(counts, 0, n * sizeof(*counts));
+	snprintf(chip, sizeof(chip), "PCI-MSIX-%s ", bdf);
+	while (fgets(line, sizeof(line), f)) {
+		uint64_t sum = 0;
+
+		p = strstr(line, chip);
+		if (!p || sscanf(p + strlen(chip), "%u-", &vector) != 1 || vector >= n)
+			continue;
+		/* The per-CPU counts between "NN:" and the chip name. */
+		p = strchr(line, ':');
+		if (!p)
+			continue;
+		for (p++;; p = end) {
+			unsigned long long c = strtoull(p, &end, 10);
+
+			if (end == p)
+				break;
+			sum += c;
+		}
+		counts[vector] = sum;
+		found++;
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * Waits until the IRQ core's counts of @bdf's vectors have not changed for
+ * @quiet_ms (polling every 100 ms, at most 60 s), so that every interrupt
+ * still in flight in the hypervisor has arrived; returns
+ * sivshm_irq_counts()'s result, with the counts in @counts.
+ */
+static inline int sivshm_settled_irq_counts(const char *bdf, uint64_t *counts, unsigned int n,
+					    int quiet_ms)
+{
+	uint64_t prev[SIVSHM_MAX_VECTORS];
+	int i, quiet = 0, got;
+
+	if (n > SIVSHM_MAX_VECTORS)
+		return -EINVAL;
+	got = sivshm_irq_counts(bdf, counts, n);
+	for (i = 0; i < 600 && quiet < quiet_ms / 100 && got >= 0; i++) {
+		memcpy(prev, counts, n * sizeof(*counts));
+		usleep(100000);
+		got = sivshm_irq_counts(bdf, counts, n);
+		quiet = memcmp(prev, counts, n * sizeof(*counts)) ? 0 : quiet + 1;
+	}
+	return got;
 }
 
 /* A reproducible pseudo-random byte stream (xorshift64*), seeded by @seed. */
