@@ -5,6 +5,7 @@ mod accel;
 mod bench;
 mod channel;
 mod console;
+mod ivshmem_server;
 mod protocol;
 mod qemu;
 mod segments;
@@ -28,6 +29,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The IVSHMEM baseline's central server, as QEMU's contrib/ivshmem-server: VMs connect
+    /// with `-chardev socket,path=SOCKET`; each gets the region and every other VM's
+    /// doorbells. Runs until SIGTERM or SIGINT, then removes the socket.
+    IvshmemServer {
+        /// Unix socket to listen on; must not exist.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Size of the shared region in MiB (a power of two).
+        #[arg(long)]
+        size_mib: u64,
+        /// Interrupt vectors per peer (1 to 64).
+        #[arg(long, default_value_t = 1)]
+        vectors: u16,
+    },
     /// Boot the test guests and run the kselftests in them.
     Test {
         #[command(flatten)]
@@ -117,6 +132,20 @@ impl GuestArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::IvshmemServer {
+            socket,
+            size_mib,
+            vectors,
+        } => ivshmem_server::main(
+            &socket,
+            ivshmem_server::Config {
+                size: size_mib
+                    .checked_mul(1 << 20)
+                    .context("--size-mib is too large")?,
+                vectors,
+                peer_sndbuf: ivshmem_server::PEER_SNDBUF,
+            },
+        ),
         Cmd::Bench { guest, exchanges } => {
             let machine = guest.machine()?;
             let timeout = Duration::from_secs(guest.timeout);

@@ -133,7 +133,8 @@ fn queue_stream(sock: &OwnedFd, msgs: &[Message<'_>]) -> Result<()> {
     Ok(())
 }
 
-fn send_message(sock: &OwnedFd, m: &Message<'_>) -> rustix::io::Result<()> {
+/// Sends one message without blocking (`EAGAIN` when the socket is full).
+pub fn send_message(sock: &OwnedFd, m: &Message<'_>) -> rustix::io::Result<()> {
     let bytes = m.value.to_le_bytes();
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);

@@ -1,0 +1,531 @@
+//! The IVSHMEM baseline's central server: QEMU's `contrib/ivshmem-server`, in Rust.
+//!
+//! Every VM's `ivshmem-doorbell` connects to one unix socket (`-chardev socket,path=...`).
+//! The server gives each connection the next free peer id and, exactly as QEMU's server does
+//! (QEMU `docs/specs/ivshmem-spec.rst`, `contrib/ivshmem-server/ivshmem-server.c`):
+//!
+//! 1. sends the newcomer the protocol version (0), its id, and `-1` with the shared-memory fd;
+//! 2. tells every existing peer the newcomer's id once per vector, each with one of the
+//!    newcomer's eventfds;
+//! 3. sends the newcomer every existing peer's id once per vector with that peer's eventfds;
+//! 4. sends the newcomer its own id once per vector with its own eventfds;
+//!
+//! and when a peer leaves, tells every other peer its id with no fd. So every VM holds every
+//! other VM's doorbells, and every VM maps the whole region: what SIVSHM is measured against.
+//!
+//! Clients never send anything: one that does is dropped. Sends never block: a client that
+//! does not read until its socket buffer is full is dropped, and the others go on. Every such
+//! event is a log line naming the peer.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
+
+use crate::protocol::{send_message, Message, PROTOCOL_VERSION};
+
+/// Vectors a peer may have (QEMU's `IVSHMEM_MAX_VECTORS` is larger; the driver uses 64).
+pub const MAX_VECTORS: u16 = 64;
+
+/// Socket buffer of a peer: room for about a thousand fd-carrying messages, so that a slow
+/// reader is not mistaken for one that never reads.
+pub const PEER_SNDBUF: usize = 1 << 20;
+
+/// What the server serves.
+pub struct Config {
+    /// Bytes of shared memory: a power of two, at least a page.
+    pub size: u64,
+    /// Interrupt vectors per peer.
+    pub vectors: u16,
+    /// Send buffer per peer: what a peer may leave unread before it is dropped.
+    pub peer_sndbuf: usize,
+}
+
+impl Config {
+    pub fn check(&self) -> Result<()> {
+        if !self.size.is_power_of_two() || self.size < 4096 {
+            bail!(
+                "the shared memory size must be a power of two of at least 4096 bytes, not {}",
+                self.size
+            );
+        }
+        if self.vectors == 0 || self.vectors > MAX_VECTORS {
+            bail!("vectors must be 1 to {MAX_VECTORS}, not {}", self.vectors);
+        }
+        Ok(())
+    }
+}
+
+struct Peer {
+    id: u16,
+    conn: OwnedFd,
+    /// The eventfds that interrupt this peer, one per vector.
+    vectors: Vec<OwnedFd>,
+}
+
+/// The server's state: the region, the peers, the next id to try.
+pub struct Server {
+    config: Config,
+    shm: File,
+    peers: BTreeMap<u16, Peer>,
+    next_id: u16,
+    log: Box<dyn FnMut(String) + Send>,
+}
+
+impl Server {
+    pub fn new(config: Config, log: Box<dyn FnMut(String) + Send>) -> Result<Self> {
+        config.check()?;
+        let shm = crate::segments::create("ivshmem-server", config.size)?;
+        Ok(Server {
+            config,
+            shm,
+            peers: BTreeMap::new(),
+            next_id: 0,
+            log,
+        })
+    }
+
+    /// Ids in use, in order.
+    pub fn peer_ids(&self) -> Vec<u16> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// The next free id from a running counter, as QEMU's server picks it.
+    fn take_id(&mut self) -> Option<u16> {
+        for _ in 0..=u16::MAX as u32 {
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
+            if !self.peers.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Serves a new connection; on failure the connection is closed and logged.
+    pub fn accept(&mut self, conn: OwnedFd) {
+        let Some(id) = self.take_id() else {
+            (self.log)("refusing a connection: all 65536 peer ids are taken".into());
+            return;
+        };
+        if let Err(e) = self.welcome(id, conn) {
+            (self.log)(format!("peer {id}: setup failed, dropped: {e:#}"));
+        }
+    }
+
+    fn welcome(&mut self, id: u16, conn: OwnedFd) -> Result<()> {
+        rustix::fs::fcntl_setfl(&conn, rustix::fs::OFlags::NONBLOCK)?;
+        let sndbuf = self.config.peer_sndbuf;
+        if rustix::net::sockopt::set_socket_send_buffer_size_force(&conn, sndbuf).is_err() {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&conn, sndbuf);
+        }
+        let vectors = (0..self.config.vectors)
+            .map(|_| eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK))
+            .collect::<rustix::io::Result<Vec<_>>>()
+            .context("eventfd")?;
+        let peer = Peer { id, conn, vectors };
+        let send = |to: &Peer, value: i64, fd: Option<&OwnedFd>| {
+            send_message(
+                &to.conn,
+                &Message {
+                    value,
+                    fd: fd.map(|f| f.as_fd()),
+                },
+            )
+        };
+        // Until the others hear of it, a failure concerns the newcomer alone.
+        send(&peer, PROTOCOL_VERSION, None)?;
+        send(&peer, id.into(), None)?;
+        send(&peer, -1, Some(&OwnedFd::from(self.shm.try_clone()?)))?;
+        // The others learn of the newcomer; one that cannot take it is dropped below.
+        let mut stuck = Vec::new();
+        for other in self.peers.values() {
+            for v in &peer.vectors {
+                if let Err(e) = send(other, id.into(), Some(v)) {
+                    stuck.push((other.id, e));
+                    break;
+                }
+            }
+        }
+        // From here on the newcomer is known: if it fails now, the others hear that it left.
+        let others = self.peers.len();
+        self.peers.insert(id, peer);
+        let peer = &self.peers[&id];
+        let mut result = Ok(());
+        for other in self.peers.values().filter(|o| o.id != id) {
+            if stuck.iter().any(|(s, _)| *s == other.id) {
+                continue;
+            }
+            for v in &other.vectors {
+                result = result.and_then(|()| send(peer, other.id.into(), Some(v)));
+            }
+        }
+        for v in &peer.vectors {
+            result = result.and_then(|()| send(peer, id.into(), Some(v)));
+        }
+        match result {
+            Ok(()) => (self.log)(format!("peer {id}: connected, {others} other peer(s)")),
+            Err(e) => self.drop_peer(id, &format!("setup failed ({e})")),
+        }
+        for (s, e) in stuck {
+            self.drop_peer(s, &format!("its socket is full ({e}): it does not read"));
+        }
+        Ok(())
+    }
+
+    /// Removes peer `id` and tells the others it left.
+    pub fn drop_peer(&mut self, id: u16, why: &str) {
+        if self.peers.remove(&id).is_none() {
+            return;
+        }
+        (self.log)(format!("peer {id}: {why}; disconnected"));
+        let mut stuck = Vec::new();
+        for other in self.peers.values() {
+            let m = Message {
+                value: id.into(),
+                fd: None,
+            };
+            if let Err(e) = send_message(&other.conn, &m) {
+                stuck.push((other.id, e));
+            }
+        }
+        for (s, e) in stuck {
+            self.drop_peer(s, &format!("its socket is full ({e}): it does not read"));
+        }
+    }
+
+    /// Handles readiness on a peer's connection: a hang-up or anything sent ends it.
+    fn serve_peer(&mut self, id: u16) {
+        let Some(peer) = self.peers.get(&id) else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        let why = match rustix::io::read(&peer.conn, &mut buf) {
+            Ok(0) => "closed its connection".to_string(),
+            Ok(n) => format!("sent {n} byte(s), but clients must not send anything"),
+            Err(rustix::io::Errno::AGAIN) => return,
+            Err(e) => format!("connection error {e}"),
+        };
+        self.drop_peer(id, &why);
+    }
+
+    /// Serves `listener` until `stop` becomes readable.
+    pub fn run(&mut self, listener: &UnixListener, stop: &impl AsFd) -> Result<()> {
+        listener.set_nonblocking(true)?;
+        loop {
+            let ids: Vec<u16> = self.peer_ids();
+            let mut fds = vec![
+                PollFd::new(listener, PollFlags::IN),
+                PollFd::new(stop, PollFlags::IN),
+            ];
+            for id in &ids {
+                fds.push(PollFd::new(&self.peers[id].conn, PollFlags::IN));
+            }
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e).context("poll"),
+            }
+            let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+            drop(fds);
+            if ready[1] {
+                return Ok(());
+            }
+            for (id, r) in ids.iter().zip(&ready[2..]) {
+                if *r {
+                    self.serve_peer(*id);
+                }
+            }
+            if ready[0] {
+                while let Ok((conn, _)) = listener.accept() {
+                    self.accept(conn.into());
+                }
+            }
+        }
+    }
+}
+
+/// Binds `path`, refusing to take over anything that exists there.
+pub fn listen(path: &Path) -> Result<UnixListener> {
+    if path.symlink_metadata().is_ok() {
+        bail!(
+            "{} exists: refusing to replace it (another server, or a stale socket to remove)",
+            path.display()
+        );
+    }
+    UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
+}
+
+/// `sivshm-host ivshmem-server`: serves until SIGTERM or SIGINT, then removes the socket.
+pub fn main(path: &Path, config: Config) -> Result<()> {
+    config.check()?;
+    let listener = listen(path)?;
+    let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut handles = Vec::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        handles.push(signal_hook::low_level::pipe::register(
+            sig,
+            stop_wr.try_clone()?,
+        )?);
+    }
+    let result = (|| {
+        let mut server = Server::new(config, Box::new(|l| eprintln!("ivshmem-server: {l}")))?;
+        eprintln!(
+            "ivshmem-server: serving {} bytes, {} vector(s) per peer, on {}",
+            server.config.size,
+            server.config.vectors,
+            path.display()
+        );
+        server.run(&listener, &stop_rd)
+    })();
+    let _ = std::fs::remove_file(path);
+    for h in handles {
+        signal_hook::low_level::unregister(h);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::recv_message;
+    use std::os::unix::net::UnixStream;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// A server on a thread, its socket, its log, and a way to stop it.
+    struct Harness {
+        path: std::path::PathBuf,
+        log: Arc<Mutex<Vec<String>>>,
+        stop: OwnedFd,
+        thread: Option<std::thread::JoinHandle<Result<()>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Harness {
+        fn new(vectors: u16, peer_sndbuf: usize) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ivshmem.sock");
+            let listener = listen(&path).unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let (stop_rd, stop) = rustix::pipe::pipe().unwrap();
+            let l2 = log.clone();
+            let thread = std::thread::spawn(move || {
+                let mut s = Server::new(
+                    Config {
+                        size: 1 << 16,
+                        vectors,
+                        peer_sndbuf,
+                    },
+                    Box::new(move |l| l2.lock().unwrap().push(l)),
+                )?;
+                s.run(&listener, &stop_rd)
+            });
+            Harness {
+                path,
+                log,
+                stop,
+                thread: Some(thread),
+                _dir: dir,
+            }
+        }
+
+        /// A client, as QEMU's ivshmem device is one: connects and reads the setup.
+        fn connect(&self) -> Client {
+            let sock = UnixStream::connect(&self.path).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let sock = OwnedFd::from(sock);
+            let (version, _) = recv_message(&sock).unwrap();
+            assert_eq!(version, PROTOCOL_VERSION);
+            let (id, _) = recv_message(&sock).unwrap();
+            let (minus_one, shm) = recv_message(&sock).unwrap();
+            assert_eq!(minus_one, -1);
+            Client {
+                sock,
+                id: id as u16,
+                shm: shm.expect("the shared memory comes with -1"),
+                peers: BTreeMap::new(),
+            }
+        }
+
+        fn log_has(&self, what: &str) -> bool {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                if self.log.lock().unwrap().iter().any(|l| l.contains(what)) {
+                    return true;
+                }
+                if std::time::Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            let _ = rustix::io::write(&self.stop, b"x");
+            if let Some(t) = self.thread.take() {
+                t.join().unwrap().unwrap();
+            }
+        }
+    }
+
+    struct Client {
+        sock: OwnedFd,
+        id: u16,
+        shm: OwnedFd,
+        /// Per peer id, the eventfds received for it (own id included).
+        peers: BTreeMap<u16, Vec<OwnedFd>>,
+    }
+
+    impl Client {
+        /// Reads `n` peer announcements, as (id, with an fd); one without fd is a departure.
+        fn read(&mut self, n: usize) -> Vec<(u16, bool)> {
+            (0..n)
+                .map(|_| {
+                    let (id, fd) = recv_message(&self.sock).unwrap();
+                    let (id, joined) = (id as u16, fd.is_some());
+                    match fd {
+                        Some(fd) => self.peers.entry(id).or_default().push(fd),
+                        None => drop(self.peers.remove(&id)),
+                    }
+                    (id, joined)
+                })
+                .collect()
+        }
+    }
+
+    fn ring(fd: &OwnedFd) {
+        rustix::io::write(fd, &1u64.to_ne_bytes()).unwrap();
+    }
+
+    fn rung(fd: &OwnedFd) -> bool {
+        let mut b = [0u8; 8];
+        rustix::io::read(fd, &mut b).is_ok()
+    }
+
+    #[test]
+    fn ids_in_connection_order_everyone_wired_to_everyone_one_region() {
+        let h = Harness::new(2, PEER_SNDBUF);
+        let mut a = h.connect();
+        a.read(2); // its own two vectors
+        let mut b = h.connect();
+        b.read(4); // a's two, then its own two
+        a.read(2); // b's two
+        assert_eq!((a.id, b.id), (0, 1));
+        assert_eq!(a.peers.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(b.peers.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        // Each side holds the other's doorbell: a rings b's vector 1, b's own fd fires.
+        ring(&a.peers[&1][1]);
+        assert!(rung(&b.peers[&1][1]));
+        assert!(!rung(&b.peers[&1][0]));
+        // One region: both got the same file, and what a writes there b reads.
+        let (sa, sb) = (
+            rustix::fs::fstat(&a.shm).unwrap(),
+            rustix::fs::fstat(&b.shm).unwrap(),
+        );
+        assert_eq!(
+            (sa.st_dev, sa.st_ino, sa.st_size),
+            (sb.st_dev, sb.st_ino, 1 << 16)
+        );
+        rustix::io::pwrite(&a.shm, &[0x5a], 100).unwrap();
+        let mut byte = [0u8];
+        rustix::io::pread(&b.shm, &mut byte, 100).unwrap();
+        assert_eq!(byte, [0x5a]);
+        // A departure is announced with the id and no fd.
+        drop(a);
+        assert!(h.log_has("peer 0: closed its connection"));
+        assert_eq!(b.read(1), [(0, false)]);
+        // The freed id is not reused at once: the counter moves on, as QEMU's does.
+        let c = h.connect();
+        assert_eq!(c.id, 2);
+    }
+
+    #[test]
+    fn bad_clients_are_dropped_and_the_others_go_on() {
+        // A small send buffer, so that a client that never reads fills it quickly.
+        let h = Harness::new(1, 16 << 10);
+        let mut good = h.connect();
+        good.read(1);
+        // Connects and closes at once. Either the server finds it gone before it told the
+        // others (then nobody heard of it), or after (then the others see it come and go).
+        drop(UnixStream::connect(&h.path).unwrap());
+        assert!(h.log_has("peer 1: "), "{:?}", h.log.lock().unwrap());
+        // Sends something: dropped, and the others are told.
+        let mut chatty = h.connect();
+        chatty.read(2);
+        let mut before = Vec::new();
+        loop {
+            let m = good.read(1)[0];
+            if m == (chatty.id, true) {
+                break;
+            }
+            before.push(m);
+        }
+        assert!(
+            before.is_empty() || before == [(1, true), (1, false)],
+            "peer 1 was announced but its departure was not: {before:?}"
+        );
+        rustix::io::write(&chatty.sock, b"garbage!").unwrap();
+        assert!(h.log_has(&format!("peer {}: sent 8 byte(s)", chatty.id)));
+        assert_eq!(good.read(1), [(chatty.id, false)]);
+        // Never reads: the comings and goings of others pile up in its socket until it is
+        // dropped; the server never blocks on it.
+        let mute = UnixStream::connect(&h.path).unwrap();
+        assert_eq!(good.read(1)[0].1, true);
+        let mut cycles = 0;
+        while !h
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("does not read"))
+        {
+            assert!(cycles < 500, "a peer that never reads is never dropped");
+            let mut c = h.connect();
+            c.read(c.peers.len() + 3); // good's, mute's (if still there) and its own vector
+            good.read(1);
+            drop(c);
+            good.read(1);
+            cycles += 1;
+        }
+        // The good client learns that the mute one left, and still gets newcomers.
+        let mut departures = good.read(1);
+        while departures[0].1 {
+            departures = good.read(1);
+        }
+        let late = h.connect();
+        assert_eq!(good.read(1), [(late.id, true)]);
+        drop(mute);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let bad = |size, vectors| {
+            Config {
+                size,
+                vectors,
+                peer_sndbuf: PEER_SNDBUF,
+            }
+            .check()
+            .is_err()
+        };
+        assert!(bad(0, 1));
+        assert!(bad(3 << 20, 1));
+        assert!(bad(1024, 1));
+        assert!(bad(1 << 20, 0));
+        assert!(bad(1 << 20, 65));
+        assert!(!bad(1 << 20, 1));
+        let dir = tempfile::tempdir().unwrap();
+        let taken = dir.path().join("sock");
+        std::fs::write(&taken, b"").unwrap();
+        let err = listen(&taken).unwrap_err();
+        assert!(format!("{err}").contains("refusing to replace it"));
+    }
+}
