@@ -47,12 +47,20 @@ pub enum Device {
         chardev: OwnedFd,
         vectors: u16,
     },
+    /// `ivshmem-doorbell` connected to a central server's socket (the IVSHMEM baseline).
+    Server {
+        slot: u8,
+        socket: PathBuf,
+        vectors: u16,
+    },
 }
 
 impl Device {
     pub fn slot(&self) -> u8 {
         match self {
-            Device::Plain { slot, .. } | Device::Doorbell { slot, .. } => *slot,
+            Device::Plain { slot, .. }
+            | Device::Doorbell { slot, .. }
+            | Device::Server { slot, .. } => *slot,
         }
     }
 
@@ -193,6 +201,23 @@ impl Vm {
                     });
                     a.push("-chardev".into());
                     a.push(format!("socket,id=db{i},fd={child_fd}").into());
+                    a.push("-device".into());
+                    a.push(
+                        format!(
+                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},addr={slot:#x}.0"
+                        )
+                        .into(),
+                    );
+                }
+                Device::Server {
+                    slot,
+                    socket,
+                    vectors,
+                } => {
+                    let mut chardev = OsString::from(format!("socket,id=db{i},path="));
+                    chardev.push(socket);
+                    a.push("-chardev".into());
+                    a.push(chardev);
                     a.push("-device".into());
                     a.push(
                         format!(

@@ -11,7 +11,7 @@ use crate::console::{self, Outcome};
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use crate::qemu::{run_all, unique_value, Device, Finished, Machine, Vm};
 use crate::segments;
-use crate::topology::{Distribute, Roles, Topology};
+use crate::topology::{Distribute, Layout, Roles, Topology};
 
 /// One reported result. Every scenario is built to run all of its tests, so there is no
 /// "skipped": a skip is a failure.
@@ -32,12 +32,13 @@ impl Suite<'_> {
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
         // (name, runner, whether its guests print TAP)
-        let scenarios: [(&str, Scenario, bool); 5] = [
+        let scenarios: [(&str, Scenario, bool); 6] = [
             ("single-vm", single_vm, true),
             ("two-vm-plain", two_vm_plain, true),
             ("two-vm-doorbell", two_vm_doorbell, true),
             ("distribute", distribute, false),
             ("isolation-sivshm", isolation_sivshm, true),
+            ("isolation-ivshmem", isolation_ivshmem, true),
         ];
         let mut all = Vec::new();
         for (name, f, tap) in scenarios {
@@ -215,19 +216,25 @@ fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
 /// Segment of each worker in the isolation scenarios.
 const ISOLATION_SLOT: u64 = 1 << 20;
 
-/// The `sivshm-isolation` roles: worker 0 is the victim, worker 1 the rogue.
+/// The `sivshm-isolation` roles: worker 0 is the victim, worker 1 the rogue. Under SIVSHM
+/// (segments) every attack must fail; under IVSHMEM (one region) every attack must succeed.
 struct Isolation {
-    /// `isolated` (SIVSHM) or `exposed` (IVSHMEM): what the attacks must come to.
-    expect: &'static str,
-    /// Slot `i` starts at `i * stride` of the worker's device (0 when each has its own).
-    stride: u64,
     nonce: u64,
 }
 
+/// `isolated` or `exposed`, and where slot `i` starts in a worker's device (`i * stride`).
+fn expectation(layout: &Layout) -> (&'static str, u64) {
+    match layout {
+        Layout::Segments => ("isolated", 0),
+        Layout::Region { slot_size, .. } => ("exposed", *slot_size),
+    }
+}
+
 impl Roles for Isolation {
-    fn manager(&self, bdfs: &[String]) -> String {
+    fn manager(&self, bdfs: &[String], layout: &Layout) -> String {
         // Under SIVSHM one device per worker; under IVSHMEM one region, slots by offset.
-        let at = |i: usize| format!("{}@{}", bdfs[i.min(bdfs.len() - 1)], i as u64 * self.stride);
+        let stride = expectation(layout).1;
+        let at = |i: usize| format!("{}@{}", bdfs[i.min(bdfs.len() - 1)], i as u64 * stride);
         format!(
             "sivshm-isolation manager --victim {} --rogue {} --slot-size {ISOLATION_SLOT} \
              --nonce {}",
@@ -237,16 +244,16 @@ impl Roles for Isolation {
         )
     }
 
-    fn worker(&self, index: usize) -> String {
+    fn worker(&self, index: usize, layout: &Layout) -> String {
         let role = if index == 0 {
             "victim"
         } else {
             "rogue --victim-index 0"
         };
+        let (expect, stride) = expectation(layout);
         format!(
-            "sivshm-isolation {role} --slot {} --slot-size {ISOLATION_SLOT} --expect {}",
-            index as u64 * self.stride,
-            self.expect
+            "sivshm-isolation {role} --slot {} --slot-size {ISOLATION_SLOT} --expect {expect}",
+            index as u64 * stride,
         )
     }
 }
@@ -255,9 +262,16 @@ impl Roles for Isolation {
 /// of its own: every attack of the rogue must fail.
 fn isolation_sivshm(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let roles = Isolation {
-        expect: "isolated",
-        stride: 0,
         nonce: unique_value(),
     };
     Topology::new(2, ISOLATION_SLOT, &roles)?.run(s.machine, s.logdir, s.timeout)
+}
+
+/// The same three VMs on IVSHMEM, one region and a central server: every attack of the rogue
+/// must succeed, or the baseline would not be the one the comparison is about.
+fn isolation_ivshmem(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    let roles = Isolation {
+        nonce: unique_value(),
+    };
+    Topology::ivshmem(2, ISOLATION_SLOT, &roles)?.run(s.machine, s.logdir, s.timeout)
 }

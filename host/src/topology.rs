@@ -1,16 +1,23 @@
-//! The segmented topology: a data manager VM and N worker VMs. Worker i has segment i (a
-//! file of its own) and a doorbell channel to the manager: an `ivshmem-doorbell` in worker i
-//! (peer id i + 1) and one in the manager (peer id 0) at PCI slot `FIRST_SLOT + i`, on the
-//! same segment. A worker is never given another worker's segment or eventfds.
+//! The two topologies of a data manager VM and N worker VMs.
+//!
+//! SIVSHM ([`Topology::new`]): worker i has segment i (a file of its own) and a doorbell
+//! channel to the manager: an `ivshmem-doorbell` in worker i (peer id i + 1) and one in the
+//! manager (peer id 0) at PCI slot `FIRST_SLOT + i`, on the same segment. A worker is never
+//! given another worker's segment or eventfds, and nothing is wired at run time.
+//!
+//! IVSHMEM ([`Topology::ivshmem`]), the baseline: one region of N slots, served with every
+//! peer's doorbells to every VM by a central `sivshm-host ivshmem-server` that each QEMU
+//! connects to while it starts; worker i uses slot i by convention.
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::channel::channel;
-use crate::qemu::{run_all, Device, Finished, Machine, Vm};
+use crate::qemu::{run_all, tie_to_parent, Device, Finished, Machine, Vm};
 use crate::segments;
 
 /// First PCI slot used for sivshm devices (0-3 hold the i440fx chipset's devices).
@@ -23,12 +30,73 @@ pub struct Topology {
     pub workers: Vec<Vm>,
     /// Kept until the VMs are gone.
     _sockets: Vec<OwnedFd>,
+    /// The IVSHMEM baseline's central server, stopped when the topology is dropped.
+    _server: Option<CentralServer>,
 }
 
-/// What each VM runs, given the manager's device addresses in worker order.
+/// How the manager reaches the workers' memory.
+pub enum Layout {
+    /// A device per worker, each its whole segment (SIVSHM).
+    Segments,
+    /// One device, worker i at `i * slot_size` (IVSHMEM).
+    Region { workers: usize, slot_size: u64 },
+}
+
+/// What each VM runs, given the manager's device addresses (in worker order for SIVSHM, the
+/// one region for IVSHMEM) and how they are laid out.
 pub trait Roles {
-    fn manager(&self, worker_bdfs: &[String]) -> String;
-    fn worker(&self, index: usize) -> String;
+    fn manager(&self, bdfs: &[String], layout: &Layout) -> String;
+    fn worker(&self, index: usize, layout: &Layout) -> String;
+}
+
+/// A running `sivshm-host ivshmem-server`.
+struct CentralServer {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl CentralServer {
+    /// Starts the server on a fresh socket for a region of `size` bytes and waits until it
+    /// listens.
+    fn start(size: u64, vectors: u16) -> Result<(Self, PathBuf)> {
+        let dir = tempfile::tempdir().context("a directory for the server's socket")?;
+        let socket = dir.path().join("ivshmem.sock");
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("ivshmem-server")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--size-mib")
+            .arg((size >> 20).to_string())
+            .arg("--vectors")
+            .arg(vectors.to_string())
+            .stdin(Stdio::null());
+        tie_to_parent(&mut cmd);
+        let mut child = cmd.spawn().context("starting the ivshmem server")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if let Some(status) = child.try_wait()? {
+                bail!("the ivshmem server exited ({status}) before listening");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the ivshmem server did not listen within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok((CentralServer { child, _dir: dir }, socket))
+    }
+}
+
+impl Drop for CentralServer {
+    fn drop(&mut self) {
+        // SIGTERM: the server removes its socket and exits.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        let _ = self.child.wait();
+    }
 }
 
 impl Topology {
@@ -47,11 +115,13 @@ impl Topology {
             let slot = FIRST_SLOT + i as u8;
             let ch = channel(&segment, (0, slot), (i as u16 + 1, FIRST_SLOT), 1)?;
             manager_devices.push(ch.a);
-            worker_vms.push(Vm::new(&format!("worker{i}"), &roles.worker(i)).device(ch.b));
+            worker_vms.push(
+                Vm::new(&format!("worker{i}"), &roles.worker(i, &Layout::Segments)).device(ch.b),
+            );
             sockets.extend(ch._keep);
         }
         let bdfs: Vec<String> = manager_devices.iter().map(Device::bdf).collect();
-        let mut manager = Vm::new("manager", &roles.manager(&bdfs));
+        let mut manager = Vm::new("manager", &roles.manager(&bdfs, &Layout::Segments));
         for d in manager_devices {
             manager = manager.device(d);
         }
@@ -59,6 +129,40 @@ impl Topology {
             manager,
             workers: worker_vms,
             _sockets: sockets,
+            _server: None,
+        })
+    }
+
+    /// The IVSHMEM baseline: one region of `workers` slots of `slot_size` bytes (rounded up
+    /// to a power of two, as a BAR must be), every VM connected to one central server.
+    pub fn ivshmem(workers: usize, slot_size: u64, roles: &dyn Roles) -> Result<Self> {
+        if workers == 0 {
+            bail!("at least one worker is needed");
+        }
+        if !slot_size.is_power_of_two() || slot_size < 1 << 20 {
+            bail!("the segment size must be a power of two of at least 1 MiB");
+        }
+        let size = (workers as u64)
+            .checked_mul(slot_size)
+            .and_then(u64::checked_next_power_of_two)
+            .context("the region is too large")?;
+        let (server, socket) = CentralServer::start(size, 1)?;
+        let device = || Device::Server {
+            slot: FIRST_SLOT,
+            socket: socket.clone(),
+            vectors: 1,
+        };
+        let layout = Layout::Region { workers, slot_size };
+        let bdf = device().bdf();
+        let manager = Vm::new("manager", &roles.manager(&[bdf], &layout)).device(device());
+        let workers = (0..workers)
+            .map(|i| Vm::new(&format!("worker{i}"), &roles.worker(i, &layout)).device(device()))
+            .collect();
+        Ok(Topology {
+            manager,
+            workers,
+            _sockets: Vec::new(),
+            _server: Some(server),
         })
     }
 
@@ -77,18 +181,31 @@ pub struct Distribute {
 }
 
 impl Roles for Distribute {
-    fn manager(&self, bdfs: &[String]) -> String {
+    fn manager(&self, bdfs: &[String], layout: &Layout) -> String {
+        let devices = match layout {
+            Layout::Segments => format!("--workers {}", bdfs.join(",")),
+            Layout::Region { workers, slot_size } => {
+                format!(
+                    "--region {} --count {workers} --slot-size {slot_size}",
+                    bdfs[0]
+                )
+            }
+        };
         format!(
-            "sivshm-distribute manager --workers {} --rounds {} --bytes {}",
-            bdfs.join(","),
-            self.rounds,
-            self.bytes
+            "sivshm-distribute manager {devices} --rounds {} --bytes {}",
+            self.rounds, self.bytes
         )
     }
 
-    fn worker(&self, _index: usize) -> String {
-        // In this topology a worker must see its own channel and nothing else.
-        "sivshm-distribute worker --only-device".to_string()
+    fn worker(&self, index: usize, layout: &Layout) -> String {
+        // Either way a worker VM has one device: under SIVSHM its own segment and channel,
+        // under IVSHMEM the whole region, of which slot `index` is its by convention.
+        match layout {
+            Layout::Segments => "sivshm-distribute worker --only-device".to_string(),
+            Layout::Region { slot_size, .. } => format!(
+                "sivshm-distribute worker --only-device --slot {index} --slot-size {slot_size}"
+            ),
+        }
     }
 }
 
