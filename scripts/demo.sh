@@ -3,7 +3,7 @@
 # memory segment of its own, and moves data from the manager to every worker, verifying it.
 # Installs what is missing first (scripts/setup.sh) and reuses every cache.
 #
-#   scripts/demo.sh [--workers N] [--segment-mib M] [--rounds R] [--bytes B] [--accel auto|tcg|kvm]
+#   scripts/demo.sh [--mode sivshm|ivshmem] [--workers N] [--segment-mib M] [--rounds R] [--bytes B] [--accel auto|tcg|kvm]
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 run_host demo "$@"

@@ -62,11 +62,15 @@ enum Cmd {
         #[arg(long, default_value_t = 10000)]
         exchanges: u32,
     },
-    /// Boot a data manager and N workers, each worker on its own segment, and move data
-    /// from the manager to every worker.
+    /// Boot a data manager and N workers and move data from the manager to every worker:
+    /// under SIVSHM each worker on its own segment, under IVSHMEM all in one region.
     Demo {
         #[command(flatten)]
         guest: GuestArgs,
+        /// sivshm: a segment and a pre-wired doorbell channel per worker; ivshmem: the
+        /// baseline, one region and a central server wiring every VM to every VM.
+        #[arg(long, value_enum, default_value_t = Mode::Sivshm)]
+        mode: Mode,
         /// Number of worker VMs.
         #[arg(long, default_value_t = 2)]
         workers: usize,
@@ -80,6 +84,12 @@ enum Cmd {
         #[arg(long)]
         bytes: Option<usize>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    Sivshm,
+    Ivshmem,
 }
 
 #[derive(Args)]
@@ -157,6 +167,7 @@ fn main() -> Result<()> {
         }
         Cmd::Demo {
             guest,
+            mode,
             workers,
             segment_mib,
             rounds,
@@ -172,10 +183,23 @@ fn main() -> Result<()> {
                 "--bytes must be between 1 and the segment size less 4096"
             );
             let roles = topology::Distribute { rounds, bytes };
-            let topo = topology::Topology::new(workers, segment, &roles)?;
             let machine = guest.machine()?;
+            let topo = match mode {
+                Mode::Sivshm => topology::Topology::new(workers, segment, &roles)?,
+                Mode::Ivshmem => topology::Topology::ivshmem(workers, segment, &roles)?,
+            };
             eprintln!(
-                "# booting a manager and {workers} worker(s), {segment_mib} MiB segment each ({})",
+                "# booting a manager and {workers} worker(s), {segment_mib} MiB {} each, {} ({})",
+                if mode == Mode::Sivshm {
+                    "segment"
+                } else {
+                    "slot of one region"
+                },
+                if mode == Mode::Sivshm {
+                    "pre-wired doorbell channels"
+                } else {
+                    "wired by the central ivshmem server"
+                },
                 machine.accel.name()
             );
             let finished = topo.run(&machine, &guest.logdir, Duration::from_secs(guest.timeout))?;

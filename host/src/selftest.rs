@@ -32,11 +32,12 @@ impl Suite<'_> {
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
         // (name, runner, whether its guests print TAP)
-        let scenarios: [(&str, Scenario, bool); 6] = [
+        let scenarios: [(&str, Scenario, bool); 7] = [
             ("single-vm", single_vm, true),
             ("two-vm-plain", two_vm_plain, true),
             ("two-vm-doorbell", two_vm_doorbell, true),
             ("distribute", distribute, false),
+            ("distribute-ivshmem", distribute_ivshmem, false),
             ("isolation-sivshm", isolation_sivshm, true),
             ("isolation-ivshmem", isolation_ivshmem, true),
         ];
@@ -211,6 +212,15 @@ fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
         bytes: 1 << 20,
     };
     Topology::new(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)
+}
+
+/// The same job on the IVSHMEM baseline: one region, a central server; data verified too.
+fn distribute_ivshmem(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    let roles = Distribute {
+        rounds: 4,
+        bytes: 1 << 20,
+    };
+    Topology::ivshmem(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)
 }
 
 /// Segment of each worker in the isolation scenarios.
