@@ -33,6 +33,8 @@ pub struct Report {
     pub output: Vec<String>,
     /// What a kmemleak scan after the command reported, if one ran.
     pub kmemleak: Option<Vec<String>>,
+    /// The guest's uptime when `insmod` had probed every device (`SIVSHM-PROBED`).
+    pub probed_uptime: Option<f64>,
 }
 
 /// Kernel messages that mean the kernel found a bug (in the driver or anywhere else).
@@ -74,6 +76,8 @@ pub fn parse(log: &str) -> Report {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("id="))
                 .map(str::to_string);
+        } else if let Some(rest) = line.strip_prefix("SIVSHM-PROBED ") {
+            r.probed_uptime = rest.split_whitespace().next().and_then(|v| v.parse().ok());
         } else if line == "SIVSHM-BEGIN" {
             inside = true;
         } else if let Some(rest) = line.strip_prefix("SIVSHM-END rc=") {

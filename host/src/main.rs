@@ -4,6 +4,7 @@
 mod accel;
 mod bench;
 mod channel;
+mod compare;
 mod console;
 mod ivshmem_server;
 mod protocol;
@@ -62,6 +63,27 @@ enum Cmd {
         #[arg(long, default_value_t = 10000)]
         exchanges: u32,
     },
+    /// SIVSHM against IVSHMEM in one run: throughput of the distribution job, or boot time of
+    /// a manager and N workers (with no device as the floor). Prints figures.
+    Compare {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// throughput or boot.
+        #[arg(long, value_enum)]
+        what: Measure,
+        /// Runs per point (interleaved across the topologies).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// boot: worker counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
+        workers: Vec<usize>,
+        /// throughput: rounds per worker.
+        #[arg(long, default_value_t = 16)]
+        rounds: u64,
+        /// throughput: segment (and batch) size in MiB, a power of two.
+        #[arg(long, default_value_t = 4)]
+        segment_mib: u64,
+    },
     /// Boot a data manager and N workers and move data from the manager to every worker:
     /// under SIVSHM each worker on its own segment, under IVSHMEM all in one region.
     Demo {
@@ -84,6 +106,12 @@ enum Cmd {
         #[arg(long)]
         bytes: Option<usize>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Measure {
+    Throughput,
+    Boot,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -142,6 +170,48 @@ impl GuestArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::Compare {
+            guest,
+            what,
+            repeats,
+            workers,
+            rounds,
+            segment_mib,
+        } => {
+            anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
+            anyhow::ensure!(
+                !workers.is_empty()
+                    && workers
+                        .iter()
+                        .all(|&n| (1..=topology::MAX_WORKERS).contains(&n)),
+                "--workers must list counts from 1 to {}",
+                topology::MAX_WORKERS
+            );
+            let segment = segment_mib
+                .checked_mul(1 << 20)
+                .filter(|s| s.is_power_of_two())
+                .context("--segment-mib must be a power of two")?;
+            let machine = guest.machine()?;
+            let timeout = Duration::from_secs(guest.timeout);
+            let lines = match what {
+                Measure::Throughput => compare::throughput(
+                    &machine,
+                    &guest.logdir,
+                    timeout,
+                    workers[0],
+                    segment,
+                    rounds,
+                    repeats,
+                )?,
+                Measure::Boot => {
+                    compare::boot_time(&machine, &guest.logdir, timeout, &workers, repeats)?
+                }
+            };
+            for l in lines {
+                println!("{l}");
+            }
+            Ok(())
+        }
         Cmd::IvshmemServer {
             socket,
             size_mib,

@@ -334,6 +334,11 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// The guest's serial log, written while it runs.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// Waits for the guest to power off, killing it at `deadline`.
     pub fn wait(mut self, deadline: Instant) -> Result<Finished> {
         let mut timed_out = false;

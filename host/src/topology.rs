@@ -166,6 +166,24 @@ impl Topology {
         })
     }
 
+    /// A manager and `workers` workers with no shared-memory device: the floor of boot time.
+    pub fn bare(workers: usize, roles: &dyn Roles) -> Self {
+        let layout = Layout::Segments;
+        Topology {
+            manager: Vm::new("manager", &roles.manager(&[], &layout)),
+            workers: (0..workers)
+                .map(|i| Vm::new(&format!("worker{i}"), &roles.worker(i, &layout)))
+                .collect(),
+            _sockets: Vec::new(),
+            _server: None,
+        }
+    }
+
+    /// The manager, then the workers.
+    pub fn vms(&self) -> impl Iterator<Item = &Vm> {
+        std::iter::once(&self.manager).chain(&self.workers)
+    }
+
     /// Boots every VM at once and waits for all of them.
     pub fn run(self, m: &Machine, logdir: &Path, timeout: Duration) -> Result<Vec<Finished>> {
         let mut vms = vec![self.manager];
