@@ -12,6 +12,7 @@ mod qemu;
 mod segments;
 mod selftest;
 mod topology;
+mod wiring;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -30,6 +31,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// What wiring a manager and N workers costs, without booting: SIVSHM's pre-filled
+    /// streams against the central server's distribution. Prints figures.
+    WiringBench {
+        /// Worker counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256, 1024])]
+        workers: Vec<usize>,
+    },
     /// The IVSHMEM baseline's central server, as QEMU's contrib/ivshmem-server: VMs connect
     /// with `-chardev socket,path=SOCKET`; each gets the region and every other VM's
     /// doorbells. Runs until SIGTERM or SIGINT, then removes the socket.
@@ -170,6 +178,16 @@ impl GuestArgs {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
+        Cmd::WiringBench { workers } => {
+            anyhow::ensure!(
+                !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),
+                "--workers must list counts from 1 to 65535"
+            );
+            for l in wiring::bench(&workers)? {
+                println!("{l}");
+            }
+            Ok(())
+        }
         Cmd::Compare {
             guest,
             what,

@@ -160,22 +160,28 @@ pub fn send_message(sock: &OwnedFd, m: &Message<'_>) -> rustix::io::Result<()> {
     Ok(())
 }
 
-/// Reads one message the way QEMU does: 8 bytes and at most one fd.
-#[cfg(test)]
+/// Reads one message the way QEMU does: 8 bytes and at most one fd. A short read (the end of
+/// the stream) is `EPIPE`, more than one fd `EPROTO`.
 pub fn recv_message(sock: &OwnedFd) -> rustix::io::Result<(i64, Option<OwnedFd>)> {
     use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut buf = [0u8; 8];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let r = recvmsg(sock, &mut iov, &mut control, RecvFlags::empty())?;
-    assert_eq!(r.bytes, 8, "a message is 8 bytes");
+    let r = recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)?;
     let mut fd = None;
+    let mut extra = false;
     for msg in control.drain() {
         if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
             fd = fds.next();
-            assert!(fds.next().is_none(), "more than one fd on a message");
+            extra |= fds.next().is_some();
         }
+    }
+    if r.bytes != 8 {
+        return Err(rustix::io::Errno::PIPE);
+    }
+    if extra {
+        return Err(rustix::io::Errno::PROTO);
     }
     Ok((i64::from_le_bytes(buf), fd))
 }
