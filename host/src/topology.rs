@@ -61,7 +61,9 @@ impl CentralServer {
     fn start(size: u64, vectors: u16) -> Result<(Self, PathBuf)> {
         let dir = tempfile::tempdir().context("a directory for the server's socket")?;
         let socket = dir.path().join("ivshmem.sock");
-        let mut cmd = Command::new(std::env::current_exe()?);
+        // This very binary, through /proc/self/exe: it stays valid even if a rebuild has
+        // replaced the file since we started.
+        let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("ivshmem-server")
             .arg("--socket")
             .arg(&socket)
