@@ -141,6 +141,9 @@ impl Topology {
         if workers == 0 {
             bail!("at least one worker is needed");
         }
+        if workers >= usize::from(u16::MAX) {
+            bail!("the central server has 65536 peer ids for the manager and the workers");
+        }
         if !slot_size.is_power_of_two() || slot_size < 1 << 20 {
             bail!("the segment size must be a power of two of at least 1 MiB");
         }
@@ -256,6 +259,18 @@ mod tests {
             run.contains("--workers 0000:00:04.0,0000:00:05.0,0000:00:06.0"),
             "{run}"
         );
+    }
+
+    #[test]
+    fn bad_ivshmem_configurations_are_refused_before_any_server_starts() {
+        let roles = Distribute {
+            rounds: 1,
+            bytes: 1,
+        };
+        assert!(Topology::ivshmem(0, 1 << 20, &roles).is_err());
+        assert!(Topology::ivshmem(70_000, 1 << 20, &roles).is_err());
+        assert!(Topology::ivshmem(2, 3 << 20, &roles).is_err());
+        assert!(Topology::ivshmem(2, 4096, &roles).is_err());
     }
 
     #[test]
