@@ -26,10 +26,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 
-use crate::protocol::{send_message, Message, PROTOCOL_VERSION};
-
-/// Vectors a peer may have (QEMU's `IVSHMEM_MAX_VECTORS` is larger; the driver uses 64).
-pub const MAX_VECTORS: u16 = 64;
+use crate::protocol::{send_message, Message, MAX_VECTORS, PROTOCOL_VERSION};
 
 /// Socket buffer of a peer: room for about a thousand fd-carrying messages, so that a slow
 /// reader is not mistaken for one that never reads.

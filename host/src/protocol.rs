@@ -9,6 +9,11 @@
 //! Every message is a little-endian `i64`, optionally carrying one fd (`SCM_RIGHTS`):
 //! the protocol version (0), the VM's own id, `-1` with the shared-memory fd, then for each
 //! peer its id once per vector with one eventfd each; the VM's own id comes last.
+//!
+//! Nobody reads while the stream is written, so all of it must fit the socket's buffer at
+//! once: [`prefilled_socket`] sizes the buffer to the stream and never blocks, so a stream
+//! that still does not fit is an error naming its size, never a hang. [`setup_messages`]
+//! refuses streams beyond [`MAX_PEERS`] peers and [`MAX_VECTORS`] vectors.
 
 use std::io::IoSlice;
 use std::mem::MaybeUninit;
@@ -24,6 +29,14 @@ use rustix::net::{
 /// `IVSHMEM_PROTOCOL_VERSION`.
 pub const PROTOCOL_VERSION: i64 = 0;
 
+/// Interrupt vectors a peer may have: what the driver supports (QEMU allows more).
+pub const MAX_VECTORS: u16 = 64;
+
+/// Peers one stream may wire besides the VM itself: as many as the devices on one PCI bus,
+/// more than any topology of this tool needs (a channel has one). At 64 vectors that is a
+/// stream of 2115 messages and 2113 fds.
+pub const MAX_PEERS: usize = 32;
+
 /// The eventfds that ring one peer, one per interrupt vector.
 pub struct PeerVectors {
     pub id: u16,
@@ -36,7 +49,7 @@ impl PeerVectors {
         let vectors = (0..count)
             .map(|_| eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK))
             .collect::<rustix::io::Result<Vec<_>>>()
-            .context("eventfd")?;
+            .with_context(|| format!("creating {count} eventfds for peer {id}"))?;
         Ok(Self { id, vectors })
     }
 }
@@ -49,14 +62,39 @@ pub struct Message<'a> {
 }
 
 /// The messages a VM with id `own` must receive: `peers` are the other VMs it may ring
-/// (their vectors' eventfds) and `own_vectors` the eventfds that interrupt it.
+/// (their vectors' eventfds), `own` holds the eventfds that interrupt it. Every peer has
+/// as many vectors as the VM itself (its device's `vectors`), 1 to [`MAX_VECTORS`], and
+/// there are at most [`MAX_PEERS`] peers, each id once.
 pub fn setup_messages<'a>(
     own: &'a PeerVectors,
     shm: BorrowedFd<'a>,
     peers: &[&'a PeerVectors],
 ) -> Result<Vec<Message<'a>>> {
-    if peers.iter().any(|p| p.id == own.id) {
-        bail!("peer id {} is both the VM's own and a peer's", own.id);
+    let vectors = own.vectors.len();
+    if vectors == 0 || vectors > usize::from(MAX_VECTORS) {
+        bail!("a device has 1 to {MAX_VECTORS} vectors, not {vectors}");
+    }
+    if peers.len() > MAX_PEERS {
+        bail!(
+            "a setup stream wires at most {MAX_PEERS} peers, not {}",
+            peers.len()
+        );
+    }
+    for (i, p) in peers.iter().enumerate() {
+        if p.id == own.id {
+            bail!("peer id {} is both the VM's own and a peer's", own.id);
+        }
+        if peers[..i].iter().any(|q| q.id == p.id) {
+            bail!("peer id {} is given twice", p.id);
+        }
+        // QEMU refuses more eventfds for a peer than its own device has vectors.
+        if p.vectors.len() != vectors {
+            bail!(
+                "peer {} has {} vectors, the device {vectors}",
+                p.id,
+                p.vectors.len()
+            );
+        }
     }
     let mut msgs = vec![
         Message {
@@ -83,19 +121,39 @@ pub fn setup_messages<'a>(
     Ok(msgs)
 }
 
-/// What one queued message costs a unix socket's send buffer: its 8 bytes live in an skb of
-/// their own (a message with an fd is never merged with another), whose truesize on x86-64 is
-/// well under this, plus the attached file reference. Generous on purpose: too small a buffer
-/// is an error below, too large costs nothing until used.
-const BYTES_PER_QUEUED_MESSAGE: usize = 2048;
+/// What one queued message may cost the sender's send buffer. An `AF_UNIX` stream socket
+/// charges every skb waiting in the *receiver's* queue to the *sender's* `sk_wmem_alloc`, and
+/// accepts a send while that is below its `SO_SNDBUF`; each message is an skb of its own (one
+/// with an fd is never merged with another). Measured: 768 bytes of truesize per message, fd
+/// or not, on Linux 6.18 x86-64 (`the_running_kernel_charges_a_message_within_budget` checks
+/// the running kernel). The rest is room for kernels with larger `sk_buff`s.
+pub const MESSAGE_BUDGET: usize = 1024;
+
+/// Added to every buffer: room for the kernel's rounding and minimum.
+const BUFFER_SLACK: usize = 16 << 10;
+
+/// The send buffer asked for a stream of `messages` messages. (Linux doubles what it is
+/// asked for, for its own bookkeeping: more room still.)
+pub fn buffer_for(messages: usize) -> usize {
+    messages
+        .saturating_mul(MESSAGE_BUDGET)
+        .saturating_add(BUFFER_SLACK)
+}
 
 /// Writes `msgs` into a new socket pair and returns (our end, QEMU's end). Keep our end open
 /// while the VM runs: QEMU treats a closed server as a disconnect.
 ///
-/// The whole stream is queued before QEMU exists, so nobody reads while we write: the send
-/// buffer is sized to the stream first, and every send is non-blocking, so that a stream that
-/// still does not fit is a clear error rather than a hang.
+/// The whole stream is queued before QEMU exists, so nobody reads while we write: the
+/// buffers are sized to the stream first, and every send is non-blocking, so that a stream
+/// that still does not fit is a clear error rather than a hang.
 pub fn prefilled_socket(msgs: &[Message<'_>]) -> Result<(OwnedFd, OwnedFd)> {
+    prefill(msgs, None)
+}
+
+/// [`prefilled_socket`]; `unprivileged_cap` (tests) asks for at most that buffer and never
+/// forces one, as a user without `CAP_NET_ADMIN` whose `net.core.wmem_max` is the cap.
+fn prefill(msgs: &[Message<'_>], unprivileged_cap: Option<usize>) -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::net::sockopt;
     let (ours, theirs) = socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -103,12 +161,28 @@ pub fn prefilled_socket(msgs: &[Message<'_>]) -> Result<(OwnedFd, OwnedFd)> {
         None,
     )
     .context("socketpair")?;
-    let want = msgs.len().saturating_mul(BYTES_PER_QUEUED_MESSAGE);
-    if want > rustix::net::sockopt::socket_send_buffer_size(&ours).unwrap_or(0) {
-        // Beyond net.core.wmem_max only with CAP_NET_ADMIN; try that first, then the capped
-        // size. What is left over is caught by the non-blocking sends.
-        if rustix::net::sockopt::set_socket_send_buffer_size_force(&ours, want).is_err() {
-            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&ours, want);
+    let want = buffer_for(msgs.len());
+    // The kernel caps what it is asked for at net.core.wmem_max (rmem_max) unless the caller
+    // has CAP_NET_ADMIN and forces it; try that first, then the capped size. What still does
+    // not fit is caught by the non-blocking sends below.
+    match unprivileged_cap {
+        None => {
+            if want > sockopt::socket_send_buffer_size(&ours).unwrap_or(0)
+                && sockopt::set_socket_send_buffer_size_force(&ours, want).is_err()
+            {
+                let _ = sockopt::set_socket_send_buffer_size(&ours, want);
+            }
+            // AF_UNIX stream sockets do not count the receive buffer today; sized all the
+            // same, so that nothing depends on that.
+            if want > sockopt::socket_recv_buffer_size(&theirs).unwrap_or(0)
+                && sockopt::set_socket_recv_buffer_size_force(&theirs, want).is_err()
+            {
+                let _ = sockopt::set_socket_recv_buffer_size(&theirs, want);
+            }
+        }
+        Some(cap) => {
+            sockopt::set_socket_send_buffer_size(&ours, want.min(cap)).context("SO_SNDBUF")?;
+            sockopt::set_socket_recv_buffer_size(&theirs, want.min(cap)).context("SO_RCVBUF")?;
         }
     }
     queue_stream(&ours, msgs)?;
@@ -117,17 +191,36 @@ pub fn prefilled_socket(msgs: &[Message<'_>]) -> Result<(OwnedFd, OwnedFd)> {
 
 /// Sends every message without blocking; a full buffer is an error that says what did not fit.
 fn queue_stream(sock: &OwnedFd, msgs: &[Message<'_>]) -> Result<()> {
+    let fds = msgs.iter().filter(|m| m.fd.is_some()).count();
+    let what = || {
+        format!(
+            "the ivshmem setup stream of {} messages ({} bytes, {fds} fds)",
+            msgs.len(),
+            msgs.len() * 8
+        )
+    };
     for (i, m) in msgs.iter().enumerate() {
         match send_message(sock, m) {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::AGAIN => bail!(
-                "the ivshmem setup stream of {} messages does not fit a socket buffer of {} \
-                 bytes (it filled after {i} messages): raise net.core.wmem_max, run as root, \
-                 or use fewer peers or vectors",
-                msgs.len(),
-                rustix::net::sockopt::socket_send_buffer_size(sock).unwrap_or(0)
+                "{} does not fit a socket send buffer of {} bytes (it filled after {i} \
+                 messages; {} bytes were asked for, and without CAP_NET_ADMIN Linux caps that \
+                 at net.core.wmem_max = {} bytes): \
+                 raise net.core.wmem_max, run as root, or use fewer peers or vectors",
+                what(),
+                rustix::net::sockopt::socket_send_buffer_size(sock).unwrap_or(0),
+                buffer_for(msgs.len()),
+                std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_else(|_| "?".into())
             ),
-            Err(e) => return Err(e).context("sendmsg to the ivshmem chardev socket"),
+            Err(e) if e == rustix::io::Errno::TOOMANYREFS => bail!(
+                "{} exceeds the fds this user may have in flight in unix sockets (RLIMIT_NOFILE, \
+                 unless CAP_SYS_RESOURCE; it stopped after {i} messages): raise `ulimit -n`, \
+                 run as root, or use fewer peers or vectors",
+                what()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("sending message {i} of {}", what())),
         }
     }
     Ok(())
@@ -219,7 +312,7 @@ mod tests {
     #[test]
     fn eventfds_arrive_in_order_and_ring_the_right_vector() {
         let shm = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        let own = PeerVectors::new(1, 1).unwrap();
+        let own = PeerVectors::new(1, 3).unwrap();
         let peer = PeerVectors::new(0, 3).unwrap();
         let msgs = setup_messages(&own, shm.as_fd(), &[&peer]).unwrap();
         let (_ours, theirs) = prefilled_socket(&msgs).unwrap();
@@ -236,45 +329,71 @@ mod tests {
         assert_eq!(u64::from_ne_bytes(buf), 1);
     }
 
-    /// The stream of a VM with `peers` peers at `vectors` vectors each, read back in full.
-    fn roundtrip(peers: u16, vectors: u16) -> Result<usize> {
+    /// Runs `f` on a thread of its own; a call that has not returned within `secs` fails the
+    /// test instead of hanging it.
+    fn within<T: Send + 'static>(
+        secs: u64,
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("{what} hangs (no return within {secs} s)"))
+    }
+
+    /// The test holds both ends of every fd of the largest streams at once.
+    fn enough_fds() {
+        use rustix::process::{getrlimit, setrlimit, Resource};
+        let mut r = getrlimit(Resource::Nofile);
+        if r.current < r.maximum {
+            r.current = r.maximum;
+            let _ = setrlimit(Resource::Nofile, r);
+        }
+    }
+
+    /// The stream of a VM with `peers` peers at `vectors` vectors each, prefilled with no
+    /// reader (`cap` as in `prefill`), then read back in full the way QEMU does: every value,
+    /// every fd where one belongs, and the fds are the peers' own eventfds.
+    fn roundtrip(peers: usize, vectors: u16, cap: Option<usize>) -> Result<usize> {
+        enough_fds();
         let shm = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
         let own = PeerVectors::new(0, vectors).unwrap();
-        let others: Vec<_> = (1..=peers)
+        let others: Vec<_> = (1..=peers as u16)
             .map(|id| PeerVectors::new(id, vectors).unwrap())
             .collect();
         let refs: Vec<_> = others.iter().collect();
         let msgs = setup_messages(&own, shm.as_fd(), &refs).unwrap();
-        let (_ours, theirs) = prefilled_socket(&msgs)?;
+        let (_ours, theirs) = prefill(&msgs, cap)?;
+        // Nothing more than the stream: the next read would block.
+        rustix::fs::fcntl_setfl(&theirs, rustix::fs::OFlags::NONBLOCK).unwrap();
         for (i, m) in msgs.iter().enumerate() {
             let (v, fd) = recv(&theirs);
             assert_eq!(v, m.value, "message {i}");
             assert_eq!(fd.is_some(), m.fd.is_some(), "message {i}");
+            // An eventfd received for vector k of peer p must be p's eventfd of vector k.
+            if let (Some(fd), Some(sent)) = (fd, m.fd) {
+                let want = rustix::fs::fstat(sent).unwrap();
+                let got = rustix::fs::fstat(&fd).unwrap();
+                assert_eq!(
+                    (got.st_dev, got.st_ino),
+                    (want.st_dev, want.st_ino),
+                    "message {i}"
+                );
+            }
         }
+        assert_eq!(
+            recv_message(&theirs).unwrap_err(),
+            rustix::io::Errno::AGAIN,
+            "more than the stream was queued"
+        );
         Ok(msgs.len())
     }
 
     #[test]
-    fn a_large_stream_is_queued_whole_without_a_reader() {
-        // 4 peers at 64 vectors (and the own 64): the case that used to hang.
-        let run = std::thread::spawn(|| roundtrip(4, 64));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !run.is_finished() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "prefilled_socket hangs"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert_eq!(run.join().unwrap().unwrap(), 3 + 5 * 64);
-    }
-
-    #[test]
-    fn a_stream_that_does_not_fit_is_an_error_not_a_hang() {
+    fn the_running_kernel_charges_a_message_within_budget() {
+        // What fits a known buffer says what one queued message costs.
         let shm = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        let own = PeerVectors::new(0, 64).unwrap();
-        let peer = PeerVectors::new(1, 64).unwrap();
-        let msgs = setup_messages(&own, shm.as_fd(), &[&peer]).unwrap();
         let (ours, _theirs) = socketpair(
             AddressFamily::UNIX,
             SocketType::STREAM,
@@ -282,21 +401,92 @@ mod tests {
             None,
         )
         .unwrap();
-        // The smallest buffer the kernel allows holds a handful of messages, not 131.
-        rustix::net::sockopt::set_socket_send_buffer_size(&ours, 1).unwrap();
-        let err = std::thread::scope(|scope| {
-            let run = scope.spawn(|| queue_stream(&ours, &msgs).map_err(|e| format!("{e:#}")));
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while !run.is_finished() {
-                assert!(std::time::Instant::now() < deadline, "queue_stream hangs");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            run.join().unwrap().expect_err("131 messages cannot fit")
-        });
+        rustix::net::sockopt::set_socket_send_buffer_size(&ours, 64 << 10).unwrap();
+        let buffer = rustix::net::sockopt::socket_send_buffer_size(&ours).unwrap();
+        let m = Message {
+            value: 1,
+            fd: Some(shm.as_fd()),
+        };
+        let mut fit = 0usize;
+        while send_message(&ours, &m).is_ok() {
+            fit += 1;
+            assert!(fit < 100_000, "the buffer never fills");
+        }
+        // A send is taken while the charge is below the buffer: (fit - 1) messages cost less.
+        let per_message = buffer / (fit - 1);
+        eprintln!("{fit} messages fit a send buffer of {buffer} bytes: {per_message} bytes each");
         assert!(
-            err.contains("131 messages does not fit"),
+            per_message <= MESSAGE_BUDGET,
+            "a queued message costs about {per_message} bytes here, over the budget of \
+             {MESSAGE_BUDGET}: raise MESSAGE_BUDGET"
+        );
+    }
+
+    #[test]
+    fn the_largest_stream_is_queued_whole_without_a_reader() {
+        // MAX_PEERS peers at MAX_VECTORS vectors, and the own vectors.
+        let n = within(60, "prefilled_socket", || {
+            roundtrip(MAX_PEERS, MAX_VECTORS, None)
+        });
+        assert_eq!(n.unwrap(), 3 + (MAX_PEERS + 1) * usize::from(MAX_VECTORS));
+    }
+
+    #[test]
+    fn streams_that_used_to_hang_are_queued_whole() {
+        // 4 peers at 64 vectors overflowed the default buffer (278 messages) and hung.
+        for (peers, vectors) in [(4, 64), (5, 64), (16, 64), (1, 1), (0, 64)] {
+            let n = within(60, "prefilled_socket", move || {
+                roundtrip(peers, vectors, None)
+            });
+            assert_eq!(n.unwrap(), 3 + (peers + 1) * usize::from(vectors));
+        }
+    }
+
+    /// A stock kernel's net.core.wmem_max, all an unprivileged user can ask for.
+    const STOCK_WMEM_MAX: usize = 212_992;
+
+    #[test]
+    fn an_unprivileged_user_queues_4_peers_at_64_vectors() {
+        let n = within(60, "prefill", || roundtrip(4, 64, Some(STOCK_WMEM_MAX)));
+        assert_eq!(n.unwrap(), 3 + 5 * 64);
+    }
+
+    #[test]
+    fn a_stream_that_does_not_fit_is_an_error_not_a_hang() {
+        // The largest stream, as a user who cannot raise the buffer beyond a stock kernel's.
+        let err = within(60, "prefill", || {
+            roundtrip(MAX_PEERS, MAX_VECTORS, Some(STOCK_WMEM_MAX)).map_err(|e| format!("{e:#}"))
+        })
+        .expect_err("2115 messages cannot fit 425984 bytes");
+        eprintln!("{err}");
+        assert!(
+            err.contains("stream of 2115 messages (16920 bytes, 2113 fds) does not fit"),
             "unclear error: {err}"
         );
+        assert!(err.contains("wmem_max"), "no way out named: {err}");
+    }
+
+    #[test]
+    fn streams_beyond_the_limits_are_refused() {
+        let shm = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        let own = PeerVectors::new(0, 1).unwrap();
+        let many: Vec<_> = (1..=MAX_PEERS as u16 + 1)
+            .map(|id| PeerVectors::new(id, 1).unwrap())
+            .collect();
+        let refs: Vec<_> = many.iter().collect();
+        let err = setup_messages(&own, shm.as_fd(), &refs).unwrap_err();
+        assert!(err.to_string().contains("at most 32 peers"), "{err}");
+        assert!(setup_messages(&own, shm.as_fd(), &refs[..MAX_PEERS]).is_ok());
+        let wide = PeerVectors::new(0, MAX_VECTORS + 1).unwrap();
+        assert!(setup_messages(&wide, shm.as_fd(), &[]).is_err());
+        let none = PeerVectors::new(0, 0).unwrap();
+        assert!(setup_messages(&none, shm.as_fd(), &[]).is_err());
+        // Every peer has the device's vector count, and each id comes once.
+        let two = PeerVectors::new(1, 2).unwrap();
+        assert!(setup_messages(&own, shm.as_fd(), &[&two]).is_err());
+        let one = PeerVectors::new(1, 1).unwrap();
+        let again = PeerVectors::new(1, 1).unwrap();
+        assert!(setup_messages(&own, shm.as_fd(), &[&one, &again]).is_err());
     }
 
     #[test]
