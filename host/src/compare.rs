@@ -153,6 +153,8 @@ fn launch_to_probed(
     let logs: Vec<_> = running.iter().map(|r| r.log_path().to_path_buf()).collect();
     let mut probed = vec![None; logs.len()];
     while probed.iter().any(Option::is_none) {
+        // Dropping `running` kills the guests.
+        crate::interrupt::check()?;
         if Instant::now() > deadline {
             bail!("not every guest probed its devices within {timeout:?}");
         }

@@ -6,6 +6,7 @@ mod bench;
 mod channel;
 mod compare;
 mod console;
+mod interrupt;
 mod ivshmem_server;
 mod protocol;
 mod qemu;
@@ -177,7 +178,25 @@ impl GuestArgs {
 }
 
 fn main() -> Result<()> {
-    match Cli::parse().cmd {
+    let cmd = Cli::parse().cmd;
+    // Commands that boot guests stop them on SIGTERM or SIGINT; the central server handles
+    // those itself, and the wiring bench has nothing to stop.
+    let boots = !matches!(cmd, Cmd::IvshmemServer { .. } | Cmd::WiringBench { .. });
+    if boots {
+        interrupt::install()?;
+    }
+    let result = run(cmd);
+    if let Some(sig) = interrupt::received() {
+        if let Err(e) = &result {
+            eprintln!("Error: {e:#}");
+        }
+        std::process::exit(interrupt::exit_code(sig));
+    }
+    result
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
         Cmd::WiringBench { workers } => {
             anyhow::ensure!(
                 !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),

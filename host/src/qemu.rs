@@ -339,12 +339,18 @@ impl Running {
         &self.log
     }
 
-    /// Waits for the guest to power off, killing it at `deadline`.
+    /// Waits for the guest to power off, killing it at `deadline`, or at once when
+    /// `sivshm-host` is told to stop (`interrupt`): that is an error.
     pub fn wait(mut self, deadline: Instant) -> Result<Finished> {
         let mut timed_out = false;
         loop {
             if self.child.try_wait()?.is_some() {
                 break;
+            }
+            if let Err(e) = crate::interrupt::check() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(e.context(format!("guest {} killed", self.name)));
             }
             if Instant::now() >= deadline {
                 timed_out = true;
@@ -457,69 +463,7 @@ mod tests {
         assert!(joined(&args).contains("-smp 2"));
     }
 
-    /// Run by `a_child_tied_to_its_parent_dies_with_it` in a process of its own, as a stand-in
-    /// for `sivshm-host`: starts a long `sleep` the way guests are started, prints its pid and
-    /// waits to be killed.
-    #[test]
-    #[ignore = "a helper process of a_child_tied_to_its_parent_dies_with_it"]
-    fn tied_child_parent() {
-        if std::env::var_os("SIVSHM_TIED_CHILD_PARENT").is_none() {
-            return;
-        }
-        let mut cmd = Command::new("sleep");
-        cmd.arg("60").stdout(Stdio::null());
-        tie_to_parent(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
-        println!("grandchild {}", child.id());
-        // Killed long before this returns.
-        let _ = child.wait();
-    }
-
-    #[test]
-    fn a_child_tied_to_its_parent_dies_with_it() {
-        use std::io::BufRead;
-        let mut parent = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "qemu::tests::tied_child_parent",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("SIVSHM_TIED_CHILD_PARENT", "1")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = std::io::BufReader::new(parent.stdout.take().unwrap());
-        let pid = out
-            .lines()
-            .map_while(|l| l.ok())
-            .find_map(|l| l.strip_prefix("grandchild ").map(str::to_owned))
-            .expect("the stand-in printed its child's pid");
-        let stat = format!("/proc/{pid}/stat");
-        // Dead means gone, or a zombie waiting for init to reap it.
-        let alive = || {
-            fs::read_to_string(&stat)
-                .map(|s| {
-                    !s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-                .unwrap_or(false)
-        };
-        assert!(alive(), "the grandchild did not start");
-        parent.kill().unwrap();
-        parent.wait().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while alive() {
-            assert!(
-                Instant::now() < deadline,
-                "the tied grandchild outlived its parent"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    // tie_to_parent and the signal handling are tested on the real binary: tests/signals.rs.
 
     #[test]
     fn values_with_spaces_are_quoted_and_dotted_names_refused() {
