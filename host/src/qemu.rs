@@ -94,7 +94,8 @@ impl Vm {
         }
     }
 
-    /// Boots with `n` virtual CPUs.
+    /// Boots with `n` virtual CPUs (the guest kernel's `CONFIG_NR_CPUS`, 2 as built from
+    /// tinyconfig, caps how many it brings up). Under TCG each is a host thread of its own.
     pub fn smp(mut self, n: u8) -> Self {
         self.cpus = n.max(1);
         self

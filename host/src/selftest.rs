@@ -1,6 +1,6 @@
 //! The in-guest test suite: which VMs boot with which devices, and what counts as a pass.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -119,15 +119,32 @@ impl Suite<'_> {
     }
 }
 
+/// The guests of a scenario, and what must stay open while they run.
+struct Plan {
+    vms: Vec<Vm>,
+    /// Our ends of the chardev sockets: QEMU sees a closed one as a disconnected server.
+    _keep: Vec<OwnedFd>,
+}
+
+impl Plan {
+    fn run(self, s: &Suite<'_>) -> Result<Vec<Finished>> {
+        run_all(s.machine, &self.vms, s.logdir, s.timeout)
+    }
+}
+
 /// One guest with two devices: `ivshmem-plain` (4 MiB) and `ivshmem-doorbell` (1 MiB, peer
 /// id 3, wired by a prefilled socket): device nodes, info, mmap, bad arguments, unbind and
 /// module reload.
 fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    single_vm_plan()?.run(s)
+}
+
+fn single_vm_plan() -> Result<Plan> {
     let plain = segments::create("plain", 4 << 20)?;
     let doorbell_shm = segments::create("doorbell", 1 << 20)?;
     let own = PeerVectors::new(3, 2)?;
     let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
-    let (_server_end, chardev) = prefilled_socket(&msgs)?;
+    let (server_end, chardev) = prefilled_socket(&msgs)?;
     let plain = Device::Plain {
         slot: 4,
         segment: plain,
@@ -158,11 +175,18 @@ fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
         .env("SIVSHM_EXPECT", expect)
         .device(plain)
         .device(doorbell);
-    run_all(s.machine, &[vm], s.logdir, s.timeout)
+    Ok(Plan {
+        vms: vec![vm],
+        _keep: vec![server_end],
+    })
 }
 
 /// Two guests on one `ivshmem-plain` segment: data written in one is read in the other.
 fn two_vm_plain(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    two_vm_plain_plan()?.run(s)
+}
+
+fn two_vm_plain_plan() -> Result<Plan> {
     let size = 8 << 20;
     let seg = segments::create("shared", size)?;
     // Per run, so that a stale segment can never pass for this run's data.
@@ -183,12 +207,19 @@ fn two_vm_plain(s: &Suite<'_>) -> Result<Vec<Finished>> {
         .env("SIVSHM_KMEMLEAK", "1")
         .env("SIVSHM_NONCE", &nonce)
         .device(dev(&seg)?);
-    run_all(s.machine, &[writer, reader], s.logdir, s.timeout)
+    Ok(Plan {
+        vms: vec![writer, reader],
+        _keep: Vec::new(),
+    })
 }
 
 /// Two guests on one doorbell channel (4 vectors): each wakes the other on every vector, both
 /// ring themselves, and one rings the other as fast as it can for a while.
 fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    two_vm_doorbell_plan()?.run(s)
+}
+
+fn two_vm_doorbell_plan() -> Result<Plan> {
     let seg = segments::create("channel", 1 << 20)?;
     let ch = channel(&seg, (0, 4), (1, 4), 4)?;
     // Both unload the module afterwards, before the kmemleak scan.
@@ -201,7 +232,10 @@ fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
         .smp(2)
         .env("SIVSHM_KMEMLEAK", "1")
         .device(ch.b);
-    run_all(s.machine, &[a, b], s.logdir, s.timeout)
+    Ok(Plan {
+        vms: vec![a, b],
+        _keep: ch._keep,
+    })
 }
 
 /// A manager and two workers on their own segments: the manager hands each worker data and
@@ -284,4 +318,62 @@ fn isolation_ivshmem(s: &Suite<'_>) -> Result<Vec<Finished>> {
         nonce: unique_value(),
     };
     Topology::ivshmem(2, ISOLATION_SLOT, &roles)?.run(s.machine, s.logdir, s.timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_of(vm: &Vm) -> &str {
+        &vm.env.iter().find(|(k, _)| k == "SIVSHM_RUN").unwrap().1
+    }
+
+    #[test]
+    fn the_racing_scenarios_boot_two_vcpus_the_others_one() {
+        // Unbind against faults, release and waiters; interrupts against the test.
+        for vm in single_vm_plan().unwrap().vms {
+            assert_eq!(vm.cpus, 2, "single-vm/{}", vm.name);
+        }
+        for vm in two_vm_doorbell_plan().unwrap().vms {
+            assert_eq!(vm.cpus, 2, "two-vm-doorbell/{}", vm.name);
+        }
+        for vm in two_vm_plain_plan().unwrap().vms {
+            assert_eq!(vm.cpus, 1, "two-vm-plain/{}", vm.name);
+        }
+        let roles = Distribute {
+            rounds: 1,
+            bytes: 1,
+        };
+        for vm in Topology::new(2, 1 << 20, &roles).unwrap().vms() {
+            assert_eq!(vm.cpus, 1, "distribute/{}", vm.name);
+        }
+    }
+
+    #[test]
+    fn the_guest_kernel_is_smp() {
+        // Two vCPUs race only in an SMP kernel (its NR_CPUS, 2 in tinyconfig, caps them).
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernel/sivshm-guest.config");
+        let config = std::fs::read_to_string(path).unwrap();
+        assert!(config.lines().any(|l| l.trim() == "CONFIG_SMP=y"));
+    }
+
+    #[test]
+    fn guests_that_unload_the_module_are_scanned_for_leaks_after() {
+        for (scenario, plan) in [
+            ("single-vm", single_vm_plan().unwrap()),
+            ("two-vm-plain", two_vm_plain_plan().unwrap()),
+            ("two-vm-doorbell", two_vm_doorbell_plan().unwrap()),
+        ] {
+            for vm in &plan.vms {
+                assert!(vm.wants_kmemleak(), "{scenario}/{}", vm.name);
+                // rmmod last, so that the scan covers the unload too.
+                assert!(
+                    run_of(vm).contains("&& rmmod sivshm"),
+                    "{scenario}/{}: {}",
+                    vm.name,
+                    run_of(vm)
+                );
+            }
+        }
+    }
 }
