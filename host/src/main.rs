@@ -12,6 +12,7 @@ mod protocol;
 mod qemu;
 mod segments;
 mod selftest;
+mod service;
 mod topology;
 mod wiring;
 
@@ -53,6 +54,8 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         vectors: u16,
     },
+    /// Check a topology file (the TOML file `serve` reads) and print every VM's devices.
+    CheckTopology { topology: PathBuf },
     /// Boot the test guests and run the kselftests in them.
     Test {
         #[command(flatten)]
@@ -181,7 +184,10 @@ fn main() -> Result<()> {
     let cmd = Cli::parse().cmd;
     // Commands that boot guests stop them on SIGTERM or SIGINT; the central server handles
     // those itself, and the wiring bench has nothing to stop.
-    let boots = !matches!(cmd, Cmd::IvshmemServer { .. } | Cmd::WiringBench { .. });
+    let boots = matches!(
+        cmd,
+        Cmd::Test { .. } | Cmd::Bench { .. } | Cmd::Compare { .. } | Cmd::Demo { .. }
+    );
     if boots {
         interrupt::install()?;
     }
@@ -197,6 +203,7 @@ fn main() -> Result<()> {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
         Cmd::WiringBench { workers } => {
             anyhow::ensure!(
                 !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),
@@ -373,4 +380,11 @@ fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn print_lines(lines: Vec<String>) -> Result<()> {
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
 }

@@ -1,0 +1,7 @@
+//! Serving the user's own VMs: a topology file ([`topology_file`]), the devices it implies
+//! ([`devices`]), `sivshm-host serve` that hands each device's QEMU its setup stream
+//! (`serve`), and the lines to give QEMU or libvirt (`config`).
+
+pub mod cli;
+pub mod devices;
+pub mod topology_file;
