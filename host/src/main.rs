@@ -56,6 +56,10 @@ enum Cmd {
     },
     /// Check a topology file (the TOML file `serve` reads) and print every VM's devices.
     CheckTopology { topology: PathBuf },
+    /// Serve a topology file to the user's own VMs: every segment and eventfd made once, one
+    /// unix socket per VM device, each QEMU that connects gets its device's setup at once.
+    /// Runs until SIGTERM or SIGINT, then removes the sockets.
+    Serve { topology: PathBuf },
     /// Boot the test guests and run the kselftests in them.
     Test {
         #[command(flatten)]
@@ -204,6 +208,7 @@ fn main() -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
+        Cmd::Serve { topology } => service::serve::main(&topology),
         Cmd::WiringBench { workers } => {
             anyhow::ensure!(
                 !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),

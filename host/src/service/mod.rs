@@ -4,4 +4,7 @@
 
 pub mod cli;
 pub mod devices;
+pub mod owner;
+pub mod runtime_dir;
+pub mod serve;
 pub mod topology_file;

@@ -1,0 +1,731 @@
+//! `sivshm-host serve TOPOLOGY`: the long-running host side for the user's own VMs.
+//!
+//! Every segment (a memfd) and every eventfd is created once, at start. Each VM device
+//! listens on a unix socket of its own (`devices`); a QEMU that connects there receives that
+//! device's complete setup stream at once (protocol version, its peer id, the segment, its
+//! peer's eventfds, its own), the same ids and eventfds on every connection, so a QEMU that
+//! restarts is wired as before while its peer runs on. A connection never causes anything to
+//! be sent on any other: there is no distribution.
+//!
+//! Sockets are `0660`, owned by the file's `user` and `group`; they are bound before they
+//! are opened to anyone (`listen` comes after `chmod` and `chown`), so nobody connects in
+//! between. Sends never block: a stream that does not fit the socket is sent as the client
+//! reads, and a client that has not taken its stream within [`Options::send_timeout`] is
+//! dropped. A client that sends anything is dropped (QEMU never does). Each event is a log
+//! line; no client can stop the others from being served. On `SIGTERM` or `SIGINT` the
+//! sockets are removed and serve exits 0; the segments and eventfds go with the process.
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::net::{
+    accept_with, bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+};
+
+use super::devices::DeviceSpec;
+use super::owner::{self, Ids};
+use super::runtime_dir::RuntimeDir;
+use super::topology_file::TopologyFile;
+use crate::protocol::{buffer_for, send_message, setup_messages, Message, PeerVectors};
+use crate::segments;
+
+/// Clients one device serves at once: a restarting QEMU overlaps its predecessor briefly;
+/// more than this is refused, so that no client can make serve run out of fds.
+pub const MAX_CLIENTS_PER_DEVICE: usize = 4;
+
+/// How serve treats its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long a client may take to read its whole setup stream.
+    pub send_timeout: Duration,
+    /// At most this send buffer per client (tests: a stream that does not fit at once);
+    /// `None` sizes it to the stream.
+    pub sndbuf_cap: Option<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            send_timeout: Duration::from_secs(5),
+            sndbuf_cap: None,
+        }
+    }
+}
+
+/// The segments and eventfds of every channel, made once.
+struct Channels {
+    segments: Vec<File>,
+    /// Per worker: the eventfds that interrupt the manager's device, and the worker's.
+    manager_side: Vec<PeerVectors>,
+    worker_side: Vec<PeerVectors>,
+}
+
+impl Channels {
+    fn new(t: &TopologyFile) -> Result<Self> {
+        let mut c = Channels {
+            segments: Vec::new(),
+            manager_side: Vec::new(),
+            worker_side: Vec::new(),
+        };
+        for (i, w) in t.workers.iter().enumerate() {
+            c.segments.push(segments::create(
+                &format!("{}-{}", t.name, w.name),
+                w.segment_size,
+            )?);
+            c.manager_side.push(PeerVectors::new(0, w.vectors)?);
+            c.worker_side
+                .push(PeerVectors::new(i as u16 + 1, w.vectors)?);
+        }
+        Ok(c)
+    }
+
+    /// The setup stream of device `d`.
+    fn stream(&self, d: &DeviceSpec) -> Result<Vec<Message<'_>>> {
+        let (m, w) = (&self.manager_side[d.worker], &self.worker_side[d.worker]);
+        let (own, peer) = if d.own_id == 0 { (m, w) } else { (w, m) };
+        setup_messages(own, self.segments[d.worker].as_fd(), &[peer])
+    }
+}
+
+/// One accepted client.
+struct Client {
+    device: usize,
+    fd: OwnedFd,
+    /// Messages of the stream sent so far, and in all.
+    sent: usize,
+    total: usize,
+    accepted: Instant,
+    who: String,
+}
+
+/// The served topology.
+pub struct Server {
+    topo: TopologyFile,
+    devices: Vec<DeviceSpec>,
+    channels: Channels,
+    listeners: Vec<OwnedFd>,
+    clients: Vec<Client>,
+    options: Options,
+    log: Box<dyn FnMut(String) + Send>,
+    _dir: RuntimeDir,
+}
+
+impl Server {
+    /// Locks the runtime directory, creates every segment and eventfd, and binds every
+    /// device's socket.
+    pub fn new(
+        topo: TopologyFile,
+        options: Options,
+        mut log: Box<dyn FnMut(String) + Send>,
+    ) -> Result<Self> {
+        let ids = owner::resolve(&topo)?;
+        let dir = RuntimeDir::lock(&topo.runtime_dir, &topo.name, ids)?;
+        let devices = topo.devices();
+        let channels = Channels::new(&topo)?;
+        let mut server = Server {
+            topo,
+            devices,
+            channels,
+            listeners: Vec::new(),
+            clients: Vec::new(),
+            options,
+            log: Box::new(|_| {}),
+            _dir: dir,
+        };
+        for d in &server.devices {
+            // Holding the lock, whatever socket is there was left by a serve that died.
+            match std::fs::symlink_metadata(&d.socket) {
+                Ok(m) if m.file_type().is_socket() => {
+                    std::fs::remove_file(&d.socket)
+                        .with_context(|| format!("removing {}", d.socket.display()))?;
+                    log(format!("removed stale socket {}", d.socket.display()));
+                }
+                Ok(_) => bail!(
+                    "{} exists and is not a socket: refusing to replace it",
+                    d.socket.display()
+                ),
+                Err(_) => {}
+            }
+        }
+        server.log = log;
+        // Pushed one by one: a failure on the way removes the sockets bound so far (Drop).
+        for i in 0..server.devices.len() {
+            let l = listener(&server.devices[i].socket, ids)?;
+            server.listeners.push(l);
+        }
+        let t = &server.topo;
+        let line = format!(
+            "serving topology {}: a manager and {} worker(s), {} sockets in {}",
+            t.name,
+            t.workers.len(),
+            server.devices.len(),
+            t.runtime_dir.display()
+        );
+        (server.log)(line);
+        Ok(server)
+    }
+
+    /// Serves until `stop` becomes readable.
+    pub fn run(&mut self, stop: &impl AsFd) -> Result<()> {
+        loop {
+            let now = Instant::now();
+            // Clients that did not take their stream in time.
+            let late: Vec<usize> = (0..self.clients.len())
+                .filter(|&i| {
+                    let c = &self.clients[i];
+                    c.sent < c.total && now >= c.accepted + self.options.send_timeout
+                })
+                .collect();
+            for i in late.into_iter().rev() {
+                let c = &self.clients[i];
+                let why = format!(
+                    "took {} of its {} setup messages in {:?}: it does not read",
+                    c.sent, c.total, self.options.send_timeout
+                );
+                self.drop_client(i, &why);
+            }
+            let deadline = self
+                .clients
+                .iter()
+                .filter(|c| c.sent < c.total)
+                .map(|c| c.accepted + self.options.send_timeout)
+                .min();
+            let timeout = deadline.map(|d| {
+                let left = d.saturating_duration_since(Instant::now());
+                Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()) + 1_000_000,
+                }
+            });
+            let mut fds = vec![PollFd::new(stop, PollFlags::IN)];
+            for l in &self.listeners {
+                fds.push(PollFd::new(l, PollFlags::IN));
+            }
+            for c in &self.clients {
+                let mut flags = PollFlags::IN;
+                if c.sent < c.total {
+                    flags |= PollFlags::OUT;
+                }
+                fds.push(PollFd::new(&c.fd, flags));
+            }
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e).context("poll"),
+            }
+            let ready: Vec<PollFlags> = fds.iter().map(|f| f.revents()).collect();
+            drop(fds);
+            if !ready[0].is_empty() {
+                return Ok(());
+            }
+            let nl = self.listeners.len();
+            // Clients first, last to first so that indices stay valid; then new ones.
+            for i in (0..self.clients.len()).rev() {
+                let r = ready[1 + nl + i];
+                if r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
+                    self.read_client(i);
+                } else if r.contains(PollFlags::OUT) {
+                    self.pump(i);
+                }
+            }
+            for d in 0..nl {
+                if !ready[1 + d].is_empty() {
+                    self.accept(d);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, device: usize) {
+        loop {
+            let fd = match accept_with(
+                &self.listeners[device],
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            ) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
+                Err(e) => {
+                    let line = format!("{}: accept failed: {e}", self.name(device));
+                    (self.log)(line);
+                    return;
+                }
+            };
+            let who = match rustix::net::sockopt::socket_peercred(&fd) {
+                Ok(c) => format!("pid {} uid {}", c.pid.as_raw_nonzero(), c.uid.as_raw()),
+                Err(_) => "a client".into(),
+            };
+            let serving = self.clients.iter().filter(|c| c.device == device).count();
+            if serving >= MAX_CLIENTS_PER_DEVICE {
+                let line = format!(
+                    "{}: {who} refused: {serving} clients already connected",
+                    self.name(device)
+                );
+                (self.log)(line);
+                continue;
+            }
+            let total = match self.channels.stream(&self.devices[device]) {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    let line = format!("{}: {who}: no stream: {e:#}", self.name(device));
+                    (self.log)(line);
+                    continue;
+                }
+            };
+            let want = match self.options.sndbuf_cap {
+                Some(cap) => buffer_for(total).min(cap),
+                None => buffer_for(total),
+            };
+            use rustix::net::sockopt;
+            if self.options.sndbuf_cap.is_some()
+                || sockopt::set_socket_send_buffer_size_force(&fd, want).is_err()
+            {
+                let _ = sockopt::set_socket_send_buffer_size(&fd, want);
+            }
+            self.clients.push(Client {
+                device,
+                fd,
+                sent: 0,
+                total,
+                accepted: Instant::now(),
+                who,
+            });
+            self.pump(self.clients.len() - 1);
+        }
+    }
+
+    /// Sends what the client's socket takes of the rest of its stream.
+    fn pump(&mut self, i: usize) {
+        let c = &self.clients[i];
+        let d = &self.devices[c.device];
+        let msgs = match self.channels.stream(d) {
+            Ok(m) => m,
+            Err(e) => {
+                let why = format!("no stream: {e:#}");
+                self.drop_client(i, &why);
+                return;
+            }
+        };
+        let mut sent = c.sent;
+        let mut failed = None;
+        while sent < msgs.len() {
+            match send_message(&c.fd, &msgs[sent]) {
+                Ok(()) => sent += 1,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let line = (sent == msgs.len() && c.sent < msgs.len()).then(|| {
+            format!(
+                "{}: {} connected: sent its setup (peer id {}, peer {} id {}, {} vector(s), \
+                 {} MiB, {} messages)",
+                self.name(c.device),
+                c.who,
+                d.own_id,
+                d.peer,
+                d.peer_id,
+                d.vectors,
+                d.segment_size >> 20,
+                msgs.len()
+            )
+        });
+        drop(msgs);
+        self.clients[i].sent = sent;
+        if let Some(e) = failed {
+            self.drop_client(i, &format!("sending its setup failed ({e})"));
+        } else if let Some(line) = line {
+            (self.log)(line);
+        }
+    }
+
+    /// The client's socket is readable: it closed, failed, or sent something.
+    fn read_client(&mut self, i: usize) {
+        let mut buf = [0u8; 256];
+        let why = match rustix::io::read(&self.clients[i].fd, &mut buf) {
+            Ok(0) => "disconnected".to_string(),
+            Ok(n) => format!("sent {n} byte(s), but clients must not send anything"),
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
+            Err(e) => format!("connection error ({e})"),
+        };
+        self.drop_client(i, &why);
+    }
+
+    fn drop_client(&mut self, i: usize, why: &str) {
+        let c = self.clients.remove(i);
+        let closed = if why == "disconnected" {
+            String::new()
+        } else {
+            "; dropped".into()
+        };
+        let line = format!("{}: {} {why}{closed}", self.name(c.device), c.who);
+        (self.log)(line);
+    }
+
+    /// How log lines name device `d`.
+    fn name(&self, d: usize) -> String {
+        let d = &self.devices[d];
+        format!("{}.{}", d.vm, d.peer)
+    }
+}
+
+impl Drop for Server {
+    /// The sockets go; the segments and eventfds go with their last fd.
+    fn drop(&mut self) {
+        for d in self.devices.iter().take(self.listeners.len()) {
+            let _ = std::fs::remove_file(&d.socket);
+        }
+    }
+}
+
+/// A unix socket at `path`, `0660` and owned as `ids` say before it accepts anyone.
+fn listener(path: &Path, ids: Ids) -> Result<OwnedFd> {
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .context("socket")?;
+    let addr = SocketAddrUnix::new(path).with_context(|| format!("{}", path.display()))?;
+    bind(&fd, &addr).with_context(|| format!("binding {}", path.display()))?;
+    let ready = (|| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .context("chmod 0660")?;
+        std::os::unix::fs::chown(path, ids.uid, ids.gid)
+            .with_context(|| format!("chown to uid {:?} gid {:?}", ids.uid, ids.gid))?;
+        listen(&fd, 16).context("listen")
+    })();
+    if let Err(e) = ready {
+        let _ = std::fs::remove_file(path);
+        return Err(e.context(format!("{}", path.display())));
+    }
+    Ok(fd)
+}
+
+/// `sivshm-host serve TOPOLOGY`: serves until `SIGTERM` or `SIGINT`.
+pub fn main(path: &Path) -> Result<()> {
+    let topo = TopologyFile::load(path)?;
+    let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    let mut handles = Vec::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        handles.push(signal_hook::low_level::pipe::register(
+            sig,
+            stop_wr.try_clone()?,
+        )?);
+    }
+    let mut server = Server::new(
+        topo,
+        Options::default(),
+        Box::new(|l| eprintln!("serve: {l}")),
+    )?;
+    let result = server.run(&stop_rd);
+    drop(server);
+    for h in handles {
+        signal_hook::low_level::unregister(h);
+    }
+    eprintln!("serve: stopped; sockets removed");
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{recv_message, PROTOCOL_VERSION};
+    use std::os::unix::net::UnixStream;
+    use std::sync::{Arc, Mutex};
+
+    /// A topology of a manager `m` and workers `w0` (4 MiB, 2 vectors) and `w1` (1 MiB,
+    /// `w1_vectors`), served on a thread.
+    struct Harness {
+        topo: TopologyFile,
+        log: Arc<Mutex<Vec<String>>>,
+        stop: OwnedFd,
+        thread: Option<std::thread::JoinHandle<Result<()>>>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn topology(dir: &Path, w1_vectors: u16) -> TopologyFile {
+        TopologyFile::parse(&format!(
+            "name = \"t\"\nruntime_dir = \"{}\"\n[manager]\nname = \"m\"\n\
+             [[worker]]\nname = \"w0\"\nsegment_mib = 4\nvectors = 2\n\
+             [[worker]]\nname = \"w1\"\nsegment_mib = 1\nvectors = {w1_vectors}\n",
+            dir.join("run").display()
+        ))
+        .unwrap()
+    }
+
+    impl Harness {
+        fn new(w1_vectors: u16, options: Options) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let topo = topology(dir.path(), w1_vectors);
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let l2 = log.clone();
+            let mut server = Server::new(
+                topo.clone(),
+                options,
+                Box::new(move |l| l2.lock().unwrap().push(l)),
+            )
+            .unwrap();
+            let (stop_rd, stop) = rustix::pipe::pipe().unwrap();
+            let thread = std::thread::spawn(move || server.run(&stop_rd));
+            Harness {
+                topo,
+                log,
+                stop,
+                thread: Some(thread),
+                _dir: dir,
+            }
+        }
+
+        fn socket(&self, vm: &str, peer: &str) -> std::path::PathBuf {
+            self.topo.runtime_dir.join(format!("{vm}.{peer}.sock"))
+        }
+
+        fn connect(&self, vm: &str, peer: &str) -> UnixStream {
+            let s = UnixStream::connect(self.socket(vm, peer)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        }
+
+        /// Whether a log line satisfies `f` within 10 s.
+        fn log_has(&self, what: &str) -> bool {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if self.log.lock().unwrap().iter().any(|l| l.contains(what)) {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        fn stop(mut self) -> Vec<String> {
+            rustix::io::write(&self.stop, b"x").unwrap();
+            self.thread.take().unwrap().join().unwrap().unwrap();
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            if let Some(t) = self.thread.take() {
+                let _ = rustix::io::write(&self.stop, b"x");
+                let _ = t.join();
+            }
+        }
+    }
+
+    /// A device's stream as QEMU reads it: own id, segment, and per id the eventfds.
+    struct Setup {
+        own: i64,
+        shm: OwnedFd,
+        fds: Vec<(i64, OwnedFd)>,
+    }
+
+    fn read_setup(s: &UnixStream, vectors: usize) -> Setup {
+        let fd = s.as_fd().try_clone_to_owned().unwrap();
+        let (version, _) = recv_message(&fd).unwrap();
+        assert_eq!(version, PROTOCOL_VERSION);
+        let (own, none) = recv_message(&fd).unwrap();
+        assert!(none.is_none());
+        let (minus_one, shm) = recv_message(&fd).unwrap();
+        assert_eq!(minus_one, -1);
+        let fds = (0..2 * vectors)
+            .map(|_| {
+                let (id, fd) = recv_message(&fd).unwrap();
+                (id, fd.expect("every peer message carries an eventfd"))
+            })
+            .collect();
+        Setup {
+            own,
+            shm: shm.unwrap(),
+            fds,
+        }
+    }
+
+    /// Whether `a` and `b` are one eventfd: what is written to one is read from the other.
+    /// (`fstat` cannot tell: every eventfd shares one anonymous inode.)
+    fn same_eventfd(a: &OwnedFd, b: &OwnedFd) -> bool {
+        let mut buf = [0u8; 8];
+        let drain = |f: &OwnedFd| while rustix::io::read(f, &mut [0u8; 8]).is_ok() {};
+        drain(a);
+        drain(b);
+        rustix::io::write(a, &7u64.to_ne_bytes()).unwrap();
+        let same = rustix::io::read(b, &mut buf).is_ok() && u64::from_ne_bytes(buf) == 7;
+        drain(a);
+        same
+    }
+
+    /// Whether `a` and `b` are one memfd.
+    fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
+        let (a, b) = (rustix::fs::fstat(a).unwrap(), rustix::fs::fstat(b).unwrap());
+        (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    }
+
+    /// Nothing more is queued on `s`.
+    fn nothing_more(s: &UnixStream) {
+        s.set_nonblocking(true).unwrap();
+        let fd = s.as_fd().try_clone_to_owned().unwrap();
+        assert_eq!(recv_message(&fd).unwrap_err(), rustix::io::Errno::AGAIN);
+        s.set_nonblocking(false).unwrap();
+    }
+
+    #[test]
+    fn each_device_gets_its_own_stream_the_same_on_every_connection() {
+        let h = Harness::new(1, Options::default());
+        // Socket permissions: 0660.
+        let mode = std::fs::metadata(h.socket("m", "w0"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o660);
+
+        let mgr = h.connect("m", "w0");
+        let m = read_setup(&mgr, 2);
+        assert_eq!(m.own, 0);
+        let ids: Vec<i64> = m.fds.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 1, 0, 0]);
+        let wk = h.connect("w0", "m");
+        let w = read_setup(&wk, 2);
+        assert_eq!(w.own, 1);
+        let ids: Vec<i64> = w.fds.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [0, 0, 1, 1]);
+        // The worker joining sent the manager nothing, and neither got more than its stream.
+        nothing_more(&mgr);
+        nothing_more(&wk);
+
+        // One segment, and each side's doorbells are the other's own eventfds.
+        assert!(same_file(&m.shm, &w.shm));
+        assert_eq!(rustix::fs::fstat(&m.shm).unwrap().st_size, 4 << 20);
+        for v in 0..2 {
+            assert!(same_eventfd(&m.fds[v].1, &w.fds[2 + v].1), "vector {v}");
+            assert!(same_eventfd(&w.fds[v].1, &m.fds[2 + v].1), "vector {v}");
+            assert!(!same_eventfd(&m.fds[v].1, &w.fds[v].1), "vector {v}");
+            assert!(!same_eventfd(&m.fds[v].1, &m.fds[2 + v].1), "vector {v}");
+            assert!(!same_eventfd(&m.fds[v].1, &m.fds[1 - v].1), "vector {v}");
+        }
+        // The other worker's channel is another segment and other eventfds.
+        let other = read_setup(&h.connect("w1", "m"), 1);
+        assert_eq!(other.own, 2);
+        assert!(!same_file(&other.shm, &m.shm));
+        for (_, f) in &m.fds {
+            assert!(!same_eventfd(f, &other.fds[0].1));
+            assert!(!same_eventfd(f, &other.fds[1].1));
+        }
+
+        // The worker's QEMU restarts: the same wiring again.
+        drop(wk);
+        assert!(h.log_has("w0.m: pid"));
+        let again = read_setup(&h.connect("w0", "m"), 2);
+        assert_eq!(again.own, 1);
+        assert!(same_file(&again.shm, &w.shm));
+        for (a, b) in again.fds.iter().zip(&w.fds) {
+            assert_eq!(a.0, b.0);
+            assert!(same_eventfd(&a.1, &b.1));
+        }
+        nothing_more(&mgr);
+        let log = h.stop();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("w0.m: pid") && l.ends_with("disconnected")),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn bad_clients_are_dropped_with_a_log_line_and_the_others_are_served() {
+        // A send buffer far below w1's stream (3 + 2 * 64 messages), and a short deadline.
+        let h = Harness::new(
+            64,
+            Options {
+                send_timeout: Duration::from_millis(500),
+                sndbuf_cap: Some(8 << 10),
+            },
+        );
+        // Connects and closes at once.
+        drop(UnixStream::connect(h.socket("m", "w0")).unwrap());
+        // Sends garbage.
+        let mut chatty = h.connect("m", "w0");
+        std::io::Write::write_all(&mut chatty, b"garbage!").unwrap();
+        assert!(h.log_has("sent 8 byte(s), but clients must not send anything; dropped"));
+        // Never reads a stream that does not fit its buffer: dropped after the deadline.
+        let mute = h.connect("w1", "m");
+        // Meanwhile another device is served in full, and a slow reader of the large stream
+        // gets all of it as it reads.
+        let m = read_setup(&h.connect("m", "w0"), 2);
+        assert_eq!(m.own, 0);
+        let slow = h.connect("w1", "m");
+        std::thread::sleep(Duration::from_millis(100));
+        let s = read_setup(&slow, 64);
+        assert_eq!((s.own, s.fds.len()), (2, 128));
+        assert!(h.log_has("does not read; dropped"));
+        let log = h.log.lock().unwrap().clone();
+        assert!(
+            log.iter().any(|l| l.starts_with("w1.m: pid")
+                && l.contains("took")
+                && l.contains("of its 131")),
+            "{log:?}"
+        );
+        drop(mute);
+        // Still serving.
+        assert_eq!(read_setup(&h.connect("w0", "m"), 2).own, 1);
+        h.stop();
+    }
+
+    #[test]
+    fn clients_beyond_the_limit_are_refused() {
+        let h = Harness::new(1, Options::default());
+        let held: Vec<_> = (0..MAX_CLIENTS_PER_DEVICE)
+            .map(|_| {
+                let s = h.connect("w1", "m");
+                read_setup(&s, 1);
+                s
+            })
+            .collect();
+        let extra = h.connect("w1", "m");
+        assert!(h.log_has("refused: 4 clients already connected"));
+        let fd = extra.as_fd().try_clone_to_owned().unwrap();
+        assert_eq!(recv_message(&fd).unwrap_err(), rustix::io::Errno::PIPE);
+        drop(held);
+        h.stop();
+    }
+
+    #[test]
+    fn stale_sockets_are_replaced_and_other_files_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let topo = topology(dir.path(), 1);
+        std::fs::create_dir_all(&topo.runtime_dir).unwrap();
+        let stale = topo.runtime_dir.join("m.w0.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l2 = log.clone();
+        let server = Server::new(
+            topo.clone(),
+            Options::default(),
+            Box::new(move |l| l2.lock().unwrap().push(l)),
+        )
+        .unwrap();
+        assert!(log.lock().unwrap()[0].starts_with("removed stale socket"));
+        drop(server);
+        // Stopped: no socket is left.
+        for d in topo.devices() {
+            assert!(!d.socket.exists(), "{} is left", d.socket.display());
+        }
+        std::fs::write(&stale, "mine").unwrap();
+        let e = Server::new(topo, Options::default(), Box::new(|_| {}))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("is not a socket: refusing"), "{e}");
+        assert_eq!(std::fs::read_to_string(&stale).unwrap(), "mine");
+    }
+}

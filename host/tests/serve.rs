@@ -1,0 +1,337 @@
+//! `sivshm-host serve` as a user runs it: the real binary on a topology file, and clients
+//! that read the ivshmem protocol as QEMU does (8 bytes and at most one fd per message).
+
+use std::fs;
+use std::io::{IoSliceMut, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use rustix::process::{kill_process, Pid, Signal};
+
+/// A manager `mgr` and workers `w0` (2 vectors) and `w1` (1 vector), sockets owned by the
+/// user running the test (so that it passes as any user).
+fn topology(dir: &Path) -> String {
+    format!(
+        "name = \"it\"\nruntime_dir = \"{}\"\nuser = \"{}\"\ngroup = \"{}\"\n\
+         [manager]\nname = \"mgr\"\n\
+         [[worker]]\nname = \"w0\"\nsegment_mib = 2\nvectors = 2\n\
+         [[worker]]\nname = \"w1\"\nsegment_mib = 1\n",
+        dir.join("run").display(),
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw()
+    )
+}
+
+struct Serve {
+    child: Child,
+    dir: PathBuf,
+    stderr: PathBuf,
+}
+
+fn spawn(file: &Path, stderr: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg("serve")
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+impl Serve {
+    /// Starts serve on the test topology in `dir` and waits until it listens.
+    fn start(dir: &Path) -> Serve {
+        let file = dir.join("it.toml");
+        fs::write(&file, topology(dir)).unwrap();
+        let stderr = dir.join(format!("serve-{}.log", fs::read_dir(dir).unwrap().count()));
+        let mut s = Serve {
+            child: spawn(&file, &stderr),
+            dir: dir.to_path_buf(),
+            stderr,
+        };
+        s.wait_for_log("serving topology it");
+        s.check_alive();
+        s
+    }
+
+    fn socket(&self, name: &str) -> PathBuf {
+        self.dir.join("run").join(format!("{name}.sock"))
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn check_alive(&mut self) {
+        if let Some(st) = self.child.try_wait().unwrap() {
+            panic!("serve exited ({st}):\n{}", self.log());
+        }
+    }
+
+    fn wait_for_log(&mut self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(what) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "serve exited ({st}) before logging {what:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in serve's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill_process(Pid::from_raw(self.child.id() as i32).unwrap(), sig).unwrap();
+    }
+
+    fn exit_within(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "serve still runs after {secs} s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One message as QEMU reads it: 8 bytes, at most one fd.
+fn recv(sock: &impl AsFd) -> Option<(i64, Option<OwnedFd>)> {
+    let mut buf = [0u8; 8];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let r = recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).ok()?;
+    let mut fd = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = m {
+            fd = fds.next();
+            assert!(fds.next().is_none(), "more than one fd in a message");
+        }
+    }
+    (r.bytes == 8).then(|| (i64::from_le_bytes(buf), fd))
+}
+
+/// A device's setup: own id, segment, and (id, eventfd) per peer message.
+struct Setup {
+    conn: UnixStream,
+    own: i64,
+    shm: OwnedFd,
+    fds: Vec<(i64, OwnedFd)>,
+}
+
+fn connect(path: &Path, vectors: usize) -> Setup {
+    let conn = UnixStream::connect(path).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (version, _) = recv(&conn).expect("version");
+    assert_eq!(version, 0);
+    let (own, none) = recv(&conn).expect("own id");
+    assert!(none.is_none());
+    let (minus_one, shm) = recv(&conn).expect("segment");
+    assert_eq!(minus_one, -1);
+    let fds = (0..2 * vectors)
+        .map(|i| {
+            let (id, fd) = recv(&conn).unwrap_or_else(|| panic!("peer message {i}"));
+            (id, fd.expect("an eventfd"))
+        })
+        .collect();
+    Setup {
+        conn,
+        own,
+        shm: shm.expect("the segment's fd"),
+        fds,
+    }
+}
+
+impl Setup {
+    fn ids(&self) -> Vec<i64> {
+        self.fds.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Nothing beyond the stream was sent.
+    fn nothing_more(&self) {
+        self.conn.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 8];
+        let r = rustix::io::read(&self.conn, &mut b);
+        assert_eq!(r.unwrap_err(), rustix::io::Errno::AGAIN, "more was sent");
+        self.conn.set_nonblocking(false).unwrap();
+    }
+}
+
+/// Whether what is written to eventfd `a` is read from `b` (one object).
+fn same_eventfd(a: &OwnedFd, b: &OwnedFd) -> bool {
+    let drain = |f: &OwnedFd| while rustix::io::read(f, &mut [0u8; 8]).is_ok() {};
+    drain(a);
+    drain(b);
+    rustix::io::write(a, &5u64.to_ne_bytes()).unwrap();
+    let mut buf = [0u8; 8];
+    let same = rustix::io::read(b, &mut buf).is_ok() && u64::from_ne_bytes(buf) == 5;
+    drain(a);
+    same
+}
+
+#[test]
+fn serve_wires_each_device_and_rewires_a_restarted_qemu() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Serve::start(dir.path());
+    let names = ["mgr.w0", "w0.mgr", "mgr.w1", "w1.mgr"];
+    for n in names {
+        let m = fs::metadata(s.socket(n)).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o660, "{n}");
+        assert_eq!(m.uid(), rustix::process::geteuid().as_raw(), "{n}");
+    }
+
+    let mgr = connect(&s.socket("mgr.w0"), 2);
+    assert_eq!((mgr.own, mgr.ids()), (0, vec![1, 1, 0, 0]));
+    let w0 = connect(&s.socket("w0.mgr"), 2);
+    assert_eq!((w0.own, w0.ids()), (1, vec![0, 0, 1, 1]));
+    // The manager rings the worker's vector 1: the worker's own eventfd of vector 1 fires.
+    for v in 0..2 {
+        assert!(same_eventfd(&mgr.fds[v].1, &w0.fds[2 + v].1));
+        assert!(same_eventfd(&w0.fds[v].1, &mgr.fds[2 + v].1));
+    }
+    assert!(!same_eventfd(&mgr.fds[0].1, &w0.fds[3].1));
+    // One segment: what the manager writes, the worker reads.
+    rustix::io::pwrite(&mgr.shm, b"sivshm", 4096).unwrap();
+    let mut buf = [0u8; 6];
+    rustix::io::pread(&w0.shm, &mut buf, 4096).unwrap();
+    assert_eq!(&buf, b"sivshm");
+    assert_eq!(rustix::fs::fstat(&w0.shm).unwrap().st_size, 2 << 20);
+    let w1 = connect(&s.socket("w1.mgr"), 1);
+    assert_eq!((w1.own, w1.ids()), (2, vec![0, 2]));
+    let mut other = [0u8; 6];
+    rustix::io::pread(&w1.shm, &mut other, 4096).unwrap();
+    assert_eq!(other, [0; 6], "w1 sees w0's segment");
+    mgr.nothing_more();
+    w0.nothing_more();
+
+    // Bad clients: one connects and closes, one sends garbage, one never reads.
+    drop(UnixStream::connect(s.socket("mgr.w0")).unwrap());
+    let mut chatty = UnixStream::connect(s.socket("w0.mgr")).unwrap();
+    chatty.write_all(b"hello, serve").unwrap();
+    let _mute = UnixStream::connect(s.socket("w1.mgr")).unwrap();
+    s.wait_for_log("sent 12 byte(s), but clients must not send anything; dropped");
+
+    // The worker's QEMU restarts: it gets the same wiring, the manager nothing.
+    drop(w0);
+    s.wait_for_log("disconnected");
+    let again = connect(&s.socket("w0.mgr"), 2);
+    assert_eq!((again.own, again.ids()), (1, vec![0, 0, 1, 1]));
+    assert!(same_eventfd(&mgr.fds[1].1, &again.fds[3].1));
+    assert!(same_eventfd(&again.fds[0].1, &mgr.fds[2].1));
+    rustix::io::pread(&again.shm, &mut buf, 4096).unwrap();
+    assert_eq!(&buf, b"sivshm");
+    mgr.nothing_more();
+    s.check_alive();
+    let log = s.log();
+    assert!(log.contains("serve: w0.mgr: pid "), "{log}");
+    assert!(
+        log.contains(
+            "connected: sent its setup (peer id 1, peer mgr id 0, 2 vector(s), 2 MiB, 7 messages)"
+        ),
+        "{log}"
+    );
+
+    // SIGTERM: exit 0, sockets gone, and a new serve starts on the same directory.
+    s.signal(Signal::TERM);
+    let st = s.exit_within(5);
+    assert!(st.success(), "{st}:\n{}", s.log());
+    for n in names {
+        assert!(!s.socket(n).exists(), "{n} is left behind");
+    }
+    assert!(s.log().contains("stopped; sockets removed"));
+}
+
+#[test]
+fn a_second_serve_of_the_same_topology_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Serve::start(dir.path());
+    let err = dir.path().join("second.log");
+    let mut second = spawn(&dir.path().join("it.toml"), &err);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the second serve runs on");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let text = fs::read_to_string(&err).unwrap();
+    assert_eq!(st.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "topology it is already served (by pid {}",
+            first.child.id()
+        )),
+        "{text}"
+    );
+    // The first still serves, its sockets untouched.
+    first.check_alive();
+    assert_eq!(connect(&first.socket("w1.mgr"), 1).own, 2);
+}
+
+#[test]
+fn after_sigkill_a_new_serve_replaces_the_stale_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Serve::start(dir.path());
+    s.signal(Signal::KILL);
+    s.exit_within(5);
+    assert!(
+        s.socket("mgr.w0").exists(),
+        "a killed serve cannot clean up"
+    );
+    let mut again = Serve::start(dir.path());
+    again.wait_for_log("removed stale socket");
+    assert_eq!(connect(&again.socket("mgr.w0"), 2).own, 0);
+    again.signal(Signal::INT);
+    assert!(again.exit_within(5).success());
+    assert!(!again.socket("mgr.w0").exists());
+}
+
+#[test]
+fn a_bad_topology_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    let text = topology(dir.path()).replace("segment_mib = 2", "segment_mib = 3");
+    fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg("serve")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        err.contains(&format!(
+            "{}: line 9: segment_mib = 3 is not a power of two",
+            file.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("run").exists(),
+        "nothing is created for a bad file"
+    );
+}
