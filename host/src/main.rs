@@ -60,6 +60,11 @@ enum Cmd {
     /// unix socket per VM device, each QEMU that connects gets its device's setup at once.
     /// Runs until SIGTERM or SIGINT, then removes the sockets.
     Serve { topology: PathBuf },
+    /// Print the QEMU arguments (-chardev, -device) that connect VM to a served topology,
+    /// one device per line, at fixed PCI addresses.
+    QemuArgs { topology: PathBuf, vm: String },
+    /// Print the libvirt <shmem> elements (for <devices>) that connect VM to a served topology.
+    LibvirtXml { topology: PathBuf, vm: String },
     /// Boot the test guests and run the kselftests in them.
     Test {
         #[command(flatten)]
@@ -209,6 +214,10 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
         Cmd::Serve { topology } => service::serve::main(&topology),
+        Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
+        Cmd::LibvirtXml { topology, vm } => {
+            print_lines(service::cli::libvirt_xml(&topology, &vm)?)
+        }
         Cmd::WiringBench { workers } => {
             anyhow::ensure!(
                 !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),

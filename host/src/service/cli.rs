@@ -4,7 +4,18 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::config;
 use super::topology_file::TopologyFile;
+
+/// `sivshm-host qemu-args FILE VM`.
+pub fn qemu_args(path: &Path, vm: &str) -> Result<Vec<String>> {
+    config::qemu_args(&TopologyFile::load(path)?, vm)
+}
+
+/// `sivshm-host libvirt-xml FILE VM`.
+pub fn libvirt_xml(path: &Path, vm: &str) -> Result<Vec<String>> {
+    config::libvirt_xml(&TopologyFile::load(path)?, vm)
+}
 
 /// `sivshm-host check-topology FILE`: checks the file and prints every VM's devices.
 pub fn check(path: &Path) -> Result<Vec<String>> {

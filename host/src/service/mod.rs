@@ -3,6 +3,7 @@
 //! (`serve`), and the lines to give QEMU or libvirt (`config`).
 
 pub mod cli;
+pub mod config;
 pub mod devices;
 pub mod owner;
 pub mod runtime_dir;

@@ -1,0 +1,193 @@
+//! Shared by the integration tests: `sivshm-host serve` run as a user runs it, and a client
+//! that reads the ivshmem protocol as QEMU does (8 bytes and at most one fd per message).
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+use rustix::process::{kill_process, Pid, Signal};
+
+/// A manager `mgr` and workers `w0` (2 vectors) and `w1` (1 vector), sockets owned by the
+/// user running the test (so that it passes as any user).
+pub fn topology(dir: &Path) -> String {
+    format!(
+        "name = \"it\"\nruntime_dir = \"{}\"\nuser = \"{}\"\ngroup = \"{}\"\n\
+         [manager]\nname = \"mgr\"\n\
+         [[worker]]\nname = \"w0\"\nsegment_mib = 2\nvectors = 2\n\
+         [[worker]]\nname = \"w1\"\nsegment_mib = 1\n",
+        dir.join("run").display(),
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw()
+    )
+}
+
+pub struct Serve {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub stderr: PathBuf,
+}
+
+pub fn spawn(file: &Path, stderr: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg("serve")
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+impl Serve {
+    /// Starts serve on the test topology in `dir` and waits until it listens.
+    pub fn start(dir: &Path) -> Serve {
+        let file = dir.join("it.toml");
+        fs::write(&file, topology(dir)).unwrap();
+        let stderr = dir.join(format!("serve-{}.log", fs::read_dir(dir).unwrap().count()));
+        let mut s = Serve {
+            child: spawn(&file, &stderr),
+            dir: dir.to_path_buf(),
+            stderr,
+        };
+        s.wait_for_log("serving topology it");
+        s.check_alive();
+        s
+    }
+
+    pub fn socket(&self, name: &str) -> PathBuf {
+        self.dir.join("run").join(format!("{name}.sock"))
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn check_alive(&mut self) {
+        if let Some(st) = self.child.try_wait().unwrap() {
+            panic!("serve exited ({st}):\n{}", self.log());
+        }
+    }
+
+    pub fn wait_for_log(&mut self, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(what) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!(
+                    "serve exited ({st}) before logging {what:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in serve's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        kill_process(Pid::from_raw(self.child.id() as i32).unwrap(), sig).unwrap();
+    }
+
+    pub fn exit_within(&mut self, secs: u64) -> ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "serve still runs after {secs} s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One message as QEMU reads it: 8 bytes, at most one fd.
+pub fn recv(sock: &impl AsFd) -> Option<(i64, Option<OwnedFd>)> {
+    let mut buf = [0u8; 8];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let r = recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).ok()?;
+    let mut fd = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = m {
+            fd = fds.next();
+            assert!(fds.next().is_none(), "more than one fd in a message");
+        }
+    }
+    (r.bytes == 8).then(|| (i64::from_le_bytes(buf), fd))
+}
+
+/// A device's setup: own id, segment, and (id, eventfd) per peer message.
+pub struct Setup {
+    pub conn: UnixStream,
+    pub own: i64,
+    pub shm: OwnedFd,
+    pub fds: Vec<(i64, OwnedFd)>,
+}
+
+pub fn connect(path: &Path, vectors: usize) -> Setup {
+    let conn = UnixStream::connect(path).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (version, _) = recv(&conn).expect("version");
+    assert_eq!(version, 0);
+    let (own, none) = recv(&conn).expect("own id");
+    assert!(none.is_none());
+    let (minus_one, shm) = recv(&conn).expect("segment");
+    assert_eq!(minus_one, -1);
+    let fds = (0..2 * vectors)
+        .map(|i| {
+            let (id, fd) = recv(&conn).unwrap_or_else(|| panic!("peer message {i}"));
+            (id, fd.expect("an eventfd"))
+        })
+        .collect();
+    Setup {
+        conn,
+        own,
+        shm: shm.expect("the segment's fd"),
+        fds,
+    }
+}
+
+impl Setup {
+    pub fn ids(&self) -> Vec<i64> {
+        self.fds.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Nothing beyond the stream was sent.
+    pub fn nothing_more(&self) {
+        self.conn.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 8];
+        let r = rustix::io::read(&self.conn, &mut b);
+        assert_eq!(r.unwrap_err(), rustix::io::Errno::AGAIN, "more was sent");
+        self.conn.set_nonblocking(false).unwrap();
+    }
+}
+
+/// Whether what is written to eventfd `a` is read from `b` (one object).
+pub fn same_eventfd(a: &OwnedFd, b: &OwnedFd) -> bool {
+    let drain = |f: &OwnedFd| while rustix::io::read(f, &mut [0u8; 8]).is_ok() {};
+    drain(a);
+    drain(b);
+    rustix::io::write(a, &5u64.to_ne_bytes()).unwrap();
+    let mut buf = [0u8; 8];
+    let same = rustix::io::read(b, &mut buf).is_ok() && u64::from_ne_bytes(buf) == 5;
+    drain(a);
+    same
+}
