@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod notify;
 pub mod owner;
 pub mod runtime_dir;
 pub mod serve;

@@ -426,6 +426,7 @@ pub fn main(path: &Path) -> Result<()> {
         Options::default(),
         Box::new(|l| eprintln!("serve: {l}")),
     )?;
+    super::notify::ready()?;
     let result = server.run(&stop_rd);
     drop(server);
     for h in handles {
