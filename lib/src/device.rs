@@ -108,6 +108,16 @@ impl Device {
         Err(rustix::io::Errno::NODEV)
     }
 
+    /// Another handle on the same open file (the same bindings, released when the last
+    /// handle is dropped).
+    pub fn try_clone(&self) -> Result<Self> {
+        let fd = rustix::io::fcntl_dupfd_cloexec(&self.fd, 0)?;
+        Ok(Device {
+            fd,
+            info: self.info.clone(),
+        })
+    }
+
     pub fn info(&self) -> &Info {
         &self.info
     }

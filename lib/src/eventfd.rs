@@ -16,7 +16,8 @@ pub struct EventFd {
 }
 
 impl EventFd {
-    pub(crate) fn new() -> Result<Self> {
+    /// An eventfd bound to nothing yet (for in-process peers and tests).
+    pub fn new() -> Result<Self> {
         let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         Ok(EventFd { fd })
     }

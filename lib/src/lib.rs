@@ -17,6 +17,7 @@
 //! driver's own mirror of it (`driver/uapi.rs`), and its tests check that mirror against the
 //! header.
 
+pub mod channel;
 mod device;
 mod eventfd;
 #[cfg(test)]

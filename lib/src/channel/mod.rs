@@ -1,0 +1,671 @@
+//! A message channel between a manager and one worker over one shared segment.
+//!
+//! The segment (or a window of it) holds a versioned header and two single-producer
+//! single-consumer rings of variable-length messages, one per direction (see `layout`). The
+//! manager formats it (or resumes what a previous manager process left); the worker attaches.
+//!
+//! * **Zero copy, batched.** [`Channel::reserve`] gives space in the ring that the payload is
+//!   written into, [`Reservation::commit`] publishes it, [`Channel::flush`] wakes the peer
+//!   once for everything committed since ([`Channel::send`] does all three). On the other
+//!   side [`Channel::recv`] gives the oldest [`Message`], read in place and then
+//!   [`Message::release`]d. Shared bytes are only ever touched through volatile copies and
+//!   atomics, never through a Rust reference.
+//! * **Notification suppression.** A side about to sleep raises a "waiting" flag in the
+//!   shared control block and looks at the ring once more; a side that publishes looks at
+//!   the flag and rings only if it is raised (and takes it down, so that one sleep costs one
+//!   ring however many messages arrive). Both sides order their store and the following load
+//!   with a sequentially consistent fence (Dekker's pattern): either the sleeper sees the new
+//!   message on its second look, or the publisher sees the flag, so no wake-up is lost. A busy
+//!   consumer never raises its flag and costs no rings at all.
+//! * **Liveness.** Each side publishes a generation and a heartbeat (see `peer`); a stopped
+//!   peer is [`Error::PeerGone`] after [`Config::peer_timeout`], never a hang, and a restarted
+//!   peer re-attaches where its predecessor stopped.
+//! * **The peer is hostile.** Everything read from the segment is checked before use and
+//!   read once; a peer that breaks the rules gets this channel an [`Error::Corrupt`], and
+//!   nothing else: no panic, no access outside the window, no unbounded loop. The channel
+//!   does not checksum payloads: the peer is the one who writes them anyway.
+//!
+//! One thread can serve many channels: put each [`Channel::wake_fd`] in an epoll set, call
+//! [`Channel::arm`] before sleeping and [`Channel::disarm`] after waking, and use the `try_`
+//! calls in between.
+
+mod doorbell;
+mod error;
+mod layout;
+mod peer;
+mod ring;
+mod window;
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{fence, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use doorbell::{DeviceDoorbell, Doorbell};
+pub use error::Error;
+pub use layout::VERSION;
+
+use peer::{Heartbeat, PeerState, PeerWatch};
+use ring::{Consumer, Found, Producer, Slot};
+use window::Window;
+
+use crate::{Device, EventFd, Mapping};
+
+/// Which end of the channel this is. The manager formats the segment and sends on ring 0;
+/// the worker attaches and sends on ring 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Manager,
+    Worker,
+}
+
+impl Role {
+    fn peer(self) -> Role {
+        match self {
+            Role::Manager => Role::Worker,
+            Role::Worker => Role::Manager,
+        }
+    }
+}
+
+/// Choices of the user; [`Config::default`] suits a manager and its workers on one host.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bytes of the worker-to-manager ring (None: an eighth of the space, at least 4 KiB);
+    /// only the manager's choice counts, when it formats.
+    pub reply_ring_bytes: Option<usize>,
+    /// The vector both sides ring and wait on ([`Channel::on_device`]).
+    pub vector: u32,
+    /// How long a worker waits for the manager to format the segment.
+    pub attach_timeout: Duration,
+    /// How long the peer's heartbeat may stand still (or the peer stay absent) before calls
+    /// that wait for it fail with [`Error::PeerGone`].
+    pub peer_timeout: Duration,
+    /// How often this side's heartbeat thread beats; `None` runs no thread (the peer will
+    /// then think this side gone after its timeout).
+    pub heartbeat: Option<Duration>,
+    /// Without an eventfd (a device without doorbell), how often a waiting side looks.
+    pub poll_interval: Duration,
+    /// The longest sleep between two looks at the peer's liveness while waiting.
+    pub check_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            reply_ring_bytes: None,
+            vector: 0,
+            attach_timeout: Duration::from_secs(30),
+            peer_timeout: Duration::from_secs(10),
+            heartbeat: Some(Duration::from_millis(100)),
+            poll_interval: Duration::from_micros(200),
+            check_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// How a channel reaches its peer and waits for it.
+#[derive(Clone, Default)]
+pub struct Links {
+    /// Rings the peer; `None`: the peer polls.
+    pub doorbell: Option<Arc<dyn Doorbell>>,
+    /// Where the peer's rings arrive; `None`: this side polls.
+    pub wake: Option<Arc<EventFd>>,
+    /// The id the peer rings this side at (published in the header).
+    pub own_id: Option<u32>,
+}
+
+/// Counters of one side, since it attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages committed.
+    pub sent: u64,
+    /// Messages released.
+    pub received: u64,
+    /// Doorbells rung on the peer.
+    pub rings: u64,
+    /// Sleeps ended by the peer's doorbell.
+    pub wakeups: u64,
+    /// Times the peer re-attached with a new generation.
+    pub peer_restarts: u64,
+}
+
+#[derive(Clone, Copy)]
+enum Want {
+    Data,
+    Space(usize),
+}
+
+/// One end of a channel. See the module documentation.
+pub struct Channel {
+    w: Window,
+    role: Role,
+    config: Config,
+    links: Links,
+    nonce: u64,
+    tx: Producer,
+    rx: Consumer,
+    peer: PeerWatch,
+    /// Stopped (joined) before the channel announces that it leaves.
+    heartbeat: Option<Heartbeat>,
+    poisoned: Option<Error>,
+    unflushed: bool,
+    /// The length a `try_` send found no room for: `arm` then also waits for space.
+    want_space: Option<usize>,
+    stats: Stats,
+}
+
+impl Channel {
+    /// A channel over a whole sivshm device: its memory, and (on a doorbell device)
+    /// [`Config::vector`] both rung on the peer and bound to an eventfd to wait on. Without a
+    /// doorbell both sides poll.
+    pub fn on_device(device: &Device, role: Role, config: Config) -> Result<Self, Error> {
+        let map = Arc::new(device.map()?);
+        let len = map.len();
+        let links = if device.info().doorbell {
+            Links {
+                doorbell: Some(Arc::new(DeviceDoorbell::new(device, config.vector)?)),
+                wake: Some(Arc::new(device.bind_eventfd(config.vector)?)),
+                own_id: device.info().peer_id,
+            }
+        } else {
+            Links::default()
+        };
+        Channel::new(map, 0, len, role, links, config)
+    }
+
+    /// A channel over `len` bytes at `offset` of `map` (64-byte aligned), with the given
+    /// links. The manager formats (or resumes a valid header); the worker waits up to
+    /// [`Config::attach_timeout`] for a header.
+    pub fn new(
+        map: Arc<Mapping>,
+        offset: usize,
+        len: usize,
+        role: Role,
+        links: Links,
+        config: Config,
+    ) -> Result<Self, Error> {
+        let w = Window::new(map, offset, len)?;
+        let (header, tx, rx) = match role {
+            Role::Manager => Self::format_or_resume(&w, &config)?,
+            Role::Worker => {
+                let h = Self::wait_for_header(&w, config.attach_timeout)?;
+                let (tx, rx) = Self::attach_rings(&w, role, &h)?;
+                (h, tx, rx)
+            }
+        };
+        let block = layout::side_block(role);
+        peer::announce(&w, block, links.own_id)?;
+        let heartbeat = match config.heartbeat {
+            Some(every) => Some(Heartbeat::start(w.clone(), block, every)?),
+            None => None,
+        };
+        Ok(Channel {
+            peer: PeerWatch::new(layout::side_block(role.peer())),
+            w,
+            role,
+            config,
+            links,
+            nonce: header.nonce,
+            tx,
+            rx,
+            heartbeat,
+            poisoned: None,
+            unflushed: false,
+            want_space: None,
+            stats: Stats::default(),
+        })
+    }
+
+    fn attach_rings(
+        w: &Window,
+        role: Role,
+        h: &layout::Header,
+    ) -> Result<(Producer, Consumer), Error> {
+        let out = layout::ring_out(role);
+        let inbound = 1 - out;
+        Ok((
+            Producer::attach(w, out, h.rings[out])?,
+            Consumer::attach(w, inbound, h.rings[inbound])?,
+        ))
+    }
+
+    /// The manager keeps a valid header whose rings it can take over, and formats otherwise.
+    fn format_or_resume(
+        w: &Window,
+        config: &Config,
+    ) -> Result<(layout::Header, Producer, Consumer), Error> {
+        if let Ok(Some(h)) = layout::read(w) {
+            if let Ok((tx, rx)) = Self::attach_rings(w, Role::Manager, &h) {
+                return Ok((h, tx, rx));
+            }
+        }
+        let rings = layout::plan(w.len(), config.reply_ring_bytes)?;
+        let nonce = fresh_nonce();
+        layout::format(w, rings, nonce)?;
+        let h = layout::Header { rings, nonce };
+        let (tx, rx) = Self::attach_rings(w, Role::Manager, &h)?;
+        Ok((h, tx, rx))
+    }
+
+    fn wait_for_header(w: &Window, timeout: Duration) -> Result<layout::Header, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match layout::read(w) {
+                Ok(Some(h)) => return Ok(h),
+                Ok(None) => Error::NotFormatted,
+                Err(e @ Error::Version { .. }) => return Err(e),
+                // A manager formatting right now: look again.
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The largest message this side can send.
+    pub fn max_message(&self) -> usize {
+        self.tx.max_message()
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            peer_restarts: self.peer.restarts,
+            ..self.stats
+        }
+    }
+
+    /// The eventfd this side's doorbell signals, for an epoll set (see [`Channel::arm`]).
+    pub fn wake_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.links.wake.as_ref().map(|e| e.as_fd())
+    }
+
+    fn live(&self) -> Result<(), Error> {
+        match self.poisoned {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a fatal error: the channel answers every later call with it. A corruption seen
+    /// right after the manager formatted anew is reported as that.
+    fn fail(&mut self, e: Error) -> Error {
+        let e = match e {
+            Error::Corrupt(_) if self.reformatted() => Error::Reformatted,
+            e => e,
+        };
+        if e.is_fatal() {
+            self.poisoned = Some(e);
+        }
+        e
+    }
+
+    fn reformatted(&self) -> bool {
+        !matches!(layout::magic_present(&self.w), Ok(true))
+            || layout::nonce(&self.w).ok() != Some(self.nonce)
+    }
+
+    /// Looks at the peer: `Ok(true)` if it is attached and beating, `Ok(false)` if it has not
+    /// attached yet (within the timeout); an error if it closed, stopped or broke the rules.
+    pub fn check_peer(&mut self) -> Result<bool, Error> {
+        self.live()?;
+        if self.reformatted() {
+            return Err(self.fail(Error::Reformatted));
+        }
+        match self.peer.look(&self.w, self.config.peer_timeout) {
+            Ok(state) => Ok(state == PeerState::Alive),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Waits up to `timeout` for the peer to attach.
+    pub fn wait_for_peer(&mut self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        self.peer.restart_clock();
+        loop {
+            match self.peer.look(&self.w, timeout) {
+                Ok(PeerState::Alive) => return Ok(()),
+                Ok(PeerState::Absent) | Err(Error::PeerClosed) => {}
+                Err(e) => return Err(self.fail(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::PeerGone);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn guard<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), Error> {
+        let max = self.max_message();
+        if len > max {
+            return Err(Error::TooLarge { len, max });
+        }
+        Ok(())
+    }
+
+    /// Space for a message of `len` bytes if the ring has it now.
+    pub fn try_reserve(&mut self, len: usize) -> Result<Option<Reservation<'_>>, Error> {
+        self.live()?;
+        self.check_len(len)?;
+        let slot = self.tx.reserve(&self.w, len);
+        match self.guard(slot)? {
+            Some(slot) => {
+                self.want_space = None;
+                Ok(Some(Reservation { ch: self, slot }))
+            }
+            None => {
+                self.want_space = Some(len);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Space for a message of `len` bytes, waiting up to `timeout` (`None`: as long as the
+    /// peer lives) for the peer to release enough.
+    pub fn reserve(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Reservation<'_>, Error> {
+        self.live()?;
+        self.check_len(len)?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let slot = self.tx.reserve(&self.w, len);
+            if let Some(slot) = self.guard(slot)? {
+                return Ok(Reservation { ch: self, slot });
+            }
+            self.block(Want::Space(len), deadline)?;
+        }
+    }
+
+    /// Sends `data` if there is room now (and wakes the peer if it sleeps).
+    pub fn try_send(&mut self, data: &[u8]) -> Result<bool, Error> {
+        let Some(mut r) = self.try_reserve(data.len())? else {
+            return Ok(false);
+        };
+        r.write(0, data)?;
+        r.commit()?;
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// Sends `data`, waiting up to `timeout` for room, and wakes the peer if it sleeps.
+    pub fn send(&mut self, data: &[u8], timeout: Option<Duration>) -> Result<(), Error> {
+        let mut r = self.reserve(data.len(), timeout)?;
+        r.write(0, data)?;
+        r.commit()?;
+        self.flush()
+    }
+
+    /// Wakes the peer if it sleeps waiting for what was committed since the last flush.
+    /// Calls that wait flush first, so a pipelined sender cannot deadlock by forgetting it.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.live()?;
+        if !self.unflushed {
+            return Ok(());
+        }
+        self.unflushed = false;
+        fence(SeqCst);
+        let r = self.notify_if_waiting(layout::consumer_waiting(self.tx.ring()));
+        self.guard(r)
+    }
+
+    /// The oldest message, if there is one now.
+    pub fn try_recv(&mut self) -> Result<Option<Message<'_>>, Error> {
+        self.live()?;
+        let found = self.rx.peek(&self.w);
+        Ok(self.guard(found)?.map(|found| Message { ch: self, found }))
+    }
+
+    /// The oldest message, waiting up to `timeout` (`None`: as long as the peer lives).
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Message<'_>, Error> {
+        self.live()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let found = self.rx.peek(&self.w);
+            if let Some(found) = self.guard(found)? {
+                return Ok(Message { ch: self, found });
+            }
+            self.block(Want::Data, deadline)?;
+        }
+    }
+
+    /// Before sleeping on [`Self::wake_fd`] (in epoll, with others): raises this side's
+    /// waiting flags (for messages, and for room if a `try_` send found none) and looks again.
+    /// `Ok(true)`: sleep; `Ok(false)`: something is ready already, do not.
+    pub fn arm(&mut self) -> Result<bool, Error> {
+        self.flush()?;
+        let r = self.arm_flags(Want::Data, self.want_space);
+        let ready = self.guard(r)?;
+        if ready {
+            self.disarm()?;
+        }
+        Ok(!ready)
+    }
+
+    /// After waking (or instead of sleeping): lowers the waiting flags and drains the eventfd.
+    /// The eventfd may be shared with other channels (one region under IVSHMEM): whoever
+    /// drains it must then look at all of them.
+    pub fn disarm(&mut self) -> Result<(), Error> {
+        self.live()?;
+        let r = self.lower_flags();
+        self.guard(r)?;
+        if let Some(e) = &self.links.wake {
+            if e.take()? > 0 {
+                self.stats.wakeups += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Raises the flags for `want` (and for room for `space`), then looks again; true if
+    /// something is ready now.
+    fn arm_flags(&mut self, want: Want, space: Option<usize>) -> Result<bool, Error> {
+        let (data, room) = match want {
+            Want::Data => (true, space),
+            Want::Space(len) => (false, Some(len)),
+        };
+        if data {
+            self.w
+                .u32(layout::consumer_waiting(self.rx.ring()))?
+                .store(1, SeqCst);
+        }
+        if room.is_some() {
+            self.w
+                .u32(layout::producer_waiting(self.tx.ring()))?
+                .store(1, SeqCst);
+        }
+        fence(SeqCst);
+        Ok((data && self.rx.has_data(&self.w)?)
+            || match room {
+                Some(len) => self.tx.fits(&self.w, len)?,
+                None => false,
+            })
+    }
+
+    fn lower_flags(&mut self) -> Result<(), Error> {
+        self.w
+            .u32(layout::consumer_waiting(self.rx.ring()))?
+            .store(0, SeqCst);
+        self.w
+            .u32(layout::producer_waiting(self.tx.ring()))?
+            .store(0, SeqCst);
+        Ok(())
+    }
+
+    /// Sleeps until `want` may be satisfied, the deadline passes or the peer is found gone.
+    fn block(&mut self, want: Want, deadline: Option<Instant>) -> Result<(), Error> {
+        self.flush()?;
+        loop {
+            self.check_peer()?;
+            let r = self.arm_flags(want, None);
+            if self.guard(r)? {
+                let r = self.lower_flags();
+                return self.guard(r);
+            }
+            let mut nap = self.config.check_interval;
+            if let Some(d) = deadline {
+                let now = Instant::now();
+                if now >= d {
+                    let r = self.lower_flags();
+                    self.guard(r)?;
+                    return Err(Error::TimedOut);
+                }
+                nap = nap.min(d - now);
+            }
+            match &self.links.wake {
+                Some(e) => {
+                    if e.wait(Some(nap))? > 0 {
+                        self.stats.wakeups += 1;
+                    }
+                }
+                None => std::thread::sleep(nap.min(self.config.poll_interval)),
+            }
+            let r = self.lower_flags();
+            self.guard(r)?;
+            let ready = match want {
+                Want::Data => self.rx.has_data(&self.w),
+                Want::Space(len) => self.tx.fits(&self.w, len),
+            };
+            if self.guard(ready)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Rings the peer if the flag at `flag` is raised, taking it down: one ring per sleep.
+    fn notify_if_waiting(&mut self, flag: usize) -> Result<(), Error> {
+        let f = self.w.u32(flag)?;
+        if f.load(SeqCst) == 0 || f.swap(0, SeqCst) == 0 {
+            return Ok(());
+        }
+        let Some(bell) = &self.links.doorbell else {
+            return Ok(());
+        };
+        if let Some(id) = peer::published_id(&self.w, layout::side_block(self.role.peer()))? {
+            bell.ring(id)?;
+            self.stats.rings += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.heartbeat = None;
+        let _ = self.lower_flags();
+        peer::leave(&self.w, layout::side_block(self.role));
+    }
+}
+
+/// A value that differs between formats, so that a worker notices a new one.
+fn fresh_nonce() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (t ^ u64::from(std::process::id()).rotate_left(32)).max(1)
+}
+
+/// Room for one message in the ring, to be written and then committed. Dropping it without
+/// committing gives the room back.
+pub struct Reservation<'a> {
+    ch: &'a mut Channel,
+    slot: Slot,
+}
+
+impl Reservation<'_> {
+    pub fn len(&self) -> usize {
+        self.slot.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slot.len == 0
+    }
+
+    /// Copies `data` into the message at `offset`.
+    pub fn write(&mut self, offset: usize, data: &[u8]) -> Result<(), Error> {
+        match offset.checked_add(data.len()) {
+            Some(end) if end <= self.slot.len => {}
+            _ => {
+                return Err(Error::TooLarge {
+                    len: offset.saturating_add(data.len()),
+                    max: self.slot.len,
+                })
+            }
+        }
+        let r = self.ch.w.write(self.slot.data + offset, data);
+        self.ch.guard(r)
+    }
+
+    /// Publishes the message (the peer sees it; it is woken at the next flush).
+    pub fn commit(self) -> Result<(), Error> {
+        let ch = self.ch;
+        let r = ch.tx.commit(&ch.w, self.slot);
+        ch.guard(r)?;
+        ch.unflushed = true;
+        ch.stats.sent += 1;
+        Ok(())
+    }
+}
+
+/// The oldest message of the ring, read in place. Dropping it without releasing leaves it
+/// in the ring: the next receive returns it again.
+pub struct Message<'a> {
+    ch: &'a mut Channel,
+    found: Found,
+}
+
+impl Message<'_> {
+    pub fn len(&self) -> usize {
+        self.found.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.len == 0
+    }
+
+    /// Copies `buf.len()` bytes at `offset` of the message out. The peer may still change
+    /// them while they are read: check what you read (a checksum, a sequence number).
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        match offset.checked_add(buf.len()) {
+            Some(end) if end <= self.found.len => self.ch.w.read(self.found.data + offset, buf),
+            _ => Err(Error::TooLarge {
+                len: offset.saturating_add(buf.len()),
+                max: self.found.len,
+            }),
+        }
+    }
+
+    /// The whole message, copied out.
+    pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
+        let mut v = vec![0; self.found.len];
+        self.read(0, &mut v)?;
+        Ok(v)
+    }
+
+    /// Gives the message's room back to the sender (and wakes it if it waits for room).
+    pub fn release(self) -> Result<(), Error> {
+        let ch = self.ch;
+        let r = ch.rx.release(&ch.w, self.found);
+        ch.guard(r)?;
+        ch.stats.received += 1;
+        fence(SeqCst);
+        let r = ch.notify_if_waiting(layout::producer_waiting(ch.rx.ring()));
+        ch.guard(r)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! One single-producer single-consumer ring of variable-length records.
+//!
+//! Positions are free-running byte counts (`head`: bytes the producer published, `tail`:
+//! bytes the consumer released); `pos % size` is where they are in the data area. A record
+//! is an 8-byte header (`len | kind << 32`) and its payload padded to 8 bytes, and never wraps:
+//! when it does not fit before the end, the producer fills the rest with a pad record and
+//! starts again at offset 0. A message therefore needs at most twice its record size of free
+//! space, which is why the largest message is half the ring.
+//!
+//! Each side keeps its own index in private memory and only publishes it; what it reads of
+//! the other side's index is checked (monotonic, at most `size` ahead, 8-byte aligned) before
+//! use, and a record header is read once and checked against what was published. A peer that
+//! breaks any of this gets [`Error::Corrupt`], never an access outside the ring.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use super::layout::{self, RingArea};
+use super::{Error, Window};
+
+const KIND_MESSAGE: u64 = 1;
+const KIND_PAD: u64 = 2;
+const RECORD_HEADER: u64 = 8;
+
+fn record_size(len: usize) -> u64 {
+    RECORD_HEADER + (len as u64).next_multiple_of(8)
+}
+
+fn record_header(kind: u64, len: u64) -> u64 {
+    len | kind << 32
+}
+
+/// The largest payload a ring of `size` bytes always accepts.
+pub(super) fn max_message(size: usize) -> usize {
+    (size / 2 - RECORD_HEADER as usize) & !7
+}
+
+/// Checks a pair of positions one of which the peer wrote.
+fn check_positions(head: u64, tail: u64, size: u64) -> Result<(), Error> {
+    if tail > head || head - tail > size || !head.is_multiple_of(8) || !tail.is_multiple_of(8) {
+        return Err(Error::Corrupt("ring indices out of order"));
+    }
+    Ok(())
+}
+
+/// The producing side of a ring.
+pub(super) struct Producer {
+    ring: usize,
+    area: RingArea,
+    /// Next free position: published at commit (it may run ahead by a pad not yet published).
+    head: u64,
+    /// The consumer's tail as last read and checked.
+    tail: u64,
+}
+
+/// Where a reserved message's payload goes.
+#[derive(Clone, Copy)]
+pub(super) struct Slot {
+    pub pos: u64,
+    pub data: usize,
+    pub len: usize,
+}
+
+impl Producer {
+    /// Takes over a ring whose indices are in the window: a fresh one (both 0), or one a
+    /// previous process of this side left (resuming where it stopped).
+    pub(super) fn attach(w: &Window, ring: usize, area: RingArea) -> Result<Self, Error> {
+        let head = w.u64(layout::head(ring))?.load(Acquire);
+        let tail = w.u64(layout::tail(ring))?.load(Acquire);
+        check_positions(head, tail, area.size as u64)?;
+        w.u32(layout::producer_waiting(ring))?.store(0, Relaxed);
+        Ok(Producer {
+            ring,
+            area,
+            head,
+            tail,
+        })
+    }
+
+    pub(super) fn ring(&self) -> usize {
+        self.ring
+    }
+
+    pub(super) fn max_message(&self) -> usize {
+        max_message(self.area.size)
+    }
+
+    /// Free bytes needed for a message of `len`, and whether a pad comes first.
+    fn need(&self, len: usize) -> (u64, u64) {
+        let size = self.area.size as u64;
+        let contiguous = size - self.head % size;
+        let rec = record_size(len);
+        if rec <= contiguous {
+            (rec, 0)
+        } else {
+            (contiguous + rec, contiguous)
+        }
+    }
+
+    fn refresh_tail(&mut self, w: &Window) -> Result<(), Error> {
+        let tail = w.u64(layout::tail(self.ring))?.load(Acquire);
+        check_positions(self.head, tail, self.area.size as u64)?;
+        if tail < self.tail {
+            return Err(Error::Corrupt("consumer index went backwards"));
+        }
+        self.tail = tail;
+        Ok(())
+    }
+
+    /// Whether a message of `len` bytes fits now (reading the consumer's index again).
+    pub(super) fn fits(&mut self, w: &Window, len: usize) -> Result<bool, Error> {
+        let size = self.area.size as u64;
+        let (need, _) = self.need(len);
+        if size - (self.head - self.tail) >= need {
+            return Ok(true);
+        }
+        self.refresh_tail(w)?;
+        Ok(size - (self.head - self.tail) >= need)
+    }
+
+    /// Space for a message of `len` bytes (`len` at most [`Self::max_message`]), or `None`
+    /// while the consumer has not released enough.
+    pub(super) fn reserve(&mut self, w: &Window, len: usize) -> Result<Option<Slot>, Error> {
+        debug_assert!(len <= self.max_message());
+        if !self.fits(w, len)? {
+            return Ok(None);
+        }
+        let size = self.area.size as u64;
+        let (_, pad) = self.need(len);
+        if pad > 0 {
+            let at = self.area.offset + (self.head % size) as usize;
+            w.u64(at)?
+                .store(record_header(KIND_PAD, pad - RECORD_HEADER), Relaxed);
+            self.head += pad;
+        }
+        let off = (self.head % size) as usize;
+        Ok(Some(Slot {
+            pos: self.head,
+            data: self.area.offset + off + RECORD_HEADER as usize,
+            len,
+        }))
+    }
+
+    /// Publishes the message written into `slot` (and a pad before it): the release store of
+    /// `head` orders the payload and record header before it for a consumer that acquires it.
+    pub(super) fn commit(&mut self, w: &Window, slot: Slot) -> Result<(), Error> {
+        debug_assert_eq!(slot.pos, self.head);
+        let at = self.area.offset + (slot.pos % self.area.size as u64) as usize;
+        w.u64(at)?
+            .store(record_header(KIND_MESSAGE, slot.len as u64), Relaxed);
+        self.head = slot.pos + record_size(slot.len);
+        w.u64(layout::head(self.ring))?.store(self.head, Release);
+        Ok(())
+    }
+}
+
+/// The consuming side of a ring.
+pub(super) struct Consumer {
+    ring: usize,
+    area: RingArea,
+    /// Next position to read; published when a message is released.
+    tail: u64,
+    /// The producer's head as last read and checked.
+    head: u64,
+}
+
+/// A message found in the ring, not yet released.
+#[derive(Clone, Copy)]
+pub(super) struct Found {
+    pub data: usize,
+    pub len: usize,
+    pub record: u64,
+}
+
+impl Consumer {
+    pub(super) fn attach(w: &Window, ring: usize, area: RingArea) -> Result<Self, Error> {
+        let head = w.u64(layout::head(ring))?.load(Acquire);
+        let tail = w.u64(layout::tail(ring))?.load(Acquire);
+        check_positions(head, tail, area.size as u64)?;
+        w.u32(layout::consumer_waiting(ring))?.store(0, Relaxed);
+        Ok(Consumer {
+            ring,
+            area,
+            tail,
+            head,
+        })
+    }
+
+    pub(super) fn ring(&self) -> usize {
+        self.ring
+    }
+
+    fn refresh_head(&mut self, w: &Window) -> Result<(), Error> {
+        let head = w.u64(layout::head(self.ring))?.load(Acquire);
+        check_positions(head, self.tail, self.area.size as u64)?;
+        if head < self.head {
+            return Err(Error::Corrupt("producer index went backwards"));
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// The oldest unreleased message, skipping (and releasing) a pad before it. At most one
+    /// pad can precede a message, so this looks at two records at most.
+    pub(super) fn peek(&mut self, w: &Window) -> Result<Option<Found>, Error> {
+        let size = self.area.size as u64;
+        for _ in 0..2 {
+            if self.tail == self.head {
+                self.refresh_head(w)?;
+                if self.tail == self.head {
+                    return Ok(None);
+                }
+            }
+            let off = self.tail % size;
+            let contiguous = size - off;
+            let available = self.head - self.tail;
+            let header = w.u64(self.area.offset + off as usize)?.load(Relaxed);
+            let (kind, len) = (header >> 32, header & 0xffff_ffff);
+            match kind {
+                KIND_PAD
+                    if off != 0 && len + RECORD_HEADER == contiguous && contiguous <= available =>
+                {
+                    self.tail += contiguous;
+                    w.u64(layout::tail(self.ring))?.store(self.tail, Release);
+                }
+                KIND_MESSAGE => {
+                    let len = len as usize;
+                    let record = record_size(len);
+                    if record > contiguous || record > available {
+                        return Err(Error::Corrupt("message longer than what was published"));
+                    }
+                    return Ok(Some(Found {
+                        data: self.area.offset + off as usize + RECORD_HEADER as usize,
+                        len,
+                        record,
+                    }));
+                }
+                KIND_PAD => return Err(Error::Corrupt("pad record of the wrong length")),
+                _ => return Err(Error::Corrupt("unknown record kind")),
+            }
+        }
+        Err(Error::Corrupt("two pad records in a row"))
+    }
+
+    /// Gives the space of the message `found` (the one [`Self::peek`] returned) back.
+    pub(super) fn release(&mut self, w: &Window, found: Found) -> Result<(), Error> {
+        self.tail += found.record;
+        w.u64(layout::tail(self.ring))?.store(self.tail, Release);
+        Ok(())
+    }
+
+    /// Whether a message is waiting (reading the producer's index again).
+    pub(super) fn has_data(&mut self, w: &Window) -> Result<bool, Error> {
+        if self.tail != self.head {
+            return Ok(true);
+        }
+        self.refresh_head(w)?;
+        Ok(self.tail != self.head)
+    }
+}

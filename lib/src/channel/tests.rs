@@ -1,0 +1,475 @@
+//! The channel between two threads over a memfd, with eventfds for doorbells.
+
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+pub(super) struct Pair {
+    pub map: Arc<Mapping>,
+    pub manager_links: Links,
+    pub worker_links: Links,
+}
+
+pub(super) fn pair(len: usize) -> Pair {
+    let fd = rustix::fs::memfd_create("channel", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, len as u64).unwrap();
+    let map = Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
+    let to_manager = Arc::new(EventFd::new().unwrap());
+    let to_worker = Arc::new(EventFd::new().unwrap());
+    Pair {
+        map,
+        manager_links: Links {
+            doorbell: Some(to_worker.clone()),
+            wake: Some(to_manager.clone()),
+            own_id: Some(0),
+        },
+        worker_links: Links {
+            doorbell: Some(to_manager),
+            wake: Some(to_worker),
+            own_id: Some(1),
+        },
+    }
+}
+
+fn quick() -> Config {
+    Config {
+        attach_timeout: Duration::from_millis(200),
+        peer_timeout: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+fn open(p: &Pair, len: usize, config: Config) -> (Channel, Channel) {
+    let m = Channel::new(
+        p.map.clone(),
+        0,
+        len,
+        Role::Manager,
+        p.manager_links.clone(),
+        config.clone(),
+    )
+    .unwrap();
+    let w = Channel::new(
+        p.map.clone(),
+        0,
+        len,
+        Role::Worker,
+        p.worker_links.clone(),
+        config,
+    )
+    .unwrap();
+    (m, w)
+}
+
+const SEC: Option<Duration> = Some(Duration::from_secs(5));
+
+#[test]
+fn messages_cross_both_ways_in_order() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    m.send(b"hello", SEC).unwrap();
+    m.send(b"", SEC).unwrap();
+    m.send(&[7; 100], SEC).unwrap();
+    let msg = w.recv(SEC).unwrap();
+    assert_eq!(msg.to_vec().unwrap(), b"hello");
+    msg.release().unwrap();
+    let msg = w.recv(SEC).unwrap();
+    assert!(msg.is_empty());
+    msg.release().unwrap();
+    let msg = w.recv(SEC).unwrap();
+    let mut part = [0u8; 10];
+    msg.read(90, &mut part).unwrap();
+    assert_eq!(part, [7; 10]);
+    assert!(
+        msg.read(95, &mut part).is_err(),
+        "reads stop at the message's end"
+    );
+    msg.release().unwrap();
+    assert!(w.try_recv().unwrap().is_none());
+    w.send(b"done", SEC).unwrap();
+    assert_eq!(m.recv(SEC).unwrap().to_vec().unwrap(), b"done");
+    assert_eq!(w.stats().received, 3);
+    assert_eq!(m.stats().sent, 3);
+}
+
+#[test]
+fn an_unreleased_message_is_seen_again() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    m.send(b"once", SEC).unwrap();
+    let _unreleased = w.recv(SEC).unwrap();
+    let msg = w.try_recv().unwrap().unwrap();
+    assert_eq!(msg.to_vec().unwrap(), b"once");
+    msg.release().unwrap();
+    assert!(w.try_recv().unwrap().is_none());
+}
+
+#[test]
+fn records_wrap_around_a_small_ring_many_times_intact() {
+    let p = pair(8192);
+    let config = Config {
+        reply_ring_bytes: Some(1024),
+        ..quick()
+    };
+    let (mut m, mut w) = open(&p, 8192, config);
+    let max = m.max_message();
+    assert_eq!(max, 3072 / 2 - 8);
+    for i in 0..2000usize {
+        let len = (i * 37) % (max + 1);
+        let data: Vec<u8> = (0..len).map(|k| (i + k) as u8).collect();
+        let mut r = m.try_reserve(len).unwrap().expect("an empty ring has room");
+        r.write(0, &data).unwrap();
+        r.commit().unwrap();
+        let msg = w.try_recv().unwrap().unwrap();
+        assert_eq!(msg.to_vec().unwrap(), data, "message {i}");
+        msg.release().unwrap();
+    }
+}
+
+#[test]
+fn bad_sizes_and_windows_get_clear_errors() {
+    let p = pair(1 << 16);
+    let (mut m, _w) = open(&p, 1 << 16, quick());
+    let max = m.max_message();
+    let e = m.send(&vec![0; max + 1], SEC).unwrap_err();
+    assert_eq!(e, Error::TooLarge { len: max + 1, max });
+    assert!(e.to_string().contains("larger than the ring"));
+    m.send(&vec![1; max], SEC).unwrap();
+
+    let mut r = m.reserve(8, SEC).unwrap();
+    assert!(
+        r.write(4, &[0; 5]).is_err(),
+        "writes stop at the reservation"
+    );
+
+    let q = pair(1 << 16);
+    for len in [0, 4096, 4096 + 256] {
+        let e = Channel::new(
+            q.map.clone(),
+            0,
+            len,
+            Role::Manager,
+            Links::default(),
+            quick(),
+        );
+        assert!(matches!(e, Err(Error::Geometry(_))), "window of {len}");
+    }
+    let e = Channel::new(
+        q.map.clone(),
+        8,
+        8192,
+        Role::Manager,
+        Links::default(),
+        quick(),
+    );
+    assert!(matches!(e, Err(Error::Geometry(_))), "misaligned window");
+    let e = Channel::new(
+        q.map.clone(),
+        0,
+        1 << 17,
+        Role::Manager,
+        Links::default(),
+        quick(),
+    );
+    assert!(
+        matches!(e, Err(Error::Geometry(_))),
+        "window beyond the mapping"
+    );
+}
+
+#[test]
+fn a_worker_without_a_manager_is_told_so() {
+    let p = pair(1 << 16);
+    let e = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Worker,
+        p.worker_links.clone(),
+        quick(),
+    );
+    assert_eq!(e.err(), Some(Error::NotFormatted));
+}
+
+#[test]
+fn another_version_is_refused_on_both_ends() {
+    let p = pair(1 << 16);
+    let (mut m, w) = open(&p, 1 << 16, quick());
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    // The worker's side says it speaks version 2.
+    win.u32(layout::side_block(Role::Worker) + layout::side::VERSION)
+        .unwrap()
+        .store(2, SeqCst);
+    let e = m.check_peer().unwrap_err();
+    assert_eq!(e, Error::Version { ours: 1, theirs: 2 });
+    assert_eq!(m.send(b"x", SEC).unwrap_err(), e, "the channel stays dead");
+    drop(w);
+    // A header of version 2: a worker refuses it.
+    win.u32(8).unwrap().store(2, SeqCst);
+    let e = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Worker,
+        Links::default(),
+        quick(),
+    );
+    assert_eq!(e.err(), Some(Error::Version { ours: 1, theirs: 2 }));
+}
+
+#[test]
+fn a_peer_that_closes_is_reported_at_once() {
+    let p = pair(1 << 16);
+    let (mut m, w) = open(&p, 1 << 16, quick());
+    drop(w);
+    let t = Instant::now();
+    assert_eq!(m.recv(None).err(), Some(Error::PeerClosed));
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn a_peer_that_stops_beating_is_gone_after_the_timeout() {
+    let p = pair(1 << 16);
+    let frozen = Config {
+        heartbeat: None,
+        ..quick()
+    };
+    let impatient = Config {
+        peer_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let mut m = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Manager,
+        p.manager_links.clone(),
+        impatient,
+    )
+    .unwrap();
+    let _w = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Worker,
+        p.worker_links.clone(),
+        frozen,
+    )
+    .unwrap();
+    let t = Instant::now();
+    assert_eq!(m.recv(None).err(), Some(Error::PeerGone));
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_restarted_worker_resumes_where_its_predecessor_stopped() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    for i in 0..4u8 {
+        m.send(&[i], SEC).unwrap();
+    }
+    let msg = w.recv(SEC).unwrap();
+    assert_eq!(msg.to_vec().unwrap(), [0]);
+    msg.release().unwrap();
+    w.send(b"ack 0", SEC).unwrap();
+    // Peeked but never released: the successor sees it again.
+    let _unreleased = w.recv(SEC).unwrap();
+    drop(w);
+    assert_eq!(m.check_peer().err(), Some(Error::PeerClosed));
+    let mut w2 = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Worker,
+        p.worker_links.clone(),
+        quick(),
+    )
+    .unwrap();
+    for i in 1..4u8 {
+        let msg = w2.recv(SEC).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), [i]);
+        msg.release().unwrap();
+    }
+    assert_eq!(m.recv(SEC).unwrap().to_vec().unwrap(), b"ack 0");
+    assert!(m.check_peer().unwrap());
+    assert_eq!(m.stats().peer_restarts, 1);
+}
+
+#[test]
+fn a_corrupted_index_kills_the_channel_and_only_it() {
+    let p = pair(1 << 17);
+    let half = 1 << 16;
+    let open_at = |off| {
+        let m = Channel::new(
+            p.map.clone(),
+            off,
+            half,
+            Role::Manager,
+            p.manager_links.clone(),
+            quick(),
+        )
+        .unwrap();
+        let w = Channel::new(
+            p.map.clone(),
+            off,
+            half,
+            Role::Worker,
+            p.worker_links.clone(),
+            quick(),
+        )
+        .unwrap();
+        (m, w)
+    };
+    let (mut m1, mut w1) = open_at(0);
+    let (mut m2, mut w2) = open_at(half);
+    let win = Window::new(p.map.clone(), 0, half).unwrap();
+    win.u64(layout::head(0)).unwrap().store(1 << 40, SeqCst);
+    let e = w1.try_recv().err().unwrap();
+    assert!(matches!(e, Error::Corrupt(_)));
+    assert_eq!(w1.recv(SEC).err(), Some(e), "the error sticks");
+    m2.send(b"still fine", SEC).unwrap();
+    assert_eq!(w2.recv(SEC).unwrap().to_vec().unwrap(), b"still fine");
+    // A record header claiming more than was published.
+    m1.flush().unwrap();
+    win.u64(layout::head(1)).unwrap().store(16, SeqCst);
+    win.u64(4096 + ((1 << 16) - 4096) / 8 * 7 / 64 * 64)
+        .unwrap()
+        .store(1 << 32 | 4000, SeqCst);
+    let _ = m1.try_recv().err().unwrap();
+}
+
+#[test]
+fn a_manager_formatting_anew_is_noticed_by_the_worker() {
+    let p = pair(1 << 16);
+    let (m, mut w) = open(&p, 1 << 16, quick());
+    drop(m);
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    win.u64(0).unwrap().store(0, SeqCst); // no valid header: the next manager formats
+    let _m = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Manager,
+        p.manager_links.clone(),
+        quick(),
+    )
+    .unwrap();
+    assert_eq!(w.check_peer().err(), Some(Error::Reformatted));
+}
+
+#[test]
+fn a_busy_consumer_costs_far_less_than_a_ring_per_message() {
+    let p = pair(1 << 20);
+    let (mut m, mut w) = open(&p, 1 << 20, quick());
+    let n = 20_000u32;
+    let consumer = std::thread::spawn(move || {
+        let mut got = 0u32;
+        while got < n {
+            let msg = w.recv(SEC).unwrap();
+            let mut b = [0u8; 4];
+            msg.read(0, &mut b).unwrap();
+            assert_eq!(u32::from_le_bytes(b), got);
+            msg.release().unwrap();
+            got += 1;
+        }
+        w.stats()
+    });
+    for i in 0..n {
+        let mut r = m.reserve(64, SEC).unwrap();
+        r.write(0, &i.to_le_bytes()).unwrap();
+        r.commit().unwrap();
+        if i % 16 == 15 {
+            m.flush().unwrap();
+        }
+    }
+    m.flush().unwrap();
+    let ws = consumer.join().unwrap();
+    let ms = m.stats();
+    assert_eq!(ws.received, u64::from(n));
+    assert!(
+        ms.rings * 10 < u64::from(n),
+        "{} rings for {n} messages",
+        ms.rings
+    );
+    // Every ring answers a sleep: never more rings than the consumer's sleeps.
+    assert!(ms.rings <= ws.wakeups + 1, "{ms:?} {ws:?}");
+}
+
+/// No lost wake-up: the sides sleep with no periodic look (an hour between liveness looks),
+/// so one missed doorbell hangs the exchange and the watchdog fails the test.
+#[test]
+fn ping_pong_through_full_rings_never_loses_a_wake_up() {
+    let p = pair(4096 + 1024);
+    let config = Config {
+        reply_ring_bytes: Some(256),
+        check_interval: Duration::from_secs(3600),
+        peer_timeout: Duration::from_secs(3600),
+        ..quick()
+    };
+    let (mut m, mut w) = open(&p, 4096 + 1024, config);
+    let n = 30_000u32;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for i in 0..n {
+            let msg = w.recv(None).unwrap();
+            let mut b = [0u8; 4];
+            msg.read(0, &mut b).unwrap();
+            assert_eq!(u32::from_le_bytes(b), i);
+            msg.release().unwrap();
+            if i % 7 == 0 {
+                w.send(&i.to_le_bytes(), None).unwrap();
+            }
+        }
+        done_tx.send(w.stats()).unwrap();
+    });
+    let manager = std::thread::spawn(move || {
+        let mut acks = 0u32;
+        for i in 0..n {
+            let len = 4 + (i as usize * 13) % 200;
+            let mut r = m.reserve(len, None).unwrap();
+            r.write(0, &i.to_le_bytes()).unwrap();
+            r.commit().unwrap();
+            m.flush().unwrap();
+            while let Some(msg) = m.try_recv().unwrap() {
+                msg.release().unwrap();
+                acks += 1;
+            }
+        }
+        while acks < n.div_ceil(7) {
+            m.recv(None).unwrap().release().unwrap();
+            acks += 1;
+        }
+        m.stats()
+    });
+    let ws = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a wake-up was lost: the exchange hung");
+    worker.join().unwrap();
+    let ms = manager.join().unwrap();
+    assert_eq!(ws.received, u64::from(n));
+    assert_eq!(ms.received, u64::from(n.div_ceil(7)));
+}
+
+#[test]
+fn epoll_style_arm_says_when_not_to_sleep() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    assert!(w.arm().unwrap(), "nothing there: sleep");
+    m.send(b"x", SEC).unwrap();
+    assert_eq!(m.stats().rings, 1, "the armed side is rung");
+    let fd = w.wake_fd().unwrap();
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    assert_eq!(rustix::event::poll(&mut fds, None).unwrap(), 1);
+    w.disarm().unwrap();
+    assert!(!w.arm().unwrap(), "a message is there: do not sleep");
+    w.try_recv().unwrap().unwrap().release().unwrap();
+    m.send(b"y", SEC).unwrap();
+    assert_eq!(m.stats().rings, 1, "a side that is not armed is not rung");
+}
