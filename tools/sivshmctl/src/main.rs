@@ -1,0 +1,251 @@
+//! `sivshmctl`: a guest command over the `sivshm` crate for people and shell scripts.
+//!
+//! ```text
+//! sivshmctl list                          every device: node, PCI address, size, peer id, vectors
+//! sivshmctl info DEV                      one device, key=value lines
+//! sivshmctl ring DEV PEER VECTOR          ring a peer's vector
+//! sivshmctl wait DEV [VECTOR] [--timeout S]   wait for an interrupt, print how many came
+//! sivshmctl dump DEV OFFSET LEN           the shared memory in hex, as hexdump -C
+//! ```
+//!
+//! Exit codes: 0 ok, 1 timeout (`wait`), 2 usage, 3 no such device or it cannot be opened,
+//! 4 the device refused the operation ([`args::exit`]). Errors go to stderr, one line each.
+
+mod args;
+mod hexdump;
+
+use std::io::Write;
+
+use clap::Parser;
+use sivshm::{Device, Info};
+
+use args::{dev_spec, exit, Cli, Cmd, DevSpec};
+
+/// Why a command failed, with its exit code.
+struct Failure {
+    code: i32,
+    message: String,
+}
+
+fn fail(code: i32, message: String) -> Failure {
+    Failure { code, message }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version print to stdout and succeed.
+            std::process::exit(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
+        }
+    };
+    let code = match run(cli.cmd) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("sivshmctl: {}", f.message);
+            f.code
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Opens what DEV names.
+fn open(dev: &str) -> Result<Device, Failure> {
+    match dev_spec(dev) {
+        DevSpec::Node(path) => Device::open(&path).map_err(|e| {
+            fail(
+                exit::NO_DEVICE,
+                format!("cannot open {}: {e}", path.display()),
+            )
+        }),
+        DevSpec::Pci(pci) => Device::find(&pci).map_err(|_| {
+            fail(
+                exit::NO_DEVICE,
+                format!("no sivshm device at PCI address {pci}"),
+            )
+        }),
+    }
+}
+
+fn node(i: &Info) -> String {
+    format!("/dev/sivshm{}", i.index)
+}
+
+fn peer(i: &Info) -> String {
+    i.peer_id.map_or("-".into(), |p| p.to_string())
+}
+
+/// The `list` line of a device.
+fn list_line(i: &Info) -> String {
+    format!(
+        "{} pci={} size={} peer={} vectors={}",
+        node(i),
+        i.pci,
+        i.shm_size,
+        peer(i),
+        i.nr_vectors
+    )
+}
+
+/// The `info` lines of a device.
+fn info_lines(i: &Info) -> Vec<String> {
+    vec![
+        format!("node={}", node(i)),
+        format!("index={}", i.index),
+        format!("pci={}", i.pci),
+        format!("size={}", i.shm_size),
+        format!("doorbell={}", if i.doorbell { "yes" } else { "no" }),
+        format!("peer={}", peer(i)),
+        format!("vectors={}", i.nr_vectors),
+    ]
+}
+
+fn run(cmd: Cmd) -> Result<i32, Failure> {
+    let refused = |what: String| move |e| fail(exit::DEVICE_ERROR, format!("{what}: {e}"));
+    match cmd {
+        Cmd::List => {
+            let mut code = exit::OK;
+            for path in Device::list() {
+                match Device::open(&path) {
+                    Ok(d) => println!("{}", list_line(d.info())),
+                    Err(e) => {
+                        eprintln!("sivshmctl: cannot open {}: {e}", path.display());
+                        code = exit::NO_DEVICE;
+                    }
+                }
+            }
+            Ok(code)
+        }
+        Cmd::Info { dev } => {
+            let d = open(&dev)?;
+            for l in info_lines(d.info()) {
+                println!("{l}");
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Ring { dev, peer, vector } => {
+            let d = open(&dev)?;
+            d.ring(peer, vector).map_err(refused(format!(
+                "ringing vector {vector} of peer {peer} on {dev}"
+            )))?;
+            Ok(exit::OK)
+        }
+        Cmd::Wait {
+            dev,
+            vector,
+            timeout,
+        } => {
+            let d = open(&dev)?;
+            let e = d
+                .bind_eventfd(vector)
+                .map_err(refused(format!("binding vector {vector} of {dev}")))?;
+            let n = e
+                .wait(timeout)
+                .map_err(refused(format!("waiting on vector {vector} of {dev}")))?;
+            if n == 0 {
+                let t = timeout.unwrap_or_default();
+                return Err(fail(
+                    exit::TIMEOUT,
+                    format!("no interrupt on vector {vector} of {dev} within {t:?}"),
+                ));
+            }
+            // The device may have gone away: unbinding signals the eventfd once more.
+            let mut d = d;
+            d.refresh_info()
+                .map_err(refused(format!("{dev} after the wake-up")))?;
+            println!("interrupts={n}");
+            Ok(exit::OK)
+        }
+        Cmd::Dump { dev, offset, len } => {
+            let d = open(&dev)?;
+            let size = d.info().shm_size;
+            if offset.checked_add(len).is_none_or(|end| end > size) {
+                return Err(fail(
+                    exit::DEVICE_ERROR,
+                    format!("{len} bytes at {offset:#x} go beyond the {size} bytes of {dev}"),
+                ));
+            }
+            let m = d.map().map_err(refused(format!("mapping {dev}")))?;
+            let mut buf = vec![0u8; len as usize];
+            m.read(offset as usize, &mut buf)
+                .ok_or_else(|| fail(exit::DEVICE_ERROR, format!("reading {dev}")))?;
+            let mut out = std::io::stdout().lock();
+            for l in hexdump::lines(offset, &buf) {
+                if writeln!(out, "{l}").is_err() {
+                    break; // stdout closed (| head): nothing more to say.
+                }
+            }
+            Ok(exit::OK)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sivshm::PciAddress;
+
+    fn info(peer_id: Option<u32>) -> Info {
+        Info {
+            shm_size: 4 << 20,
+            peer_id,
+            doorbell: peer_id.is_some(),
+            nr_vectors: if peer_id.is_some() { 2 } else { 0 },
+            pci: PciAddress {
+                domain: 0,
+                bus: 0,
+                slot: 5,
+                function: 0,
+            },
+            index: 1,
+        }
+    }
+
+    #[test]
+    fn list_and_info_lines() {
+        assert_eq!(
+            list_line(&info(Some(3))),
+            "/dev/sivshm1 pci=0000:00:05.0 size=4194304 peer=3 vectors=2"
+        );
+        assert_eq!(
+            list_line(&info(None)),
+            "/dev/sivshm1 pci=0000:00:05.0 size=4194304 peer=- vectors=0"
+        );
+        assert_eq!(
+            info_lines(&info(Some(3))),
+            [
+                "node=/dev/sivshm1",
+                "index=1",
+                "pci=0000:00:05.0",
+                "size=4194304",
+                "doorbell=yes",
+                "peer=3",
+                "vectors=2"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_device_is_exit_code_3() {
+        let f = open("/nonexistent/sivshm9").err().unwrap();
+        assert_eq!(f.code, exit::NO_DEVICE);
+        assert!(
+            f.message.starts_with("cannot open /nonexistent/sivshm9: "),
+            "{}",
+            f.message
+        );
+        let f = open("0000:00:1f.7").err().unwrap();
+        assert_eq!(
+            (f.code, f.message.as_str()),
+            (
+                exit::NO_DEVICE,
+                "no sivshm device at PCI address 0000:00:1f.7"
+            )
+        );
+    }
+}
