@@ -215,9 +215,7 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
         Cmd::Serve { topology } => service::serve::main(&topology),
         Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
-        Cmd::LibvirtXml { topology, vm } => {
-            print_lines(service::cli::libvirt_xml(&topology, &vm)?)
-        }
+        Cmd::LibvirtXml { topology, vm } => print_lines(service::cli::libvirt_xml(&topology, &vm)?),
         Cmd::WiringBench { workers } => {
             anyhow::ensure!(
                 !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),
