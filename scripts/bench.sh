@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Benchmarks (figures, never pass/fail). Installs what is missing and reuses caches.
 #
-#   scripts/bench.sh [--exchanges N] [--accel auto|tcg|kvm]
-#     doorbell ping-pong between two VMs next to an eventfd ping-pong in one VM
+#   scripts/bench.sh [--what pingpong|channel|all] [--exchanges N] [--accel auto|tcg|kvm]
+#                    [--round-trips N] [--seconds S] [--sizes 64,4096,...]
+#     pingpong: doorbell ping-pong between two VMs next to an eventfd ping-pong in one VM
+#     channel:  the sivshm channel against TCP over virtio-net between the same two VMs,
+#               with the in-VM memcpy ceiling and pipe floor, as one table
+#     all (the default): both
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 run_host bench "$@"

@@ -84,7 +84,7 @@ build_guest() {
 	make -s -C "$SIVSHM_ROOT/samples/c" OUTPUT="$out" LDFLAGS=-static >&2 || die "the C sample does not build"
 	# The guests' user-space programs are static: the initramfs has no libc.
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release -q -p sivshm-distribute -p sivshm-isolation \
+		cargo build --release -q -p sivshm-distribute -p sivshm-isolation -p sivshm-probe \
 		--target x86_64-unknown-linux-gnu >&2 \
 		|| die "the guest samples do not build"
 	rm -f "$out/initramfs.cpio.gz"
@@ -92,6 +92,7 @@ build_guest() {
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hello" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
+		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \
 		|| die "the initramfs could not be built"
 	echo "$out/initramfs.cpio.gz"
 }

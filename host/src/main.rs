@@ -8,6 +8,7 @@ mod compare;
 mod console;
 mod interrupt;
 mod ivshmem_server;
+mod net;
 mod protocol;
 mod qemu;
 mod segments;
@@ -76,13 +77,20 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
     },
-    /// Doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one VM.
+    /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
+    /// VM. channel: the sivshm channel against TCP over virtio-net between the same two VMs,
+    /// with the in-VM memcpy ceiling and pipe floor. Prints figures.
     Bench {
         #[command(flatten)]
         guest: GuestArgs,
-        /// Round trips to time in each test.
+        /// Which benchmark (all: one after the other).
+        #[arg(long, value_enum, default_value_t = BenchWhat::All)]
+        what: BenchWhat,
+        /// pingpong: round trips to time in each test.
         #[arg(long, default_value_t = 10000)]
         exchanges: u32,
+        #[command(flatten)]
+        probe: bench::ProbeOptions,
     },
     /// SIVSHM against IVSHMEM in one run: throughput of the distribution job, or boot time of
     /// a manager and N workers (with no device as the floor). Prints figures.
@@ -133,6 +141,13 @@ enum Cmd {
 enum Measure {
     Throughput,
     Boot,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchWhat {
+    Pingpong,
+    Channel,
+    All,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -282,12 +297,23 @@ fn run(cmd: Cmd) -> Result<()> {
                 peer_sndbuf: ivshmem_server::PEER_SNDBUF,
             },
         ),
-        Cmd::Bench { guest, exchanges } => {
+        Cmd::Bench {
+            guest,
+            what,
+            exchanges,
+            probe,
+        } => {
             let machine = guest.machine()?;
             let timeout = Duration::from_secs(guest.timeout);
-            let lines = bench::pingpong(&machine, &guest.logdir, timeout, exchanges)?;
-            for l in lines {
-                println!("{l}");
+            if what != BenchWhat::Channel {
+                for l in bench::pingpong(&machine, &guest.logdir, timeout, exchanges)? {
+                    println!("{l}");
+                }
+            }
+            if what != BenchWhat::Pingpong {
+                for l in bench::channel_vs_network(&machine, &guest.logdir, timeout, &probe)? {
+                    println!("{l}");
+                }
             }
             Ok(())
         }

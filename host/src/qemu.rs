@@ -70,10 +70,23 @@ impl Device {
     }
 }
 
+/// A virtio-net NIC on one end of a point-to-point link (see `net`): QEMU's `-netdev stream`
+/// on an inherited, already connected socket, so no host network and no file is involved.
+pub struct Nic {
+    pub slot: u8,
+    pub mac: String,
+    /// The guest's address on the link, `A.B.C.D/PREFIX`; guest/init assigns it to the
+    /// interface with this MAC (`SIVSHM_NET`).
+    pub addr: String,
+    /// This end of the link's socket pair.
+    pub socket: OwnedFd,
+}
+
 /// One guest: its devices and what its init runs.
 pub struct Vm {
     pub name: String,
     pub devices: Vec<Device>,
+    pub nics: Vec<Nic>,
     /// Passed as `NAME=value` on the kernel command line; init sees them as environment.
     pub env: Vec<(String, String)>,
     /// Virtual CPUs: 2 where races between fault, revoke, release and interrupts must really
@@ -89,6 +102,7 @@ impl Vm {
         Vm {
             name: name.to_string(),
             devices: Vec::new(),
+            nics: Vec::new(),
             env: vec![("SIVSHM_RUN".into(), run.into())],
             cpus: 1,
         }
@@ -111,9 +125,27 @@ impl Vm {
         self
     }
 
+    /// Adds a virtio-net NIC; guest/init brings it up with its address before the command.
+    pub fn net(mut self, nic: Nic) -> Self {
+        self.nics.push(nic);
+        self
+    }
+
+    /// `SIVSHM_NET` for guest/init: `MAC=ADDR/PREFIX` per NIC, comma separated.
+    fn net_env(&self) -> Option<(String, String)> {
+        (!self.nics.is_empty()).then(|| {
+            let v: Vec<String> = self
+                .nics
+                .iter()
+                .map(|n| format!("{}={}", n.mac, n.addr))
+                .collect();
+            ("SIVSHM_NET".to_string(), v.join(","))
+        })
+    }
+
     fn cmdline(&self, boot_id: &str) -> Result<String> {
         let mut s = format!("console=ttyS0 panic=-1 loglevel=7 SIVSHM_BOOT_ID={boot_id}");
-        for (k, v) in &self.env {
+        for (k, v) in self.env.iter().chain(self.net_env().as_ref()) {
             if v.contains('"') || k.contains('.') || k.contains(' ') {
                 bail!("kernel command line parameter {k}={v:?} cannot be passed to init");
             }
@@ -228,6 +260,29 @@ impl Vm {
                     );
                 }
             }
+        }
+        let mut slots: Vec<u8> = self.devices.iter().map(Device::slot).collect();
+        for (i, n) in self.nics.iter().enumerate() {
+            if slots.contains(&n.slot) {
+                bail!("{}: PCI slot {:#x} is taken twice", self.name, n.slot);
+            }
+            slots.push(n.slot);
+            let child_fd = FIRST_CHILD_FD + fds.len() as i32;
+            fds.push(FdMapping {
+                parent_fd: n.socket.try_clone()?,
+                child_fd,
+            });
+            // A connected stream socket: QEMU frames each Ethernet frame with its length.
+            a.push("-netdev".into());
+            a.push(format!("stream,id=net{i},server=off,addr.type=fd,addr.str={child_fd}").into());
+            a.push("-device".into());
+            a.push(
+                format!(
+                    "virtio-net-pci,netdev=net{i},mac={},addr={:#x}.0",
+                    n.mac, n.slot
+                )
+                .into(),
+            );
         }
         Ok((a, fds))
     }
@@ -455,6 +510,50 @@ mod tests {
         assert!(s.contains("ivshmem-doorbell,chardev=db0,vectors=2,addr=0x5.0"));
         assert_eq!(fds.len(), 1);
         assert_eq!(fds[0].child_fd, 10);
+    }
+
+    #[test]
+    fn a_nic_is_a_stream_netdev_on_its_inherited_socket_and_init_learns_its_address() {
+        let (m, w) = crate::net::link(0).unwrap();
+        let vm = Vm::new("a", "true")
+            .device(Device::Plain {
+                slot: 4,
+                segment: crate::segments::create("seg0", 1 << 20).unwrap(),
+                size: 1 << 20,
+            })
+            .net(m);
+        let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log"), "id1").unwrap();
+        let s = joined(&args);
+        assert!(
+            s.contains("-netdev stream,id=net0,server=off,addr.type=fd,addr.str=11"),
+            "{s}"
+        );
+        assert!(
+            s.contains("virtio-net-pci,netdev=net0,mac=52:54:00:77:00:01,addr=0x1f.0"),
+            "{s}"
+        );
+        assert!(
+            s.contains("SIVSHM_NET=52:54:00:77:00:01=10.77.0.1/24"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("-netdev user") && !s.contains("-nic"),
+            "no user-mode networking: {s}"
+        );
+        assert_eq!(fds.len(), 2);
+        assert_eq!(fds[1].child_fd, 11);
+        // A NIC on a device's slot is refused, not left to QEMU.
+        let clash = Vm::new("b", "true")
+            .device(Device::Plain {
+                slot: crate::net::WORKER_NIC_SLOT,
+                segment: crate::segments::create("seg1", 1 << 20).unwrap(),
+                size: 1 << 20,
+            })
+            .net(w);
+        let e = clash
+            .args(&machine(), Path::new("/tmp/b.log"), "id2")
+            .unwrap_err();
+        assert!(e.to_string().contains("taken twice"), "{e}");
     }
 
     #[test]

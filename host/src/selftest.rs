@@ -32,7 +32,7 @@ impl Suite<'_> {
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
         // (name, runner, whether its guests print TAP)
-        let scenarios: [(&str, Scenario, bool); 7] = [
+        let scenarios: [(&str, Scenario, bool); 8] = [
             ("single-vm", single_vm, true),
             ("two-vm-plain", two_vm_plain, true),
             ("two-vm-doorbell", two_vm_doorbell, true),
@@ -40,6 +40,7 @@ impl Suite<'_> {
             ("distribute-ivshmem", distribute_ivshmem, false),
             ("isolation-sivshm", isolation_sivshm, true),
             ("isolation-ivshmem", isolation_ivshmem, true),
+            ("network", network, false),
         ];
         let mut all = Vec::new();
         for (name, f, tap) in scenarios {
@@ -320,6 +321,45 @@ fn isolation_ivshmem(s: &Suite<'_>) -> Result<Vec<Finished>> {
     Topology::ivshmem(2, ISOLATION_SLOT, &roles)?.run(s.machine, s.logdir, s.timeout)
 }
 
+/// The network baseline works and the probes measure what they claim: a manager and a
+/// worker with a sivshm channel and a virtio-net link; over both, `sivshm-probe` round trips
+/// and streams tiny and mid-sized messages with every byte filled and checked (correctness
+/// only: nothing is timed). The in-VM references run too.
+struct NetworkCheck;
+
+impl NetworkCheck {
+    const PROBE: &str = "--latency-sizes 24,4096 --count 20 --warmup 2 \
+                         --sizes 24,4096,65536 --messages 16 --verify --timeout 60";
+}
+
+impl Roles for NetworkCheck {
+    fn manager(&self, _bdfs: &[String], _layout: &Layout) -> String {
+        let peer = crate::net::worker_addr(0);
+        let p = Self::PROBE;
+        format!(
+            "sivshm-probe suite --transport sivshm {p} \
+             && ping -c 1 -w 30 {peer} \
+             && sivshm-probe suite --transport tcp --connect {peer}:7777 {p} \
+             && sivshm-probe latency --transport pipe --count 20 --verify \
+             && sivshm-probe throughput --transport memcpy --sizes 24,65536 --messages 16"
+        )
+    }
+
+    fn worker(&self, _index: usize, _layout: &Layout) -> String {
+        "sivshm-probe serve --transport sivshm --timeout 60 \
+         && sivshm-probe serve --transport tcp --listen 0.0.0.0:7777 --timeout 60"
+            .to_string()
+    }
+}
+
+fn network_plan() -> Result<Topology> {
+    Topology::new(1, 2 << 20, &NetworkCheck)?.network()
+}
+
+fn network(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    network_plan()?.run(s.machine, s.logdir, s.timeout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +387,22 @@ mod tests {
         for vm in Topology::new(2, 1 << 20, &roles).unwrap().vms() {
             assert_eq!(vm.cpus, 1, "distribute/{}", vm.name);
         }
+    }
+
+    #[test]
+    fn the_network_scenario_links_the_vms_and_checks_both_transports() {
+        let t = network_plan().unwrap();
+        assert_eq!(t.manager.nics.len(), 1);
+        assert_eq!(t.workers[0].nics.len(), 1);
+        let run = run_of(&t.manager);
+        for want in [
+            "--transport sivshm",
+            "--transport tcp --connect 10.77.0.2:7777",
+        ] {
+            assert!(run.contains(want), "{run}");
+        }
+        // Every transport's data is checked byte by byte.
+        assert_eq!(run.matches("--verify").count(), 3, "{run}");
     }
 
     #[test]

@@ -184,6 +184,29 @@ impl Topology {
         }
     }
 
+    /// Adds a virtio-net link between the manager and each worker (`net`): the same VMs can
+    /// then also talk TCP, worker i at `net::worker_addr(i)`.
+    pub fn network(self) -> Result<Self> {
+        if self.workers.len() > crate::net::MAX_LINKS {
+            bail!(
+                "at most {} workers can have a network link to the manager",
+                crate::net::MAX_LINKS
+            );
+        }
+        let mut manager = self.manager;
+        let mut workers = Vec::new();
+        for (i, w) in self.workers.into_iter().enumerate() {
+            let (m, n) = crate::net::link(i)?;
+            manager = manager.net(m);
+            workers.push(w.net(n));
+        }
+        Ok(Topology {
+            manager,
+            workers,
+            ..self
+        })
+    }
+
     /// The manager, then the workers.
     pub fn vms(&self) -> impl Iterator<Item = &Vm> {
         std::iter::once(&self.manager).chain(&self.workers)
@@ -259,6 +282,32 @@ mod tests {
             run.contains("--workers 0000:00:04.0,0000:00:05.0,0000:00:06.0"),
             "{run}"
         );
+    }
+
+    #[test]
+    fn network_links_each_worker_to_the_manager_beside_its_channel() {
+        let roles = Distribute {
+            rounds: 1,
+            bytes: 1,
+        };
+        let t = Topology::new(2, 1 << 20, &roles)
+            .unwrap()
+            .network()
+            .unwrap();
+        assert_eq!(t.manager.nics.len(), 2);
+        let mut slots: Vec<u8> = t.manager.devices.iter().map(Device::slot).collect();
+        slots.extend(t.manager.nics.iter().map(|n| n.slot));
+        let before = slots.len();
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), before, "two devices share a slot: {slots:?}");
+        for (i, w) in t.workers.iter().enumerate() {
+            assert_eq!(w.nics.len(), 1);
+            assert_eq!(w.nics[0].addr, format!("{}/24", crate::net::worker_addr(i)));
+            assert_ne!(w.nics[0].slot, w.devices[0].slot());
+        }
+        let many = Topology::new(crate::net::MAX_LINKS + 1, 1 << 20, &roles).unwrap();
+        assert!(many.network().is_err());
     }
 
     #[test]

@@ -1,0 +1,217 @@
+//! Message links the probes run over: a byte stream (TCP between VMs, a pipe pair inside one
+//! VM) with a length prefix per message, and the sivshm channel (`channel_link`).
+
+use std::io::{self, BufReader, IoSlice, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The largest message a stream link accepts: a peer announcing more is broken or hostile.
+pub const MAX_FRAME: usize = 64 << 20;
+
+/// Whole messages, in order, both ways.
+pub trait Link {
+    /// Sends one message (blocks while the link is full).
+    fn send(&mut self, msg: &[u8]) -> Result<()>;
+    /// Receives the next message into `buf` (resized to it).
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()>;
+    /// Notifications this side has sent its peer so far (doorbells), if the link counts them.
+    fn rings(&self) -> Option<u64> {
+        None
+    }
+    /// The largest message this link carries.
+    fn max_message(&self) -> usize {
+        MAX_FRAME
+    }
+}
+
+/// Messages over a byte stream: a little-endian `u32` length, then the message.
+pub struct StreamLink<R, W> {
+    reader: BufReader<R>,
+    writer: W,
+}
+
+impl<R: Read, W: Write> StreamLink<R, W> {
+    pub fn new(reader: R, writer: W) -> Self {
+        StreamLink {
+            reader: BufReader::with_capacity(256 << 10, reader),
+            writer,
+        }
+    }
+}
+
+/// Writes the length prefix and the message with as few system calls as the stream allows
+/// (one `writev` when it takes everything), so that with `TCP_NODELAY` a small message is
+/// one segment, not two.
+fn write_frame(w: &mut impl Write, msg: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(msg.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message too long"))?
+        .to_le_bytes();
+    let total = len.len() + msg.len();
+    let mut done = 0;
+    while done < total {
+        let r = if done < len.len() {
+            w.write_vectored(&[IoSlice::new(&len[done..]), IoSlice::new(msg)])
+        } else {
+            w.write(&msg[done - len.len()..])
+        };
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    w.flush()
+}
+
+impl<R: Read, W: Write> Link for StreamLink<R, W> {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if msg.len() > MAX_FRAME {
+            bail!(
+                "message of {} bytes exceeds the stream limit of {MAX_FRAME}",
+                msg.len()
+            );
+        }
+        write_frame(&mut self.writer, msg).context("sending")
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let mut len = [0; 4];
+        self.reader
+            .read_exact(&mut len)
+            .context("receiving (the peer closed the link or stopped answering)")?;
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_FRAME {
+            bail!("the peer announced a message of {len} bytes (at most {MAX_FRAME})");
+        }
+        buf.resize(len, 0);
+        self.reader
+            .read_exact(buf)
+            .context("receiving a message's body")
+    }
+}
+
+pub type TcpLink = StreamLink<TcpStream, TcpStream>;
+
+fn tcp_link(stream: TcpStream, timeout: Duration) -> Result<TcpLink> {
+    stream.set_nodelay(true)?;
+    // A peer that stops answering is an error after the timeout, never a hang.
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let reader = stream.try_clone()?;
+    Ok(StreamLink::new(reader, stream))
+}
+
+/// Connects to `addr`, retrying until `timeout`: the peer VM boots alongside this one and
+/// may not listen yet.
+pub fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpLink> {
+    let deadline = Instant::now() + timeout;
+    let stream = loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("connecting to {addr} for {timeout:?}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    tcp_link(stream, timeout)
+}
+
+/// Accepts one connection on `addr` within `timeout`.
+pub fn tcp_accept(addr: SocketAddr, timeout: Duration) -> Result<TcpLink> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?;
+    tcp_accept_on(&listener, timeout)
+}
+
+pub fn tcp_accept_on(listener: &TcpListener, timeout: Duration) -> Result<TcpLink> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    bail!("nobody connected within {timeout:?}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).context("accepting"),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    tcp_link(stream, timeout)
+}
+
+pub type PipeLink = StreamLink<io::PipeReader, io::PipeWriter>;
+
+/// Two connected links over two pipes, for two threads of one process.
+pub fn pipe_pair() -> Result<(PipeLink, PipeLink)> {
+    let (ar, aw) = io::pipe()?;
+    let (br, bw) = io::pipe()?;
+    Ok((StreamLink::new(ar, bw), StreamLink::new(br, aw)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_keep_their_bounds_and_bytes() {
+        let (mut a, mut b) = pipe_pair().unwrap();
+        let big: Vec<u8> = (0..200_000u32).map(|i| i as u8).collect();
+        let t = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                b.recv(&mut buf).unwrap();
+                got.push(buf.clone());
+            }
+            got
+        });
+        a.send(b"one").unwrap();
+        a.send(&[]).unwrap();
+        a.send(&big).unwrap();
+        let got = t.join().unwrap();
+        assert_eq!(got, [b"one".to_vec(), Vec::new(), big]);
+    }
+
+    #[test]
+    fn an_oversized_announcement_is_an_error_not_an_allocation() {
+        let (ar, mut aw) = io::pipe().unwrap();
+        let (_br, bw) = io::pipe().unwrap();
+        let mut link = StreamLink::new(ar, bw);
+        aw.write_all(&(MAX_FRAME as u32 + 1).to_le_bytes()).unwrap();
+        let err = link.recv(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("announced"), "{err:#}");
+    }
+
+    #[test]
+    fn a_closed_peer_is_an_error() {
+        let (mut a, b) = pipe_pair().unwrap();
+        drop(b);
+        assert!(a.recv(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn tcp_connects_to_a_listener_that_comes_late() {
+        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let server = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut l = tcp_accept(addr, Duration::from_secs(10)).unwrap();
+            let mut buf = Vec::new();
+            l.recv(&mut buf).unwrap();
+            l.send(&buf).unwrap();
+        });
+        let mut c = tcp_connect(addr, Duration::from_secs(10)).unwrap();
+        c.send(b"ping").unwrap();
+        let mut buf = Vec::new();
+        c.recv(&mut buf).unwrap();
+        assert_eq!(buf, b"ping");
+        server.join().unwrap();
+    }
+}

@@ -1,0 +1,394 @@
+//! `sivshm-probe`: round-trip latency and one-way throughput between two VMs over a sivshm
+//! channel or over TCP, and the in-VM references they are measured against.
+//!
+//! One side drives (`latency`, `throughput`, or `suite` for both in one session); the other
+//! runs `serve`, which echoes, counts and checks until the driver says goodbye:
+//!
+//! ```text
+//! worker:  sivshm-probe serve --transport sivshm            (or: --transport tcp --listen 0.0.0.0:7777)
+//! manager: sivshm-probe suite --transport sivshm --sizes 64,4096,65536,1048576
+//!          sivshm-probe suite --transport tcp --connect 10.77.0.2:7777 ...
+//!          sivshm-probe latency --transport pipe      (the floor: two threads of this VM)
+//!          sivshm-probe throughput --transport memcpy (the ceiling: plain copies in this VM)
+//! ```
+//!
+//! Each measurement is one line, `latency TRANSPORT: size=.. n=.. p50=.. us p99=.. us max=..
+//! us [rings_per_rt=..]` or `throughput TRANSPORT: size=.. messages=.. seconds=.. mib_s=..
+//! msgs_s=.. [rings_per_msg=..]`. Every message is stamped with its sequence number at both
+//! ends; `--verify` also fills and checks every byte. Any mismatch ends the probe with an
+//! error, never a figure.
+
+mod link;
+mod proto;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sivshm::channel::{Channel, Config, Role};
+use sivshm::Device;
+
+use link::Link;
+use proto::Amount;
+
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    /// A sivshm channel on a doorbell device, to another VM.
+    Sivshm,
+    /// TCP (TCP_NODELAY) to another VM.
+    Tcp,
+    /// Two pipes between two threads of this VM (the floor of a round trip).
+    Pipe,
+    /// Plain copies in this VM (the ceiling of throughput); throughput only.
+    Memcpy,
+}
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Sivshm => "sivshm",
+            Transport::Tcp => "tcp",
+            Transport::Pipe => "pipe",
+            Transport::Memcpy => "memcpy",
+        }
+    }
+}
+
+#[derive(Args)]
+struct Endpoint {
+    #[arg(long, value_enum)]
+    transport: Transport,
+    /// sivshm: the device of the channel.
+    #[arg(long, default_value = "/dev/sivshm0")]
+    device: String,
+    /// tcp, driver side: the peer's address.
+    #[arg(long)]
+    connect: Option<SocketAddr>,
+    /// tcp, serve side: where to listen.
+    #[arg(long, default_value = "0.0.0.0:7777")]
+    listen: SocketAddr,
+    /// Seconds to wait for the peer (to attach, connect or answer) before failing.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+/// A message size: every probe message carries its stamps, and a stream frame has a limit.
+fn message_size(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if !(proto::MIN_SIZE..=link::MAX_FRAME).contains(&n) {
+        return Err(format!(
+            "{n} bytes: a message size must be between {} and {}",
+            proto::MIN_SIZE,
+            link::MAX_FRAME
+        ));
+    }
+    Ok(n)
+}
+
+#[derive(Args)]
+struct LatencyArgs {
+    /// Message sizes of the round trips, in bytes (at least 24).
+    #[arg(long, value_delimiter = ',', default_values_t = [64], value_parser = message_size)]
+    latency_sizes: Vec<usize>,
+    /// Timed round trips per size.
+    #[arg(long, default_value_t = 2000)]
+    count: usize,
+    /// Untimed round trips before them.
+    #[arg(long, default_value_t = 50)]
+    warmup: usize,
+}
+
+#[derive(Args)]
+struct ThroughputArgs {
+    /// Message sizes, in bytes (at least 24).
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 4096, 65536, 1 << 20],
+          value_parser = message_size)]
+    sizes: Vec<usize>,
+    /// Seconds to stream each size.
+    #[arg(long, default_value_t = 2.0, conflicts_with = "messages")]
+    seconds: f64,
+    /// Stream exactly this many messages of each size instead.
+    #[arg(long)]
+    messages: Option<u64>,
+}
+
+impl ThroughputArgs {
+    fn amount(&self) -> Result<Amount> {
+        match self.messages {
+            Some(0) => bail!("--messages must be at least 1"),
+            Some(n) => Ok(Amount::Messages(n)),
+            None => {
+                ensure!(
+                    self.seconds.is_finite() && self.seconds > 0.0 && self.seconds <= 3600.0,
+                    "--seconds must be above 0 and at most 3600"
+                );
+                Ok(Amount::Time(Duration::from_secs_f64(self.seconds)))
+            }
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Round trips (ping-pong) against a `serve` peer, or between two threads (pipe).
+    Latency {
+        #[command(flatten)]
+        end: Endpoint,
+        #[command(flatten)]
+        lat: LatencyArgs,
+        /// Fill and check every byte of every message.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// One-way streaming to a `serve` peer (or to a thread, pipe; or plain copies, memcpy).
+    Throughput {
+        #[command(flatten)]
+        end: Endpoint,
+        #[command(flatten)]
+        thr: ThroughputArgs,
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Latency, then throughput, in one session with the peer.
+    Suite {
+        #[command(flatten)]
+        end: Endpoint,
+        #[command(flatten)]
+        lat: LatencyArgs,
+        #[command(flatten)]
+        thr: ThroughputArgs,
+        #[arg(long)]
+        verify: bool,
+    },
+    /// The peer of a driver on another VM: echo, count and check until it says goodbye.
+    Serve {
+        #[command(flatten)]
+        end: Endpoint,
+    },
+}
+
+/// A sivshm channel as a probe link.
+struct ChannelLink {
+    ch: Channel,
+    timeout: Duration,
+}
+
+impl Link for ChannelLink {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.ch
+            .send(msg, Some(self.timeout))
+            .context("sending on the channel")
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let m = self
+            .ch
+            .recv(Some(self.timeout))
+            .context("receiving on the channel")?;
+        buf.resize(m.len(), 0);
+        m.read(0, buf)?;
+        m.release()?;
+        Ok(())
+    }
+
+    fn rings(&self) -> Option<u64> {
+        Some(self.ch.stats().rings)
+    }
+
+    fn max_message(&self) -> usize {
+        self.ch.max_message()
+    }
+}
+
+fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
+    let timeout = Duration::from_secs(end.timeout);
+    let dev = Device::open(&end.device).with_context(|| format!("opening {}", end.device))?;
+    ensure!(
+        dev.info().doorbell,
+        "{} is an ivshmem-plain device: the probe needs a doorbell channel",
+        end.device
+    );
+    let config = Config {
+        attach_timeout: timeout,
+        ..Config::default()
+    };
+    let mut ch = Channel::on_device(&dev, role, config)
+        .with_context(|| format!("opening a channel on {}", end.device))?;
+    ch.wait_for_peer(timeout)
+        .context("waiting for the peer to attach")?;
+    Ok(ChannelLink { ch, timeout })
+}
+
+/// A driver's link, and the thread serving its other end if that is in this process (pipe).
+type Driven = (Box<dyn Link>, Option<std::thread::JoinHandle<()>>);
+
+/// The driver's link to its peer.
+fn connect(end: &Endpoint) -> Result<Driven> {
+    let timeout = Duration::from_secs(end.timeout);
+    Ok(match end.transport {
+        Transport::Sivshm => (Box::new(channel_link(end, Role::Manager)?), None),
+        Transport::Tcp => {
+            let addr = end
+                .connect
+                .context("--transport tcp needs --connect ADDR:PORT (the peer's)")?;
+            (Box::new(link::tcp_connect(addr, timeout)?), None)
+        }
+        Transport::Pipe => {
+            let (a, mut b) = link::pipe_pair()?;
+            let t = std::thread::spawn(move || {
+                if let Err(e) = proto::serve(&mut b) {
+                    eprintln!("sivshm-probe: the pipe peer failed: {e:#}");
+                }
+            });
+            (Box::new(a), Some(t))
+        }
+        Transport::Memcpy => bail!("memcpy has no peer: it measures throughput only"),
+    })
+}
+
+fn run_latency(link: &mut dyn Link, t: Transport, lat: &LatencyArgs, verify: bool) -> Result<()> {
+    for &size in &lat.latency_sizes {
+        let l = proto::latency(link, size, lat.count, lat.warmup, verify)
+            .with_context(|| format!("{} round trips of {size} bytes", t.name()))?;
+        println!("{}", l.line(t.name()));
+    }
+    Ok(())
+}
+
+fn run_throughput(
+    link: &mut dyn Link,
+    t: Transport,
+    thr: &ThroughputArgs,
+    verify: bool,
+) -> Result<()> {
+    let amount = thr.amount()?;
+    for &size in &thr.sizes {
+        let r = proto::throughput(link, size, amount, verify)
+            .with_context(|| format!("{} streaming {size}-byte messages", t.name()))?;
+        println!("{}", r.line(t.name()));
+    }
+    Ok(())
+}
+
+/// Runs `phases` against the driver's peer, then says goodbye.
+fn drive(end: &Endpoint, phases: impl FnOnce(&mut dyn Link) -> Result<()>) -> Result<()> {
+    let (mut link, thread) = connect(end)?;
+    phases(link.as_mut())?;
+    proto::bye(link.as_mut())?;
+    if let Some(t) = thread {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("the pipe peer panicked"))?;
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Latency { end, lat, verify } => {
+            let t = end.transport;
+            drive(&end, |l| run_latency(l, t, &lat, verify))
+        }
+        Cmd::Throughput { end, thr, verify } => {
+            let t = end.transport;
+            if t == Transport::Memcpy {
+                let amount = thr.amount()?;
+                for &size in &thr.sizes {
+                    println!("{}", proto::memcpy(size, amount)?.line(t.name()));
+                }
+                return Ok(());
+            }
+            drive(&end, |l| run_throughput(l, t, &thr, verify))
+        }
+        Cmd::Suite {
+            end,
+            lat,
+            thr,
+            verify,
+        } => {
+            let t = end.transport;
+            drive(&end, |l| {
+                run_latency(l, t, &lat, verify)?;
+                run_throughput(l, t, &thr, verify)
+            })
+        }
+        Cmd::Serve { end } => {
+            let timeout = Duration::from_secs(end.timeout);
+            let mut link: Box<dyn Link> = match end.transport {
+                Transport::Sivshm => Box::new(channel_link(&end, Role::Worker)?),
+                Transport::Tcp => Box::new(link::tcp_accept(end.listen, timeout)?),
+                t => bail!("{} runs inside one process: nothing to serve", t.name()),
+            };
+            let n = proto::serve(link.as_mut())?;
+            println!("serve {}: {n} messages", end.transport.name());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+
+    use sivshm::channel::Links;
+    use sivshm::{EventFd, Mapping};
+
+    /// Both ends of a channel over a memfd, eventfds for doorbells: what two VMs get from a
+    /// segment and a doorbell channel.
+    fn channel_pair(len: usize) -> (ChannelLink, ChannelLink) {
+        let fd = rustix::fs::memfd_create("probe", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, len as u64).unwrap();
+        let map = Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
+        let (to_m, to_w) = (
+            Arc::new(EventFd::new().unwrap()),
+            Arc::new(EventFd::new().unwrap()),
+        );
+        let links = |bell: &Arc<EventFd>, wake: &Arc<EventFd>, id| Links {
+            doorbell: Some(bell.clone()),
+            wake: Some(wake.clone()),
+            own_id: Some(id),
+        };
+        let timeout = Duration::from_secs(20);
+        let open = |role, links| ChannelLink {
+            ch: Channel::new(map.clone(), 0, len, role, links, Config::default()).unwrap(),
+            timeout,
+        };
+        let m = open(Role::Manager, links(&to_w, &to_m, 0));
+        let w = open(Role::Worker, links(&to_m, &to_w, 1));
+        (m, w)
+    }
+
+    #[test]
+    fn the_probes_run_over_a_channel_and_count_its_doorbells() {
+        let (mut m, mut w) = channel_pair(4 << 20);
+        let peer = std::thread::spawn(move || proto::serve(&mut w));
+        let l = proto::latency(&mut m, 4096, 30, 3, true).unwrap();
+        eprintln!("{}", l.line("sivshm"));
+        assert_eq!(l.n, 30);
+        assert!(
+            l.line("sivshm").contains("rings_per_rt="),
+            "{}",
+            l.line("sivshm")
+        );
+        for size in [24, 65536, 1 << 20] {
+            let t = proto::throughput(&mut m, size, Amount::Messages(40), true).unwrap();
+            eprintln!("{}", t.line("sivshm"));
+            assert_eq!(t.messages, 40);
+            assert!(t.rings_per_msg.is_some());
+        }
+        // Larger than the ring: a clear error before anything is sent.
+        let e = proto::throughput(&mut m, 8 << 20, Amount::Messages(1), false).unwrap_err();
+        assert!(e.to_string().contains("largest message"), "{e}");
+        proto::bye(&mut m).unwrap();
+        assert_eq!(peer.join().unwrap().unwrap(), 33 + 120);
+    }
+}

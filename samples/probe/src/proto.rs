@@ -1,0 +1,572 @@
+//! What the probes exchange, the same over every link, and the two measurements.
+//!
+//! Every message starts with a 16-byte header: a tag (`u32`), flags (`u32`) and a sequence
+//! number (`u64`); probe messages repeat the sequence number in their last 8 bytes, so that a
+//! message delivered short, torn, out of order or twice is caught. With [`FLAG_PATTERN`] the
+//! bytes between carry a pattern derived from the sequence number, checked by whoever
+//! receives them. The driver (manager) sends; the peer (`serve`) echoes [`ECHO`], counts
+//! and checks [`DATA`], answers [`SYNC`] with a [`REPORT`], and ends at [`BYE`].
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::link::Link;
+
+pub const ECHO: u32 = 1;
+pub const DATA: u32 = 2;
+pub const SYNC: u32 = 3;
+pub const BYE: u32 = 4;
+pub const REPORT: u32 = 5;
+
+/// The body between header and trailer carries [`pattern`].
+pub const FLAG_PATTERN: u32 = 1;
+
+pub const HEADER: usize = 16;
+/// The smallest probe message: header and a trailer of its own.
+pub const MIN_SIZE: usize = HEADER + 8;
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn put_u64(b: &mut [u8], at: usize, v: u64) {
+    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// The byte at `offset` of message `seq`'s body.
+fn pattern(seq: u64, offset: usize) -> u8 {
+    (offset as u8) ^ (seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8
+}
+
+/// A message of `size` bytes with tag, flags and stamps; the body patterned if asked.
+pub fn message(tag: u32, flags: u32, seq: u64, size: usize) -> Vec<u8> {
+    let mut m = vec![0u8; size.max(MIN_SIZE)];
+    m[0..4].copy_from_slice(&tag.to_le_bytes());
+    m[4..8].copy_from_slice(&flags.to_le_bytes());
+    if flags & FLAG_PATTERN != 0 {
+        let end = m.len().saturating_sub(8);
+        for (i, b) in m.iter_mut().enumerate().take(end).skip(HEADER) {
+            *b = pattern(seq, i);
+        }
+    }
+    stamp(&mut m, seq);
+    m
+}
+
+/// Writes `seq` into the header and the trailer (and the pattern, if the message has one).
+pub fn stamp(m: &mut [u8], seq: u64) {
+    put_u64(m, 8, seq);
+    let end = m.len() - 8;
+    if u32_at(m, 4) & FLAG_PATTERN != 0 {
+        for (i, b) in m.iter_mut().enumerate().take(end).skip(HEADER) {
+            *b = pattern(seq, i);
+        }
+    }
+    put_u64(m, end, seq);
+}
+
+/// Checks a received probe message: tag, stamps and (if flagged) pattern. Returns its seq.
+pub fn check(m: &[u8], tag: u32) -> Result<u64> {
+    ensure!(
+        m.len() >= MIN_SIZE,
+        "a message of {} bytes is shorter than a header",
+        m.len()
+    );
+    let got = u32_at(m, 0);
+    ensure!(got == tag, "expected a message tagged {tag}, got {got}");
+    let seq = u64_at(m, 8);
+    let trailer = u64_at(m, m.len() - 8);
+    ensure!(
+        trailer == seq,
+        "message {seq} of {} bytes ends with the stamp of {trailer} (torn or mixed up)",
+        m.len()
+    );
+    if u32_at(m, 4) & FLAG_PATTERN != 0 {
+        if let Some(i) = (HEADER..m.len() - 8).find(|&i| m[i] != pattern(seq, i)) {
+            bail!(
+                "message {seq} of {} bytes is corrupt at byte {i}: {:#04x} instead of {:#04x}",
+                m.len(),
+                m[i],
+                pattern(seq, i)
+            );
+        }
+    }
+    Ok(seq)
+}
+
+/// What the peer saw since the previous [`SYNC`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    pub messages: u64,
+    pub bytes: u64,
+    /// Doorbells the peer rang (0 where the link does not count them).
+    pub rings: u64,
+}
+
+impl Report {
+    fn encode(&self) -> Vec<u8> {
+        let mut m = message(REPORT, 0, self.messages, HEADER + 24);
+        put_u64(&mut m, HEADER, self.bytes);
+        put_u64(&mut m, HEADER + 8, self.rings);
+        m
+    }
+
+    fn decode(m: &[u8]) -> Result<Self> {
+        let messages = check(m, REPORT)?;
+        ensure!(
+            m.len() == HEADER + 24,
+            "a report of {} bytes (expected {})",
+            m.len(),
+            HEADER + 24
+        );
+        Ok(Report {
+            messages,
+            bytes: u64_at(m, HEADER),
+            rings: u64_at(m, HEADER + 8),
+        })
+    }
+}
+
+/// The peer's side: serves the driver until it says [`BYE`]. Returns what it received.
+pub fn serve(link: &mut dyn Link) -> Result<u64> {
+    let mut buf = Vec::new();
+    let (mut messages, mut bytes, mut total) = (0u64, 0u64, 0u64);
+    let mut next_data = 0u64;
+    let mut rings_at_sync = link.rings().unwrap_or(0);
+    loop {
+        link.recv(&mut buf)?;
+        ensure!(buf.len() >= 4, "a message of {} bytes", buf.len());
+        match u32_at(&buf, 0) {
+            ECHO => {
+                check(&buf, ECHO)?;
+                link.send(&buf)?;
+            }
+            DATA => {
+                let seq = check(&buf, DATA)?;
+                ensure!(
+                    seq == next_data,
+                    "data message {seq} arrived where {next_data} was due (lost, duplicated or reordered)"
+                );
+                next_data += 1;
+            }
+            SYNC => {
+                // The sequence number says where the data numbering restarts.
+                next_data = check(&buf, SYNC)?;
+                let rings = link.rings().unwrap_or(0);
+                let r = Report {
+                    messages,
+                    bytes,
+                    rings: rings - rings_at_sync,
+                };
+                link.send(&r.encode())?;
+                // The report's own doorbell belongs to neither phase.
+                rings_at_sync = link.rings().unwrap_or(0);
+                (messages, bytes) = (0, 0);
+                continue;
+            }
+            BYE => {
+                check(&buf, BYE)?;
+                link.send(&message(BYE, 0, total, MIN_SIZE))?;
+                return Ok(total);
+            }
+            other => bail!("a message tagged {other} (not a probe message)"),
+        }
+        messages += 1;
+        bytes += buf.len() as u64;
+        total += 1;
+    }
+}
+
+/// Asks the peer what it received since the previous sync; data numbering restarts at 0.
+fn sync(link: &mut dyn Link) -> Result<Report> {
+    link.send(&message(SYNC, 0, 0, MIN_SIZE))?;
+    let mut buf = Vec::new();
+    link.recv(&mut buf)?;
+    Report::decode(&buf).context("the peer's report")
+}
+
+/// Ends the session: the peer acknowledges.
+pub fn bye(link: &mut dyn Link) -> Result<()> {
+    link.send(&message(BYE, 0, 0, MIN_SIZE))?;
+    let mut buf = Vec::new();
+    link.recv(&mut buf)?;
+    check(&buf, BYE).context("the peer's goodbye")?;
+    Ok(())
+}
+
+fn check_size(link: &dyn Link, size: usize) -> Result<()> {
+    ensure!(
+        size >= MIN_SIZE,
+        "message size {size} is below {MIN_SIZE} bytes (every probe message carries its stamps)"
+    );
+    ensure!(
+        size <= link.max_message(),
+        "message size {size} exceeds the link's largest message, {} bytes",
+        link.max_message()
+    );
+    Ok(())
+}
+
+/// Round trips of one size: the nearest-rank percentiles, in microseconds.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub size: usize,
+    pub n: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// Doorbells rung by both sides per round trip, where the link counts them.
+    pub rings_per_rt: Option<f64>,
+}
+
+/// The nearest-rank `p`th percentile of sorted `v`.
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+impl Latency {
+    pub fn line(&self, transport: &str) -> String {
+        let mut s = format!(
+            "latency {transport}: size={} n={} p50={:.1} us p99={:.1} us max={:.1} us",
+            self.size, self.n, self.p50, self.p99, self.max
+        );
+        if let Some(r) = self.rings_per_rt {
+            s += &format!(" rings_per_rt={r:.3}");
+        }
+        s
+    }
+}
+
+/// `n` timed round trips of `size` bytes after `warmup` untimed ones; every echo is compared
+/// with what was sent.
+pub fn latency(
+    link: &mut dyn Link,
+    size: usize,
+    n: usize,
+    warmup: usize,
+    verify: bool,
+) -> Result<Latency> {
+    check_size(link, size)?;
+    ensure!(n > 0, "at least one round trip is needed");
+    sync(link)?;
+    let rings0 = link.rings();
+    let flags = if verify { FLAG_PATTERN } else { 0 };
+    let mut m = message(ECHO, flags, 0, size);
+    let mut back = Vec::with_capacity(size);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..warmup + n {
+        stamp(&mut m, i as u64);
+        let t0 = Instant::now();
+        link.send(&m)?;
+        link.recv(&mut back)?;
+        let dt = t0.elapsed();
+        if back != m {
+            check(&back, ECHO).context("the echo")?;
+            bail!("round trip {i}: the echo differs from what was sent");
+        }
+        if i >= warmup {
+            times.push(dt.as_secs_f64() * 1e6);
+        }
+    }
+    let ours = link.rings().zip(rings0).map(|(a, b)| a - b);
+    let peer = sync(link)?;
+    ensure!(
+        peer.messages == (warmup + n) as u64,
+        "the peer echoed {} messages, {} were sent",
+        peer.messages,
+        warmup + n
+    );
+    times.sort_by(f64::total_cmp);
+    Ok(Latency {
+        size,
+        n,
+        p50: percentile(&times, 50.0),
+        p99: percentile(&times, 99.0),
+        max: times[n - 1],
+        rings_per_rt: ours.map(|r| (r + peer.rings) as f64 / (warmup + n) as f64),
+    })
+}
+
+/// How long a throughput phase runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Amount {
+    Messages(u64),
+    Time(Duration),
+}
+
+/// Whether a timed phase is over, without reading the clock for every message (a guest's
+/// clock read may cost more than a small message): the clock is read every `every` calls,
+/// and `every` doubles while a stretch takes under a millisecond, so a fast loop reads it
+/// rarely and a slow one (one message per millisecond or more) at every message.
+struct Clock {
+    t0: Instant,
+    /// The previous reading (none before the first: that stretch held no message).
+    last: Option<Instant>,
+    every: u64,
+    left: u64,
+}
+
+impl Clock {
+    fn new(t0: Instant) -> Self {
+        Clock {
+            t0,
+            last: None,
+            every: 1,
+            left: 1,
+        }
+    }
+
+    fn passed(&mut self, d: Duration) -> bool {
+        self.left -= 1;
+        if self.left > 0 {
+            return false;
+        }
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now - l < Duration::from_millis(1))
+        {
+            self.every = (self.every * 2).min(1 << 20);
+        }
+        self.last = Some(now);
+        self.left = self.every;
+        now - self.t0 >= d
+    }
+}
+
+/// Messages of one size streamed one way.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    pub size: usize,
+    pub messages: u64,
+    pub seconds: f64,
+    /// Doorbells rung by both sides per message, where the link counts them.
+    pub rings_per_msg: Option<f64>,
+}
+
+impl Throughput {
+    pub fn mib_s(&self) -> f64 {
+        (self.messages * self.size as u64) as f64 / self.seconds / f64::from(1 << 20)
+    }
+
+    pub fn line(&self, transport: &str) -> String {
+        let mut s = format!(
+            "throughput {transport}: size={} messages={} seconds={:.3} mib_s={:.2} msgs_s={:.0}",
+            self.size,
+            self.messages,
+            self.seconds,
+            self.mib_s(),
+            self.messages as f64 / self.seconds
+        );
+        if let Some(r) = self.rings_per_msg {
+            s += &format!(" rings_per_msg={r:.4}");
+        }
+        s
+    }
+}
+
+/// Streams `size`-byte messages to the peer until `amount` is reached, then waits for the
+/// peer's report: the time runs until the peer has received (and checked) everything.
+pub fn throughput(
+    link: &mut dyn Link,
+    size: usize,
+    amount: Amount,
+    verify: bool,
+) -> Result<Throughput> {
+    check_size(link, size)?;
+    sync(link)?;
+    let rings0 = link.rings();
+    let flags = if verify { FLAG_PATTERN } else { 0 };
+    let mut m = message(DATA, flags, 0, size);
+    let t0 = Instant::now();
+    let mut clock = Clock::new(t0);
+    let mut sent = 0u64;
+    loop {
+        let done = match amount {
+            Amount::Messages(n) => sent >= n,
+            Amount::Time(d) => clock.passed(d),
+        };
+        if done {
+            break;
+        }
+        stamp(&mut m, sent);
+        link.send(&m)?;
+        sent += 1;
+    }
+    let ours = link.rings().zip(rings0).map(|(a, b)| a - b);
+    let peer = sync(link)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    ensure!(
+        peer.messages == sent && peer.bytes == sent * size as u64,
+        "the peer received {} messages ({} bytes), {sent} of {size} bytes were sent",
+        peer.messages,
+        peer.bytes
+    );
+    Ok(Throughput {
+        size,
+        messages: sent,
+        seconds,
+        rings_per_msg: ours.map(|r| (r + peer.rings) as f64 / sent.max(1) as f64),
+    })
+}
+
+/// The in-VM ceiling: copies of `size` bytes from one buffer to another, as the same
+/// [`Amount`] of messages would take.
+pub fn memcpy(size: usize, amount: Amount) -> Result<Throughput> {
+    ensure!(size > 0, "message size must be above 0");
+    let src = message(DATA, FLAG_PATTERN, 1, size.max(MIN_SIZE));
+    let mut dst = vec![0u8; src.len()];
+    let t0 = Instant::now();
+    let mut clock = Clock::new(t0);
+    let mut copies = 0u64;
+    loop {
+        let done = match amount {
+            Amount::Messages(n) => copies >= n,
+            Amount::Time(d) => clock.passed(d),
+        };
+        if done {
+            break;
+        }
+        dst[..size].copy_from_slice(std::hint::black_box(&src[..size]));
+        std::hint::black_box(&mut dst);
+        copies += 1;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    ensure!(dst[..size] == src[..size], "memcpy copied something else");
+    Ok(Throughput {
+        size,
+        messages: copies,
+        seconds,
+        rings_per_msg: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::pipe_pair;
+
+    #[test]
+    fn stamps_and_patterns_round_trip_and_damage_is_caught() {
+        for size in [24, 25, 32, 100, 4096] {
+            let mut m = message(DATA, FLAG_PATTERN, 7, size);
+            assert_eq!(m.len(), size);
+            assert_eq!(check(&m, DATA).unwrap(), 7);
+            stamp(&mut m, 8);
+            assert_eq!(check(&m, DATA).unwrap(), 8);
+            assert!(check(&m, ECHO).is_err(), "wrong tag accepted");
+            let mut torn = m.clone();
+            put_u64(&mut torn, size - 8, 9);
+            assert!(
+                check(&torn, DATA).is_err(),
+                "torn message accepted ({size})"
+            );
+            if size > 32 {
+                let mut bad = m.clone();
+                bad[HEADER + 1] ^= 0x40;
+                let e = check(&bad, DATA).unwrap_err().to_string();
+                assert!(e.contains("corrupt at byte 17"), "{e}");
+            }
+        }
+        assert!(check(&[0; 8], DATA).is_err());
+    }
+
+    #[test]
+    fn a_timed_phase_ends_on_time_however_slow_its_messages() {
+        for nap in [Duration::ZERO, Duration::from_millis(3)] {
+            let t0 = Instant::now();
+            let mut c = Clock::new(t0);
+            let mut n = 0u64;
+            while !c.passed(Duration::from_millis(60)) {
+                std::thread::sleep(nap);
+                n += 1;
+            }
+            assert!(n > 0);
+            // Slow iterations are checked one by one: no overshoot of several of them.
+            if !nap.is_zero() {
+                assert_eq!(c.every, 1, "{n} iterations");
+            }
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), 50.0);
+        assert_eq!(percentile(&v, 99.0), 99.0);
+        assert_eq!(percentile(&[3.0], 99.0), 3.0);
+        assert_eq!(percentile(&[1.0, 2.0], 50.0), 1.0);
+    }
+
+    #[test]
+    fn latency_and_throughput_over_a_pipe_pair_check_everything() {
+        let (mut a, mut b) = pipe_pair().unwrap();
+        let peer = std::thread::spawn(move || serve(&mut b));
+        let l = latency(&mut a, 64, 50, 5, true).unwrap();
+        assert_eq!((l.size, l.n), (64, 50));
+        assert!(l.p50 <= l.p99 && l.p99 <= l.max);
+        assert!(l.rings_per_rt.is_none(), "a pipe counts no doorbells");
+        for size in [24, 4096, 1 << 20] {
+            let t = throughput(&mut a, size, Amount::Messages(20), true).unwrap();
+            assert_eq!(t.messages, 20);
+            assert!(t
+                .line("pipe")
+                .starts_with(&format!("throughput pipe: size={size} ")));
+        }
+        let t = throughput(&mut a, 64, Amount::Time(Duration::from_millis(50)), false).unwrap();
+        assert!(t.messages > 0);
+        bye(&mut a).unwrap();
+        // Warm-up and timed echoes, then 20 messages of each size, then the timed phase.
+        assert_eq!(peer.join().unwrap().unwrap(), 55 + 60 + t.messages);
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_with_the_reason() {
+        let (mut a, _b) = pipe_pair().unwrap();
+        let e = latency(&mut a, 8, 1, 0, false).unwrap_err().to_string();
+        assert!(e.contains("below 24 bytes"), "{e}");
+        let e = throughput(&mut a, 128 << 20, Amount::Messages(1), false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exceeds the link's largest message"), "{e}");
+    }
+
+    /// A peer that corrupts what it echoes, or loses data, is reported, not measured.
+    #[test]
+    fn a_lying_peer_fails_the_probe() {
+        let (mut a, mut b) = pipe_pair().unwrap();
+        let liar = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            // Answers the sync, then echoes the first message with one bit flipped.
+            b.recv(&mut buf).unwrap();
+            let r = Report {
+                messages: 0,
+                bytes: 0,
+                rings: 0,
+            };
+            b.send(&r.encode()).unwrap();
+            b.recv(&mut buf).unwrap();
+            let n = buf.len();
+            buf[n / 2] ^= 1;
+            b.send(&buf).unwrap();
+        });
+        let e = latency(&mut a, 64, 1, 0, true).unwrap_err();
+        assert!(format!("{e:#}").contains("corrupt"), "{e:#}");
+        liar.join().unwrap();
+
+        let (mut a, mut b) = pipe_pair().unwrap();
+        let peer = std::thread::spawn(move || serve(&mut b));
+        // Skip a sequence number: the peer must refuse the gap.
+        sync(&mut a).unwrap();
+        a.send(&message(DATA, 0, 0, 64)).unwrap();
+        a.send(&message(DATA, 0, 2, 64)).unwrap();
+        let e = peer.join().unwrap().unwrap_err().to_string();
+        assert!(e.contains("arrived where 1 was due"), "{e}");
+    }
+}
