@@ -85,7 +85,7 @@ pub fn throughput(
 ) -> Result<Vec<String>> {
     let roles = Distribute {
         rounds,
-        bytes: segment as usize - 4096,
+        bytes: segment as usize / 4,
     };
     let mut figures = [Vec::new(), Vec::new()];
     for run in 0..repeats {

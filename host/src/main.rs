@@ -106,8 +106,8 @@ enum Cmd {
         /// boot: worker counts, comma separated.
         #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
         workers: Vec<usize>,
-        /// throughput: rounds per worker.
-        #[arg(long, default_value_t = 16)]
+        /// throughput: rounds per worker (each a quarter of the segment).
+        #[arg(long, default_value_t = 64)]
         rounds: u64,
         /// throughput: segment (and batch) size in MiB, a power of two.
         #[arg(long, default_value_t = 4)]
@@ -129,9 +129,9 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         segment_mib: u64,
         /// Batches sent to every worker.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, default_value_t = 64)]
         rounds: u64,
-        /// Bytes per batch (default: the segment less its header page).
+        /// Bytes per batch (default and most: a quarter of the segment).
         #[arg(long)]
         bytes: Option<usize>,
     },
@@ -329,10 +329,12 @@ fn run(cmd: Cmd) -> Result<()> {
                 .checked_mul(1 << 20)
                 .filter(|s| s.is_power_of_two())
                 .context("--segment-mib must be a power of two")?;
-            let bytes = bytes.unwrap_or(segment as usize - 4096);
+            // A quarter of the segment: the channel keeps batches in flight.
+            let bytes = bytes.unwrap_or(segment as usize / 4);
             anyhow::ensure!(
-                bytes > 0 && bytes <= segment as usize - 4096,
-                "--bytes must be between 1 and the segment size less 4096"
+                bytes > 0 && bytes <= segment as usize / 4,
+                "--bytes must be between 1 and a quarter of the segment (the channel keeps \
+                 several batches in flight)"
             );
             let roles = topology::Distribute { rounds, bytes };
             let machine = guest.machine()?;

@@ -243,8 +243,8 @@ fn two_vm_doorbell_plan() -> Result<Plan> {
 /// checks what the worker computed from it; each worker sees exactly one device.
 fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let roles = Distribute {
-        rounds: 4,
-        bytes: 1 << 20,
+        rounds: 16,
+        bytes: 512 << 10,
     };
     Topology::new(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)
 }
@@ -252,8 +252,8 @@ fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
 /// The same job on the IVSHMEM baseline: one region, a central server; data verified too.
 fn distribute_ivshmem(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let roles = Distribute {
-        rounds: 4,
-        bytes: 1 << 20,
+        rounds: 16,
+        bytes: 512 << 10,
     };
     Topology::ivshmem(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)
 }

@@ -12,15 +12,17 @@
 //! With doorbell devices each side rings the other and sleeps on an eventfd; with plain ones
 //! both poll the header.
 
-mod mailbox;
+mod batches;
+mod manager;
+mod worker;
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use sivshm::Device;
-
-use mailbox::{fnv1a, payload, Bell, Mailbox, Side};
+use sivshm::channel::{Channel, Config, DeviceDoorbell, Doorbell, Links, Role as End};
+use sivshm::{Device, EventFd, Mapping};
 
 #[derive(Parser)]
 #[command(about)]
@@ -47,7 +49,7 @@ enum Role {
         slot_size: Option<usize>,
         #[arg(long, default_value_t = 8)]
         rounds: u64,
-        /// Bytes per round per worker (at most the segment size less one page).
+        /// Bytes per round per worker (at most half the channel's ring, less 24 bytes).
         #[arg(long, default_value_t = 1 << 20)]
         bytes: usize,
         /// Seconds to wait for a worker's answer.
@@ -73,11 +75,38 @@ enum Role {
     },
 }
 
-/// Where a worker's mailbox lives: a window of one of the manager's devices.
+/// Where a worker's channel lives: a window of one of the manager's devices.
 struct Window {
     device: usize,
     offset: u64,
     len: Option<usize>,
+}
+
+fn config(timeout: Duration) -> Config {
+    Config {
+        // Workers may boot after the manager and the other way round.
+        attach_timeout: timeout,
+        peer_timeout: Duration::from_secs(30),
+        ..Config::default()
+    }
+}
+
+/// What a device's channels ring and wait on: vector 0, one eventfd per device (shared by
+/// the channels of every worker in an IVSHMEM region). None for a device without doorbell.
+fn links(dev: &Device) -> Result<Links> {
+    if !dev.info().doorbell || dev.info().nr_vectors == 0 {
+        return Ok(Links::default());
+    }
+    let bell: Arc<dyn Doorbell> = Arc::new(DeviceDoorbell::new(dev, 0)?);
+    let wake: Arc<EventFd> = Arc::new(
+        dev.bind_eventfd(0)
+            .context("binding an eventfd to vector 0")?,
+    );
+    Ok(Links {
+        doorbell: Some(bell),
+        wake: Some(wake),
+        own_id: dev.info().peer_id,
+    })
 }
 
 fn main() -> Result<()> {
@@ -92,7 +121,7 @@ fn main() -> Result<()> {
             timeout,
         } => {
             let (bdfs, windows) = match region {
-                // One device per worker, each mailbox its whole segment.
+                // One device per worker, each channel its whole segment.
                 None => {
                     let windows = (0..workers.len())
                         .map(|device| Window {
@@ -103,7 +132,7 @@ fn main() -> Result<()> {
                         .collect::<Vec<_>>();
                     (workers, windows)
                 }
-                // One device, worker i's mailbox at i * slot size.
+                // One device, worker i's channel at i * slot size.
                 Some(bdf) => {
                     let (count, size) = (count.unwrap_or(0), slot_size.unwrap_or(0));
                     if count == 0 || size == 0 {
@@ -147,82 +176,52 @@ fn manager(
         .iter()
         .map(|bdf| Device::find(bdf).with_context(|| format!("no sivshm device at {bdf}")))
         .collect::<Result<Vec<_>>>()?;
-    // One bell per device: under IVSHMEM every worker's mailbox rings through the same one.
-    let bells = devices.iter().map(Bell::new).collect::<Result<Vec<_>>>()?;
-    let maps = windows
+    let maps = devices
         .iter()
-        .map(|w| {
-            let d = &devices[w.device];
-            match w.len {
-                None => d.map(),
-                Some(len) => d.map_range(w.offset, len),
-            }
-            .with_context(|| format!("mmap of {:?} bytes at {}", w.len, w.offset))
-        })
+        .map(|d| d.map().map(Arc::new).context("mmap"))
         .collect::<Result<Vec<_>>>()?;
-    let boxes = maps
-        .iter()
-        .zip(windows)
-        .map(|(m, w)| Mailbox::new(m, Side::Manager, bells[w.device].as_ref()))
-        .collect::<Result<Vec<_>>>()?;
-    for (i, (w, b)) in windows.iter().zip(&boxes).enumerate() {
-        let d = &devices[w.device];
+    let links = devices.iter().map(links).collect::<Result<Vec<_>>>()?;
+    let mut channels = Vec::new();
+    for (i, w) in windows.iter().enumerate() {
+        let (d, map) = (&devices[w.device], &maps[w.device]);
+        let len = w.len.unwrap_or(map.len());
+        let ch = Channel::new(
+            map.clone(),
+            w.offset as usize,
+            len,
+            End::Manager,
+            links[w.device].clone(),
+            config(timeout),
+        )
+        .with_context(|| format!("worker {i}'s channel at {} of {}", w.offset, d.info().pci))?;
         println!(
             "manager: worker {i} on /dev/sivshm{} ({}) at offset {} MiB, {} MiB",
             d.info().index,
             d.info().pci,
             w.offset >> 20,
-            (b.capacity() as u64 + 4096) >> 20
+            len >> 20
         );
-        if bytes > b.capacity() {
-            bail!(
-                "--bytes {bytes} exceeds worker {i}'s capacity {}",
-                b.capacity()
-            );
-        }
-        b.open();
+        channels.push(ch);
     }
-    for (i, b) in boxes.iter().enumerate() {
-        b.wait_worker(timeout)
-            .with_context(|| format!("worker {i}"))?;
-    }
-    let start = Instant::now();
-    let mut verified = 0u64;
-    for round in 1..=rounds {
-        let mut sums = Vec::with_capacity(boxes.len());
-        for (i, b) in boxes.iter().enumerate() {
-            let data = payload(i, round, bytes);
-            let sum = fnv1a(&data);
-            b.send(round, &data, sum)?;
-            sums.push(sum);
-        }
-        for (i, (b, sum)) in boxes.iter().zip(sums).enumerate() {
-            let got = b
-                .wait_result(round, timeout)
-                .with_context(|| format!("worker {i}"))?;
-            if got != sum {
-                bail!("worker {i}, round {round}: checksum {got:016x}, sent {sum:016x}");
-            }
-            verified += 1;
-        }
-    }
-    let secs = start.elapsed().as_secs_f64();
-    for b in &boxes {
-        b.close()?;
-    }
-    let wakeups: u64 = bells.iter().flatten().map(|b| b.wakeups()).sum();
-    let mode = if boxes.iter().all(|b| b.bell().is_some()) {
+    let mode = if links.iter().all(|l| l.wake.is_some()) {
         "doorbells"
     } else {
         "polling"
     };
-    let total = bytes as u64 * rounds * boxes.len() as u64;
+    let n = channels.len() as u64;
+    let r = manager::run(channels, rounds, bytes, timeout)?;
+    let secs = r.elapsed.as_secs_f64();
+    let total = bytes as u64 * rounds * n;
     println!(
-        "manager: {verified} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
-         {mode}, {wakeups} wake-ups",
-        rounds * boxes.len() as u64,
+        "manager: {} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
+         {mode}, {} wake-ups, {} rings for {} batches",
+        r.verified,
+        rounds * n,
         total as f64 / (1 << 20) as f64,
-        total as f64 / (1 << 20) as f64 / secs
+        total as f64 / (1 << 20) as f64 / secs,
+        r.wakeups,
+        r.rings,
+        rounds * n
     );
     Ok(())
 }
@@ -247,31 +246,35 @@ fn worker(
         dev.info().pci,
         dev.info().shm_size >> 20
     );
-    let map = match window {
+    let map: Mapping = match window {
         None => dev.map(),
         Some((offset, len)) => dev.map_range(offset, len),
     }
     .context("mmap")?;
-    let bell = Bell::new(&dev)?;
-    let mb = Mailbox::new(&map, Side::Worker, bell.as_ref())?;
-    mb.wait_open(timeout)?;
-    let (mut last, mut rounds, mut bytes, mut buf) = (0, 0u64, 0u64, Vec::new());
-    while let Some((round, sum)) = mb.receive(last, &mut buf, timeout)? {
-        let mine = fnv1a(&buf);
-        if mine != sum {
-            println!("worker: round {round}: checksum {mine:016x}, manager says {sum:016x}");
-        }
-        mb.reply(round, mine)?;
-        last = round;
-        rounds += 1;
-        bytes += buf.len() as u64;
-    }
-    match mb.bell() {
-        Some(b) => println!(
-            "worker: received {rounds} rounds, {bytes} bytes; woken {} times by the doorbell",
-            b.wakeups()
-        ),
-        None => println!("worker: received {rounds} rounds, {bytes} bytes (polling)"),
+    let len = map.len();
+    let ch = Channel::new(
+        Arc::new(map),
+        0,
+        len,
+        End::Worker,
+        links(&dev)?,
+        config(timeout),
+    )
+    .context("attaching to the manager's channel")?;
+    let r = worker::run(ch, timeout)?;
+    println!(
+        "worker: received {} rounds, {} bytes; woken {} times by the doorbell, rang {} times",
+        r.rounds, r.bytes, r.wakeups, r.rings
+    );
+    if r.mismatched > 0 {
+        bail!(
+            "{} of {} batches did not match their checksum",
+            r.mismatched,
+            r.rounds
+        );
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
