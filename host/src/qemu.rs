@@ -78,6 +78,8 @@ pub struct Nic {
     /// The guest's address on the link, `A.B.C.D/PREFIX`; guest/init assigns it to the
     /// interface with this MAC (`SIVSHM_NET`).
     pub addr: String,
+    /// The link's MTU: advertised to the guest (`host_mtu`) and set by guest/init.
+    pub mtu: u16,
     /// This end of the link's socket pair.
     pub socket: OwnedFd,
 }
@@ -131,13 +133,13 @@ impl Vm {
         self
     }
 
-    /// `SIVSHM_NET` for guest/init: `MAC=ADDR/PREFIX` per NIC, comma separated.
+    /// `SIVSHM_NET` for guest/init: `MAC=ADDR/PREFIX@MTU` per NIC, comma separated.
     fn net_env(&self) -> Option<(String, String)> {
         (!self.nics.is_empty()).then(|| {
             let v: Vec<String> = self
                 .nics
                 .iter()
-                .map(|n| format!("{}={}", n.mac, n.addr))
+                .map(|n| format!("{}={}@{}", n.mac, n.addr, n.mtu))
                 .collect();
             ("SIVSHM_NET".to_string(), v.join(","))
         })
@@ -278,8 +280,8 @@ impl Vm {
             a.push("-device".into());
             a.push(
                 format!(
-                    "virtio-net-pci,netdev=net{i},mac={},addr={:#x}.0",
-                    n.mac, n.slot
+                    "virtio-net-pci,netdev=net{i},mac={},host_mtu={},addr={:#x}.0",
+                    n.mac, n.mtu, n.slot
                 )
                 .into(),
             );
@@ -529,11 +531,13 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("virtio-net-pci,netdev=net0,mac=52:54:00:77:00:01,addr=0x1f.0"),
+            s.contains(
+                "virtio-net-pci,netdev=net0,mac=52:54:00:77:00:01,host_mtu=65520,addr=0x1f.0"
+            ),
             "{s}"
         );
         assert!(
-            s.contains("SIVSHM_NET=52:54:00:77:00:01=10.77.0.1/24"),
+            s.contains("SIVSHM_NET=52:54:00:77:00:01=10.77.0.1/24@65520"),
             "{s}"
         );
         assert!(
