@@ -25,3 +25,11 @@ kernel::module_pci_driver! {
     description: "Secure Inter-VM Shared Memory (ivshmem) guest driver",
     license: "GPL v2",
 }
+
+/// `modinfo -F version`, as C's `MODULE_VERSION()` records it: 7.3's `module!` has no `version`
+/// field, so the string goes into `.modinfo` directly, the way `module!` emits its own fields. The same version as `dkms.conf`'s
+/// `PACKAGE_VERSION` and the workspace's crates (`scripts/check-dkms.sh` compares them).
+#[cfg(MODULE)]
+#[link_section = ".modinfo"]
+#[used(compiler)]
+static __SIVSHM_VERSION: [u8; 14] = *b"version=0.1.0\0";
