@@ -50,6 +50,8 @@ check "driver is rustfmt-clean (kernel .rustfmt.toml)" \
 check "user-space crates are rustfmt-clean" cargo fmt --all --check
 check "user-space crates are clippy-clean" cargo clippy --release --workspace --all-targets -- -D warnings
 check "Documentation/ is warning-free reStructuredText" /usr/bin/python3 scripts/check-docs.py
+check "dkms add, build, install and remove sivshm from dkms.conf against the guest kernel build" \
+	scripts/check-dkms.sh "$kb"
 
 # Host-side unit tests: each cargo test counts.
 cargo test --release --workspace --no-fail-fast >build/cargo-test.log 2>&1
