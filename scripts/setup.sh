@@ -49,12 +49,12 @@ SRC
 fi
 
 # libvirt-clients and libxml2-utils: virt-xml-validate, which checks `sivshm-host libvirt-xml`.
-# dkms: the DKMS build's check (scripts/check-dkms.sh).
+# dkms and udev: the DKMS build and the udev rule's checks (scripts/check-dkms.sh, check-udev.sh).
 missing=()
 need_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed' || missing+=("$1"); }
 for p in rustc-web rust-web-src libclang-$LLVM_VERSION-dev bc bison flex libelf-dev libssl-dev \
 	cpio dwarves busybox-static gzip make gcc libc6-dev xz-utils rust-web-clippy rustfmt-web \
-	python3-docutils libvirt-clients libxml2-utils dkms; do
+	python3-docutils libvirt-clients libxml2-utils dkms udev; do
 	need_pkg "$p"
 done
 if [ ${#missing[@]} -gt 0 ]; then

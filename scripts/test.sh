@@ -52,6 +52,8 @@ check "user-space crates are clippy-clean" cargo clippy --release --workspace --
 check "Documentation/ is warning-free reStructuredText" /usr/bin/python3 scripts/check-docs.py
 check "dkms add, build, install and remove sivshm from dkms.conf against the guest kernel build" \
 	scripts/check-dkms.sh "$kb"
+check "udev rule: nodes root:sivshm 0660 and /dev/sivshm/by-path/pci-ADDR (udevadm test)" \
+	scripts/check-udev.sh
 
 # Host-side unit tests: each cargo test counts.
 cargo test --release --workspace --no-fail-fast >build/cargo-test.log 2>&1

@@ -40,7 +40,12 @@ pub enum Cmd {
     /// Every device, one per line: node, PCI address, size, peer id, vectors.
     List,
     /// One device, one key=value per line.
-    Info { dev: String },
+    Info {
+        dev: String,
+        /// As udev properties (SIVSHM_PCI=0000:00:04.0, ...) for a rule's IMPORT{program}.
+        #[arg(long)]
+        udev: bool,
+    },
     /// Ring VECTOR of peer PEER through DEV's doorbell.
     Ring { dev: String, peer: u32, vector: u32 },
     /// Wait for an interrupt on VECTOR (default 0) of DEV; prints how many came.
@@ -124,7 +129,17 @@ mod tests {
         assert_eq!(parse(&["list"]).unwrap(), Cmd::List);
         assert_eq!(
             parse(&["info", "0"]).unwrap(),
-            Cmd::Info { dev: "0".into() }
+            Cmd::Info {
+                dev: "0".into(),
+                udev: false
+            }
+        );
+        assert_eq!(
+            parse(&["info", "--udev", "/dev/sivshm2"]).unwrap(),
+            Cmd::Info {
+                dev: "/dev/sivshm2".into(),
+                udev: true
+            }
         );
         assert_eq!(
             parse(&["ring", "sivshm1", "0", "3"]).unwrap(),

@@ -3,6 +3,7 @@
 //! ```text
 //! sivshmctl list                          every device: node, PCI address, size, peer id, vectors
 //! sivshmctl info DEV                      one device, key=value lines
+//! sivshmctl info --udev DEV               the same as udev properties (SIVSHM_PCI=...)
 //! sivshmctl ring DEV PEER VECTOR          ring a peer's vector
 //! sivshmctl wait DEV [VECTOR] [--timeout S]   wait for an interrupt, print how many came
 //! sivshmctl dump DEV OFFSET LEN           the shared memory in hex, as hexdump -C
@@ -92,17 +93,35 @@ fn list_line(i: &Info) -> String {
     )
 }
 
-/// The `info` lines of a device.
-fn info_lines(i: &Info) -> Vec<String> {
-    vec![
-        format!("node={}", node(i)),
-        format!("index={}", i.index),
-        format!("pci={}", i.pci),
-        format!("size={}", i.shm_size),
-        format!("doorbell={}", if i.doorbell { "yes" } else { "no" }),
-        format!("peer={}", peer(i)),
-        format!("vectors={}", i.nr_vectors),
+/// What `info` says of a device: (key, value).
+fn info_fields(i: &Info) -> [(&'static str, String); 7] {
+    [
+        ("node", node(i)),
+        ("index", i.index.to_string()),
+        ("pci", i.pci.to_string()),
+        ("size", i.shm_size.to_string()),
+        ("doorbell", if i.doorbell { "yes" } else { "no" }.into()),
+        ("peer", peer(i)),
+        ("vectors", i.nr_vectors.to_string()),
     ]
+}
+
+/// The `info` lines of a device: `key=value`.
+fn info_lines(i: &Info) -> Vec<String> {
+    info_fields(i)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+/// The `info --udev` lines: the same as udev properties, `SIVSHM_PCI=0000:00:04.0`, which
+/// the udev rule (`packaging/udev/60-sivshm.rules`) imports to name the node by its PCI
+/// address. No value holds a space or a quote.
+fn udev_lines(i: &Info) -> Vec<String> {
+    info_fields(i)
+        .iter()
+        .map(|(k, v)| format!("SIVSHM_{}={v}", k.to_ascii_uppercase()))
+        .collect()
 }
 
 fn run(cmd: Cmd) -> Result<i32, Failure> {
@@ -121,9 +140,10 @@ fn run(cmd: Cmd) -> Result<i32, Failure> {
             }
             Ok(code)
         }
-        Cmd::Info { dev } => {
+        Cmd::Info { dev, udev } => {
             let d = open(&dev)?;
-            for l in info_lines(d.info()) {
+            let lines = if udev { udev_lines } else { info_lines };
+            for l in lines(d.info()) {
                 println!("{l}");
             }
             Ok(exit::OK)
@@ -226,6 +246,18 @@ mod tests {
                 "doorbell=yes",
                 "peer=3",
                 "vectors=2"
+            ]
+        );
+        assert_eq!(
+            udev_lines(&info(None)),
+            [
+                "SIVSHM_NODE=/dev/sivshm1",
+                "SIVSHM_INDEX=1",
+                "SIVSHM_PCI=0000:00:05.0",
+                "SIVSHM_SIZE=4194304",
+                "SIVSHM_DOORBELL=no",
+                "SIVSHM_PEER=-",
+                "SIVSHM_VECTORS=0"
             ]
         );
     }
