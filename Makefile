@@ -2,14 +2,17 @@
 #
 # Out-of-tree build of sivshm.ko against a Rust-enabled kernel build:
 #   make KDIR=<kernel build dir> [RUSTC=... BINDGEN=...] [CLIPPY=1]
-#   make install-udev [DESTDIR=...] [SIVSHMCTL=/usr/local/bin/sivshmctl]
+#   make KDIR=<kernel build dir> install [DESTDIR=...] [SIVSHMCTL=/usr/local/bin/sivshmctl]
 # The kernel and the module must be built by the same rustc.
 #
-# `install-udev` puts the udev rule in $(DESTDIR)$(UDEVRULESDIR)/ and the sivshm group's
-# sysusers.d file in $(DESTDIR)$(SYSUSERSDIR)/ (no kernel needed).
+# `install` puts the built module under $(DESTDIR)/lib/modules/<kernel release>/ (the kernel's
+# modules_install, then depmod), the UAPI header in $(DESTDIR)$(INCLUDEDIR)/linux/, the udev
+# rule in $(DESTDIR)$(UDEVRULESDIR)/ and the sivshm group's sysusers.d file in
+# $(DESTDIR)$(SYSUSERSDIR)/. `install-udev` installs the last two alone (no kernel needed).
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
 DESTDIR ?=
+INCLUDEDIR ?= /usr/include
 UDEVRULESDIR ?= /usr/lib/udev/rules.d
 SYSUSERSDIR ?= /usr/lib/sysusers.d
 # Where the udev rule runs sivshmctl from (it prints each device's PCI address).
@@ -23,7 +26,7 @@ rust_args := $(foreach v,$(RUST_VARS),$(if $(filter environment,$(origin $(v))),
 all: modules
 
 modules modules_install: check-kdir
-	$(MAKE) -C $(KDIR) M=$(CURDIR) $(rust_args) $@
+	$(MAKE) -C $(KDIR) M=$(CURDIR) $(rust_args) $@ $(if $(DESTDIR),INSTALL_MOD_PATH=$(DESTDIR))
 
 clean:
 	$(MAKE) -C $(KDIR) M=$(CURDIR) $@
@@ -33,6 +36,15 @@ check-kdir:
 	@test -f $(KDIR)/Makefile || { echo "sivshm: no kernel build at KDIR=$(KDIR) (make KDIR=<kernel build dir>)" >&2; exit 1; }
 	@grep -qx 'CONFIG_RUST=y' $(KDIR)/.config || { echo "sivshm: the kernel at KDIR=$(KDIR) is not built with CONFIG_RUST=y; sivshm.ko needs a Rust-enabled kernel" >&2; exit 1; }
 
+install: install-module install-uapi install-udev
+
+install-module:
+	@test -f sivshm.ko || { echo "sivshm: build the module first: make KDIR=$(KDIR)" >&2; exit 1; }
+	$(MAKE) modules_install
+
+install-uapi:
+	install -D -m 0644 uapi/linux/sivshm.h $(DESTDIR)$(INCLUDEDIR)/linux/sivshm.h
+
 install-udev:
 	@case "$(SIVSHMCTL)" in /*) ;; *) echo "sivshm: SIVSHMCTL=$(SIVSHMCTL) must be an absolute path (udev runs it)" >&2; exit 1 ;; esac
 	install -d $(DESTDIR)$(UDEVRULESDIR) $(DESTDIR)$(SYSUSERSDIR)
@@ -41,4 +53,4 @@ install-udev:
 	chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/60-sivshm.rules
 	install -m 0644 packaging/sysusers/sivshm.conf $(DESTDIR)$(SYSUSERSDIR)/sivshm.conf
 
-.PHONY: all modules modules_install clean check-kdir install-udev
+.PHONY: all modules modules_install clean check-kdir install install-module install-uapi install-udev

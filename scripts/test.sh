@@ -54,6 +54,8 @@ check "dkms add, build, install and remove sivshm from dkms.conf against the gue
 	scripts/check-dkms.sh "$kb"
 check "udev rule: nodes root:sivshm 0660 and /dev/sivshm/by-path/pci-ADDR (udevadm test)" \
 	scripts/check-udev.sh
+check "make install DESTDIR=...: module, UAPI header, udev rule, sysusers.d; clear refusals" \
+	scripts/check-install.sh "$kb"
 
 # Host-side unit tests: each cargo test counts.
 cargo test --release --workspace --no-fail-fast >build/cargo-test.log 2>&1
