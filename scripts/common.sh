@@ -85,7 +85,7 @@ build_guest() {
 	# The guests' user-space programs are static: the initramfs has no libc.
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
 		cargo build --release -q -p sivshm-distribute -p sivshm-isolation -p sivshm-probe \
-		--target x86_64-unknown-linux-gnu >&2 \
+		-p sivshmctl --target x86_64-unknown-linux-gnu >&2 \
 		|| die "the guest samples do not build"
 	rm -f "$out/initramfs.cpio.gz"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
@@ -93,6 +93,8 @@ build_guest() {
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \
+		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshmctl" \
+		"$SIVSHM_ROOT/selftests/sivshmctl_test.sh" \
 		|| die "the initramfs could not be built"
 	echo "$out/initramfs.cpio.gz"
 }

@@ -21,7 +21,8 @@ pub struct Report {
     /// The init script ran (`SIVSHM-BOOTED`), with this boot id.
     pub booted: bool,
     pub boot_id: Option<String>,
-    /// The TAP plan (`1..N`) of the command, if it printed one.
+    /// The TAP plan (`1..N`) of the command, if it printed one; a command that runs several
+    /// TAP programs one after another (each numbering from 1) plans the sum of their plans.
     pub plan: Option<usize>,
     /// Exit code of the test command, if it finished.
     pub rc: Option<i32>,
@@ -88,8 +89,11 @@ pub fn parse(log: &str) -> Report {
         } else if inside {
             if let Some(t) = parse_tap_line(line) {
                 r.tap.push(t);
-            } else if let Some(n) = line.strip_prefix("1..").and_then(|n| n.parse().ok()) {
-                r.plan = Some(n);
+            } else if let Some(n) = line
+                .strip_prefix("1..")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                r.plan = Some(r.plan.unwrap_or(0) + n);
             }
             r.output.push(line.to_string());
         }
@@ -188,6 +192,13 @@ unreferenced object 0xffff888003 (size 64):\n";
         assert_eq!(r.boot_id.as_deref(), Some("abc"));
         assert_eq!(r.plan, Some(3));
         assert_eq!(r.tap.len(), 1);
+    }
+
+    #[test]
+    fn plans_of_programs_run_one_after_another_add_up() {
+        let r = parse("SIVSHM-BEGIN\n1..2\nok 1 a\nok 2 b\n1..1\nok 1 c\nSIVSHM-END rc=0\n");
+        assert_eq!(r.plan, Some(3));
+        assert_eq!(r.tap.len(), 3);
     }
 
     #[test]

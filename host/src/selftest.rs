@@ -135,7 +135,7 @@ impl Plan {
 
 /// One guest with two devices: `ivshmem-plain` (4 MiB) and `ivshmem-doorbell` (1 MiB, peer
 /// id 3, wired by a prefilled socket): device nodes, info, mmap, bad arguments, unbind and
-/// module reload.
+/// module reload; then the guest command `sivshmctl` on both devices.
 fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
     single_vm_plan()?.run(s)
 }
@@ -165,10 +165,11 @@ fn single_vm_plan() -> Result<Plan> {
         1 << 20,
         own.id
     );
-    // The C sample runs after the kselftests, on both devices; then the module must unload
-    // (before the kmemleak scan, which so also covers the unload).
+    // The C sample runs after the kselftests, on both devices; then sivshmctl (its own TAP,
+    // reading what the sample wrote); then the module must unload (before the kmemleak scan,
+    // which so also covers the unload).
     let run = "sivshm_test && sivshm_hello /dev/sivshm0 && sivshm_hello /dev/sivshm1 \
-               && rmmod sivshm && ! test -e /dev/sivshm0";
+               && sivshmctl_test.sh && rmmod sivshm && ! test -e /dev/sivshm0";
     // Two vCPUs: unbind, faults, release and interrupts race for real.
     let vm = Vm::new("vm", run)
         .smp(2)
@@ -387,6 +388,24 @@ mod tests {
         for vm in Topology::new(2, 1 << 20, &roles).unwrap().vms() {
             assert_eq!(vm.cpus, 1, "distribute/{}", vm.name);
         }
+    }
+
+    #[test]
+    fn single_vm_runs_sivshmctl_on_a_plain_and_a_doorbell_device() {
+        let plan = single_vm_plan().unwrap();
+        let run = run_of(&plan.vms[0]);
+        assert!(run.contains("&& sivshmctl_test.sh &&"), "{run}");
+        // sivshmctl_test.sh reads the devices from SIVSHM_EXPECT: plain first, then doorbell.
+        let expect = &plan.vms[0]
+            .env
+            .iter()
+            .find(|(k, _)| k == "SIVSHM_EXPECT")
+            .unwrap()
+            .1;
+        let devices: Vec<&str> = expect.split(';').collect();
+        assert_eq!(devices.len(), 2, "{expect}");
+        assert!(devices[0].contains(",none,0"), "{expect}");
+        assert!(devices[1].ends_with(",2"), "{expect}");
     }
 
     #[test]
