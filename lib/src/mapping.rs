@@ -94,14 +94,52 @@ impl Mapping {
     }
 }
 
-/// Copies with word-sized volatile accesses where both sides allow it.
+/// The widest volatile access the target always has: SSE2's 16 bytes on x86-64 (what the
+/// C library's `memcpy` uses on a CPU without AVX), 8 bytes elsewhere.
+#[cfg(target_arch = "x86_64")]
+type Wide = core::arch::x86_64::__m128i;
+#[cfg(not(target_arch = "x86_64"))]
+type Wide = u64;
+
+const WIDE: usize = core::mem::size_of::<Wide>();
+
+/// Copies with the widest volatile accesses both sides' alignment allows: four 16-byte
+/// accesses per step on x86-64, then 8-byte words, then bytes. Volatile, so that a peer
+/// writing concurrently can tear the data (which the caller's protocol detects) but never make
+/// the copy undefined behaviour; wide, so that it keeps up with `memcpy`.
 ///
 /// # Safety
 ///
 /// `src` must be valid for `len` bytes of reads and `dst` for `len` bytes of writes.
 unsafe fn volatile_copy(src: *const u8, dst: *mut u8, len: usize) {
     let mut i = 0;
-    if (src as usize) % 8 == (dst as usize) % 8 {
+    if (src as usize) % WIDE == (dst as usize) % WIDE {
+        while i < len && !(src as usize + i).is_multiple_of(WIDE) {
+            // SAFETY: `i < len`; the caller guarantees the ranges.
+            unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
+            i += 1;
+        }
+        while i + 4 * WIDE <= len {
+            // SAFETY: `i + 4 * WIDE <= len`, and both pointers are `WIDE`-aligned here (same
+            // remainder, and `src + i` is aligned); `Wide` has no invalid bit patterns.
+            unsafe {
+                let s = src.add(i).cast::<Wide>();
+                let d = dst.add(i).cast::<Wide>();
+                let (a, b, c, e) = (
+                    s.read_volatile(),
+                    s.add(1).read_volatile(),
+                    s.add(2).read_volatile(),
+                    s.add(3).read_volatile(),
+                );
+                d.write_volatile(a);
+                d.add(1).write_volatile(b);
+                d.add(2).write_volatile(c);
+                d.add(3).write_volatile(e);
+            }
+            i += 4 * WIDE;
+        }
+    }
+    if (src as usize + i) % 8 == (dst as usize + i) % 8 {
         while i < len && !(src as usize + i).is_multiple_of(8) {
             // SAFETY: `i < len`; the caller guarantees the ranges.
             unsafe { dst.add(i).write_volatile(src.add(i).read_volatile()) };
@@ -154,6 +192,25 @@ mod tests {
         assert_eq!(&buf, b"across a page");
         a.atomic_u64(16).unwrap().store(7, Ordering::Release);
         assert_eq!(b.atomic_u64(16).unwrap().load(Ordering::Acquire), 7);
+    }
+
+    #[test]
+    fn copies_are_exact_at_every_alignment_and_length() {
+        let fd = memfd(4096);
+        let m = Mapping::new(fd.as_fd(), 0, 4096).unwrap();
+        let data: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8).collect();
+        for off in 0..40 {
+            for len in [0, 1, 7, 8, 15, 16, 63, 64, 65, 127, 128, 129, 300, 650] {
+                for src in 0..3 {
+                    m.write(off, &vec![0xee; len + 2]).unwrap();
+                    m.write(off, &data[src..src + len]).unwrap();
+                    let mut back = vec![0u8; len + 2];
+                    m.read(off, &mut back).unwrap();
+                    assert_eq!(&back[..len], &data[src..src + len], "off {off} len {len}");
+                    assert_eq!(&back[len..], &[0xee, 0xee], "nothing written beyond");
+                }
+            }
+        }
     }
 
     #[test]

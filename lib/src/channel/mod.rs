@@ -88,6 +88,9 @@ pub struct Config {
     pub poll_interval: Duration,
     /// The longest sleep between two looks at the peer's liveness while waiting.
     pub check_interval: Duration,
+    /// How long a waiting side polls the ring before it raises its flag and sleeps: a peer
+    /// that answers within it costs no doorbell and no wake-up (zero: sleep at once).
+    pub spin: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +103,7 @@ impl Default for Config {
             heartbeat: Some(Duration::from_millis(100)),
             poll_interval: Duration::from_micros(200),
             check_interval: Duration::from_millis(100),
+            spin: Duration::from_micros(100),
         }
     }
 }
@@ -507,6 +511,19 @@ impl Channel {
     /// Sleeps until `want` may be satisfied, the deadline passes or the peer is found gone.
     fn block(&mut self, want: Want, deadline: Option<Instant>) -> Result<(), Error> {
         self.flush()?;
+        if !self.config.spin.is_zero() {
+            let until = Instant::now() + self.config.spin;
+            while Instant::now() < until {
+                let ready = match want {
+                    Want::Data => self.rx.has_data(&self.w),
+                    Want::Space(len) => self.tx.fits(&self.w, len),
+                };
+                if self.guard(ready)? {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
         loop {
             self.check_peer()?;
             let r = self.arm_flags(want, None);

@@ -407,6 +407,7 @@ fn ping_pong_through_full_rings_never_loses_a_wake_up() {
     let config = Config {
         reply_ring_bytes: Some(256),
         check_interval: Duration::from_secs(3600),
+        spin: Duration::ZERO,
         peer_timeout: Duration::from_secs(3600),
         ..quick()
     };
