@@ -11,25 +11,12 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use sivshm::channel::{Channel, Config, Error, Links, Role};
-use sivshm::{EventFd, Mapping};
+use sivshm::Mapping;
 
 const WINDOW: usize = 64 << 10;
 
 fn links() -> (Links, Links) {
-    let to_manager = Arc::new(EventFd::new().unwrap());
-    let to_worker = Arc::new(EventFd::new().unwrap());
-    (
-        Links {
-            doorbell: Some(to_worker.clone()),
-            wake: Some(to_manager.clone()),
-            own_id: Some(0),
-        },
-        Links {
-            doorbell: Some(to_manager),
-            wake: Some(to_worker),
-            own_id: Some(1),
-        },
-    )
+    Links::in_process_pair().unwrap()
 }
 
 fn checksum(seq: u64, data: &[u8]) -> u64 {

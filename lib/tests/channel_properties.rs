@@ -7,23 +7,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sivshm::channel::{Channel, Config, Links, Role};
-use sivshm::{EventFd, Mapping};
+use sivshm::Mapping;
 
 fn links() -> (Links, Links) {
-    let to_manager = Arc::new(EventFd::new().unwrap());
-    let to_worker = Arc::new(EventFd::new().unwrap());
-    (
-        Links {
-            doorbell: Some(to_worker.clone()),
-            wake: Some(to_manager.clone()),
-            own_id: Some(0),
-        },
-        Links {
-            doorbell: Some(to_manager),
-            wake: Some(to_worker),
-            own_id: Some(1),
-        },
-    )
+    Links::in_process_pair().unwrap()
 }
 
 fn content(seq: usize, len: usize) -> Vec<u8> {

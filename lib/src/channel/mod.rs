@@ -119,6 +119,27 @@ pub struct Links {
     pub own_id: Option<u32>,
 }
 
+impl Links {
+    /// Links for a manager and a worker in one process or one VM (threads, tests): each
+    /// rings the other's eventfd. The manager is id 0, the worker id 1.
+    pub fn in_process_pair() -> crate::Result<(Links, Links)> {
+        let to_manager = Arc::new(EventFd::new()?);
+        let to_worker = Arc::new(EventFd::new()?);
+        Ok((
+            Links {
+                doorbell: Some(to_worker.clone()),
+                wake: Some(to_manager.clone()),
+                own_id: Some(0),
+            },
+            Links {
+                doorbell: Some(to_manager),
+                wake: Some(to_worker),
+                own_id: Some(1),
+            },
+        ))
+    }
+}
+
 /// Counters of one side, since it attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -17,20 +17,11 @@ pub(super) fn pair(len: usize) -> Pair {
     let fd = rustix::fs::memfd_create("channel", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
     rustix::fs::ftruncate(&fd, len as u64).unwrap();
     let map = Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
-    let to_manager = Arc::new(EventFd::new().unwrap());
-    let to_worker = Arc::new(EventFd::new().unwrap());
+    let (manager_links, worker_links) = Links::in_process_pair().unwrap();
     Pair {
         map,
-        manager_links: Links {
-            doorbell: Some(to_worker.clone()),
-            wake: Some(to_manager.clone()),
-            own_id: Some(0),
-        },
-        worker_links: Links {
-            doorbell: Some(to_manager),
-            wake: Some(to_worker),
-            own_id: Some(1),
-        },
+        manager_links,
+        worker_links,
     }
 }
 
