@@ -282,6 +282,7 @@ pub fn recv_message(sock: &OwnedFd) -> rustix::io::Result<(i64, Option<OwnedFd>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     fn recv(sock: &OwnedFd) -> (i64, Option<OwnedFd>) {
         recv_message(sock).unwrap()
@@ -371,7 +372,10 @@ mod tests {
             let (v, fd) = recv(&theirs);
             assert_eq!(v, m.value, "message {i}");
             assert_eq!(fd.is_some(), m.fd.is_some(), "message {i}");
-            // An eventfd received for vector k of peer p must be p's eventfd of vector k.
+            // An fd received must be the very object sent: the memfd (same inode), or for
+            // vector k of peer p, p's eventfd of vector k. Every eventfd shares one anonymous
+            // inode, so for those a count written to the received fd must be read back from
+            // the one sent.
             if let (Some(fd), Some(sent)) = (fd, m.fd) {
                 let want = rustix::fs::fstat(sent).unwrap();
                 let got = rustix::fs::fstat(&fd).unwrap();
@@ -380,6 +384,18 @@ mod tests {
                     (want.st_dev, want.st_ino),
                     "message {i}"
                 );
+                let link = std::fs::read_link(format!("/proc/self/fd/{}", sent.as_raw_fd()));
+                if link.is_ok_and(|l| l.to_string_lossy().contains("[eventfd]")) {
+                    let count = i as u64 + 1;
+                    rustix::io::write(&fd, &count.to_ne_bytes()).unwrap();
+                    let mut back = [0u8; 8];
+                    rustix::io::read(sent, &mut back).unwrap();
+                    assert_eq!(
+                        u64::from_ne_bytes(back),
+                        count,
+                        "message {i}: another eventfd"
+                    );
+                }
             }
         }
         assert_eq!(
