@@ -261,14 +261,7 @@ pub fn listen(path: &Path) -> Result<UnixListener> {
 pub fn main(path: &Path, config: Config) -> Result<()> {
     config.check()?;
     let listener = listen(path)?;
-    let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let mut handles = Vec::new();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        handles.push(signal_hook::low_level::pipe::register(
-            sig,
-            stop_wr.try_clone()?,
-        )?);
-    }
+    let stop = crate::interrupt::StopPipe::new()?;
     let result = (|| {
         let mut server = Server::new(config, Box::new(|l| eprintln!("ivshmem-server: {l}")))?;
         eprintln!(
@@ -277,12 +270,10 @@ pub fn main(path: &Path, config: Config) -> Result<()> {
             server.config.vectors,
             path.display()
         );
-        server.run(&listener, &stop_rd)
+        server.run(&listener, stop.fd())
     })();
     let _ = std::fs::remove_file(path);
-    for h in handles {
-        signal_hook::low_level::unregister(h);
-    }
+    drop(stop);
     result
 }
 

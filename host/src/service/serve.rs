@@ -413,25 +413,16 @@ fn listener(path: &Path, ids: Ids) -> Result<OwnedFd> {
 /// `sivshm-host serve TOPOLOGY`: serves until `SIGTERM` or `SIGINT`.
 pub fn main(path: &Path) -> Result<()> {
     let topo = TopologyFile::load(path)?;
-    let (stop_rd, stop_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    let mut handles = Vec::new();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        handles.push(signal_hook::low_level::pipe::register(
-            sig,
-            stop_wr.try_clone()?,
-        )?);
-    }
+    let stop = crate::interrupt::StopPipe::new()?;
     let mut server = Server::new(
         topo,
         Options::default(),
         Box::new(|l| eprintln!("serve: {l}")),
     )?;
     super::notify::ready()?;
-    let result = server.run(&stop_rd);
+    let result = server.run(stop.fd());
     drop(server);
-    for h in handles {
-        signal_hook::low_level::unregister(h);
-    }
+    drop(stop);
     eprintln!("serve: stopped; sockets removed");
     result
 }
