@@ -42,6 +42,14 @@ fn check_positions(head: u64, tail: u64, size: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// A ring's published `(head, tail)`, checked: what a side takes over when it attaches.
+fn published(w: &Window, ring: usize, area: RingArea) -> Result<(u64, u64), Error> {
+    let head = w.u64(layout::head(ring))?.load(Acquire);
+    let tail = w.u64(layout::tail(ring))?.load(Acquire);
+    check_positions(head, tail, area.size as u64)?;
+    Ok((head, tail))
+}
+
 /// The producing side of a ring.
 pub(super) struct Producer {
     ring: usize,
@@ -64,9 +72,7 @@ impl Producer {
     /// Takes over a ring whose indices are in the window: a fresh one (both 0), or one a
     /// previous process of this side left (resuming where it stopped).
     pub(super) fn attach(w: &Window, ring: usize, area: RingArea) -> Result<Self, Error> {
-        let head = w.u64(layout::head(ring))?.load(Acquire);
-        let tail = w.u64(layout::tail(ring))?.load(Acquire);
-        check_positions(head, tail, area.size as u64)?;
+        let (head, tail) = published(w, ring, area)?;
         w.u32(layout::producer_waiting(ring))?.store(0, Relaxed);
         Ok(Producer {
             ring,
@@ -173,9 +179,7 @@ pub(super) struct Found {
 
 impl Consumer {
     pub(super) fn attach(w: &Window, ring: usize, area: RingArea) -> Result<Self, Error> {
-        let head = w.u64(layout::head(ring))?.load(Acquire);
-        let tail = w.u64(layout::tail(ring))?.load(Acquire);
-        check_positions(head, tail, area.size as u64)?;
+        let (head, tail) = published(w, ring, area)?;
         w.u32(layout::consumer_waiting(ring))?.store(0, Relaxed);
         Ok(Consumer {
             ring,
