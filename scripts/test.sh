@@ -80,6 +80,8 @@ if ! cargo build --release -q -p sivshm-host; then
 	echo "not ok - sivshm-host builds"
 	fail=$((fail + 1)); finish
 fi
+check "own VMs: QEMU command lines from qemu-args against serve; a worker's QEMU killed and started again mid-run, the manager carries on" \
+	scripts/check-own-vms.sh "$kb/arch/x86/boot/bzImage" "$initrd"
 target/release/sivshm-host test --kernel "$kb/arch/x86/boot/bzImage" --initrd "$initrd" \
 	--cache "$SIVSHM_CACHE" --logdir build/logs "${host_args[@]}" | tee build/guest-tests.tap
 host_rc=${PIPESTATUS[0]}

@@ -66,6 +66,12 @@ enum Cmd {
     QemuArgs { topology: PathBuf, vm: String },
     /// Print the libvirt <shmem> elements (for <devices>) that connect VM to a served topology.
     LibvirtXml { topology: PathBuf, vm: String },
+    /// Print the accelerator (kvm or tcg) guests get here, as the other commands choose it
+    /// (a cached probe boot with --accel auto); why on stderr. For users' own QEMU lines.
+    Accel {
+        #[command(flatten)]
+        guest: GuestArgs,
+    },
     /// Boot the test guests and run the kselftests in them.
     Test {
         #[command(flatten)]
@@ -231,6 +237,10 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Serve { topology } => service::serve::main(&topology),
         Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
         Cmd::LibvirtXml { topology, vm } => print_lines(service::cli::libvirt_xml(&topology, &vm)?),
+        Cmd::Accel { guest } => {
+            println!("{}", guest.machine()?.accel.name());
+            Ok(())
+        }
         Cmd::WiringBench { workers } => {
             anyhow::ensure!(
                 !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),

@@ -55,6 +55,16 @@ enum Role {
         /// Seconds to wait for a worker's answer.
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Send at most one batch per worker every MS milliseconds (data arriving over time).
+        #[arg(long, value_name = "MS")]
+        pace_ms: Option<u64>,
+        /// A worker that stops (VM killed or rebooted) is waited for while the others are
+        /// served, and its successor carries on where it stopped.
+        #[arg(long)]
+        rejoin: bool,
+        /// Seconds without a heartbeat after which a worker counts as stopped.
+        #[arg(long, default_value_t = 30)]
+        peer_timeout: u64,
     },
     /// Receive rounds until the manager is done, answering each with its checksum.
     Worker {
@@ -72,6 +82,9 @@ enum Role {
         slot_size: Option<usize>,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        /// Print a line every N rounds verified (0: never).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        progress: u64,
     },
 }
 
@@ -82,11 +95,11 @@ struct Window {
     len: Option<usize>,
 }
 
-fn config(timeout: Duration) -> Config {
+fn config(timeout: Duration, peer_timeout: Duration) -> Config {
     Config {
         // Workers may boot after the manager and the other way round.
         attach_timeout: timeout,
-        peer_timeout: Duration::from_secs(30),
+        peer_timeout,
         ..Config::default()
     }
 }
@@ -119,6 +132,9 @@ fn main() -> Result<()> {
             rounds,
             bytes,
             timeout,
+            pace_ms,
+            rejoin,
+            peer_timeout,
         } => {
             let (bdfs, windows) = match region {
                 // One device per worker, each channel its whole segment.
@@ -148,7 +164,17 @@ fn main() -> Result<()> {
                     (vec![bdf], windows)
                 }
             };
-            manager(&bdfs, &windows, rounds, bytes, Duration::from_secs(timeout))
+            if rounds == 0 || bytes == 0 {
+                bail!("--rounds and --bytes must be above zero");
+            }
+            let options = manager::Options {
+                rounds,
+                bytes,
+                timeout: Duration::from_secs(timeout),
+                pace: pace_ms.map(Duration::from_millis),
+                rejoin,
+            };
+            manager(&bdfs, &windows, &options, Duration::from_secs(peer_timeout))
         }
         Role::Worker {
             device,
@@ -156,11 +182,18 @@ fn main() -> Result<()> {
             slot,
             slot_size,
             timeout,
+            progress,
         } => {
             let window = slot
                 .zip(slot_size)
                 .map(|(i, size)| ((i * size) as u64, size));
-            worker(&device, only_device, window, Duration::from_secs(timeout))
+            worker(
+                &device,
+                only_device,
+                window,
+                Duration::from_secs(timeout),
+                progress,
+            )
         }
     }
 }
@@ -168,9 +201,8 @@ fn main() -> Result<()> {
 fn manager(
     bdfs: &[String],
     windows: &[Window],
-    rounds: u64,
-    bytes: usize,
-    timeout: Duration,
+    o: &manager::Options,
+    peer_timeout: Duration,
 ) -> Result<()> {
     let devices = bdfs
         .iter()
@@ -191,7 +223,7 @@ fn manager(
             len,
             End::Manager,
             links[w.device].clone(),
-            config(timeout),
+            config(o.timeout, peer_timeout),
         )
         .with_context(|| format!("worker {i}'s channel at {} of {}", w.offset, d.info().pci))?;
         println!(
@@ -209,9 +241,9 @@ fn manager(
         "polling"
     };
     let n = channels.len() as u64;
-    let r = manager::run(channels, rounds, bytes, timeout)?;
+    let r = manager::run(channels, o)?;
     let secs = r.elapsed.as_secs_f64();
-    let total = bytes as u64 * rounds * n;
+    let (rounds, total) = (o.rounds, o.bytes as u64 * o.rounds * n);
     println!(
         "manager: {} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
          {mode}, {} wake-ups, {} rings for {} batches",
@@ -223,6 +255,12 @@ fn manager(
         r.rings,
         rounds * n
     );
+    if o.rejoin {
+        println!(
+            "manager: {} worker restart(s); {} answer(s) repeated by a restarted worker",
+            r.restarts, r.repeats
+        );
+    }
     Ok(())
 }
 
@@ -231,6 +269,7 @@ fn worker(
     only_device: bool,
     window: Option<(u64, usize)>,
     timeout: Duration,
+    progress: u64,
 ) -> Result<()> {
     let visible = Device::list();
     if only_device && visible.len() != 1 {
@@ -258,12 +297,15 @@ fn worker(
         len,
         End::Worker,
         links(&dev)?,
-        config(timeout),
+        config(timeout, Duration::from_secs(30)),
     )
     .context("attaching to the manager's channel")?;
-    let r = worker::run(ch, timeout)?;
+    let r = worker::run(ch, timeout, progress)?;
+    let from = r
+        .first
+        .map_or(String::new(), |f| format!(" from round {f}"));
     println!(
-        "worker: received {} rounds, {} bytes; woken {} times by the doorbell, rang {} times",
+        "worker: received {} rounds{from}, {} bytes; woken {} times by the doorbell, rang {} times",
         r.rounds, r.bytes, r.wakeups, r.rings
     );
     if r.mismatched > 0 {

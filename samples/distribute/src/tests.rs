@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sivshm::channel::{Channel, Config, Doorbell, Links, Role};
+
+use crate::batches::{self, Received, BATCH_HEADER};
+use crate::manager::Options;
 use sivshm::{EventFd, Mapping};
 
 /// Peer `id` of a shared region: rings reach the eventfd of that id, as ivshmem does.
@@ -33,14 +36,24 @@ fn config() -> Config {
 }
 
 /// Runs the manager over `manager_side` and a worker thread per `worker_side`.
+fn options(rounds: u64, bytes: usize) -> Options {
+    Options {
+        rounds,
+        bytes,
+        timeout: Duration::from_secs(20),
+        pace: None,
+        rejoin: false,
+    }
+}
+
 fn exchange(manager_side: Vec<Channel>, worker_side: Vec<Channel>, rounds: u64, bytes: usize) {
     let t = Duration::from_secs(20);
     let workers: Vec<_> = worker_side
         .into_iter()
-        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t).unwrap()))
+        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0).unwrap()))
         .collect();
     let n = manager_side.len() as u64;
-    let r = crate::manager::run(manager_side, rounds, bytes, t).unwrap();
+    let r = crate::manager::run(manager_side, &options(rounds, bytes)).unwrap();
     assert_eq!(r.verified, rounds * n);
     for w in workers {
         let w = w.join().unwrap();
@@ -119,8 +132,99 @@ fn polling_without_doorbells_works_too() {
 fn a_batch_larger_than_the_ring_is_refused_clearly() {
     let map = memfd(1 << 16);
     let m = Channel::new(map, 0, 1 << 16, Role::Manager, Links::default(), config()).unwrap();
-    let e = crate::manager::run(vec![m], 1, 1 << 16, Duration::from_secs(1))
+    let e = crate::manager::run(vec![m], &options(1, 1 << 16))
         .err()
         .unwrap();
     assert!(e.to_string().contains("does not fit"), "{e}");
+}
+
+/// A pair of links over two eventfds, as one device pair gives them.
+fn links() -> (Links, Links) {
+    let to_m = Arc::new(EventFd::new().unwrap());
+    let to_w = Arc::new(EventFd::new().unwrap());
+    (
+        Links {
+            doorbell: Some(to_w.clone()),
+            wake: Some(to_m.clone()),
+            own_id: Some(0),
+        },
+        Links {
+            doorbell: Some(to_m),
+            wake: Some(to_w),
+            own_id: Some(1),
+        },
+    )
+}
+
+/// A worker that answers `rounds` batches, then reads the next one, answers it and stops
+/// before releasing it (its VM killed at the worst moment). Returns the rounds it answered.
+fn worker_that_stops_after(mut ch: Channel, rounds: u64) -> u64 {
+    let t = Some(Duration::from_secs(20));
+    for n in 0..=rounds {
+        let msg = ch.recv(t).unwrap();
+        let mut head = [0u8; BATCH_HEADER];
+        msg.read(0, &mut head).unwrap();
+        let Received::Batch { round, len, .. } = batches::parse(&head, msg.len()).unwrap() else {
+            panic!("done before round {n}");
+        };
+        let mut data = vec![0; len];
+        msg.read(BATCH_HEADER, &mut data).unwrap();
+        ch.send(&batches::ack(round, batches::fnv1a(&data)), t)
+            .unwrap();
+        if n < rounds {
+            ch.recv(t).unwrap().release().unwrap();
+        }
+    }
+    rounds + 1
+}
+
+/// The manager with `rejoin`, a worker that stops mid-run and its successor on the same
+/// channel; the manager must not have to restart.
+fn run_with_a_stopping_worker(rejoin: bool) -> anyhow::Result<crate::manager::Report> {
+    let map = memfd(1 << 18);
+    let (ml, wl) = links();
+    let m = Channel::new(map.clone(), 0, 1 << 18, Role::Manager, ml, config()).unwrap();
+    let w = Channel::new(map.clone(), 0, 1 << 18, Role::Worker, wl.clone(), config()).unwrap();
+    let o = Options {
+        rejoin,
+        timeout: Duration::from_secs(5),
+        pace: Some(Duration::from_millis(2)),
+        ..options(40, 3000)
+    };
+    let manager = std::thread::spawn(move || crate::manager::run(vec![m], &o));
+    let answered = std::thread::spawn(move || worker_that_stops_after(w, 10))
+        .join()
+        .unwrap();
+    assert_eq!(answered, 11);
+    if !rejoin {
+        return manager.join().unwrap();
+    }
+    // The successor: a new process attaching to the same memory.
+    let successor = std::thread::spawn(move || {
+        let ch = Channel::new(map, 0, 1 << 18, Role::Worker, wl, config()).unwrap();
+        crate::worker::run(ch, Duration::from_secs(5), 0)
+    });
+    let r = manager.join().unwrap();
+    let s = successor.join().unwrap().unwrap();
+    // It took over at the batch its predecessor answered but did not release.
+    assert_eq!((s.first, s.rounds, s.mismatched), (Some(11), 30, 0));
+    r
+}
+
+#[test]
+fn with_rejoin_a_stopped_worker_s_successor_carries_on_and_nothing_is_lost() {
+    let r = run_with_a_stopping_worker(true).unwrap();
+    assert_eq!(r.verified, 40);
+    assert_eq!(r.restarts, 1);
+    // Round 11 was answered by both.
+    assert_eq!(r.repeats, 1);
+}
+
+#[test]
+fn without_rejoin_a_stopped_worker_fails_the_run() {
+    let e = run_with_a_stopping_worker(false).err().unwrap();
+    assert!(
+        format!("{e:#}").contains("the peer closed the channel"),
+        "{e:#}"
+    );
 }

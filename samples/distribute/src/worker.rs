@@ -1,5 +1,10 @@
 //! A worker: receives batches until the manager is done, checks each against the checksum the
 //! manager sent, and answers with the checksum it computed itself.
+//!
+//! A batch is answered before it is released, so a worker that stops between the two (its VM
+//! killed) loses nothing: its successor, attaching to the same channel, finds the batch again
+//! and answers it once more (the manager knows repeats). A successor therefore starts at
+//! whatever round the channel holds, not necessarily round 1.
 
 use std::time::Duration;
 
@@ -9,16 +14,22 @@ use sivshm::channel::Channel;
 use crate::batches::{self, Received, BATCH_HEADER};
 
 pub struct Report {
+    /// Batches received by this worker (its predecessors' not counted).
     pub rounds: u64,
     pub bytes: u64,
+    /// The first round this worker received: 1 unless it took over from a stopped worker.
+    pub first: Option<u64>,
     /// Batches whose data did not match the manager's checksum.
     pub mismatched: u64,
     pub wakeups: u64,
     pub rings: u64,
 }
 
-pub fn run(mut ch: Channel, timeout: Duration) -> Result<Report> {
+/// Serves the channel until the manager's Done; prints a line every `progress` rounds (0:
+/// never).
+pub fn run(mut ch: Channel, timeout: Duration, progress: u64) -> Result<Report> {
     let (mut rounds, mut bytes, mut mismatched) = (0u64, 0u64, 0u64);
+    let (mut first, mut last) = (None, 0u64);
     let mut buf = Vec::new();
     loop {
         let msg = ch.recv(Some(timeout))?;
@@ -29,7 +40,8 @@ pub fn run(mut ch: Channel, timeout: Duration) -> Result<Report> {
             Received::Batch { round, sum, len } => {
                 buf.resize(len, 0);
                 msg.read(BATCH_HEADER, &mut buf)?;
-                msg.release()?;
+                // `msg` is not released: the batch stays in the ring until answered (see
+                // the module comment).
                 let mine = batches::fnv1a(&buf);
                 if mine != sum {
                     mismatched += 1;
@@ -37,22 +49,42 @@ pub fn run(mut ch: Channel, timeout: Duration) -> Result<Report> {
                         "worker: round {round}: checksum {mine:016x}, manager says {sum:016x}"
                     );
                 }
-                if round != rounds + 1 {
-                    bail!("round {round} arrived after round {rounds}");
+                match first {
+                    None => {
+                        if round != 1 {
+                            println!("worker: took over the channel at round {round}");
+                        }
+                        first = Some(round);
+                    }
+                    Some(_) if round != last + 1 => {
+                        bail!("round {round} arrived after round {last}")
+                    }
+                    Some(_) => {}
                 }
                 ch.send(&batches::ack(round, mine), Some(timeout))?;
+                ch.recv(Some(timeout))?.release()?;
+                last = round;
                 rounds += 1;
                 bytes += len as u64;
+                if progress > 0 && rounds % progress == 0 {
+                    println!("worker: round {round} verified and answered");
+                }
             }
             Received::Done { rounds: sent } => {
                 msg.release()?;
-                if sent != rounds {
+                if first.is_some() && sent != last {
+                    bail!(
+                        "the manager says it sent {sent} rounds, the last that arrived is {last}"
+                    );
+                }
+                if first == Some(1) && rounds != sent {
                     bail!("the manager says it sent {sent} rounds, {rounds} arrived");
                 }
                 let s = ch.stats();
                 return Ok(Report {
                     rounds,
                     bytes,
+                    first,
                     mismatched,
                     wakeups: s.wakeups,
                     rings: s.rings,

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# check-own-vms.sh KERNEL INITRD: sivshm with VMs started the way a user starts their own.
+#
+# A topology file (a manager, workers w0 and w1) served by `sivshm-host serve`, and three
+# QEMUs started here from plain command lines: the user's own options plus what
+# `sivshm-host qemu-args` prints for that VM (nothing of the harness's spawning code). The
+# manager streams paced batches to both workers over the channel, with doorbells, and
+# `--rejoin`. Once w1 has answered batches, its QEMU is killed (SIGKILL, as a crash) and,
+# after the manager has reported it stopped, started again: the new w1 must take over the
+# channel where the old one stopped and the manager, never restarted, must verify every
+# batch of both workers. Then SIGTERM ends serve, which must remove its sockets.
+#
+# Needs the host tools built (target/release/sivshm-host) and the guest initramfs
+# (scripts/test.sh builds both first).
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+[ $# = 2 ] || die "usage: check-own-vms.sh KERNEL INITRD"
+kernel=$1 initrd=$2
+host=$SIVSHM_ROOT/target/release/sivshm-host
+[ -x "$host" ] || die "$host is not built (cargo build --release -p sivshm-host)"
+[ -f "$kernel" ] && [ -f "$initrd" ] || die "no kernel $kernel or initramfs $initrd"
+# The accelerator the harness uses here (KVM only where a probe boot works): a user's line
+# would say -accel kvm, but a host where KVM hangs must not hang this check.
+accel=$("$host" accel --kernel "$kernel" --initrd "$initrd" --cache "$SIVSHM_CACHE" \
+	--logdir "$SIVSHM_ROOT/build/logs")
+
+t=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$t"
+}
+trap cleanup EXIT
+started=$(date +%s)
+deadline=$((started + 420))
+
+# Fails the check with the logs that explain it.
+fail() {
+	echo "check-own-vms: $*" >&2
+	for f in "$t"/*.log; do
+		[ -f "$f" ] || continue
+		echo "--- $(basename "$f")" >&2
+		tail -n 25 "$f" >&2
+	done
+	exit 1
+}
+# wait_for FILE TEXT: until FILE has a line containing TEXT (or the deadline).
+wait_for() {
+	until grep -qF -- "$2" "$1" 2>/dev/null; do
+		[ "$(date +%s)" -lt "$deadline" ] || fail "no \"$2\" in $(basename "$1") after $(($(date +%s) - started)) s"
+		sleep 0.2
+	done
+}
+
+cat >"$t/own.toml" <<EOF
+name = "own"
+runtime_dir = "$t/run"
+user = "$(id -u)"
+group = "$(id -g)"
+
+[manager]
+name = "mgr"
+
+[[worker]]
+name = "w0"
+segment_mib = 2
+
+[[worker]]
+name = "w1"
+segment_mib = 2
+EOF
+"$host" check-topology "$t/own.toml" >"$t/check-topology.out"
+
+"$host" serve "$t/own.toml" 2>"$t/serve.log" &
+serve=$!
+pids+=("$serve")
+wait_for "$t/serve.log" "serving topology own"
+
+# boot VM LOG COMMAND: the user's QEMU command line for VM, its devices from qemu-args; the
+# QEMU's pid in $booted.
+boot() {
+	local vm=$1 log=$2 run=$3 devices
+	devices=$("$host" qemu-args "$t/own.toml" "$vm")
+	# The paths here need no shell quoting; qemu-args would quote any that did.
+	case "$devices" in *"'"*) fail "unexpected quoting in qemu-args: $devices" ;; esac
+	# shellcheck disable=SC2086 # one word per argument, as printed
+	qemu-system-x86_64 -M pc -accel "$accel" -m 128 -smp 1 -nodefaults -no-user-config \
+		-display none -no-reboot -serial "file:$log" -kernel "$kernel" -initrd "$initrd" \
+		-append "console=ttyS0 panic=-1 SIVSHM_RUN=\"$run\"" $devices \
+		</dev/null >>"$t/qemu-$vm.log" 2>&1 &
+	booted=$!
+	pids+=("$booted")
+}
+
+# The manager's device for worker i sits at slot 4 + i (README, "Using sivshm with your own
+# VMs"); read it back from qemu-args rather than trusting that.
+bdfs=$("$host" qemu-args "$t/own.toml" mgr | sed -n 's/.*id=sivshm-\(w[01]\),.*addr=0x\([0-9a-f]*\)\.0.*/\1 \2/p' |
+	sort | while read -r _ slot; do printf '0000:00:%02x.0,' "0x$slot"; done)
+bdfs=${bdfs%,}
+[ "$(echo "$bdfs" | tr ',' '\n' | grep -c .)" = 2 ] || fail "qemu-args mgr did not give two devices: $bdfs"
+
+boot mgr "$t/mgr.log" "sivshm-distribute manager --workers $bdfs --rounds 60 --bytes 65536 --pace-ms 100 --rejoin --peer-timeout 3 --timeout 240"
+mgr=$booted
+boot w0 "$t/w0.log" "sivshm-distribute worker --only-device --timeout 240"
+boot w1 "$t/w1-first.log" "sivshm-distribute worker --only-device --timeout 240 --progress 5"
+w1=$booted
+
+# The first w1 answers batches, then its QEMU dies.
+wait_for "$t/w1-first.log" "worker: round 10 verified and answered"
+kill -9 "$w1"
+wait "$w1" 2>/dev/null || true
+echo "# w1 killed after $(($(date +%s) - started)) s"
+wait_for "$t/mgr.log" "manager: worker 1 stopped"
+# The same command line again: serve gives the new QEMU the same segment and doorbells.
+boot w1 "$t/w1-second.log" "sivshm-distribute worker --only-device --timeout 240 --progress 5"
+wait_for "$t/mgr.log" "SIVSHM-END"
+wait_for "$t/w0.log" "SIVSHM-END"
+wait_for "$t/w1-second.log" "SIVSHM-END"
+echo "# manager done after $(($(date +%s) - started)) s"
+
+grep -q "SIVSHM-END rc=0" "$t/mgr.log" || fail "the manager failed"
+grep -q "SIVSHM-END rc=0" "$t/w0.log" || fail "w0 failed"
+grep -q "SIVSHM-END rc=0" "$t/w1-second.log" || fail "the restarted w1 failed"
+# The manager was never restarted: its one QEMU, started first, booted once and ended by
+# itself when the run was done.
+[ "$(grep -c SIVSHM-BOOTED "$t/mgr.log")" = 1 ] || fail "the manager booted more than once"
+wait "$mgr" || fail "the manager's QEMU exited with $?"
+grep -q "manager: 120 of 120 batches verified" "$t/mgr.log" || fail "not every batch was verified"
+grep -q "manager: 1 worker restart(s)" "$t/mgr.log" || fail "the manager did not see w1 restart"
+grep -q "manager: worker 1 re-attached" "$t/mgr.log" || fail "the manager did not report w1 back"
+# Each worker saw only its own device; the second w1 took over mid-stream.
+grep -q "worker: sees 1 sivshm device(s)" "$t/w1-second.log" || fail "w1 saw other devices"
+grep -q "worker: took over the channel at round" "$t/w1-second.log" || fail "the new w1 started from round 1"
+# Doorbells crossed both ways: the manager was woken, the workers were woken.
+woken=$(sed -n 's/.* \([0-9]*\) wake-ups, \([0-9]*\) rings for .*/\1 \2/p' "$t/mgr.log")
+read -r mw mr <<<"$woken"
+[ "${mw:-0}" -gt 0 ] && [ "${mr:-0}" -gt 0 ] || fail "no doorbells between manager and workers ($woken)"
+ww=$(sed -n 's/.*woken \([0-9]*\) times by the doorbell.*/\1/p' "$t/w1-second.log")
+[ "${ww:-0}" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
+# serve gave w1's device its setup twice, and nothing to anyone else for it.
+[ "$(grep -c '^serve: w1.mgr: pid .*connected: sent its setup' "$t/serve.log")" = 2 ] ||
+	fail "serve did not send w1's setup twice"
+[ "$(grep -c '^serve: mgr.w1: pid .*connected: sent its setup' "$t/serve.log")" = 1 ] ||
+	fail "the manager's device for w1 was set up again"
+
+kill -TERM "$serve"
+wait "$serve" || fail "serve exited with $? on SIGTERM"
+# The lock file stays by design (its flock goes with the process); the sockets must not.
+left=$(ls -A "$t/run" | grep -vx serve.lock || true)
+[ -z "$left" ] || fail "serve left $left behind"
+grep -h "^manager: \|^worker: took\|^worker: received" "$t/mgr.log" "$t/w1-second.log"
+echo "# own VMs: done in $(($(date +%s) - started)) s"
