@@ -186,9 +186,10 @@ pub fn boot_time(
     timeout: Duration,
     counts: &[usize],
     repeats: usize,
-) -> Result<Vec<String>> {
+    mut emit: impl FnMut(String),
+) -> Result<()> {
     let wirings = [Wiring::None, Wiring::Ivshmem, Wiring::Sivshm];
-    let mut out = vec![
+    for line in [
         format!(
             "# boot time: launch of the QEMUs to every guest's driver probed (host wall clock), \
              {repeats} runs per point, interleaved, {} guests, 2 host cores",
@@ -197,7 +198,11 @@ pub fn boot_time(
         "# workers | no device (floor) | IVSHMEM (central server) | SIVSHM (pre-wired) | \
          SIVSHM/IVSHMEM | IVSHMEM/floor | SIVSHM/floor"
             .into(),
-    ];
+    ] {
+        emit(line);
+    }
+    // Each row is printed once its point is done: a later point that fails (a boot past the
+    // timeout) loses no row already measured.
     for &n in counts {
         let mut wall = [Vec::new(), Vec::new(), Vec::new()];
         for run in 0..repeats {
@@ -216,7 +221,7 @@ pub fn boot_time(
         }
         let [f, i, s] = wall.map(|mut v| stats(&mut v));
         let cell = |x: (f64, f64, f64)| format!("{:.2} s ({:.2}-{:.2})", x.0, x.1, x.2);
-        out.push(format!(
+        emit(format!(
             "{n:>9} | {} | {} | {} | {:.2} | {:.2} | {:.2}",
             cell(f),
             cell(i),
@@ -226,7 +231,7 @@ pub fn boot_time(
             s.0 / f.0
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

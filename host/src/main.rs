@@ -274,8 +274,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 .context("--segment-mib must be a power of two")?;
             let machine = guest.machine()?;
             let timeout = Duration::from_secs(guest.timeout);
-            let lines = match what {
-                Measure::Throughput => compare::throughput(
+            match what {
+                Measure::Throughput => print_lines(compare::throughput(
                     &machine,
                     &guest.logdir,
                     timeout,
@@ -283,15 +283,13 @@ fn run(cmd: Cmd) -> Result<()> {
                     segment,
                     rounds,
                     repeats,
-                )?,
+                )?),
                 Measure::Boot => {
-                    compare::boot_time(&machine, &guest.logdir, timeout, &workers, repeats)?
+                    compare::boot_time(&machine, &guest.logdir, timeout, &workers, repeats, |l| {
+                        println!("{l}")
+                    })
                 }
-            };
-            for l in lines {
-                println!("{l}");
             }
-            Ok(())
         }
         Cmd::IvshmemServer {
             socket,
