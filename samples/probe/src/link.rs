@@ -16,6 +16,15 @@ pub trait Link {
     fn send(&mut self, msg: &[u8]) -> Result<()>;
     /// Receives the next message into `buf` (resized to it).
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()>;
+    /// Receives the next message; a link that can read it in place returns the length and
+    /// sequence number of a plain [`DATA`](crate::proto::DATA) message (no pattern) after
+    /// checking its stamps where it lies, without copying its body: that is what a zero-copy
+    /// consumer does. Anything else (and every message of a stream link, which must read all
+    /// its bytes anyway) is copied into `buf`, and None returned.
+    fn recv_data(&mut self, buf: &mut Vec<u8>) -> Result<Option<(usize, u64)>> {
+        self.recv(buf)?;
+        Ok(None)
+    }
     /// Notifications this side has sent its peer so far (doorbells), if the link counts them.
     fn rings(&self) -> Option<u64> {
         None

@@ -199,6 +199,27 @@ impl Link for ChannelLink {
         Ok(())
     }
 
+    fn recv_data(&mut self, buf: &mut Vec<u8>) -> Result<Option<(usize, u64)>> {
+        let m = self
+            .ch
+            .recv(Some(self.timeout))
+            .context("receiving on the channel")?;
+        let len = m.len();
+        if len >= proto::MIN_SIZE {
+            let (mut header, mut trailer) = ([0u8; proto::HEADER], [0u8; 8]);
+            m.read(0, &mut header)?;
+            m.read(len - 8, &mut trailer)?;
+            if let Some(seq) = proto::plain_data_stamps(len, &header, trailer)? {
+                m.release()?;
+                return Ok(Some((len, seq)));
+            }
+        }
+        buf.resize(len, 0);
+        m.read(0, buf)?;
+        m.release()?;
+        Ok(None)
+    }
+
     fn rings(&self) -> Option<u64> {
         Some(self.ch.stats().rings)
     }

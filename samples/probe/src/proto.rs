@@ -70,6 +70,26 @@ pub fn stamp(m: &mut [u8], seq: u64) {
     put_u64(m, end, seq);
 }
 
+/// The stamps of a plain data message read in place ([`Link::recv_data`]): its 16-byte
+/// header and 8-byte trailer. Returns the sequence number if the message is a [`DATA`]
+/// message without pattern whose stamps agree; None if it is another kind of message (to be
+/// copied and checked whole); an error if it is torn.
+pub fn plain_data_stamps(
+    len: usize,
+    header: &[u8; HEADER],
+    trailer: [u8; 8],
+) -> Result<Option<u64>> {
+    if len < MIN_SIZE || u32_at(header, 0) != DATA || u32_at(header, 4) & FLAG_PATTERN != 0 {
+        return Ok(None);
+    }
+    let (seq, end) = (u64_at(header, 8), u64::from_le_bytes(trailer));
+    ensure!(
+        end == seq,
+        "message {seq} of {len} bytes ends with the stamp of {end} (torn or mixed up)"
+    );
+    Ok(Some(seq))
+}
+
 /// Checks a received probe message: tag, stamps and (if flagged) pattern. Returns its seq.
 pub fn check(m: &[u8], tag: u32) -> Result<u64> {
     ensure!(
@@ -139,7 +159,17 @@ pub fn serve(link: &mut dyn Link) -> Result<u64> {
     let mut next_data = 0u64;
     let mut rings_at_sync = link.rings().unwrap_or(0);
     loop {
-        link.recv(&mut buf)?;
+        if let Some((len, seq)) = link.recv_data(&mut buf)? {
+            ensure!(
+                seq == next_data,
+                "data message {seq} arrived where {next_data} was due (lost, duplicated or reordered)"
+            );
+            next_data += 1;
+            messages += 1;
+            bytes += len as u64;
+            total += 1;
+            continue;
+        }
         ensure!(buf.len() >= 4, "a message of {} bytes", buf.len());
         match u32_at(&buf, 0) {
             ECHO => {
