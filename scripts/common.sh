@@ -18,6 +18,33 @@ KRUSTFMT=/usr/bin/rustfmt
 case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) [ -d "$HOME/.cargo/bin" ] && PATH="$HOME/.cargo/bin:$PATH" ;; esac
 BINDGEN=$SIVSHM_CACHE/bindgen-$BINDGEN_VERSION/bin/bindgen
 
+# Cargo's intermediate artifacts live in the cache, one directory per checkout, so that a
+# fresh clone does not compile every dependency again. A checkout that has none yet starts
+# from a copy of the one used last, minus the workspace's own crates (every fingerprint of
+# a sivshm* package): cargo judges a path crate fresh by file times alone, so a copied
+# artifact of another checkout's sources must never pass for this one's. Finished binaries
+# still go to this checkout's target/.
+cargo_build_dir() {
+	local base=$SIVSHM_CACHE/cargo key dir seed tmp
+	key=$(printf '%s' "$SIVSHM_ROOT" | sha256sum | cut -c1-12)
+	dir=$base/$key
+	if [ ! -d "$dir" ]; then
+		mkdir -p "$base"
+		tmp=$(mktemp -d "$base/.new.XXXXXX")
+		seed=$(ls -td "$base"/*/ 2>/dev/null | head -n1)
+		if [ -n "$seed" ] && cp -a "$seed/." "$tmp/"; then
+			find "$tmp" -type d -path '*/.fingerprint/sivshm*' -prune -exec rm -rf {} +
+		fi
+		mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
+		# Keep the three used last: every clone's CI run adds one.
+		ls -td "$base"/*/ | tail -n +4 | xargs -r rm -rf
+	fi
+	touch "$dir"
+	echo "$dir"
+}
+CARGO_BUILD_BUILD_DIR=$(cargo_build_dir)
+export CARGO_BUILD_BUILD_DIR
+
 say()  { printf '[sivshm] %s\n' "$*" >&2; }
 die()  { printf '[sivshm] error: %s\n' "$*" >&2; exit 1; }
 
