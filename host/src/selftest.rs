@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::channel::channel;
 use crate::console::{self, Outcome};
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
-use crate::qemu::{run_all, unique_value, Device, Finished, Machine, Vm};
+use crate::qemu::{run_all, unique_value, Device, Finished, Machine, PciSlot, Vm};
 use crate::segments;
 use crate::topology::{Distribute, Layout, Roles, Topology};
 
@@ -147,12 +147,12 @@ fn single_vm_plan() -> Result<Plan> {
     let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
     let (server_end, chardev) = prefilled_socket(&msgs)?;
     let plain = Device::Plain {
-        slot: 4,
+        slot: PciSlot::root(4),
         segment: plain,
         size: 4 << 20,
     };
     let doorbell = Device::Doorbell {
-        slot: 5,
+        slot: PciSlot::root(5),
         chardev,
         vectors: 2,
     };
@@ -195,7 +195,7 @@ fn two_vm_plain_plan() -> Result<Plan> {
     let nonce = format!("{:#x}", unique_value());
     let dev = |seg: &std::fs::File| -> Result<Device> {
         Ok(Device::Plain {
-            slot: 4,
+            slot: PciSlot::root(4),
             segment: seg.try_clone()?,
             size,
         })
@@ -223,7 +223,7 @@ fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
 
 fn two_vm_doorbell_plan() -> Result<Plan> {
     let seg = segments::create("channel", 1 << 20)?;
-    let ch = channel(&seg, (0, 4), (1, 4), 4)?;
+    let ch = channel(&seg, (0, PciSlot::root(4)), (1, PciSlot::root(4)), 4)?;
     // Both unload the module afterwards, before the kmemleak scan.
     // Two vCPUs: the receiver's interrupts arrive while its other CPU runs the test.
     let a = Vm::new("a", "sivshm_doorbell a && rmmod sivshm")
