@@ -6,6 +6,7 @@ mod bench;
 mod channel;
 mod compare;
 mod console;
+mod hotplug;
 mod interrupt;
 mod ivshmem_server;
 mod net;
