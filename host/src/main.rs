@@ -84,6 +84,9 @@ enum Cmd {
         /// Print every guest's summary, not only failing ones.
         #[arg(long)]
         verbose: bool,
+        /// Add/remove cycles in the hotplug scenario's churn (the benchmark runs 100).
+        #[arg(long, default_value_t = 10)]
+        churn: u32,
     },
     /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
     /// VM. channel: the sivshm channel against TCP over virtio-net between the same two VMs,
@@ -437,6 +440,7 @@ fn run(cmd: Cmd) -> Result<()> {
             guest,
             filter,
             verbose,
+            churn,
         } => {
             let machine = guest.machine()?;
             let start = Instant::now();
@@ -445,6 +449,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 logdir: &guest.logdir,
                 timeout: Duration::from_secs(guest.timeout),
                 verbose,
+                churn,
             };
             let results = suite.run(&filter)?;
             let (mut pass, mut fail) = (0, 0);

@@ -534,6 +534,11 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// Whether QEMU has exited (the guest powered off or crashed).
+    pub fn exited(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
+    }
+
     /// The guest's serial log, written while it runs.
     pub fn log_path(&self) -> &Path {
         &self.log
