@@ -18,12 +18,13 @@ use crate::topology::{manager_slot, Layout, Roles, Topology};
 struct ManagerAlone;
 
 /// The guest side of the measurement. Uptimes are /proc/uptime's (10 ms steps).
+// No double quote: the command travels on the kernel command line inside double quotes.
 const SCRIPT: &str = "up() { cut -d' ' -f1 /proc/uptime; }; \
-    count() { echo \"$(ls /dev | grep -c '^sivshm[0-9]') $(grep -c sivshm /proc/interrupts)\"; }; \
-    sivshmctl list | sed 's/^/SCALE-DEV /' && echo \"SCALE-COUNT $(count)\" \
-    && a=$(up) && rmmod sivshm && b=$(up) && echo \"SCALE-GONE $(count)\" \
-    && insmod /lib/modules/sivshm.ko && c=$(up) && echo \"SCALE-COUNT-AGAIN $(count)\" \
-    && echo \"SCALE-TIMES $a $b $c\"";
+    count() { echo $(ls /dev | grep -c '^sivshm[0-9]') $(grep -c sivshm /proc/interrupts); }; \
+    sivshmctl list | sed 's/^/SCALE-DEV /' && echo SCALE-COUNT $(count) \
+    && a=$(up) && rmmod sivshm && b=$(up) && echo SCALE-GONE $(count) \
+    && insmod /lib/modules/sivshm.ko && c=$(up) && echo SCALE-COUNT-AGAIN $(count) \
+    && echo SCALE-TIMES $a $b $c";
 
 impl Roles for ManagerAlone {
     // The addresses are not passed on: 128 of them would not fit the kernel command line.
@@ -204,6 +205,30 @@ mod tests {
         );
         s += "SCALE-TIMES 3.00 3.20 4.00\nSIVSHM-END rc=0\n";
         s
+    }
+
+    #[test]
+    fn the_manager_of_128_workers_gets_its_command_on_the_kernel_command_line() {
+        let t = Topology::new(128, 1 << 20, &ManagerAlone).unwrap();
+        let m = Machine {
+            qemu: "q".into(),
+            kernel: "k".into(),
+            initrd: "i".into(),
+            accel: crate::qemu::Accel::Tcg,
+            memory_mib: 256,
+        };
+        let (args, _) = t.manager.args(&m, Path::new("/tmp/m.log"), "id").unwrap();
+        let line = args
+            .iter()
+            .skip_while(|a| *a != "-append")
+            .nth(1)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(line.contains("SCALE-TIMES $a $b $c"), "{line}");
+        // x86's COMMAND_LINE_SIZE.
+        assert!(line.len() < 2048, "{}", line.len());
+        assert!(t.workers.iter().all(|w| w.devices.len() == 1));
     }
 
     #[test]
