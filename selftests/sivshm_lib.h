@@ -39,7 +39,7 @@ static inline int sivshm_open_bdf(const char *bdf, struct sivshm_info *info)
 	char path[32], name[24];
 	int i, fd;
 
-	for (i = 0; i < 64; i++) {
+	for (i = 0; i < 256; i++) { /* the driver's MAX_NODES */
 		snprintf(path, sizeof(path), "/dev/sivshm%d", i);
 		fd = open(path, O_RDWR);
 		if (fd < 0)

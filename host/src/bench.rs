@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::channel::channel;
 use crate::console;
 use crate::net;
-use crate::qemu::{run_all, Finished, Machine, Vm};
+use crate::qemu::{run_all, Finished, Machine, PciSlot, Vm};
 use crate::segments;
 use crate::topology::{Layout, Roles, Topology};
 
@@ -37,7 +37,7 @@ fn parse(line: &str) -> Option<Figures> {
 /// Doorbell round trips between two VMs on one channel, and the eventfd floor in one VM.
 pub fn pingpong(m: &Machine, logdir: &Path, timeout: Duration, n: u32) -> Result<Vec<String>> {
     let seg = segments::create("pingpong", 1 << 20)?;
-    let ch = channel(&seg, (0, 4), (1, 4), 1)?;
+    let ch = channel(&seg, (0, PciSlot::root(4)), (1, PciSlot::root(4)), 1)?;
     let a = Vm::new("pingpong-a", &format!("sivshm_doorbell pingpong-a {n}")).device(ch.a);
     let b = Vm::new("pingpong-b", &format!("sivshm_doorbell pingpong-b {n}")).device(ch.b);
     let finished = run_all(m, &[a, b], logdir, timeout)?;

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use anyhow::Result;
 
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
-use crate::qemu::Device;
+use crate::qemu::{Device, PciSlot};
 
 /// The two ends, ready to attach, and what must stay open while the VMs run.
 pub struct Channel {
@@ -22,8 +22,8 @@ pub struct Channel {
 /// devices go to PCI slots `a_slot` and `b_slot` of their VMs.
 pub fn channel(
     segment: &File,
-    (a_id, a_slot): (u16, u8),
-    (b_id, b_slot): (u16, u8),
+    (a_id, a_slot): (u16, PciSlot),
+    (b_id, b_slot): (u16, PciSlot),
     vectors: u16,
 ) -> Result<Channel> {
     let a = PeerVectors::new(a_id, vectors)?;
@@ -66,7 +66,7 @@ mod tests {
     fn each_side_gets_only_the_other_sides_eventfds() {
         let seg = tempfile::tempfile().unwrap();
         seg.set_len(1 << 20).unwrap();
-        let ch = channel(&seg, (0, 4), (7, 4), 2).unwrap();
+        let ch = channel(&seg, (0, PciSlot::root(4)), (7, PciSlot::root(4)), 2).unwrap();
         let a = stream(&ch.a);
         assert_eq!(a[..3], [(0, false), (0, false), (-1, true)], "{a:?}");
         assert_eq!(a[3..], [(7, true), (7, true), (0, true), (0, true)]);

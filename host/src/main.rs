@@ -6,11 +6,13 @@ mod bench;
 mod channel;
 mod compare;
 mod console;
+mod hotplug;
 mod interrupt;
 mod ivshmem_server;
 mod net;
 mod protocol;
 mod qemu;
+mod scale;
 mod segments;
 mod selftest;
 mod service;
@@ -82,6 +84,9 @@ enum Cmd {
         /// Print every guest's summary, not only failing ones.
         #[arg(long)]
         verbose: bool,
+        /// Add/remove cycles in the hotplug scenario's churn (the benchmark runs 100).
+        #[arg(long, default_value_t = 10)]
+        churn: u32,
     },
     /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
     /// VM. channel: the sivshm channel against TCP over virtio-net between the same two VMs,
@@ -117,6 +122,19 @@ enum Cmd {
         rounds: u64,
         /// throughput: segment (and batch) size in MiB, a power of two.
         #[arg(long, default_value_t = 4)]
+        segment_mib: u64,
+    },
+    /// The driver at scale: a manager with a device per worker booted alone (the workers'
+    /// ends wired, no worker booted): nodes, MSI-X vectors, every PCI address, and probe and
+    /// remove time per device. Prints figures.
+    Scale {
+        #[command(flatten)]
+        guest: GuestArgs,
+        /// Worker channels (devices in the manager); past 24 they sit behind PCI bridges.
+        #[arg(long, default_value_t = 128)]
+        workers: usize,
+        /// Size of each segment in MiB (a power of two).
+        #[arg(long, default_value_t = 1)]
         segment_mib: u64,
     },
     /// Boot a data manager and N workers and move data from the manager to every worker:
@@ -216,7 +234,11 @@ fn main() -> Result<()> {
     // those itself, and the wiring bench has nothing to stop.
     let boots = matches!(
         cmd,
-        Cmd::Test { .. } | Cmd::Bench { .. } | Cmd::Compare { .. } | Cmd::Demo { .. }
+        Cmd::Test { .. }
+            | Cmd::Bench { .. }
+            | Cmd::Compare { .. }
+            | Cmd::Demo { .. }
+            | Cmd::Scale { .. }
     );
     if boots {
         interrupt::install()?;
@@ -290,6 +312,29 @@ fn run(cmd: Cmd) -> Result<()> {
                     })
                 }
             }
+        }
+        Cmd::Scale {
+            guest,
+            workers,
+            segment_mib,
+        } => {
+            anyhow::ensure!(
+                (1..=topology::MAX_WORKERS).contains(&workers),
+                "--workers must be from 1 to {}",
+                topology::MAX_WORKERS
+            );
+            let segment = segment_mib
+                .checked_mul(1 << 20)
+                .filter(|s| s.is_power_of_two())
+                .context("--segment-mib must be a power of two")?;
+            let machine = guest.machine()?;
+            print_lines(scale::manager_alone(
+                &machine,
+                &guest.logdir,
+                Duration::from_secs(guest.timeout),
+                workers,
+                segment,
+            )?)
         }
         Cmd::IvshmemServer {
             socket,
@@ -395,6 +440,7 @@ fn run(cmd: Cmd) -> Result<()> {
             guest,
             filter,
             verbose,
+            churn,
         } => {
             let machine = guest.machine()?;
             let start = Instant::now();
@@ -403,6 +449,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 logdir: &guest.logdir,
                 timeout: Duration::from_secs(guest.timeout),
                 verbose,
+                churn,
             };
             let results = suite.run(&filter)?;
             let (mut pass, mut fail) = (0, 0);

@@ -36,27 +36,112 @@ pub struct Machine {
     pub memory_mib: u32,
 }
 
+/// The i440fx machine's bus 0 has slots 0 to 31; QEMU's `pci-bridge` has 32, of which slot
+/// 0 is left free (31 usable, as with the bridge's SHPC).
+pub const BRIDGE_FIRST_SLOT: u8 = 1;
+/// The slot of bus 0 that the first PCI bridge takes; bridge `k` takes `BRIDGE_SLOT + k`.
+pub const BRIDGE_SLOT: u8 = 0x1c;
+/// Bridges a guest can have (bus 0's slots `BRIDGE_SLOT` to 31).
+pub const MAX_BRIDGES: u8 = 32 - BRIDGE_SLOT;
+
+/// Where a device sits: a slot of bus 0, or a slot behind one of the guest's PCI bridges.
+///
+/// Bridge `k` is a `pci-bridge` with id `brK` and `chassis_nr=K+1` at bus 0's slot
+/// `BRIDGE_SLOT + k`. The firmware numbers the buses behind bridges depth first in slot
+/// order, and no other bridge sits on bus 0, so bridge `k`'s bus is `k + 1`: the address is
+/// the same on every boot and does not depend on which devices are present (the bridges are
+/// always there, so a device hot-plugged later gets the address it was given).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PciSlot {
+    pub bridge: Option<u8>,
+    pub slot: u8,
+}
+
+impl PciSlot {
+    /// Slot `slot` of bus 0.
+    pub const fn root(slot: u8) -> Self {
+        PciSlot { bridge: None, slot }
+    }
+
+    /// Slot `slot` behind bridge `bridge`.
+    pub const fn behind(bridge: u8, slot: u8) -> Self {
+        PciSlot {
+            bridge: Some(bridge),
+            slot,
+        }
+    }
+
+    /// The guest's bus number.
+    pub fn bus(&self) -> u8 {
+        self.bridge.map_or(0, |b| b + 1)
+    }
+
+    /// The guest's PCI address, as `lspci -D` and `SIVSHM_IOCTL_GET_INFO` give it.
+    pub fn bdf(&self) -> String {
+        format!("0000:{:02x}:{:02x}.0", self.bus(), self.slot)
+    }
+
+    /// QEMU's `-device` properties that place a device here.
+    pub fn qemu_props(&self) -> String {
+        match self.bridge {
+            None => format!("addr={:#x}.0", self.slot),
+            Some(b) => format!("bus=br{b},addr={:#x}.0", self.slot),
+        }
+    }
+
+    /// Checks that the slot exists: 0 to 31 on bus 0, 1 to 31 behind a bridge that exists.
+    pub fn check(&self) -> Result<()> {
+        match self.bridge {
+            None if self.slot < 32 => Ok(()),
+            Some(b) if b < MAX_BRIDGES && (BRIDGE_FIRST_SLOT..32).contains(&self.slot) => Ok(()),
+            _ => bail!("no PCI slot {self}"),
+        }
+    }
+}
+
+impl std::fmt::Display for PciSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.bridge {
+            None => write!(f, "{:#x}", self.slot),
+            Some(b) => write!(f, "{:#x} behind bridge {b}", self.slot),
+        }
+    }
+}
+
+/// `-device` arguments of bridge `k`.
+pub fn bridge_device(k: u8) -> String {
+    format!(
+        "pci-bridge,id=br{k},chassis_nr={},addr={:#x}.0",
+        u16::from(k) + 1,
+        BRIDGE_SLOT + k
+    )
+}
+
 /// An ivshmem device in a guest.
 pub enum Device {
     /// `ivshmem-plain` on a segment (see `segments`) of `size` bytes.
-    Plain { slot: u8, segment: File, size: u64 },
+    Plain {
+        slot: PciSlot,
+        segment: File,
+        size: u64,
+    },
     /// `ivshmem-doorbell` whose setup stream is already queued on `chardev` (QEMU's end of a
     /// prefilled socket pair, see `protocol`).
     Doorbell {
-        slot: u8,
+        slot: PciSlot,
         chardev: OwnedFd,
         vectors: u16,
     },
     /// `ivshmem-doorbell` connected to a central server's socket (the IVSHMEM baseline).
     Server {
-        slot: u8,
+        slot: PciSlot,
         socket: PathBuf,
         vectors: u16,
     },
 }
 
 impl Device {
-    pub fn slot(&self) -> u8 {
+    pub fn slot(&self) -> PciSlot {
         match self {
             Device::Plain { slot, .. }
             | Device::Doorbell { slot, .. }
@@ -64,9 +149,9 @@ impl Device {
         }
     }
 
-    /// The guest's PCI address of the device (bus 0 of the i440fx machine).
+    /// The guest's PCI address of the device.
     pub fn bdf(&self) -> String {
-        format!("0000:00:{:02x}.0", self.slot())
+        self.slot().bdf()
     }
 }
 
@@ -94,6 +179,11 @@ pub struct Vm {
     /// Virtual CPUs: 2 where races between fault, revoke, release and interrupts must really
     /// run in parallel.
     pub cpus: u8,
+    /// PCI bridges on bus 0 (at least as many as the devices sit behind), present from boot
+    /// so that devices can be hot-plugged behind them.
+    pub bridges: u8,
+    /// A QMP socket QEMU listens on, for `sivshm-host` to drive the running guest.
+    pub qmp: Option<PathBuf>,
 }
 
 /// First fd number handed to QEMU for chardevs; above anything QEMU opens before parsing.
@@ -107,7 +197,33 @@ impl Vm {
             nics: Vec::new(),
             env: vec![("SIVSHM_RUN".into(), run.into())],
             cpus: 1,
+            bridges: 0,
+            qmp: None,
         }
+    }
+
+    /// Gives the guest `n` PCI bridges from boot, whether or not devices sit behind them yet.
+    pub fn bridges(mut self, n: u8) -> Self {
+        self.bridges = n;
+        self
+    }
+
+    /// Lets QEMU listen for QMP on the unix socket `path`.
+    pub fn qmp(mut self, path: &Path) -> Self {
+        self.qmp = Some(path.to_path_buf());
+        self
+    }
+
+    /// The bridges QEMU gets: those asked for and those the devices sit behind.
+    fn bridge_count(&self) -> u8 {
+        let used = self
+            .devices
+            .iter()
+            .filter_map(|d| d.slot().bridge)
+            .map(|b| b.saturating_add(1))
+            .max()
+            .unwrap_or(0);
+        self.bridges.max(used).min(MAX_BRIDGES)
     }
 
     /// Boots with `n` virtual CPUs (the guest kernel's `CONFIG_NR_CPUS`, 2 as built from
@@ -199,6 +315,17 @@ impl Vm {
         a.push(m.kernel.clone().into());
         a.push("-initrd".into());
         a.push(m.initrd.clone().into());
+        for k in 0..self.bridge_count() {
+            a.push("-device".into());
+            a.push(bridge_device(k).into());
+        }
+        if let Some(q) = &self.qmp {
+            let mut arg = OsString::from("unix:");
+            arg.push(q);
+            arg.push(",server=on,wait=off");
+            a.push("-qmp".into());
+            a.push(arg);
+        }
         let mut fds = Vec::new();
         for (i, d) in self.devices.iter().enumerate() {
             match d {
@@ -222,7 +349,7 @@ impl Vm {
                         .into(),
                     );
                     a.push("-device".into());
-                    a.push(format!("ivshmem-plain,memdev=shm{i},addr={slot:#x}.0").into());
+                    a.push(format!("ivshmem-plain,memdev=shm{i},{}", slot.qemu_props()).into());
                 }
                 Device::Doorbell {
                     slot,
@@ -239,7 +366,8 @@ impl Vm {
                     a.push("-device".into());
                     a.push(
                         format!(
-                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},addr={slot:#x}.0"
+                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},{}",
+                            slot.qemu_props()
                         )
                         .into(),
                     );
@@ -256,19 +384,33 @@ impl Vm {
                     a.push("-device".into());
                     a.push(
                         format!(
-                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},addr={slot:#x}.0"
+                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},{}",
+                            slot.qemu_props()
                         )
                         .into(),
                     );
                 }
             }
         }
-        let mut slots: Vec<u8> = self.devices.iter().map(Device::slot).collect();
-        for (i, n) in self.nics.iter().enumerate() {
-            if slots.contains(&n.slot) {
-                bail!("{}: PCI slot {:#x} is taken twice", self.name, n.slot);
+        let mut slots: Vec<PciSlot> = Vec::new();
+        let bridges = self.bridge_count();
+        for k in 0..bridges {
+            slots.push(PciSlot::root(BRIDGE_SLOT + k));
+        }
+        for d in &self.devices {
+            let s = d.slot();
+            s.check()?;
+            if slots.contains(&s) {
+                bail!("{}: PCI slot {s} is taken twice", self.name);
             }
-            slots.push(n.slot);
+            slots.push(s);
+        }
+        for (i, n) in self.nics.iter().enumerate() {
+            let s = PciSlot::root(n.slot);
+            if slots.contains(&s) {
+                bail!("{}: PCI slot {s} is taken twice", self.name);
+            }
+            slots.push(s);
             let child_fd = FIRST_CHILD_FD + fds.len() as i32;
             fds.push(FdMapping {
                 parent_fd: n.socket.try_clone()?,
@@ -392,6 +534,11 @@ impl Drop for Running {
 }
 
 impl Running {
+    /// Whether QEMU has exited (the guest powered off or crashed).
+    pub fn exited(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
+    }
+
     /// The guest's serial log, written while it runs.
     pub fn log_path(&self) -> &Path {
         &self.log
@@ -475,7 +622,7 @@ mod tests {
     #[test]
     fn plain_device_is_a_shared_file_backend_at_its_slot() {
         let vm = Vm::new("a", "sivshm_test").device(Device::Plain {
-            slot: 4,
+            slot: PciSlot::root(4),
             segment: crate::segments::create("seg0", 4 << 20).unwrap(),
             size: 4 << 20,
         });
@@ -502,7 +649,7 @@ mod tests {
         )
         .unwrap();
         let vm = Vm::new("a", "true").device(Device::Doorbell {
-            slot: 5,
+            slot: PciSlot::root(5),
             chardev: b,
             vectors: 2,
         });
@@ -519,7 +666,7 @@ mod tests {
         let (m, w) = crate::net::link(0).unwrap();
         let vm = Vm::new("a", "true")
             .device(Device::Plain {
-                slot: 4,
+                slot: PciSlot::root(4),
                 segment: crate::segments::create("seg0", 1 << 20).unwrap(),
                 size: 1 << 20,
             })
@@ -549,7 +696,7 @@ mod tests {
         // A NIC on a device's slot is refused, not left to QEMU.
         let clash = Vm::new("b", "true")
             .device(Device::Plain {
-                slot: crate::net::WORKER_NIC_SLOT,
+                slot: PciSlot::root(crate::net::WORKER_NIC_SLOT),
                 segment: crate::segments::create("seg1", 1 << 20).unwrap(),
                 size: 1 << 20,
             })
@@ -558,6 +705,81 @@ mod tests {
             .args(&machine(), Path::new("/tmp/b.log"), "id2")
             .unwrap_err();
         assert!(e.to_string().contains("taken twice"), "{e}");
+    }
+
+    #[test]
+    fn devices_behind_bridges_get_the_bridge_bus_and_its_number() {
+        let (_a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let vm = Vm::new("m", "true")
+            .device(Device::Doorbell {
+                slot: PciSlot::behind(1, 31),
+                chardev: b,
+                vectors: 1,
+            })
+            .qmp(Path::new("/run/q.sock"));
+        assert_eq!(vm.devices[0].bdf(), "0000:02:1f.0");
+        let (args, _) = vm.args(&machine(), Path::new("/tmp/m.log"), "id1").unwrap();
+        let s = joined(&args);
+        // Both bridges exist (the device sits behind the second), each with its chassis.
+        assert!(
+            s.contains("-device pci-bridge,id=br0,chassis_nr=1,addr=0x1c.0"),
+            "{s}"
+        );
+        assert!(
+            s.contains("-device pci-bridge,id=br1,chassis_nr=2,addr=0x1d.0"),
+            "{s}"
+        );
+        assert!(!s.contains("id=br2"), "{s}");
+        assert!(
+            s.contains("ivshmem-doorbell,chardev=db0,vectors=1,bus=br1,addr=0x1f.0"),
+            "{s}"
+        );
+        assert!(
+            s.contains("-qmp unix:/run/q.sock,server=on,wait=off"),
+            "{s}"
+        );
+        // Bridges asked for stay, even with nothing behind them (for hot-plug).
+        let empty = Vm::new("e", "true").bridges(4);
+        let (args, _) = empty
+            .args(&machine(), Path::new("/tmp/e.log"), "id2")
+            .unwrap();
+        assert_eq!(joined(&args).matches("pci-bridge").count(), 4);
+    }
+
+    #[test]
+    fn slots_that_do_not_exist_or_are_taken_are_refused() {
+        for bad in [
+            PciSlot::root(32),
+            PciSlot::behind(0, 0),
+            PciSlot::behind(0, 32),
+            PciSlot::behind(MAX_BRIDGES, 1),
+        ] {
+            assert!(bad.check().is_err(), "{bad}");
+            let vm = Vm::new("a", "true").device(Device::Plain {
+                slot: bad,
+                segment: crate::segments::create("seg", 1 << 20).unwrap(),
+                size: 1 << 20,
+            });
+            assert!(vm.args(&machine(), Path::new("/tmp/a.log"), "i").is_err());
+        }
+        // A device on a bridge's own slot of bus 0.
+        let clash = Vm::new("a", "true").bridges(1).device(Device::Plain {
+            slot: PciSlot::root(BRIDGE_SLOT),
+            segment: crate::segments::create("seg", 1 << 20).unwrap(),
+            size: 1 << 20,
+        });
+        let e = clash
+            .args(&machine(), Path::new("/tmp/a.log"), "i")
+            .unwrap_err();
+        assert!(e.to_string().contains("taken twice"), "{e}");
+        assert_eq!(PciSlot::behind(3, 1).bdf(), "0000:04:01.0");
+        assert_eq!(PciSlot::root(4).bdf(), "0000:00:04.0");
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! The in-guest test suite: which VMs boot with which devices, and what counts as a pass.
 
+use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::channel::channel;
 use crate::console::{self, Outcome};
+use crate::hotplug::{HotDevice, Monitor, SetupSocket};
 use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
-use crate::qemu::{run_all, unique_value, Device, Finished, Machine, Vm};
+use crate::qemu::{run_all, unique_value, Device, Finished, Machine, PciSlot, Running, Vm};
 use crate::segments;
-use crate::topology::{Distribute, Layout, Roles, Topology};
+use crate::topology::{bridges_for, manager_slot, Distribute, Layout, Roles, Topology};
 
 /// One reported result. Every scenario is built to run all of its tests, so there is no
 /// "skipped": a skip is a failure.
@@ -25,6 +27,8 @@ pub struct Suite<'a> {
     pub logdir: &'a Path,
     pub timeout: Duration,
     pub verbose: bool,
+    /// Add/remove cycles of the hot-plug scenario's churn test.
+    pub churn: u32,
 }
 
 impl Suite<'_> {
@@ -50,6 +54,15 @@ impl Suite<'_> {
             eprintln!("# scenario {name}");
             let finished = f(self)?;
             all.extend(self.judge(name, &finished, tap));
+        }
+        // Scenarios the host drives while the guests run: their guests (TAP or not) and what
+        // the host checked itself.
+        if "hotplug".contains(filter) {
+            eprintln!("# scenario hotplug");
+            let h = hotplug(self)?;
+            all.extend(self.judge("hotplug", &h.tap, true));
+            all.extend(self.judge("hotplug", &h.plain, false));
+            all.extend(h.host);
         }
         Ok(all)
     }
@@ -147,12 +160,12 @@ fn single_vm_plan() -> Result<Plan> {
     let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
     let (server_end, chardev) = prefilled_socket(&msgs)?;
     let plain = Device::Plain {
-        slot: 4,
+        slot: PciSlot::root(4),
         segment: plain,
         size: 4 << 20,
     };
     let doorbell = Device::Doorbell {
-        slot: 5,
+        slot: PciSlot::root(5),
         chardev,
         vectors: 2,
     };
@@ -195,7 +208,7 @@ fn two_vm_plain_plan() -> Result<Plan> {
     let nonce = format!("{:#x}", unique_value());
     let dev = |seg: &std::fs::File| -> Result<Device> {
         Ok(Device::Plain {
-            slot: 4,
+            slot: PciSlot::root(4),
             segment: seg.try_clone()?,
             size,
         })
@@ -223,7 +236,7 @@ fn two_vm_doorbell(s: &Suite<'_>) -> Result<Vec<Finished>> {
 
 fn two_vm_doorbell_plan() -> Result<Plan> {
     let seg = segments::create("channel", 1 << 20)?;
-    let ch = channel(&seg, (0, 4), (1, 4), 4)?;
+    let ch = channel(&seg, (0, PciSlot::root(4)), (1, PciSlot::root(4)), 4)?;
     // Both unload the module afterwards, before the kmemleak scan.
     // Two vCPUs: the receiver's interrupts arrive while its other CPU runs the test.
     let a = Vm::new("a", "sivshm_doorbell a && rmmod sivshm")
@@ -361,6 +374,256 @@ fn network(s: &Suite<'_>) -> Result<Vec<Finished>> {
     network_plan()?.run(s.machine, s.logdir, s.timeout)
 }
 
+/// The hot-plugged worker's index: its channel sits behind the manager's first bridge.
+const HOT_INDEX: usize = 24;
+
+/// A manager with one worker channel at boot and one added and removed while it runs.
+struct HotplugPlan {
+    manager: Vm,
+    /// Worker 0, booted with the manager: it carries data through every add and remove.
+    cold: Vm,
+    /// The worker whose channel is hot-plugged, booted once it is.
+    late: Vm,
+    hot: HotDevice,
+    /// The manager's end of the hot channel: its eventfds, its peer's, the segment.
+    own: PeerVectors,
+    peer: PeerVectors,
+    segment: File,
+    qmp: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    _keep: Vec<OwnedFd>,
+}
+
+fn hotplug_plan(churn: u32) -> Result<HotplugPlan> {
+    let dir = tempfile::tempdir().context("a directory for the QMP and setup sockets")?;
+    let seg0 = segments::create("hot-cold", 1 << 20)?;
+    let ch = channel(
+        &seg0,
+        (0, manager_slot(0)?),
+        (1, PciSlot::root(crate::topology::FIRST_SLOT)),
+        1,
+    )?;
+    let cold_bdf = ch.a.bdf();
+    let slot = manager_slot(HOT_INDEX)?;
+    let hot = HotDevice {
+        name: format!("worker{HOT_INDEX}"),
+        socket: dir.path().join("hot.sock"),
+        slot,
+        vectors: 1,
+    };
+    let segment = segments::create("hot", 1 << 20)?;
+    let own = PeerVectors::new(0, 1)?;
+    let peer = PeerVectors::new(HOT_INDEX as u16 + 1, 1)?;
+    let (late_keep, late_chardev) =
+        prefilled_socket(&setup_messages(&peer, segment.as_fd(), &[&own])?)?;
+    let hot_bdf = slot.bdf();
+    // Worker 0 is sent paced batches until told to stop after the churn; it must still be
+    // running then, and every batch it was sent must check out.
+    let run = format!(
+        "sivshm-distribute manager --workers {cold_bdf} --rounds 1000000 --bytes 65536 \
+         --pace-ms 50 --stop-file /tmp/stop >/tmp/worker0.out 2>&1 & w0=$!; \
+         sivshm_hotplug -t appears \
+         && sivshm-distribute manager --workers {hot_bdf} --rounds 16 --bytes 65536 --timeout 120 \
+         && sivshm_hotplug -t unplug_with_live_users && sivshm_hotplug -t churn; rc=$?; \
+         if kill -0 $w0; then echo 'manager: worker 0 carried data through every add and remove'; \
+         else echo 'manager: worker 0 stopped before the churn ended'; rc=1; fi; \
+         touch /tmp/stop; wait $w0 || rc=1; cat /tmp/worker0.out; test $rc = 0 && rmmod sivshm"
+    );
+    let qmp = dir.path().join("qmp.sock");
+    let manager = Vm::new("manager", &run)
+        .env("SIVSHM_KMEMLEAK", "1")
+        .env("SIVSHM_HOTPLUG_BDF", &hot_bdf)
+        .env("SIVSHM_CHURN", churn.to_string())
+        .bridges(bridges_for(HOT_INDEX + 1))
+        .qmp(&qmp)
+        .device(ch.a);
+    let worker = "sivshm-distribute worker --only-device --timeout 600";
+    let cold = Vm::new("worker0", worker).device(ch.b);
+    let late = Vm::new(&format!("worker{HOT_INDEX}"), worker).device(Device::Doorbell {
+        slot: PciSlot::root(crate::topology::FIRST_SLOT),
+        chardev: late_chardev,
+        vectors: 1,
+    });
+    let mut keep = ch._keep;
+    keep.push(late_keep);
+    Ok(HotplugPlan {
+        manager,
+        cold,
+        late,
+        hot,
+        own,
+        peer,
+        segment,
+        qmp,
+        dir,
+        _keep: keep,
+    })
+}
+
+/// What the hot-plug scenario produced.
+struct Hotplug {
+    /// Guests whose command prints TAP (the manager), and the others (the workers).
+    tap: Vec<Finished>,
+    plain: Vec<Finished>,
+    /// What the host checked over QMP.
+    host: Vec<CaseResult>,
+}
+
+/// Hot-plug, hot-unplug with live users, and churn: the manager's guest asks for each add
+/// and remove on its console (`sivshm_hotplug`) and the host carries it out over QMP; the
+/// first add also boots the worker at the other end, and the host tries the bad inputs on
+/// the running manager.
+fn hotplug(s: &Suite<'_>) -> Result<Hotplug> {
+    let p = hotplug_plan(s.churn)?;
+    let mut setup = SetupSocket::bind(&p.hot.socket)?;
+    let deadline = Instant::now() + s.timeout;
+    let mut manager = s.machine.spawn(&p.manager, s.logdir)?;
+    let cold = s.machine.spawn(&p.cold, s.logdir)?;
+    let mut late: Option<Running> = None;
+    let mut monitor: Option<Monitor> = None;
+    let mut host = Vec::new();
+    let mut errors = Vec::new();
+    let (mut adds, mut removes, mut offset) = (0u32, 0u32, 0usize);
+    let prefix = "hotplug/host";
+    loop {
+        crate::interrupt::check()?;
+        let done = manager.exited()?;
+        let log = std::fs::read(manager.log_path()).unwrap_or_default();
+        let end = log[offset..]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(offset, |i| offset + i + 1);
+        let text = String::from_utf8_lossy(&log[offset..end]).into_owned();
+        offset = end;
+        for line in text.lines() {
+            let Some(at) = line.find("SIVSHM-HOTPLUG ") else {
+                continue;
+            };
+            let mut w = line[at + "SIVSHM-HOTPLUG ".len()..].split_whitespace();
+            let (op, bdf) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
+            if bdf != p.hot.slot.bdf() {
+                errors.push(format!(
+                    "the guest asked to {op} {bdf}, not the hot channel"
+                ));
+                continue;
+            }
+            let m = match monitor.as_mut() {
+                Some(m) => m,
+                None => match Monitor::connect(&p.qmp) {
+                    Ok(m) => monitor.insert(m),
+                    Err(e) => {
+                        errors.push(format!("{e:#}"));
+                        continue;
+                    }
+                },
+            };
+            let r = match op {
+                "add" => {
+                    let msgs = setup_messages(&p.own, p.segment.as_fd(), &[&p.peer])?;
+                    m.add(&p.hot, || setup.serve(&msgs, Duration::from_secs(10)))
+                        .map(|()| adds += 1)
+                }
+                "del" => m
+                    .remove(&p.hot.name, Duration::from_secs(60))
+                    .map(|()| removes += 1),
+                _ => Err(anyhow::anyhow!("unknown request {line:?}")),
+            };
+            if let Err(e) = r {
+                eprintln!("# {prefix}: {op} {bdf}: {e:#}");
+                errors.push(format!("{op}: {e:#}"));
+            }
+            if op == "add" && late.is_none() {
+                late = Some(s.machine.spawn(&p.late, s.logdir)?);
+                host.extend(bad_input(m, &p)?);
+            }
+        }
+        if done || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for e in &errors {
+        eprintln!("# {prefix}: {e}");
+    }
+    eprintln!("# {prefix}: {adds} adds and {removes} removes over QMP");
+    host.push(CaseResult {
+        name: format!("{prefix}: every add and remove the guest asked for was done over QMP"),
+        passed: errors.is_empty() && adds > 0 && adds == removes,
+    });
+    host.push(CaseResult {
+        name: format!("{prefix}: the hot-plugged worker's VM was started"),
+        passed: late.is_some(),
+    });
+    let mut plain = vec![cold.wait(deadline)?];
+    if let Some(l) = late {
+        plain.push(l.wait(deadline)?);
+    }
+    Ok(Hotplug {
+        tap: vec![manager.wait(deadline)?],
+        plain,
+        host,
+    })
+}
+
+/// The bad inputs, tried on the running manager: each must be refused with a clear error and
+/// leave its devices and chardevs as they were.
+fn bad_input(m: &mut Monitor, p: &HotplugPlan) -> Result<Vec<CaseResult>> {
+    let before = (m.devices()?, m.chardevs()?);
+    let mut out = Vec::new();
+    let mut check = |name: &str, r: Result<()>, want: &str, m: &mut Monitor| -> Result<()> {
+        let after = (m.devices()?, m.chardevs()?);
+        let refused = r.as_ref().err().map(|e| format!("{e:#}"));
+        let passed = refused.as_deref().is_some_and(|e| e.contains(want)) && after == before;
+        if !passed {
+            eprintln!("# hotplug/host: {name}: {refused:?}; before {before:?}, after {after:?}");
+        }
+        out.push(CaseResult {
+            name: format!("hotplug/host: {name}"),
+            passed,
+        });
+        Ok(())
+    };
+    let r = m.add(&p.hot, || Ok(()));
+    check(
+        "adding a worker whose name exists is refused, nothing changed",
+        r,
+        "already has a worker channel",
+        m,
+    )?;
+    let r = m.remove("worker-nobody", Duration::from_secs(5));
+    check(
+        "removing a worker that does not exist is refused, nothing changed",
+        r,
+        "no worker channel named",
+        m,
+    )?;
+    // A new name on the slot the hot channel holds: QEMU refuses the device, and the chardev
+    // added for it is removed again.
+    let mut other = SetupSocket::bind(&p.dir.path().join("clash.sock"))?;
+    let clash = HotDevice {
+        name: "clash".into(),
+        socket: other.path().to_path_buf(),
+        ..p.hot.clone()
+    };
+    let msgs = setup_messages(&p.own, p.segment.as_fd(), &[&p.peer])?;
+    let r = m.add(&clash, || other.serve(&msgs, Duration::from_secs(10)));
+    check(
+        "a device QEMU refuses (its slot is taken) leaves no chardev behind",
+        r,
+        "device_add",
+        m,
+    )?;
+    let missing = p.dir.path().join("stopped.sock");
+    let r = Monitor::connect(&missing).map(drop);
+    check(
+        "a manager that is not running is a clear error",
+        r,
+        "the manager is not running",
+        m,
+    )?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,6 +685,41 @@ mod tests {
         }
         // Every transport's data is checked byte by byte.
         assert_eq!(run.matches("--verify").count(), 3, "{run}");
+    }
+
+    #[test]
+    fn the_hotplug_scenario_plugs_behind_a_bridge_and_runs_the_guest_side_in_order() {
+        let p = hotplug_plan(7).unwrap();
+        assert_eq!(p.hot.slot.bdf(), "0000:01:01.0");
+        assert_eq!(p.manager.bridges, 1);
+        assert!(p.manager.qmp.is_some());
+        assert!(p.manager.wants_kmemleak());
+        let run = run_of(&p.manager);
+        let order = [
+            "sivshm_hotplug -t appears",
+            "--workers 0000:01:01.0",
+            "sivshm_hotplug -t unplug_with_live_users",
+            "sivshm_hotplug -t churn",
+            "touch /tmp/stop",
+            "rmmod sivshm",
+        ];
+        let at: Vec<usize> = order.iter().map(|w| run.find(w).expect(w)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{run}");
+        let env = |k: &str| {
+            p.manager
+                .env
+                .iter()
+                .find(|(n, _)| n == k)
+                .unwrap()
+                .1
+                .clone()
+        };
+        assert_eq!(env("SIVSHM_CHURN"), "7");
+        assert_eq!(env("SIVSHM_HOTPLUG_BDF"), "0000:01:01.0");
+        // The hot channel's worker has one device, its end of the same channel.
+        assert_eq!(p.late.devices.len(), 1);
+        assert_eq!(p.cold.devices.len(), 1);
+        assert_eq!(p.manager.devices.len(), 1);
     }
 
     #[test]

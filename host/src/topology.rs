@@ -17,13 +17,46 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::channel::channel;
-use crate::qemu::{run_all, tie_to_parent, Device, Finished, Machine, Vm};
+use crate::qemu::{
+    run_all, tie_to_parent, Device, Finished, Machine, PciSlot, Vm, BRIDGE_FIRST_SLOT, BRIDGE_SLOT,
+    MAX_BRIDGES,
+};
 use crate::segments;
 
 /// First PCI slot used for sivshm devices (0-3 hold the i440fx chipset's devices).
 pub const FIRST_SLOT: u8 = 4;
-/// Slots left on bus 0 for the manager's devices.
-pub const MAX_WORKERS: usize = 32 - FIRST_SLOT as usize;
+/// Workers whose manager device sits on bus 0 (slots `FIRST_SLOT` up to the bridges').
+pub const ROOT_WORKERS: usize = (BRIDGE_SLOT - FIRST_SLOT) as usize;
+/// Workers behind each of the manager's PCI bridges.
+pub const PER_BRIDGE: usize = 32 - BRIDGE_FIRST_SLOT as usize;
+/// Worker channels one manager takes: bus 0's, then every bridge's.
+pub const MAX_WORKERS: usize = ROOT_WORKERS + MAX_BRIDGES as usize * PER_BRIDGE;
+
+/// Where the manager's device for worker `i` sits: slot `FIRST_SLOT + i` of bus 0 for the
+/// first `ROOT_WORKERS`, then slot 1 to 31 of bridge 0, bridge 1, and so on. A function of
+/// the index alone, so a worker's address never depends on how many workers there are or on
+/// whether the device was there at boot or hot-plugged.
+pub fn manager_slot(i: usize) -> Result<PciSlot> {
+    if i < ROOT_WORKERS {
+        return Ok(PciSlot::root(FIRST_SLOT + i as u8));
+    }
+    let j = i - ROOT_WORKERS;
+    if j >= MAX_BRIDGES as usize * PER_BRIDGE {
+        bail!("at most {MAX_WORKERS} workers fit on the manager's PCI bus and bridges");
+    }
+    Ok(PciSlot::behind(
+        (j / PER_BRIDGE) as u8,
+        BRIDGE_FIRST_SLOT + (j % PER_BRIDGE) as u8,
+    ))
+}
+
+/// The bridges the manager needs for `workers` worker channels.
+pub fn bridges_for(workers: usize) -> u8 {
+    workers
+        .saturating_sub(ROOT_WORKERS)
+        .div_ceil(PER_BRIDGE)
+        .min(MAX_BRIDGES as usize) as u8
+}
 
 pub struct Topology {
     pub manager: Vm,
@@ -107,15 +140,20 @@ impl Topology {
             bail!("at least one worker is needed");
         }
         if workers > MAX_WORKERS {
-            bail!("at most {MAX_WORKERS} workers fit on the manager's PCI bus");
+            bail!("at most {MAX_WORKERS} workers fit on the manager's PCI bus and bridges");
         }
         let mut manager_devices = Vec::new();
         let mut worker_vms = Vec::new();
         let mut sockets = Vec::new();
         for i in 0..workers {
             let segment = segments::create(&format!("worker{i}"), segment_size)?;
-            let slot = FIRST_SLOT + i as u8;
-            let ch = channel(&segment, (0, slot), (i as u16 + 1, FIRST_SLOT), 1)?;
+            let slot = manager_slot(i)?;
+            let ch = channel(
+                &segment,
+                (0, slot),
+                (i as u16 + 1, PciSlot::root(FIRST_SLOT)),
+                1,
+            )?;
             manager_devices.push(ch.a);
             worker_vms.push(
                 Vm::new(&format!("worker{i}"), &roles.worker(i, &Layout::Segments)).device(ch.b),
@@ -153,7 +191,7 @@ impl Topology {
             .context("the region is too large")?;
         let (server, socket) = CentralServer::start(size, 1)?;
         let device = || Device::Server {
-            slot: FIRST_SLOT,
+            slot: PciSlot::root(FIRST_SLOT),
             socket: socket.clone(),
             vectors: 1,
         };
@@ -271,11 +309,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.manager.devices.len(), 3);
-        let slots: Vec<u8> = t.manager.devices.iter().map(Device::slot).collect();
-        assert_eq!(slots, [4, 5, 6]);
+        let slots: Vec<PciSlot> = t.manager.devices.iter().map(Device::slot).collect();
+        assert_eq!(slots, [4, 5, 6].map(PciSlot::root));
         for w in &t.workers {
             assert_eq!(w.devices.len(), 1, "a worker must see exactly one device");
-            assert_eq!(w.devices[0].slot(), FIRST_SLOT);
+            assert_eq!(w.devices[0].slot(), PciSlot::root(FIRST_SLOT));
         }
         let run = &t.manager.env[0].1;
         assert!(
@@ -295,8 +333,8 @@ mod tests {
             .network()
             .unwrap();
         assert_eq!(t.manager.nics.len(), 2);
-        let mut slots: Vec<u8> = t.manager.devices.iter().map(Device::slot).collect();
-        slots.extend(t.manager.nics.iter().map(|n| n.slot));
+        let mut slots: Vec<PciSlot> = t.manager.devices.iter().map(Device::slot).collect();
+        slots.extend(t.manager.nics.iter().map(|n| PciSlot::root(n.slot)));
         let before = slots.len();
         slots.sort();
         slots.dedup();
@@ -304,10 +342,65 @@ mod tests {
         for (i, w) in t.workers.iter().enumerate() {
             assert_eq!(w.nics.len(), 1);
             assert_eq!(w.nics[0].addr, format!("{}/24", crate::net::worker_addr(i)));
-            assert_ne!(w.nics[0].slot, w.devices[0].slot());
+            assert_ne!(PciSlot::root(w.nics[0].slot), w.devices[0].slot());
         }
         let many = Topology::new(crate::net::MAX_LINKS + 1, 1 << 20, &roles).unwrap();
         assert!(many.network().is_err());
+    }
+
+    #[test]
+    fn past_bus_0_the_managers_devices_go_behind_bridges_at_stable_addresses() {
+        assert_eq!(ROOT_WORKERS, 24);
+        const { assert!(MAX_WORKERS >= 128) };
+        assert_eq!(manager_slot(23).unwrap().bdf(), "0000:00:1b.0");
+        assert_eq!(manager_slot(24).unwrap().bdf(), "0000:01:01.0");
+        assert_eq!(manager_slot(54).unwrap().bdf(), "0000:01:1f.0");
+        assert_eq!(manager_slot(55).unwrap().bdf(), "0000:02:01.0");
+        assert_eq!(manager_slot(127).unwrap().bdf(), "0000:04:0b.0");
+        assert!(manager_slot(MAX_WORKERS - 1).is_ok());
+        assert!(manager_slot(MAX_WORKERS).is_err());
+        assert_eq!(
+            (
+                bridges_for(24),
+                bridges_for(25),
+                bridges_for(55),
+                bridges_for(56)
+            ),
+            (0, 1, 1, 2)
+        );
+        // Every address differs, and none is a bridge's own slot.
+        let mut all: Vec<PciSlot> = (0..MAX_WORKERS).map(|i| manager_slot(i).unwrap()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), MAX_WORKERS);
+        let roles = Distribute {
+            rounds: 1,
+            bytes: 1,
+        };
+        let t = Topology::new(128, 1 << 20, &roles).unwrap();
+        let (args, _) = t
+            .manager
+            .args(
+                &crate::qemu::Machine {
+                    qemu: "q".into(),
+                    kernel: "k".into(),
+                    initrd: "i".into(),
+                    accel: crate::qemu::Accel::Tcg,
+                    memory_mib: 256,
+                },
+                Path::new("/tmp/m.log"),
+                "id",
+            )
+            .unwrap();
+        let s: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(s.iter().filter(|a| a.starts_with("pci-bridge")).count(), 4);
+        // The manager learns each worker's address, in worker order.
+        let run = &t.manager.env[0].1;
+        assert!(run.contains(",0000:01:01.0,"), "{run}");
+        assert!(run.contains(",0000:04:0b.0 "), "{run}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 use crate::channel::channel;
 use crate::ivshmem_server::{Config, Server, PEER_SNDBUF};
 use crate::protocol::recv_message;
+use crate::qemu::PciSlot;
 use crate::segments;
 
 /// Work done to wire one topology.
@@ -32,7 +33,7 @@ fn sivshm(workers: usize) -> Result<(Cost, f64)> {
     let mut cost = Cost::default();
     for i in 0..workers {
         let seg = segments::create(&format!("w{i}"), 1 << 20)?;
-        let ch = channel(&seg, (0, 4), (1, 4), 1)?;
+        let ch = channel(&seg, (0, PciSlot::root(4)), (1, PciSlot::root(4)), 1)?;
         // A segment, two eventfds, two socket pairs.
         cost.fds_created += 1 + 2 + 4;
         // Each side: version, id, the segment, the peer's vector, its own vector.

@@ -26,7 +26,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::protocol::MAX_VECTORS;
-use crate::topology::MAX_WORKERS;
+/// Workers a served topology takes: the manager's devices on bus 0, slots 4 to 31 (`serve`,
+/// `qemu-args` and `libvirt-xml` give the user's VMs no PCI bridges yet).
+pub const MAX_WORKERS: usize = 32 - crate::topology::FIRST_SLOT as usize;
 
 /// Where the sockets of topology NAME go unless the file says otherwise: `/run/sivshm/NAME`.
 pub const DEFAULT_RUNTIME_ROOT: &str = "/run/sivshm";

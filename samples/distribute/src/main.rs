@@ -62,6 +62,9 @@ enum Role {
         /// served, and its successor carries on where it stopped.
         #[arg(long)]
         rejoin: bool,
+        /// Send no more rounds once FILE exists (those sent are still answered and checked).
+        #[arg(long, value_name = "FILE")]
+        stop_file: Option<std::path::PathBuf>,
         /// Seconds without a heartbeat after which a worker counts as stopped.
         #[arg(long, default_value_t = 30)]
         peer_timeout: u64,
@@ -134,6 +137,7 @@ fn main() -> Result<()> {
             timeout,
             pace_ms,
             rejoin,
+            stop_file,
             peer_timeout,
         } => {
             let (bdfs, windows) = match region {
@@ -173,6 +177,7 @@ fn main() -> Result<()> {
                 timeout: Duration::from_secs(timeout),
                 pace: pace_ms.map(Duration::from_millis),
                 rejoin,
+                stop_file,
             };
             manager(&bdfs, &windows, &options, Duration::from_secs(peer_timeout))
         }
@@ -243,7 +248,7 @@ fn manager(
     let n = channels.len() as u64;
     let r = manager::run(channels, o)?;
     let secs = r.elapsed.as_secs_f64();
-    let (rounds, total) = (o.rounds, o.bytes as u64 * o.rounds * n);
+    let (rounds, total) = (r.rounds, o.bytes as u64 * r.rounds * n);
     println!(
         "manager: {} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
          {mode}, {} wake-ups, {} rings for {} batches",

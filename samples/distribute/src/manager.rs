@@ -37,6 +37,9 @@ pub struct Options {
     pub pace: Option<Duration>,
     /// A worker that stops is waited for (see the module comment) instead of failing the run.
     pub rejoin: bool,
+    /// Once this file exists, no worker is sent more rounds than the most any has been sent
+    /// so far: the run ends as soon as those are answered (data carried until told to stop).
+    pub stop_file: Option<std::path::PathBuf>,
 }
 
 struct Worker {
@@ -57,6 +60,8 @@ struct Worker {
 
 /// What the run achieved.
 pub struct Report {
+    /// Rounds each worker was sent: `Options::rounds`, or fewer after the stop file.
+    pub rounds: u64,
     pub verified: u64,
     pub elapsed: Duration,
     /// Doorbells the manager rang, over all workers.
@@ -97,7 +102,18 @@ pub fn run(channels: Vec<Channel>, o: &Options) -> Result<Report> {
         .collect();
     let mut last_progress = Instant::now();
     let mut wakeups = 0;
+    let mut o = o.clone();
+    let o = &mut o;
     while !workers.iter().all(|w| w.acked == o.rounds && w.done_sent) {
+        if o.stop_file.as_ref().is_some_and(|p| p.exists()) {
+            let sent = workers.iter().map(|w| w.next - 1).max().unwrap_or(0);
+            o.rounds = o.rounds.min(sent.max(1));
+            o.stop_file = None;
+            println!(
+                "manager: told to stop; {} round(s) to every worker",
+                o.rounds
+            );
+        }
         let mut progress = false;
         for (i, w) in workers.iter_mut().enumerate() {
             progress |= step(i, w, o).with_context(|| format!("worker {i}"))?;
@@ -115,6 +131,7 @@ pub fn run(channels: Vec<Channel>, o: &Options) -> Result<Report> {
         wakeups += sleep(&mut workers, o)?;
     }
     let mut r = Report {
+        rounds: o.rounds,
         verified: workers.iter().map(|w| w.acked).sum(),
         elapsed: start.elapsed(),
         rings: 0,

@@ -43,6 +43,7 @@ fn options(rounds: u64, bytes: usize) -> Options {
         timeout: Duration::from_secs(20),
         pace: None,
         rejoin: false,
+        stop_file: None,
     }
 }
 
@@ -227,4 +228,41 @@ fn without_rejoin_a_stopped_worker_fails_the_run() {
         format!("{e:#}").contains("the peer closed the channel"),
         "{e:#}"
     );
+}
+
+/// With a stop file the manager carries data until the file appears, then ends cleanly once
+/// every worker has answered the same number of rounds, each checked.
+#[test]
+fn the_stop_file_ends_a_long_run_with_every_batch_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = dir.path().join("stop");
+    let (mut managers, mut workers) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let map = memfd(1 << 18);
+        let (ml, wl) = links();
+        managers.push(Channel::new(map.clone(), 0, 1 << 18, Role::Manager, ml, config()).unwrap());
+        workers.push(Channel::new(map, 0, 1 << 18, Role::Worker, wl, config()).unwrap());
+    }
+    let t = Duration::from_secs(20);
+    let threads: Vec<_> = workers
+        .into_iter()
+        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0).unwrap()))
+        .collect();
+    let o = Options {
+        pace: Some(Duration::from_millis(5)),
+        stop_file: Some(stop.clone()),
+        ..options(1_000_000, 1000)
+    };
+    let touch = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&stop, b"").unwrap();
+    });
+    let r = crate::manager::run(managers, &o).unwrap();
+    touch.join().unwrap();
+    assert!(r.rounds > 1 && r.rounds < 1_000_000, "{}", r.rounds);
+    assert_eq!(r.verified, 2 * r.rounds);
+    for w in threads {
+        let w = w.join().unwrap();
+        assert_eq!((w.rounds, w.mismatched), (r.rounds, 0));
+    }
 }

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The scale and life-cycle benchmark (long under TCG; figures, run by hand, not in CI).
+# Installs what is missing and reuses caches.
+#
+#   scripts/scale.sh [--what alone|booted|churn|all] [--accel auto|tcg|kvm]
+#     alone:  a manager with 128 worker channels (4 PCI bridges) booted alone: nodes,
+#             MSI-X vectors, every address, probe and remove time per device
+#     booted: a manager and 32, then 64 workers booted and fed data (96 MiB a worker)
+#     churn:  the hotplug scenario with 100 add/remove cycles of one worker channel
+#     all (the default): the three, one after the other
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+what=all accel=auto
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--what) what=$2; shift 2 ;;
+	--accel) accel=$2; shift 2 ;;
+	*) die "unknown argument $1 (see the header of $0)" ;;
+	esac
+done
+case "$what" in alone|booted|churn|all) ;; *) die "--what is alone, booted, churn or all" ;; esac
+kb=$("$SIVSHM_ROOT/scripts/setup.sh" | tail -n1)
+[ -f "$kb/arch/x86/boot/bzImage" ] || die "setup did not produce a guest kernel"
+initrd=$(build_guest "$kb" "$(kernel_src_dir)")
+cargo build --release -q -p sivshm-host || die "sivshm-host does not build"
+host() {
+	local sub=$1; shift
+	"$SIVSHM_ROOT/target/release/sivshm-host" "$sub" --kernel "$kb/arch/x86/boot/bzImage" \
+		--initrd "$initrd" --cache "$SIVSHM_CACHE" --logdir "$SIVSHM_ROOT/build/logs" \
+		--accel "$accel" "$@"
+}
+if [ "$what" = alone ] || [ "$what" = all ]; then
+	host scale --workers 128 --timeout 1200
+fi
+if [ "$what" = booted ] || [ "$what" = all ]; then
+	for n in 32 64; do
+		t0=$SECONDS
+		host demo --workers "$n" --segment-mib 1 --rounds 4 --memory-mib 96 --timeout 3000 \
+			>"$SIVSHM_ROOT/build/scale-demo-$n.log"
+		grep -E '^\[manager\]|FAILED' "$SIVSHM_ROOT/build/scale-demo-$n.log"
+		awk '/^\[worker[0-9]+\] done after/ { t = $4 + 0; if (t > max) max = t; n++ }
+			END { printf "# %d workers done, the last after %.1f s\n", n, max }' \
+			"$SIVSHM_ROOT/build/scale-demo-$n.log"
+		echo "# a manager and $n workers booted, fed and powered off in $((SECONDS - t0)) s"
+	done
+fi
+if [ "$what" = churn ] || [ "$what" = all ]; then
+	host test --filter hotplug --churn 100 --timeout 3000 | grep -E 'not ok|^# guest tests'
+	grep -h 'SIVSHM-CHURN' "$SIVSHM_ROOT/build/logs/manager.log"
+fi
