@@ -90,6 +90,7 @@ build_guest() {
 	rm -f "$out/initramfs.cpio.gz"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hello" \
+		"$out/sivshm_fuzz" "$out/sivshm_hostile" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \

@@ -82,6 +82,21 @@ enum Cmd {
         /// Print every guest's summary, not only failing ones.
         #[arg(long)]
         verbose: bool,
+        /// stress-fuzz: operations of the fuzzer (the long run: 100000 or more).
+        #[arg(long, default_value_t = selftest::Stress::default().fuzz_ops)]
+        fuzz_ops: u64,
+        /// stress-fuzz: at most this many seconds of fuzzing in the guest.
+        #[arg(long, default_value_t = selftest::Stress::default().fuzz_seconds)]
+        fuzz_seconds: u64,
+        /// stress-fuzz: replay this seed (printed in the guest's log of every run).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// stress-lifecycle: unbind/bind cycles (the long run: 1000).
+        #[arg(long, default_value_t = selftest::Stress::default().cycles)]
+        cycles: u64,
+        /// stress-hostile-peer: seconds the hostile worker storms.
+        #[arg(long, default_value_t = selftest::Stress::default().storm_seconds)]
+        storm_seconds: u64,
     },
     /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
     /// VM. channel: the sivshm channel against TCP over virtio-net between the same two VMs,
@@ -395,6 +410,11 @@ fn run(cmd: Cmd) -> Result<()> {
             guest,
             filter,
             verbose,
+            fuzz_ops,
+            fuzz_seconds,
+            seed,
+            cycles,
+            storm_seconds,
         } => {
             let machine = guest.machine()?;
             let start = Instant::now();
@@ -403,6 +423,13 @@ fn run(cmd: Cmd) -> Result<()> {
                 logdir: &guest.logdir,
                 timeout: Duration::from_secs(guest.timeout),
                 verbose,
+                stress: selftest::Stress {
+                    fuzz_ops,
+                    fuzz_seconds,
+                    cycles,
+                    seed,
+                    storm_seconds,
+                },
             };
             let results = suite.run(&filter)?;
             let (mut pass, mut fail) = (0, 0);

@@ -25,6 +25,35 @@ pub struct Suite<'a> {
     pub logdir: &'a Path,
     pub timeout: Duration,
     pub verbose: bool,
+    pub stress: Stress,
+}
+
+/// The budgets of the adversarial scenarios: short in CI, long from `scripts/stress.sh`.
+#[derive(Clone, Debug)]
+pub struct Stress {
+    /// Operations of the in-guest fuzzer (over all its threads).
+    pub fuzz_ops: u64,
+    /// Seconds of guest time the fuzzer may take at most.
+    pub fuzz_seconds: u64,
+    /// Unbind/bind cycles of the life-cycle scenario.
+    pub cycles: u64,
+    /// The fuzzer's seed; None: a new one each run (printed in the guest's log).
+    pub seed: Option<u64>,
+    /// Seconds the hostile peer storms.
+    pub storm_seconds: u64,
+}
+
+impl Default for Stress {
+    /// The CI budget: a few thousand operations, 50 cycles, a 20 s storm.
+    fn default() -> Self {
+        Stress {
+            fuzz_ops: 4000,
+            fuzz_seconds: 25,
+            cycles: 50,
+            seed: None,
+            storm_seconds: 20,
+        }
+    }
 }
 
 impl Suite<'_> {
@@ -32,7 +61,7 @@ impl Suite<'_> {
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
         // (name, runner, whether its guests print TAP)
-        let scenarios: [(&str, Scenario, bool); 8] = [
+        let scenarios: [(&str, Scenario, bool); 11] = [
             ("single-vm", single_vm, true),
             ("two-vm-plain", two_vm_plain, true),
             ("two-vm-doorbell", two_vm_doorbell, true),
@@ -41,6 +70,9 @@ impl Suite<'_> {
             ("isolation-sivshm", isolation_sivshm, true),
             ("isolation-ivshmem", isolation_ivshmem, true),
             ("network", network, false),
+            ("stress-fuzz", stress_fuzz, true),
+            ("stress-lifecycle", stress_lifecycle, true),
+            ("stress-hostile-peer", stress_hostile_peer, false),
         ];
         let mut all = Vec::new();
         for (name, f, tap) in scenarios {
@@ -361,6 +393,103 @@ fn network(s: &Suite<'_>) -> Result<Vec<Finished>> {
     network_plan()?.run(s.machine, s.logdir, s.timeout)
 }
 
+/// The devices of the fuzz and life-cycle guests: `ivshmem-plain` (4 MiB) and
+/// `ivshmem-doorbell` (1 MiB, peer id 3, two vectors), as in single-vm.
+fn stress_vm(name: &str, run: &str) -> Result<Plan> {
+    let plain = segments::create("plain", 4 << 20)?;
+    let doorbell_shm = segments::create("doorbell", 1 << 20)?;
+    let own = PeerVectors::new(3, 2)?;
+    let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
+    let (server_end, chardev) = prefilled_socket(&msgs)?;
+    // Two vCPUs: the fuzzer's threads, the unbinds and the interrupts race for real. The
+    // module is unloaded last, before the kmemleak scan.
+    let vm = Vm::new(name, &format!("{run} && rmmod sivshm"))
+        .smp(2)
+        .env("SIVSHM_KMEMLEAK", "1")
+        .device(Device::Plain {
+            slot: 4,
+            segment: plain,
+            size: 4 << 20,
+        })
+        .device(Device::Doorbell {
+            slot: 5,
+            chardev,
+            vectors: 2,
+        });
+    Ok(Plan {
+        vms: vec![vm],
+        _keep: vec![server_end],
+    })
+}
+
+/// The fuzzer's command line for a budget.
+fn fuzz_command(b: &Stress) -> String {
+    let mut run = format!(
+        "sivshm_fuzz --ops {} --seconds {} --threads 4 --chaos",
+        b.fuzz_ops, b.fuzz_seconds
+    );
+    if let Some(seed) = b.seed {
+        run += &format!(" --seed {seed}");
+    }
+    run
+}
+
+/// Random, concurrent calls of every entry point from four threads, every result checked
+/// against the UAPI, while another thread unbinds, binds, rmmods and insmods (see
+/// `selftests/sivshm_fuzz.c`); then kmemleak.
+fn stress_fuzz(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    stress_vm("fuzz", &fuzz_command(&s.stress))?.run(s)
+}
+
+/// Unbind and bind with mappings live, readers blocked on bound eventfds and rmmod refused
+/// while files are open; module reloads in between; then kmemleak.
+fn stress_lifecycle(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    stress_vm(
+        "lifecycle",
+        &format!("sivshm_fuzz --lifecycle {}", s.stress.cycles),
+    )?
+    .run(s)
+}
+
+/// A manager, an honest worker 0 and a hostile worker 1 that storms the doorbell and scribbles
+/// over its segment (see `selftests/sivshm_hostile.c`).
+struct HostilePeer {
+    storm_seconds: u64,
+}
+
+impl Roles for HostilePeer {
+    fn manager(&self, bdfs: &[String], _layout: &Layout) -> String {
+        // Worker i is peer i + 1 on its channel (topology.rs): the hostile one is peer 2.
+        format!(
+            "sivshm_hostile victim --honest {} --hostile {} --peer 2 --quiet 2 --storm 2 \
+             --rounds 16 --bytes 262144",
+            bdfs[0], bdfs[1]
+        )
+    }
+
+    fn worker(&self, index: usize, _layout: &Layout) -> String {
+        if index == 0 {
+            "sivshm-distribute worker --only-device --timeout 120".to_string()
+        } else {
+            format!(
+                "sivshm_hostile storm --device /dev/sivshm0 --seconds {} --wait-start 120",
+                self.storm_seconds
+            )
+        }
+    }
+}
+
+fn hostile_plan(b: &Stress) -> Result<Topology> {
+    let roles = HostilePeer {
+        storm_seconds: b.storm_seconds,
+    };
+    Topology::new(2, 2 << 20, &roles)
+}
+
+fn stress_hostile_peer(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    hostile_plan(&s.stress)?.run(s.machine, s.logdir, s.timeout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +563,13 @@ mod tests {
 
     #[test]
     fn guests_that_unload_the_module_are_scanned_for_leaks_after() {
+        let b = Stress::default();
         for (scenario, plan) in [
+            ("stress-fuzz", stress_vm("fuzz", &fuzz_command(&b)).unwrap()),
+            (
+                "stress-lifecycle",
+                stress_vm("lifecycle", "sivshm_fuzz --lifecycle 1").unwrap(),
+            ),
             ("single-vm", single_vm_plan().unwrap()),
             ("two-vm-plain", two_vm_plain_plan().unwrap()),
             ("two-vm-doorbell", two_vm_doorbell_plan().unwrap()),
@@ -450,5 +585,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_stress_scenarios_race_on_two_vcpus_within_the_ci_budget() {
+        let b = Stress::default();
+        for vm in stress_vm("fuzz", &fuzz_command(&b)).unwrap().vms {
+            assert_eq!(vm.cpus, 2);
+            let run = run_of(&vm);
+            // Concurrent unbind, rebind, rmmod and insmod: the point of the scenario.
+            assert!(run.contains("--chaos"), "{run}");
+        }
+        // A few thousand operations and tens of cycles in CI; the long run is stress.sh's.
+        assert!((1000..=10_000).contains(&b.fuzz_ops));
+        assert!(b.fuzz_seconds <= 40);
+        assert!((10..=100).contains(&b.cycles));
+        let seeded = Stress {
+            seed: Some(42),
+            ..b.clone()
+        };
+        assert!(fuzz_command(&seeded).ends_with("--seed 42"));
+    }
+
+    #[test]
+    fn the_hostile_peer_is_worker_1_next_to_an_honest_worker_0() {
+        let t = hostile_plan(&Stress::default()).unwrap();
+        let manager = run_of(&t.manager);
+        assert!(manager.starts_with("sivshm_hostile victim"), "{manager}");
+        assert!(manager.contains("--peer 2"), "{manager}");
+        assert!(run_of(&t.workers[0]).starts_with("sivshm-distribute worker"));
+        assert!(run_of(&t.workers[1]).starts_with("sivshm_hostile storm"));
     }
 }
