@@ -58,6 +58,17 @@
 
 #include "sivshm_lib.h"
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef MREMAP_DONTUNMAP
+#define MREMAP_DONTUNMAP 4
+#endif
+
 #define DRIVER_DIR "/sys/bus/pci/drivers/sivshm"
 #define MODULE_PATH "/lib/modules/sivshm.ko"
 #define MAX_DEVS 8
@@ -522,7 +533,7 @@ static void do_mremap(struct thr *t)
 
 	if (!m)
 		return;
-	switch (below(t, 3)) {
+	switch (below(t, 5)) {
 	case 0: /* shrink in place */
 		if (m->len <= PAGE)
 			return;
@@ -543,7 +554,7 @@ static void do_mremap(struct thr *t)
 		}
 		expect_err(t, "mremap grow", -errno, -EFAULT, -EFAULT, false);
 		break;
-	default: /* move elsewhere, same size */
+	case 2: /* move elsewhere, same size: the page tables move with it */
 		target = mmap(NULL, m->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (target == MAP_FAILED)
 			return;
@@ -554,6 +565,25 @@ static void do_mremap(struct thr *t)
 			return;
 		}
 		m->addr = p;
+		break;
+	case 3: /* move and keep the old range: not for VM_PFNMAP */
+		p = mremap(m->addr, m->len, m->len, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+		if (p != MAP_FAILED) {
+			fail("thread %d op %ld: mremap(MREMAP_DONTUNMAP) of a sivshm mapping worked",
+			     t->id, t->n);
+			munmap(p, m->len);
+			return;
+		}
+		expect_err(t, "mremap dontunmap", -errno, -EINVAL, -EINVAL, false);
+		break;
+	default: /* duplicate (old size 0): a growth, refused */
+		p = mremap(m->addr, 0, PAGE, MREMAP_MAYMOVE);
+		if (p != MAP_FAILED) {
+			fail("thread %d op %ld: mremap duplicated a sivshm mapping", t->id, t->n);
+			munmap(p, PAGE);
+			return;
+		}
+		expect_err(t, "mremap duplicate", -errno, -EFAULT, -EFAULT, false);
 		break;
 	}
 }
@@ -598,8 +628,10 @@ static const struct advice advices[] = {
 	{ MADV_PAGEOUT, "PAGEOUT", -EINVAL },
 	{ MADV_WIPEONFORK, "WIPEONFORK", -EINVAL },
 	{ MADV_KEEPONFORK, "KEEPONFORK", 0 },
-	{ MADV_POPULATE_READ, "POPULATE_READ", -EINVAL },
-	{ MADV_POPULATE_WRITE, "POPULATE_WRITE", -EINVAL },
+	/* Population goes through get_user_pages, which refuses VM_IO | VM_PFNMAP. */
+	{ MADV_POPULATE_READ, "POPULATE_READ", -EFAULT },
+	{ MADV_POPULATE_WRITE, "POPULATE_WRITE", -EFAULT },
+	{ MADV_GUARD_INSTALL, "GUARD_INSTALL", -EINVAL },
 	{ MADV_HUGEPAGE, "HUGEPAGE", -EINVAL },
 	{ MADV_MERGEABLE, "MERGEABLE", -EINVAL },
 };
@@ -617,8 +649,6 @@ static void do_madvise(struct thr *t)
 	len = (1 + below(t, (m->len - off) / PAGE)) * PAGE;
 	if (a->advice == MADV_REMOVE && !m->file_writable)
 		want = -EACCES;
-	if (a->advice == MADV_POPULATE_WRITE && !(m->prot & PROT_WRITE))
-		want = -EINVAL;
 	r = madvise(m->addr + off, len, a->advice) ? -errno : 0;
 	if (r != want)
 		fail("thread %d op %ld: madvise(%s) on a mapping (file %s, prot %d): %d (%s), wanted %d",
