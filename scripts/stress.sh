@@ -6,7 +6,7 @@
 #
 #   SIVSHM_KERNEL_VARIANT=kasan scripts/stress.sh
 #
-#   scripts/stress.sh [--filter stress-fuzz|stress-lifecycle|stress-hostile-peer]
+#   scripts/stress.sh [--filter stress-fuzz|stress-hostile-peer]
 #                     [--fuzz-ops N] [--fuzz-seconds S] [--seed N] [--cycles N]
 #                     [--storm-seconds S] [--accel auto|tcg|kvm]
 # Ends with "N passed, N failed" like scripts/test.sh; the fuzzer's seed and figures are in
