@@ -9,7 +9,7 @@
 #   scripts/stress.sh [--filter stress-fuzz|stress-hostile-peer]
 #                     [--fuzz-ops N] [--fuzz-seconds S] [--seed N] [--cycles N]
 #                     [--storm-seconds S] [--accel auto|tcg|kvm]
-# Ends with "N passed, N failed" like scripts/test.sh; the fuzzer's seed and figures are in
+# Ends with the line "# guest tests: N passed, N failed"; the fuzzer's seed and figures are in
 # build/logs/ (grep '^# ' in the guest logs).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
