@@ -98,7 +98,12 @@ static bool chaos;
  * one is in progress. A file opened at an even epoch that is still the
  * current one cannot have been revoked.
  */
-static atomic_uint epoch;
+static atomic_uint epoch_private;
+/*
+ * In a page shared with fork children, so that a child sees the unbinds that happen while it
+ * runs (main() points it there before any thread starts).
+ */
+static atomic_uint *epoch_p = &epoch_private;
 
 /*
  * Whether the kernel has madvise() (CONFIG_ADVISE_SYSCALLS) and process_vm_readv()
@@ -121,7 +126,7 @@ static double since_start(void)
 
 static bool may_be_dead(unsigned int e0)
 {
-	return (e0 & 1) || atomic_load(&epoch) != e0;
+	return (e0 & 1) || atomic_load(epoch_p) != e0;
 }
 
 static void fail(const char *fmt, ...)
@@ -415,7 +420,7 @@ static void do_open(struct thr *t)
 	struct ffile *f;
 	struct fz_dev *d = &devs[below(t, ndevs)];
 	int mode = modes[below(t, 4)], flags = mode;
-	unsigned int e0 = atomic_load(&epoch);
+	unsigned int e0 = atomic_load(epoch_p);
 	int fd, r;
 
 	if (t->nf == MAX_FILES)
@@ -507,9 +512,10 @@ static void do_mmap(struct thr *t)
 		want = -EACCES;
 	if (driver_level && !f->known && want == 0)
 		want = -ENODEV;
-	maybe_dead = may_be_dead(f->epoch);
 	p = mmap(NULL, len, prot, flags, f->fd, off);
 	r = p == MAP_FAILED ? -errno : 0;
+	/* After the call: an unbind that began during it bumped the epoch before it began. */
+	maybe_dead = may_be_dead(f->epoch);
 	if (r == 0 && want != 0 && !(maybe_dead && want == -ENODEV)) {
 		fail("thread %d op %ld: mmap kind %d off %#llx len %#llx prot %d mode %d succeeded, wanted %d",
 		     t->id, t->n, kind, (unsigned long long)off, (unsigned long long)len, prot, f->mode,
@@ -1090,8 +1096,8 @@ static void do_ioctl(struct thr *t)
 		else
 			want = fd_want;
 	}
-	maybe_dead = may_be_dead(f->epoch);
 	r = ioctl(f->fd, cmd, arg) ? -errno : 0;
+	maybe_dead = may_be_dead(f->epoch);
 	/* Another file of another thread may own the vector. */
 	if (kind == 2 && want == 0 && r == -EBUSY)
 		return;
@@ -1174,8 +1180,8 @@ static void do_bind(struct thr *t)
 	if (!f || !f->known || !f->info.nr_vectors || f->mode == O_RDONLY)
 		return;
 	vector = below(t, f->info.nr_vectors);
-	maybe_dead = may_be_dead(f->epoch);
 	r = sivshm_bind(f->fd, chance(t, 20) ? -1 : t->efd[e], vector);
+	maybe_dead = may_be_dead(f->epoch);
 	if (r == -EBUSY)
 		return;
 	expect_err(t, "bind", r, want, -ENODEV, maybe_dead);
@@ -1188,7 +1194,7 @@ static void do_bind(struct thr *t)
 	}
 	if (chance(t, 50)) {
 		r = sivshm_ring(f->fd, f->info.peer_id, vector);
-		expect_err(t, "ring own vector", r, 0, -ENODEV, maybe_dead);
+		expect_err(t, "ring own vector", r, 0, -ENODEV, may_be_dead(f->epoch));
 	}
 }
 
@@ -1328,7 +1334,7 @@ static void *chaos_thread(void *arg)
 		int what = sivshm_prng(&rng) % 10;
 		struct fz_dev *d = &devs[sivshm_prng(&rng) % ndevs];
 
-		atomic_fetch_add(&epoch, 1);
+		atomic_fetch_add(epoch_p, 1);
 		if (what < 7) {
 			r = write_sysfs(DRIVER_DIR "/unbind", d->bdf);
 			if (r)
@@ -1364,7 +1370,7 @@ static void *chaos_thread(void *arg)
 			else
 				fail("chaos: insmod of a loaded module: %s", r ? strerror(-r) : "ok");
 		}
-		atomic_fetch_add(&epoch, 1);
+		atomic_fetch_add(epoch_p, 1);
 		usleep(1000 + sivshm_prng(&rng) % 30000);
 	}
 	/* Leave everything as found. */
@@ -1744,6 +1750,16 @@ int main(int argc, char **argv)
 				 errno == ENOSYS);
 		have_process_vm = !(process_vm_readv(getpid(), &l, 1, &rm, 1, 0) < 0 &&
 				    errno == ENOSYS);
+	}
+	{
+		void *shared = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+				    -1, 0);
+
+		if (shared == MAP_FAILED) {
+			perror("mmap");
+			return 1;
+		}
+		epoch_p = shared;
 	}
 	if (discover() < 1) {
 		printf("TAP version 13\n1..1\nnot ok 1 fuzz: no sivshm device found\n");
