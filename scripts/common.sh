@@ -59,19 +59,47 @@ kernel_version() {
 	make -s -C "$1" kernelversion 2>/dev/null
 }
 
+# SIVSHM_KERNEL_VARIANT=kasan selects a second guest kernel: kernel/sivshm-guest-kasan.config
+# merged on top of the usual fragment, built by clang (Rust with KASAN needs it), cached in a
+# directory of its own. Unset: the usual guest kernel.
+SIVSHM_KERNEL_VARIANT=${SIVSHM_KERNEL_VARIANT:-}
+case "$SIVSHM_KERNEL_VARIANT" in
+''|kasan) ;;
+*) die "unknown SIVSHM_KERNEL_VARIANT=$SIVSHM_KERNEL_VARIANT (known: kasan)" ;;
+esac
+
+# The config fragments of the guest kernel, the variant's last.
+kernel_fragments() {
+	echo "$SIVSHM_ROOT/kernel/sivshm-guest.config"
+	if [ -n "$SIVSHM_KERNEL_VARIANT" ]; then
+		echo "$SIVSHM_ROOT/kernel/sivshm-guest-$SIVSHM_KERNEL_VARIANT.config"
+	fi
+}
+
 # The build cache key: kernel version, fragment contents and compiler versions.
 kernel_build_dir() {
 	local src=$1 ver key
 	ver=$(kernel_version "$src")
-	key=$( { echo "$ver"; cat "$SIVSHM_ROOT/kernel/sivshm-guest.config"; \
-		"$KRUSTC" --version; gcc --version | head -n1; "$BINDGEN" --version; } \
-		| sha256sum | cut -c1-12)
-	echo "$SIVSHM_CACHE/kbuild/$ver-$key"
+	if [ -z "$SIVSHM_KERNEL_VARIANT" ]; then
+		key=$( { echo "$ver"; cat "$SIVSHM_ROOT/kernel/sivshm-guest.config"; \
+			"$KRUSTC" --version; gcc --version | head -n1; "$BINDGEN" --version; } \
+			| sha256sum | cut -c1-12)
+		echo "$SIVSHM_CACHE/kbuild/$ver-$key"
+	else
+		# shellcheck disable=SC2046
+		key=$( { echo "$ver"; cat $(kernel_fragments); "$KRUSTC" --version; \
+			"clang-$LLVM_VERSION" --version 2>/dev/null | head -n1; "$BINDGEN" --version; } \
+			| sha256sum | cut -c1-12)
+		echo "$SIVSHM_CACHE/kbuild/$ver-$SIVSHM_KERNEL_VARIANT-$key"
+	fi
 }
 
-# Make arguments every module and kernel build needs.
+# Make arguments every module and kernel build needs (the KASAN variant is clang's).
 kmake_args() {
 	echo "RUSTC=$KRUSTC RUSTDOC=$KRUSTDOC BINDGEN=$BINDGEN CLIPPY_DRIVER=$KCLIPPY_DRIVER"
+	if [ -n "$SIVSHM_KERNEL_VARIANT" ]; then
+		echo "LLVM=-$LLVM_VERSION"
+	fi
 }
 
 # Builds sivshm.ko against kernel build $1 with extra make arguments; fails on any warning.
@@ -117,6 +145,7 @@ build_guest() {
 	rm -f "$out/initramfs.cpio.gz"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hotplug" "$out/sivshm_hello" \
+		"$out/sivshm_fuzz" "$out/sivshm_hostile" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \

@@ -57,6 +57,12 @@ for p in rustc-web rust-web-src libclang-$LLVM_VERSION-dev bc bison flex libelf-
 	python3-docutils libvirt-clients libxml2-utils dkms udev; do
 	need_pkg "$p"
 done
+# The KASAN variant is built by clang (see kernel/sivshm-guest-kasan.config).
+if [ -n "$SIVSHM_KERNEL_VARIANT" ]; then
+	for p in clang-$LLVM_VERSION lld-$LLVM_VERSION llvm-$LLVM_VERSION; do
+		need_pkg "$p"
+	done
+fi
 if [ ${#missing[@]} -gt 0 ]; then
 	apt_update
 	say "installing: ${missing[*]}"
@@ -105,19 +111,20 @@ if [ ! -f "$kb/.sivshm-built" ]; then
 	exec 9>"$SIVSHM_CACHE/kbuild/.lock"
 	say "waiting for the kernel build lock" ; flock 9
 	if [ ! -f "$kb/.sivshm-built" ]; then
-		say "building kernel $(kernel_version "$src") into $kb (about 7 minutes on 2 cores)"
+		say "building kernel $(kernel_version "$src")${SIVSHM_KERNEL_VARIANT:+ ($SIVSHM_KERNEL_VARIANT)} into $kb (about 7 minutes on 2 cores)"
 		rm -rf "$kb"; mkdir -p "$kb"
 		# shellcheck disable=SC2046
 		make -s -C "$src" O="$kb" $(kmake_args) tinyconfig >&2
+		# shellcheck disable=SC2046
 		"$src"/scripts/kconfig/merge_config.sh -m -O "$kb" "$kb/.config" \
-			"$SIVSHM_ROOT/kernel/sivshm-guest.config" >/dev/null
+			$(kernel_fragments) >/dev/null
 		# shellcheck disable=SC2046
 		make -s -C "$src" O="$kb" $(kmake_args) olddefconfig >&2
 		bad=0
 		while IFS= read -r line; do
 			case "$line" in CONFIG_*=n) o=${line%=n}; grep -q "^$o=" "$kb/.config" && { say "$o is set, wanted off"; bad=1; } ;;
 			CONFIG_*) grep -qx "$line" "$kb/.config" || { say "$line did not stick"; bad=1; } ;; esac
-		done < "$SIVSHM_ROOT/kernel/sivshm-guest.config"
+		done < <(cat $(kernel_fragments))
 		[ $bad = 0 ] || die "kernel config is missing options (for CONFIG_RUST: check 'make rustavailable')"
 		start=$(date +%s)
 		# shellcheck disable=SC2046

@@ -85,8 +85,23 @@ enum Cmd {
         #[arg(long)]
         verbose: bool,
         /// Add/remove cycles in the hotplug scenario's churn (the benchmark runs 100).
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 4)]
         churn: u32,
+        /// stress-fuzz: operations of the fuzzer (the long run: 100000 or more).
+        #[arg(long, default_value_t = selftest::Stress::default().fuzz_ops)]
+        fuzz_ops: u64,
+        /// stress-fuzz: at most this many seconds of fuzzing in the guest.
+        #[arg(long, default_value_t = selftest::Stress::default().fuzz_seconds)]
+        fuzz_seconds: u64,
+        /// stress-fuzz: replay this seed (printed in the guest's log of every run).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// stress-lifecycle: unbind/bind cycles (the long run: 1000).
+        #[arg(long, default_value_t = selftest::Stress::default().cycles)]
+        cycles: u64,
+        /// stress-hostile-peer: seconds the hostile worker storms.
+        #[arg(long, default_value_t = selftest::Stress::default().storm_seconds)]
+        storm_seconds: u64,
     },
     /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
     /// VM. channel: the sivshm channel against TCP over virtio-net between the same two VMs,
@@ -441,6 +456,11 @@ fn run(cmd: Cmd) -> Result<()> {
             filter,
             verbose,
             churn,
+            fuzz_ops,
+            fuzz_seconds,
+            seed,
+            cycles,
+            storm_seconds,
         } => {
             let machine = guest.machine()?;
             let start = Instant::now();
@@ -450,6 +470,13 @@ fn run(cmd: Cmd) -> Result<()> {
                 timeout: Duration::from_secs(guest.timeout),
                 verbose,
                 churn,
+                stress: selftest::Stress {
+                    fuzz_ops,
+                    fuzz_seconds,
+                    cycles,
+                    seed,
+                    storm_seconds,
+                },
             };
             let results = suite.run(&filter)?;
             let (mut pass, mut fail) = (0, 0);

@@ -29,6 +29,35 @@ pub struct Suite<'a> {
     pub verbose: bool,
     /// Add/remove cycles of the hot-plug scenario's churn test.
     pub churn: u32,
+    pub stress: Stress,
+}
+
+/// The budgets of the adversarial scenarios: short in CI, long from `scripts/stress.sh`.
+#[derive(Clone, Debug)]
+pub struct Stress {
+    /// Operations of the in-guest fuzzer (over all its threads).
+    pub fuzz_ops: u64,
+    /// Seconds of guest time the fuzzer may take at most.
+    pub fuzz_seconds: u64,
+    /// Unbind/bind cycles of the life-cycle scenario.
+    pub cycles: u64,
+    /// The fuzzer's seed; None: a new one each run (printed in the guest's log).
+    pub seed: Option<u64>,
+    /// Seconds the hostile peer storms.
+    pub storm_seconds: u64,
+}
+
+impl Default for Stress {
+    /// The CI budget: a few thousand operations, 50 cycles, a 15 s storm.
+    fn default() -> Self {
+        Stress {
+            fuzz_ops: 3000,
+            fuzz_seconds: 15,
+            cycles: 50,
+            seed: None,
+            storm_seconds: 15,
+        }
+    }
 }
 
 impl Suite<'_> {
@@ -36,7 +65,7 @@ impl Suite<'_> {
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         type Scenario = fn(&Suite<'_>) -> Result<Vec<Finished>>;
         // (name, runner, whether its guests print TAP)
-        let scenarios: [(&str, Scenario, bool); 8] = [
+        let scenarios: [(&str, Scenario, bool); 10] = [
             ("single-vm", single_vm, true),
             ("two-vm-plain", two_vm_plain, true),
             ("two-vm-doorbell", two_vm_doorbell, true),
@@ -45,6 +74,8 @@ impl Suite<'_> {
             ("isolation-sivshm", isolation_sivshm, true),
             ("isolation-ivshmem", isolation_ivshmem, true),
             ("network", network, false),
+            ("stress-fuzz", stress_fuzz, true),
+            ("stress-hostile-peer", stress_hostile_peer, false),
         ];
         let mut all = Vec::new();
         for (name, f, tap) in scenarios {
@@ -624,6 +655,103 @@ fn bad_input(m: &mut Monitor, p: &HotplugPlan) -> Result<Vec<CaseResult>> {
     Ok(out)
 }
 
+/// The devices of the fuzz and life-cycle guests: `ivshmem-plain` (4 MiB) and
+/// `ivshmem-doorbell` (1 MiB, peer id 3, two vectors), as in single-vm.
+fn stress_vm(name: &str, run: &str) -> Result<Plan> {
+    let plain = segments::create("plain", 4 << 20)?;
+    let doorbell_shm = segments::create("doorbell", 1 << 20)?;
+    let own = PeerVectors::new(3, 2)?;
+    let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
+    let (server_end, chardev) = prefilled_socket(&msgs)?;
+    // Two vCPUs: the fuzzer's threads, the unbinds and the interrupts race for real. The
+    // module is unloaded last, before the kmemleak scan.
+    let vm = Vm::new(name, &format!("{run} && rmmod sivshm"))
+        .smp(2)
+        .env("SIVSHM_KMEMLEAK", "1")
+        .device(Device::Plain {
+            slot: PciSlot::root(4),
+            segment: plain,
+            size: 4 << 20,
+        })
+        .device(Device::Doorbell {
+            slot: PciSlot::root(5),
+            chardev,
+            vectors: 2,
+        });
+    Ok(Plan {
+        vms: vec![vm],
+        _keep: vec![server_end],
+    })
+}
+
+/// The fuzzer's command line for a budget.
+fn fuzz_command(b: &Stress) -> String {
+    let mut run = format!(
+        "sivshm_fuzz --ops {} --seconds {} --threads 4 --chaos",
+        b.fuzz_ops, b.fuzz_seconds
+    );
+    if let Some(seed) = b.seed {
+        run += &format!(" --seed {seed}");
+    }
+    run
+}
+
+/// The fuzz guest's command: the fuzzer (random, concurrent calls of every entry point from
+/// four threads, every result checked against the UAPI, while another thread unbinds, binds,
+/// rmmods and insmods), then the life-cycle stress (unbind and bind with mappings live,
+/// readers blocked on bound eventfds, rmmod refused while files are open, reloads in between);
+/// see `selftests/sivshm_fuzz.c`. One boot for both: under TCG a boot costs as much as either.
+fn stress_command(b: &Stress) -> String {
+    format!(
+        "{} && sivshm_fuzz --lifecycle {}",
+        fuzz_command(b),
+        b.cycles
+    )
+}
+
+fn stress_fuzz(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    stress_vm("fuzz", &stress_command(&s.stress))?.run(s)
+}
+
+/// A manager, an honest worker 0 and a hostile worker 1 that storms the doorbell and scribbles
+/// over its segment (see `selftests/sivshm_hostile.c`).
+struct HostilePeer {
+    storm_seconds: u64,
+}
+
+impl Roles for HostilePeer {
+    fn manager(&self, bdfs: &[String], _layout: &Layout) -> String {
+        // Worker i is peer i + 1 on its channel (topology.rs): the hostile one is peer 2.
+        format!(
+            "sivshm_hostile victim --honest {} --hostile {} --peer 2 --quiet 2 --storm 2 \
+             --rounds 16 --bytes 262144",
+            bdfs[0], bdfs[1]
+        )
+    }
+
+    fn worker(&self, index: usize, _layout: &Layout) -> String {
+        if index == 0 {
+            "sivshm-distribute worker --only-device --timeout 120".to_string()
+        } else {
+            format!(
+                "sivshm_hostile storm --device /dev/sivshm0 --seconds {} --wait-start 120",
+                self.storm_seconds
+            )
+        }
+    }
+}
+
+fn hostile_plan(b: &Stress) -> Result<Topology> {
+    let roles = HostilePeer {
+        storm_seconds: b.storm_seconds,
+    };
+    Topology::new(2, 2 << 20, &roles)
+}
+
+fn stress_hostile_peer(s: &Suite<'_>) -> Result<Vec<Finished>> {
+    hostile_plan(&s.stress)?.run(s.machine, s.logdir, s.timeout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -732,7 +860,12 @@ mod tests {
 
     #[test]
     fn guests_that_unload_the_module_are_scanned_for_leaks_after() {
+        let b = Stress::default();
         for (scenario, plan) in [
+            (
+                "stress-fuzz",
+                stress_vm("fuzz", &stress_command(&b)).unwrap(),
+            ),
             ("single-vm", single_vm_plan().unwrap()),
             ("two-vm-plain", two_vm_plain_plan().unwrap()),
             ("two-vm-doorbell", two_vm_doorbell_plan().unwrap()),
@@ -748,5 +881,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_stress_scenarios_race_on_two_vcpus_within_the_ci_budget() {
+        let b = Stress::default();
+        for vm in stress_vm("fuzz", &stress_command(&b)).unwrap().vms {
+            assert_eq!(vm.cpus, 2);
+            let run = run_of(&vm);
+            // Concurrent unbind, rebind, rmmod and insmod: the point of the scenario.
+            assert!(run.contains("--chaos"), "{run}");
+            assert!(run.contains(&format!("--lifecycle {}", b.cycles)), "{run}");
+        }
+        // A few thousand operations and tens of cycles in CI; the long run is stress.sh's.
+        assert!((1000..=10_000).contains(&b.fuzz_ops));
+        assert!(b.fuzz_seconds <= 40);
+        assert!((10..=100).contains(&b.cycles));
+        let seeded = Stress {
+            seed: Some(42),
+            ..b.clone()
+        };
+        assert!(fuzz_command(&seeded).ends_with("--seed 42"));
+    }
+
+    #[test]
+    fn the_hostile_peer_is_worker_1_next_to_an_honest_worker_0() {
+        let t = hostile_plan(&Stress::default()).unwrap();
+        let manager = run_of(&t.manager);
+        assert!(manager.starts_with("sivshm_hostile victim"), "{manager}");
+        assert!(manager.contains("--peer 2"), "{manager}");
+        assert!(run_of(&t.workers[0]).starts_with("sivshm-distribute worker"));
+        assert!(run_of(&t.workers[1]).starts_with("sivshm_hostile storm"));
     }
 }
