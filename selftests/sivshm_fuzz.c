@@ -143,18 +143,6 @@ static void fail(const char *fmt, ...)
 	fflush(stdout);
 }
 
-static int write_sysfs(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, val, strlen(val)) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
 static bool is_bound(const char *bdf)
 {
 	char path[400];
@@ -1339,13 +1327,13 @@ static void *chaos_thread(void *arg)
 
 		atomic_fetch_add(epoch_p, 1);
 		if (what < 7) {
-			r = write_sysfs(DRIVER_DIR "/unbind", d->bdf);
+			r = sivshm_write_sysfs(DRIVER_DIR "/unbind", d->bdf);
 			if (r)
 				fail("chaos: unbind %s: %s", d->bdf, strerror(-r));
 			else
 				unbinds++;
 			usleep(sivshm_prng(&rng) % 20000);
-			r = write_sysfs(DRIVER_DIR "/bind", d->bdf);
+			r = sivshm_write_sysfs(DRIVER_DIR "/bind", d->bdf);
 			if (r || !is_bound(d->bdf))
 				fail("chaos: bind %s: %s", d->bdf, strerror(-r));
 			else
@@ -1379,7 +1367,7 @@ static void *chaos_thread(void *arg)
 	/* Leave everything as found. */
 	for (i = 0; i < ndevs; i++)
 		if (!is_bound(devs[i].bdf))
-			write_sysfs(DRIVER_DIR "/bind", devs[i].bdf);
+			sivshm_write_sysfs(DRIVER_DIR "/bind", devs[i].bdf);
 	return NULL;
 }
 
@@ -1591,7 +1579,7 @@ static int lifecycle_run(void)
 			int sig, sig_ro, sig_w;
 			void *p;
 
-			r = write_sysfs(DRIVER_DIR "/unbind", devs[i].bdf);
+			r = sivshm_write_sysfs(DRIVER_DIR "/unbind", devs[i].bdf);
 			if (r) {
 				printf("# cycle %ld: unbind %s: %s\n", c, devs[i].bdf, strerror(-r));
 				bad_revoke++;
@@ -1633,7 +1621,7 @@ static int lifecycle_run(void)
 			}
 			if (p != MAP_FAILED)
 				munmap(p, PAGE);
-			r = write_sysfs(DRIVER_DIR "/bind", devs[i].bdf);
+			r = sivshm_write_sysfs(DRIVER_DIR "/bind", devs[i].bdf);
 			if (r) {
 				printf("# cycle %ld: bind %s: %s\n", c, devs[i].bdf, strerror(-r));
 				bad_restore++;

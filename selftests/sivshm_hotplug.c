@@ -115,31 +115,6 @@ static void *read_eventfd(void *arg)
 	return NULL;
 }
 
-/* Waits until thread @tid sleeps (state S in /proc), up to 5 s; 0 when it does. */
-static int wait_until_sleeping(pid_t tid)
-{
-	char path[64], buf[256], *p;
-	int i, fd;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
-	for (i = 0; i < 500; i++) {
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
-			return -1;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n > 0) {
-			buf[n] = 0;
-			p = strrchr(buf, ')');
-			if (p && p[1] == ' ' && p[2] == 'S')
-				return 0;
-		}
-		usleep(10000);
-	}
-	return -1;
-}
-
 FIXTURE(hotplug) {
 	int unused;
 };
@@ -224,7 +199,7 @@ TEST_F_TIMEOUT(hotplug, unplug_with_live_users, 120)
 	ASSERT_EQ(0, pthread_create(&t, NULL, read_eventfd, &r));
 	while (!__atomic_load_n(&r.tid, __ATOMIC_ACQUIRE))
 		usleep(1000);
-	ASSERT_EQ(0, wait_until_sleeping(r.tid)) TH_LOG("the reader never blocked");
+	ASSERT_EQ(0, sivshm_wait_until_sleeping(r.tid)) TH_LOG("the reader never blocked");
 
 	request("del", bdf);
 	ASSERT_EQ(0, pthread_join(t, NULL));
@@ -289,7 +264,7 @@ TEST_F_TIMEOUT(hotplug, churn, 3600)
 		ASSERT_EQ(0, pthread_create(&th, NULL, read_eventfd, &r));
 		while (!__atomic_load_n(&r.tid, __ATOMIC_ACQUIRE))
 			usleep(1000);
-		ASSERT_EQ(0, wait_until_sleeping(r.tid));
+		ASSERT_EQ(0, sivshm_wait_until_sleeping(r.tid));
 
 		t = now_s();
 		request("del", bdf);

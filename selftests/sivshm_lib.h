@@ -164,6 +164,44 @@ static inline int sivshm_settled_irq_counts(const char *bdf, uint64_t *counts, u
 	}
 	return got;
 }
+/* Writes @val to the sysfs file @path (bind, unbind); 0 or -errno. */
+static inline int sivshm_write_sysfs(const char *path, const char *val)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, val, strlen(val)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+/* Waits up to 5 s until thread @tid of this process sleeps (state S); returns 0 or -1. */
+static inline int sivshm_wait_until_sleeping(pid_t tid)
+{
+	char path[64], buf[256], *p;
+	int i, fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	for (i = 0; i < 500; i++) {
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			return -1;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0) {
+			buf[n] = 0;
+			p = strrchr(buf, ')');
+			if (p && p[1] == ' ' && p[2] == 'S')
+				return 0;
+		}
+		usleep(10000);
+	}
+	return -1;
+}
+
 
 /* A reproducible pseudo-random byte stream (xorshift64*), seeded by @seed. */
 static inline uint64_t sivshm_prng(uint64_t *state)

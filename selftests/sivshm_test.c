@@ -59,18 +59,6 @@ static int parse_expect(struct expect *e, int max)
 	return n;
 }
 
-static int write_sysfs(const char *path, const char *val)
-{
-	int fd = open(path, O_WRONLY), ret = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (write(fd, val, strlen(val)) < 0)
-		ret = -errno;
-	close(fd);
-	return ret;
-}
-
 /* Waits up to ~5 s for the device node of @bdf to (re)appear. */
 static int wait_for_bdf(const char *bdf, struct sivshm_info *info)
 {
@@ -95,13 +83,13 @@ static int is_bound(const char *bdf)
 
 static int unbind_device(const char *bdf)
 {
-	return write_sysfs(SIVSHM_DRIVER_DIR "/unbind", bdf);
+	return sivshm_write_sysfs(SIVSHM_DRIVER_DIR "/unbind", bdf);
 }
 
 /* Binds @bdf to the driver again and opens its node; -1 if it did not come back. */
 static int rebind_device(const char *bdf, struct sivshm_info *info)
 {
-	if (write_sysfs(SIVSHM_DRIVER_DIR "/bind", bdf))
+	if (sivshm_write_sysfs(SIVSHM_DRIVER_DIR "/bind", bdf))
 		return -1;
 	return wait_for_bdf(bdf, info);
 }
@@ -128,31 +116,6 @@ static void rebind_all(const struct expect *e, int n)
 static void node_path(const struct sivshm_info *info, char *buf, size_t len)
 {
 	snprintf(buf, len, "/dev/sivshm%u", info->index);
-}
-
-/* Waits up to 5 s until thread @tid of this process sleeps (state S); returns 0 or -1. */
-static int wait_until_sleeping(pid_t tid)
-{
-	char path[64], buf[256], *p;
-	int i, fd;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
-	for (i = 0; i < 500; i++) {
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
-			return -1;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n > 0) {
-			buf[n] = 0;
-			p = strrchr(buf, ')');
-			if (p && p[1] == ' ' && p[2] == 'S')
-				return 0;
-		}
-		usleep(10000);
-	}
-	return -1;
 }
 
 static sigjmp_buf fault_jmp;
@@ -1228,7 +1191,7 @@ TEST_F_TIMEOUT(db, unbind_wakes_a_poller_of_a_bound_eventfd_then_calls_get_enode
 	ASSERT_EQ(0, pthread_create(&t, NULL, poll_eventfd, &w));
 	while (!__atomic_load_n(&w.tid, __ATOMIC_ACQUIRE))
 		usleep(1000);
-	ASSERT_EQ(0, wait_until_sleeping(w.tid)) TH_LOG("the poller never blocked");
+	ASSERT_EQ(0, sivshm_wait_until_sleeping(w.tid)) TH_LOG("the poller never blocked");
 	ASSERT_EQ(0, unbind_device(self->bdf));
 	ASSERT_EQ(0, pthread_join(t, NULL));
 	EXPECT_EQ(1, w.ret) TH_LOG("poll() returned %d: the waiter was not woken", w.ret);
