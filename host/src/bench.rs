@@ -272,11 +272,7 @@ pub fn channel_vs_network(
     o: &ProbeOptions,
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
-    let segment = o
-        .segment_mib
-        .checked_mul(1 << 20)
-        .filter(|s| s.is_power_of_two())
-        .context("--segment-mib must be a power of two")?;
+    let segment = crate::topology::segment_bytes(o.segment_mib)?;
     let topo = Topology::new(1, segment, o)?.network()?;
     let finished = topo.run(m, logdir, timeout)?;
     let mut out = vec![format!(

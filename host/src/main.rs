@@ -305,10 +305,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 "--workers must list counts from 1 to {}",
                 topology::MAX_WORKERS
             );
-            let segment = segment_mib
-                .checked_mul(1 << 20)
-                .filter(|s| s.is_power_of_two())
-                .context("--segment-mib must be a power of two")?;
+            let segment = topology::segment_bytes(segment_mib)?;
             let machine = guest.machine()?;
             let timeout = Duration::from_secs(guest.timeout);
             match what {
@@ -338,10 +335,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 "--workers must be from 1 to {}",
                 topology::MAX_WORKERS
             );
-            let segment = segment_mib
-                .checked_mul(1 << 20)
-                .filter(|s| s.is_power_of_two())
-                .context("--segment-mib must be a power of two")?;
+            let segment = topology::segment_bytes(segment_mib)?;
             let machine = guest.machine()?;
             print_lines(scale::manager_alone(
                 &machine,
@@ -393,10 +387,7 @@ fn run(cmd: Cmd) -> Result<()> {
             rounds,
             bytes,
         } => {
-            let segment = segment_mib
-                .checked_mul(1 << 20)
-                .filter(|s| s.is_power_of_two())
-                .context("--segment-mib must be a power of two")?;
+            let segment = topology::segment_bytes(segment_mib)?;
             // A quarter of the segment: the channel keeps batches in flight.
             let bytes = bytes.unwrap_or(segment as usize / 4);
             anyhow::ensure!(

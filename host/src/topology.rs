@@ -293,6 +293,14 @@ impl Roles for Distribute {
     }
 }
 
+/// A `--segment-mib` argument in bytes: a power of two that fits in a u64.
+pub fn segment_bytes(mib: u64) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    mib.checked_mul(1 << 20)
+        .filter(|s| s.is_power_of_two())
+        .context("--segment-mib must be a power of two")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
