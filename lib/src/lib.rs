@@ -11,7 +11,9 @@
 //! through [`std::os::fd::AsFd`]. The device node itself has no `read` and no `poll`: the
 //! eventfds are the one way to wait. When the device goes away (unbound from the driver), every
 //! bound eventfd is signalled once more, and the next call on the [`Device`] fails with
-//! `ENODEV`; its mappings are revoked (touching them raises `SIGBUS`).
+//! `ENODEV`; its mappings are revoked. Touching a revoked mapping would raise `SIGBUS`; this
+//! crate catches that for its own mappings (see [`Mapping`]), so the process lives on and
+//! [`Mapping::is_revoked`] (or the channel's [`channel::Error::DeviceGone`]) tells.
 //!
 //! The ioctl numbers and structures come from `uapi/linux/sivshm.h`; this crate compiles the
 //! driver's own mirror of it (`driver/uapi.rs`), and its tests check that mirror against the
@@ -23,6 +25,7 @@ mod eventfd;
 #[cfg(test)]
 mod header_check;
 mod mapping;
+mod revocation;
 mod sys;
 
 #[path = "../../driver/uapi.rs"]

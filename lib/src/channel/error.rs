@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// An error of a [`super::Channel`]. `Corrupt`, `Version` and `Reformatted` end the channel
-/// (every later call returns the same error; open it again); the others leave it usable.
+/// An error of a [`super::Channel`]. `Corrupt`, `Version`, `Reformatted` and `DeviceGone` end
+/// the channel (every later call returns the same error; open it again, or for `DeviceGone`
+/// drop it); the others leave it usable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// A system call failed (mapping, eventfd, ringing the peer).
@@ -26,6 +27,9 @@ pub enum Error {
     PeerGone,
     /// Nothing happened before the caller's timeout.
     TimedOut,
+    /// The device was removed (hot-unplug, driver unbound): the memory is no longer shared
+    /// and the peer is unreachable. Messages in flight are lost.
+    DeviceGone,
 }
 
 impl Error {
@@ -33,7 +37,7 @@ impl Error {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            Error::Corrupt(_) | Error::Version { .. } | Error::Reformatted
+            Error::Corrupt(_) | Error::Version { .. } | Error::Reformatted | Error::DeviceGone
         )
     }
 }
@@ -57,6 +61,7 @@ impl fmt::Display for Error {
             Error::PeerClosed => write!(f, "the peer closed the channel"),
             Error::PeerGone => write!(f, "the peer stopped (no heartbeat within the timeout)"),
             Error::TimedOut => write!(f, "timed out"),
+            Error::DeviceGone => write!(f, "the device was removed"),
         }
     }
 }

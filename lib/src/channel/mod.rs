@@ -20,6 +20,10 @@
 //! * **Liveness.** Each side publishes a generation and a heartbeat (see `peer`); a stopped
 //!   peer is [`Error::PeerGone`] after [`Config::peer_timeout`], never a hang, and a restarted
 //!   peer re-attaches where its predecessor stopped.
+//! * **The device may go away.** A removed device revokes the mapping; the crate turns the
+//!   `SIGBUS` that would follow into private memory (see [`crate::Mapping`]), and the channel
+//!   answers the call that touched it, and every later one, with [`Error::DeviceGone`]. A
+//!   manager drops that worker's channel and serves the others.
 //! * **The peer is hostile.** Everything read from the segment is checked before use and
 //!   read once; a peer that breaks the rules gets this channel an [`Error::Corrupt`], and
 //!   nothing else: no panic, no access outside the window, no unbounded loop. The channel
@@ -314,14 +318,18 @@ impl Channel {
     fn live(&self) -> Result<(), Error> {
         match self.poisoned {
             Some(e) => Err(e),
+            None if self.w.revoked() => Err(Error::DeviceGone),
             None => Ok(()),
         }
     }
 
-    /// Records a fatal error: the channel answers every later call with it. A corruption seen
-    /// right after the manager formatted anew is reported as that.
+    /// Records a fatal error: the channel answers every later call with it. Whatever went
+    /// wrong on a revoked mapping, or an ioctl that says the device is gone, is reported as
+    /// that; a corruption seen right after the manager formatted anew as that.
     fn fail(&mut self, e: Error) -> Error {
         let e = match e {
+            _ if self.w.revoked() => Error::DeviceGone,
+            Error::Os(rustix::io::Errno::NODEV) => Error::DeviceGone,
             Error::Corrupt(_) if self.reformatted() => Error::Reformatted,
             e => e,
         };
@@ -366,7 +374,12 @@ impl Channel {
         }
     }
 
+    /// The result of an access to the window, unless the mapping was revoked meanwhile
+    /// (then what it read or wrote meant nothing).
     fn guard<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
+        if self.w.revoked() {
+            return Err(self.fail(Error::DeviceGone));
+        }
         r.map_err(|e| self.fail(e))
     }
 
@@ -678,7 +691,14 @@ impl Message<'_> {
     /// them while they are read: check what you read (a checksum, a sequence number).
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
         match offset.checked_add(buf.len()) {
-            Some(end) if end <= self.found.len => self.ch.w.read(self.found.data + offset, buf),
+            Some(end) if end <= self.found.len => {
+                self.ch.w.read(self.found.data + offset, buf)?;
+                // Zeros from the memory that replaced a revoked mapping are no message.
+                match self.ch.w.revoked() {
+                    true => Err(Error::DeviceGone),
+                    false => Ok(()),
+                }
+            }
             _ => Err(Error::TooLarge {
                 len: offset.saturating_add(buf.len()),
                 max: self.found.len,

@@ -221,6 +221,48 @@ fn a_peer_that_closes_is_reported_at_once() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
+/// A manager and a worker each mapping a segment of their own (as two VMs do); returns the
+/// file too, to take the memory away.
+fn on_own_mappings(len: usize) -> (std::os::fd::OwnedFd, Channel, Channel) {
+    let fd = rustix::fs::memfd_create("segment", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, len as u64).unwrap();
+    let (ml, wl) = Links::in_process_pair().unwrap();
+    let map = || Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
+    let m = Channel::new(map(), 0, len, Role::Manager, ml, quick()).unwrap();
+    let w = Channel::new(map(), 0, len, Role::Worker, wl, quick()).unwrap();
+    (fd, m, w)
+}
+
+#[test]
+fn a_removed_device_ends_its_channel_and_spares_the_others() {
+    let (_fd0, mut m0, mut w0) = on_own_mappings(1 << 16);
+    let (fd1, mut m1, mut w1) = on_own_mappings(1 << 16);
+    m1.send(b"before", SEC).unwrap();
+    w1.recv(SEC).unwrap().release().unwrap();
+    // A worker thread blocked waiting, as the worker is when its device goes.
+    let waiter = std::thread::spawn(move || {
+        let r = w1.recv(None).err();
+        (r, w1)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // Truncating the file faults every access to it, as revoking a device's mapping does.
+    rustix::fs::ftruncate(&fd1, 0).unwrap();
+    assert_eq!(m1.send(b"after", SEC).err(), Some(Error::DeviceGone));
+    assert_eq!(m1.try_recv().err(), Some(Error::DeviceGone), "and for good");
+    assert_eq!(m1.check_peer().err(), Some(Error::DeviceGone));
+    let (r, _w1) = waiter.join().unwrap();
+    assert_eq!(r, Some(Error::DeviceGone), "the waiter woke with it");
+    // The other worker is served as before, in the same process.
+    for i in 0..200u32 {
+        let data = vec![i as u8; 1000 + i as usize];
+        m0.send(&data, SEC).unwrap();
+        let msg = w0.recv(SEC).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), data);
+        msg.release().unwrap();
+    }
+    assert!(m0.check_peer().unwrap());
+}
+
 #[test]
 fn a_peer_that_stops_beating_is_gone_after_the_timeout() {
     let p = pair(1 << 16);
