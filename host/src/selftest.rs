@@ -448,17 +448,30 @@ fn hotplug_plan(churn: u32) -> Result<HotplugPlan> {
     let (late_keep, late_chardev) =
         prefilled_socket(&setup_messages(&peer, segment.as_fd(), &[&own])?)?;
     let hot_bdf = slot.bdf();
-    // Worker 0 is sent paced batches until told to stop after the churn; it must still be
-    // running then, and every batch it was sent must check out.
+    // One manager process serves both workers the way a user's would: worker 0 from the
+    // start, worker 1 (the hot channel) from when its device appears. Once worker 1 has 16
+    // rounds verified its device is removed under that process, which must report the worker
+    // gone and keep serving worker 0 (never dying of SIGBUS). Then the driver-level tests:
+    // the channel appears again, is removed with raw live users, and churns; worker 0 is sent
+    // paced batches all along, until told to stop, and every batch it was sent must check out.
     let run = format!(
-        "sivshm-distribute manager --workers {cold_bdf} --rounds 1000000 --bytes 65536 \
-         --pace-ms 50 --stop-file /tmp/stop >/tmp/worker0.out 2>&1 & w0=$!; \
+        "wait_out() {{ n=0; until grep -q \"$1\" /tmp/manager.out; do n=$((n+1)); \
+         if [ $n -gt $2 ]; then echo \"hotplug: the manager did not say '$1' within $2 s\"; \
+         return 1; fi; sleep 1; done; }}; \
+         sivshm-distribute manager --workers {cold_bdf},{hot_bdf} --late --rounds 1000000 \
+         --bytes 65536 --pace-ms 50 --progress 16 --stop-file /tmp/stop \
+         >/tmp/manager.out 2>&1 & m=$!; \
          sivshm_hotplug -t appears \
-         && sivshm-distribute manager --workers {hot_bdf} --rounds 16 --bytes 65536 --timeout 120 \
+         && wait_out 'worker 1: 16 rounds verified' 300 \
+         && echo 'SIVSHM-HOTPLUG del {hot_bdf}' \
+         && wait_out 'device was removed after' 120 \
+         && sivshm_hotplug -t appears \
          && sivshm_hotplug -t unplug_with_live_users && sivshm_hotplug -t churn; rc=$?; \
-         if kill -0 $w0; then echo 'manager: worker 0 carried data through every add and remove'; \
-         else echo 'manager: worker 0 stopped before the churn ended'; rc=1; fi; \
-         touch /tmp/stop; wait $w0 || rc=1; cat /tmp/worker0.out; test $rc = 0 && rmmod sivshm"
+         if kill -0 $m; then echo 'manager: worker 0 carried data through every add and remove'; \
+         else echo 'manager: the manager process stopped before the churn ended'; rc=1; fi; \
+         touch /tmp/stop; wait $m || rc=1; cat /tmp/manager.out; \
+         grep -q 'worker 1 was removed (device gone)' /tmp/manager.out || rc=1; \
+         test $rc = 0 && rmmod sivshm"
     );
     let qmp = dir.path().join("qmp.sock");
     let manager = Vm::new("manager", &run)
@@ -470,7 +483,9 @@ fn hotplug_plan(churn: u32) -> Result<HotplugPlan> {
         .device(ch.a);
     let worker = "sivshm-distribute worker --only-device --timeout 600";
     let cold = Vm::new("worker0", worker).device(ch.b);
-    let late = Vm::new(&format!("worker{HOT_INDEX}"), worker).device(Device::Doorbell {
+    // Its manager leaves when the device is removed: that ends its run.
+    let late_worker = format!("{worker} --until-manager-leaves");
+    let late = Vm::new(&format!("worker{HOT_INDEX}"), &late_worker).device(Device::Doorbell {
         slot: PciSlot::root(crate::topology::FIRST_SLOT),
         chardev: late_chardev,
         vectors: 1,
@@ -824,15 +839,25 @@ mod tests {
         assert!(p.manager.wants_kmemleak());
         let run = run_of(&p.manager);
         let order = [
+            "--workers 0000:00:04.0,0000:01:01.0 --late",
             "sivshm_hotplug -t appears",
-            "--workers 0000:01:01.0",
+            "wait_out 'worker 1: 16 rounds verified'",
+            "SIVSHM-HOTPLUG del 0000:01:01.0",
+            "wait_out 'device was removed after'",
+            "sivshm_hotplug -t appears",
             "sivshm_hotplug -t unplug_with_live_users",
             "sivshm_hotplug -t churn",
             "touch /tmp/stop",
             "rmmod sivshm",
         ];
-        let at: Vec<usize> = order.iter().map(|w| run.find(w).expect(w)).collect();
-        assert!(at.windows(2).all(|w| w[0] < w[1]), "{run}");
+        // Each step after the one before (`appears` comes twice).
+        let mut from = 0;
+        for w in order {
+            let at = run[from..]
+                .find(w)
+                .unwrap_or_else(|| panic!("{w} after {from}: {run}"));
+            from += at + w.len();
+        }
         let env = |k: &str| {
             p.manager
                 .env

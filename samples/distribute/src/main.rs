@@ -68,6 +68,13 @@ enum Role {
         /// Seconds without a heartbeat after which a worker counts as stopped.
         #[arg(long, default_value_t = 30)]
         peer_timeout: u64,
+        /// SIVSHM: a worker whose device is not there yet (hot-plugged later) is served once
+        /// it appears, instead of failing the start.
+        #[arg(long, conflicts_with = "region")]
+        late: bool,
+        /// Print a line each time a worker has N more rounds verified (0: never).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        progress: u64,
     },
     /// Receive rounds until the manager is done, answering each with its checksum.
     Worker {
@@ -88,6 +95,11 @@ enum Role {
         /// Print a line every N rounds verified (0: never).
         #[arg(long, default_value_t = 0, value_name = "N")]
         progress: u64,
+        /// A manager that leaves (stops beating or closes: its device removed, its VM
+        /// stopped; or the channel is found set up anew after it left) ends the run,
+        /// successfully if a round was verified, instead of failing it.
+        #[arg(long)]
+        until_manager_leaves: bool,
     },
 }
 
@@ -139,6 +151,8 @@ fn main() -> Result<()> {
             rejoin,
             stop_file,
             peer_timeout,
+            late,
+            progress,
         } => {
             let (bdfs, windows) = match region {
                 // One device per worker, each channel its whole segment.
@@ -178,8 +192,15 @@ fn main() -> Result<()> {
                 pace: pace_ms.map(Duration::from_millis),
                 rejoin,
                 stop_file,
+                progress,
             };
-            manager(&bdfs, &windows, &options, Duration::from_secs(peer_timeout))
+            manager(
+                &bdfs,
+                &windows,
+                &options,
+                Duration::from_secs(peer_timeout),
+                late,
+            )
         }
         Role::Worker {
             device,
@@ -188,6 +209,7 @@ fn main() -> Result<()> {
             slot_size,
             timeout,
             progress,
+            until_manager_leaves,
         } => {
             let window = slot
                 .zip(slot_size)
@@ -198,9 +220,39 @@ fn main() -> Result<()> {
                 window,
                 Duration::from_secs(timeout),
                 progress,
+                until_manager_leaves,
             )
         }
     }
+}
+
+/// Worker `i`'s channel in `windows[i]` of `dev`.
+fn open_channel(
+    i: usize,
+    dev: &Device,
+    map: &Arc<Mapping>,
+    links: &Links,
+    w: &Window,
+    config: Config,
+) -> Result<Channel> {
+    let len = w.len.unwrap_or(map.len());
+    let ch = Channel::new(
+        map.clone(),
+        w.offset as usize,
+        len,
+        End::Manager,
+        links.clone(),
+        config,
+    )
+    .with_context(|| format!("worker {i}'s channel at {} of {}", w.offset, dev.info().pci))?;
+    println!(
+        "manager: worker {i} on /dev/sivshm{} ({}) at offset {} MiB, {} MiB",
+        dev.info().index,
+        dev.info().pci,
+        w.offset >> 20,
+        len >> 20
+    );
+    Ok(ch)
 }
 
 fn manager(
@@ -208,45 +260,58 @@ fn manager(
     windows: &[Window],
     o: &manager::Options,
     peer_timeout: Duration,
+    late: bool,
 ) -> Result<()> {
+    let find =
+        |bdf: &String| Device::find(bdf).with_context(|| format!("no sivshm device at {bdf}"));
+    // With --late a device that is not there is looked for again while the others are served.
     let devices = bdfs
         .iter()
-        .map(|bdf| Device::find(bdf).with_context(|| format!("no sivshm device at {bdf}")))
+        .map(|bdf| match find(bdf) {
+            Err(_) if late => {
+                println!("manager: no device at {bdf} yet; serving it once it appears");
+                Ok(None)
+            }
+            r => r.map(Some),
+        })
         .collect::<Result<Vec<_>>>()?;
     let maps = devices
         .iter()
-        .map(|d| d.map().map(Arc::new).context("mmap"))
+        .map(|d| {
+            d.as_ref()
+                .map(|d| d.map().map(Arc::new).context("mmap"))
+                .transpose()
+        })
         .collect::<Result<Vec<_>>>()?;
-    let links = devices.iter().map(links).collect::<Result<Vec<_>>>()?;
+    let device_links = devices
+        .iter()
+        .map(|d| d.as_ref().map(links).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    let config = || config(o.timeout, peer_timeout);
     let mut channels = Vec::new();
     for (i, w) in windows.iter().enumerate() {
-        let (d, map) = (&devices[w.device], &maps[w.device]);
-        let len = w.len.unwrap_or(map.len());
-        let ch = Channel::new(
-            map.clone(),
-            w.offset as usize,
-            len,
-            End::Manager,
-            links[w.device].clone(),
-            config(o.timeout, peer_timeout),
-        )
-        .with_context(|| format!("worker {i}'s channel at {} of {}", w.offset, d.info().pci))?;
-        println!(
-            "manager: worker {i} on /dev/sivshm{} ({}) at offset {} MiB, {} MiB",
-            d.info().index,
-            d.info().pci,
-            w.offset >> 20,
-            len >> 20
-        );
+        let ch = match (&devices[w.device], &maps[w.device], &device_links[w.device]) {
+            (Some(d), Some(map), Some(l)) => Some(open_channel(i, d, map, l, w, config())?),
+            _ => None,
+        };
         channels.push(ch);
     }
-    let mode = if links.iter().all(|l| l.wake.is_some()) {
+    // Under SIVSHM worker i is device i, its whole segment: open it once it is there.
+    let mut open_late = |i: usize| -> Result<Option<Channel>> {
+        let Ok(dev) = Device::find(&bdfs[i]) else {
+            return Ok(None);
+        };
+        let map = Arc::new(dev.map().context("mmap")?);
+        let l = links(&dev)?;
+        open_channel(i, &dev, &map, &l, &windows[i], config()).map(Some)
+    };
+    let mode = if device_links.iter().flatten().all(|l| l.wake.is_some()) {
         "doorbells"
     } else {
         "polling"
     };
     let n = channels.len() as u64;
-    let r = manager::run(channels, o)?;
+    let r = manager::run(channels, o, &mut open_late)?;
     let secs = r.elapsed.as_secs_f64();
     let (rounds, total) = (r.rounds, o.bytes as u64 * r.rounds * n);
     println!(
@@ -260,6 +325,9 @@ fn manager(
         r.rings,
         rounds * n
     );
+    for (i, verified) in &r.removed {
+        println!("manager: worker {i} was removed (device gone) after {verified} verified rounds");
+    }
     if o.rejoin {
         println!(
             "manager: {} worker restart(s); {} answer(s) repeated by a restarted worker",
@@ -275,6 +343,7 @@ fn worker(
     window: Option<(u64, usize)>,
     timeout: Duration,
     progress: u64,
+    until_manager_leaves: bool,
 ) -> Result<()> {
     let visible = Device::list();
     if only_device && visible.len() != 1 {
@@ -305,7 +374,16 @@ fn worker(
         config(timeout, Duration::from_secs(30)),
     )
     .context("attaching to the manager's channel")?;
-    let r = worker::run(ch, timeout, progress)?;
+    let r = worker::run(ch, timeout, progress, until_manager_leaves)?;
+    if let Some(why) = &r.manager_left {
+        println!(
+            "worker: the manager left ({why}) after {} verified rounds",
+            r.rounds
+        );
+        if r.rounds == 0 {
+            bail!("the manager left before a round was verified");
+        }
+    }
     let from = r
         .first
         .map_or(String::new(), |f| format!(" from round {f}"));

@@ -12,6 +12,11 @@
 //! before it releases it, so nothing is lost with a stopped worker; a batch answered but not
 //! released is answered again by the successor, and the manager checks such a repeat against
 //! the data it sent and counts it.
+//!
+//! A worker whose device is removed (hot-unplug) is dropped: the library reports its channel
+//! [`Error::DeviceGone`] instead of the process dying of `SIGBUS`, and the manager says so and
+//! serves the others. A worker whose device is not there yet (hot-plugged later) is served
+//! from the moment it appears.
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -40,10 +45,21 @@ pub struct Options {
     /// Once this file exists, no worker is sent more rounds than the most any has been sent
     /// so far: the run ends as soon as those are answered (data carried until told to stop).
     pub stop_file: Option<std::path::PathBuf>,
+    /// Print a line each time a worker's verified rounds reach a multiple of this (0: never).
+    pub progress: u64,
 }
 
+/// Opens worker `i`'s channel if its device is there now (`Ok(None)`: not yet).
+pub type Opener<'a> = dyn FnMut(usize) -> Result<Option<Channel>> + 'a;
+
+/// How often the devices of workers not yet there are looked for.
+const LOOK_FOR_DEVICES: Duration = Duration::from_millis(100);
+
 struct Worker {
-    ch: Channel,
+    /// None: the device is not there yet, or it was removed.
+    ch: Option<Channel>,
+    /// The device was removed: the worker is not served any more.
+    removed: bool,
     /// The next round to send.
     next: u64,
     /// When the next round may be sent (pacing).
@@ -72,18 +88,33 @@ pub struct Report {
     pub restarts: u64,
     /// Answers repeated by restarted workers (checked, not counted as verified twice).
     pub repeats: u64,
+    /// Workers whose device was removed, with the rounds verified before.
+    pub removed: Vec<(usize, u64)>,
+}
+
+/// Fails unless a batch of `o.bytes` fits worker `i`'s channel.
+fn check_fits(i: usize, ch: &Channel, o: &Options) -> Result<()> {
+    if BATCH_HEADER + o.bytes > ch.max_message() {
+        bail!(
+            "--bytes {} does not fit worker {i}'s channel: at most {} bytes a batch",
+            o.bytes,
+            ch.max_message() - BATCH_HEADER
+        );
+    }
+    Ok(())
 }
 
 /// Sends `o.rounds` batches of `o.bytes` to every channel's worker and checks every answer;
-/// fails if no progress is made for `o.timeout`.
-pub fn run(channels: Vec<Channel>, o: &Options) -> Result<Report> {
+/// fails if no progress is made for `o.timeout`. A worker without a channel yet is looked for
+/// with `open_late`.
+pub fn run(
+    channels: Vec<Option<Channel>>,
+    o: &Options,
+    open_late: &mut Opener<'_>,
+) -> Result<Report> {
     for (i, ch) in channels.iter().enumerate() {
-        if BATCH_HEADER + o.bytes > ch.max_message() {
-            bail!(
-                "--bytes {} does not fit worker {i}'s channel: at most {} bytes a batch",
-                o.bytes,
-                ch.max_message() - BATCH_HEADER
-            );
+        if let Some(ch) = ch {
+            check_fits(i, ch, o)?;
         }
     }
     let start = Instant::now();
@@ -91,6 +122,7 @@ pub fn run(channels: Vec<Channel>, o: &Options) -> Result<Report> {
         .into_iter()
         .map(|ch| Worker {
             ch,
+            removed: false,
             next: 1,
             due: start,
             unacked: VecDeque::new(),
@@ -104,29 +136,57 @@ pub fn run(channels: Vec<Channel>, o: &Options) -> Result<Report> {
     let mut wakeups = 0;
     let mut o = o.clone();
     let o = &mut o;
-    while !workers.iter().all(|w| w.acked == o.rounds && w.done_sent) {
+    let mut stopping = false;
+    let mut next_look = Instant::now();
+    // Done: every worker answered every round, or is gone, or (told to stop) never came.
+    let finished = |w: &Worker, rounds: u64, stopping: bool| {
+        w.removed || (w.ch.is_none() && stopping) || (w.acked == rounds && w.done_sent)
+    };
+    while !workers.iter().all(|w| finished(w, o.rounds, stopping)) {
         if o.stop_file.as_ref().is_some_and(|p| p.exists()) {
             let sent = workers.iter().map(|w| w.next - 1).max().unwrap_or(0);
             o.rounds = o.rounds.min(sent.max(1));
             o.stop_file = None;
+            stopping = true;
             println!(
                 "manager: told to stop; {} round(s) to every worker",
                 o.rounds
             );
         }
         let mut progress = false;
+        let look = Instant::now() >= next_look;
+        if look {
+            next_look = Instant::now() + LOOK_FOR_DEVICES;
+        }
         for (i, w) in workers.iter_mut().enumerate() {
-            progress |= step(i, w, o).with_context(|| format!("worker {i}"))?;
+            if w.ch.is_none() {
+                if look && !w.removed && !stopping {
+                    progress |= appear(i, w, o, open_late)?;
+                }
+                continue;
+            }
+            let r = step(i, w, o);
+            progress |= unless_removed(i, w, r)?.unwrap_or(true);
         }
         if progress {
             last_progress = Instant::now();
             continue;
         }
         if last_progress.elapsed() > o.timeout {
-            bail!("no progress for {} s", o.timeout.as_secs());
+            let missing: Vec<_> = (0..workers.len())
+                .filter(|&i| workers[i].ch.is_none() && !workers[i].removed)
+                .collect();
+            if missing.is_empty() {
+                bail!("no progress for {} s", o.timeout.as_secs());
+            }
+            bail!(
+                "no progress for {} s; the devices of workers {missing:?} never appeared",
+                o.timeout.as_secs()
+            );
         }
         for (i, w) in workers.iter_mut().enumerate() {
-            look_at_peer(i, w, o)?;
+            let r = look_at_peer(i, w, o);
+            unless_removed(i, w, r)?;
         }
         wakeups += sleep(&mut workers, o)?;
     }
@@ -138,10 +198,17 @@ pub fn run(channels: Vec<Channel>, o: &Options) -> Result<Report> {
         wakeups: 0,
         restarts: 0,
         repeats: workers.iter().map(|w| w.repeats).sum(),
+        removed: (0..workers.len())
+            .filter(|&i| workers[i].removed)
+            .map(|i| (i, workers[i].acked))
+            .collect(),
     };
     let mut worker_wakeups = 0;
-    for w in &workers {
-        let s = w.ch.stats();
+    for s in workers
+        .iter()
+        .filter_map(|w| w.ch.as_ref())
+        .map(Channel::stats)
+    {
         r.rings += s.rings;
         r.restarts += s.peer_restarts;
         worker_wakeups += s.wakeups;
@@ -150,24 +217,61 @@ pub fn run(channels: Vec<Channel>, o: &Options) -> Result<Report> {
     Ok(r)
 }
 
+/// Opens worker `i`'s channel if its device has appeared; true if it did.
+fn appear(i: usize, w: &mut Worker, o: &Options, open_late: &mut Opener<'_>) -> Result<bool> {
+    let Some(ch) = open_late(i).with_context(|| format!("worker {i}"))? else {
+        return Ok(false);
+    };
+    check_fits(i, &ch, o)?;
+    println!("manager: worker {i}'s device appeared; serving it");
+    w.ch = Some(ch);
+    w.due = Instant::now();
+    Ok(true)
+}
+
+/// The result of serving worker `i`, unless its device was removed: then the worker is
+/// dropped (`Ok(None)`) and the others are served on.
+fn unless_removed<T>(i: usize, w: &mut Worker, r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.downcast_ref::<Error>() == Some(&Error::DeviceGone) => {
+            println!(
+                "manager: worker {i}'s device was removed after {} verified rounds; serving \
+                 the others",
+                w.acked
+            );
+            w.ch = None;
+            w.removed = true;
+            Ok(None)
+        }
+        Err(e) => Err(e.context(format!("worker {i}"))),
+    }
+}
+
+/// The channel of a worker being served.
+fn channel(w: &mut Worker) -> &mut Channel {
+    w.ch.as_mut()
+        .expect("only workers with a channel are served")
+}
+
 /// Checks that worker `i` is still there; with rejoin a stopped worker is reported once and
 /// waited for, and its successor reported when it attaches.
 fn look_at_peer(i: usize, w: &mut Worker, o: &Options) -> Result<()> {
-    if w.acked == o.rounds && w.done_sent {
+    if w.ch.is_none() || (w.acked == o.rounds && w.done_sent) {
         return Ok(()); // it may have closed already
     }
-    match w.ch.check_peer() {
+    match channel(w).check_peer() {
         Ok(true) if w.gone => {
             w.gone = false;
             println!(
                 "manager: worker {i} re-attached (restart {}); carrying on from round {}",
-                w.ch.stats().peer_restarts,
+                channel(w).stats().peer_restarts,
                 w.unacked.front().map_or(w.next, |u| u.0)
             );
         }
         Ok(_) => {}
         // The worker closes once done; its last acknowledgement may still be queued.
-        Err(Error::PeerClosed) if w.ch.try_recv()?.is_some() => {}
+        Err(Error::PeerClosed) if channel(w).try_recv()?.is_some() => {}
         Err(e @ (Error::PeerGone | Error::PeerClosed)) if o.rejoin => {
             if !w.gone {
                 w.gone = true;
@@ -178,7 +282,7 @@ fn look_at_peer(i: usize, w: &mut Worker, o: &Options) -> Result<()> {
                 );
             }
         }
-        Err(e) => return Err(e).with_context(|| format!("worker {i}")),
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }
@@ -186,8 +290,11 @@ fn look_at_peer(i: usize, w: &mut Worker, o: &Options) -> Result<()> {
 /// Tops worker `i`'s ring up and collects its acknowledgements; true if anything moved.
 fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
     let mut moved = false;
+    let Some(ch) = w.ch.as_mut() else {
+        return Ok(false);
+    };
     while w.next <= o.rounds && Instant::now() >= w.due {
-        let Some(mut r) = w.ch.try_reserve(BATCH_HEADER + o.bytes)? else {
+        let Some(mut r) = ch.try_reserve(BATCH_HEADER + o.bytes)? else {
             break;
         };
         let data = batches::payload(i, w.next, o.bytes);
@@ -205,12 +312,12 @@ fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
     // With rejoin, Done waits for every answer: a successor must not find Done first and
     // leave with batches unanswered.
     let all_sent = w.next > o.rounds && (!o.rejoin || w.unacked.is_empty());
-    if all_sent && !w.done_sent && w.ch.try_send(&batches::done(o.rounds))? {
+    if all_sent && !w.done_sent && ch.try_send(&batches::done(o.rounds))? {
         w.done_sent = true;
         moved = true;
     }
-    w.ch.flush()?;
-    while let Some(msg) = w.ch.try_recv()? {
+    ch.flush()?;
+    while let Some(msg) = ch.try_recv()? {
         if msg.len() != ACK_LEN {
             bail!("an answer of {} bytes, not an acknowledgement", msg.len());
         }
@@ -219,7 +326,7 @@ fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
         msg.release()?;
         let (round, sum) = batches::parse_ack(&a);
         let oldest = w.unacked.front().map_or(w.next, |u| u.0);
-        let repeat = o.rejoin && (1..oldest).contains(&round) && restarted(&mut w.ch);
+        let repeat = o.rejoin && (1..oldest).contains(&round) && restarted(ch);
         match w.unacked.front() {
             Some(&(r, s)) if r == round => {
                 if s != sum {
@@ -227,6 +334,9 @@ fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
                 }
                 w.unacked.pop_front();
                 w.acked += 1;
+                if o.progress > 0 && w.acked.is_multiple_of(o.progress) {
+                    println!("manager: worker {i}: {} rounds verified", w.acked);
+                }
             }
             // A successor answering again what its predecessor answered but did not release.
             _ if repeat => {
@@ -260,22 +370,35 @@ fn restarted(ch: &mut Channel) -> bool {
 /// have passed (to look at the workers' liveness). Returns 1 if a doorbell ended the sleep.
 fn sleep(workers: &mut [Worker], o: &Options) -> Result<u64> {
     let mut ready = false;
-    for w in workers.iter_mut() {
-        ready |= !w.ch.arm()?;
+    for (i, w) in workers.iter_mut().enumerate() {
+        if let Some(ch) = w.ch.as_mut() {
+            let r = ch.arm().map_err(anyhow::Error::from);
+            ready |= !unless_removed(i, w, r)?.unwrap_or(true);
+        }
     }
     let now = Instant::now();
-    let mut wait = Duration::from_millis(100);
+    let mut wait = LOOK_FOR_DEVICES;
     if o.pace.is_some() {
-        for w in workers.iter().filter(|w| w.next <= o.rounds) {
+        for w in workers
+            .iter()
+            .filter(|w| w.ch.is_some() && w.next <= o.rounds)
+        {
             wait = wait.min(w.due.saturating_duration_since(now));
         }
     }
     let mut woken = 0;
     if !ready && !wait.is_zero() {
-        let mut fds: Vec<_> = workers.iter().filter_map(|w| w.ch.wake_fd()).collect();
+        let served = workers.iter().filter(|w| w.ch.is_some()).count();
+        let mut fds: Vec<_> = workers
+            .iter()
+            .filter_map(|w| w.ch.as_ref().and_then(Channel::wake_fd))
+            .collect();
         fds.sort_by_key(|f| f.as_raw_fd());
         fds.dedup_by_key(|f| f.as_raw_fd());
-        if fds.is_empty() {
+        if served == 0 {
+            // Nobody to serve yet: wait for devices to appear.
+            std::thread::sleep(wait);
+        } else if fds.is_empty() {
             // No doorbells (plain devices): poll the rings.
             std::thread::sleep(wait.min(Duration::from_micros(200)));
         } else {
@@ -287,8 +410,11 @@ fn sleep(workers: &mut [Worker], o: &Options) -> Result<u64> {
             woken = u64::from(rustix::io::retry_on_intr(|| poll(&mut set, Some(&t)))? > 0);
         }
     }
-    for w in workers.iter_mut() {
-        w.ch.disarm()?;
+    for (i, w) in workers.iter_mut().enumerate() {
+        if let Some(ch) = w.ch.as_mut() {
+            let r = ch.disarm().map_err(anyhow::Error::from);
+            unless_removed(i, w, r)?;
+        }
     }
     Ok(woken)
 }

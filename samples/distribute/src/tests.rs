@@ -44,17 +44,24 @@ fn options(rounds: u64, bytes: usize) -> Options {
         pace: None,
         rejoin: false,
         stop_file: None,
+        progress: 0,
     }
+}
+
+/// The manager's loop over channels that are all there from the start.
+fn run_all(channels: Vec<Channel>, o: &Options) -> anyhow::Result<crate::manager::Report> {
+    let channels = channels.into_iter().map(Some).collect();
+    crate::manager::run(channels, o, &mut |_| Ok(None))
 }
 
 fn exchange(manager_side: Vec<Channel>, worker_side: Vec<Channel>, rounds: u64, bytes: usize) {
     let t = Duration::from_secs(20);
     let workers: Vec<_> = worker_side
         .into_iter()
-        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0).unwrap()))
+        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0, false).unwrap()))
         .collect();
     let n = manager_side.len() as u64;
-    let r = crate::manager::run(manager_side, &options(rounds, bytes)).unwrap();
+    let r = run_all(manager_side, &options(rounds, bytes)).unwrap();
     assert_eq!(r.verified, rounds * n);
     for w in workers {
         let w = w.join().unwrap();
@@ -133,9 +140,7 @@ fn polling_without_doorbells_works_too() {
 fn a_batch_larger_than_the_ring_is_refused_clearly() {
     let map = memfd(1 << 16);
     let m = Channel::new(map, 0, 1 << 16, Role::Manager, Links::default(), config()).unwrap();
-    let e = crate::manager::run(vec![m], &options(1, 1 << 16))
-        .err()
-        .unwrap();
+    let e = run_all(vec![m], &options(1, 1 << 16)).err().unwrap();
     assert!(e.to_string().contains("does not fit"), "{e}");
 }
 
@@ -192,7 +197,7 @@ fn run_with_a_stopping_worker(rejoin: bool) -> anyhow::Result<crate::manager::Re
         pace: Some(Duration::from_millis(2)),
         ..options(40, 3000)
     };
-    let manager = std::thread::spawn(move || crate::manager::run(vec![m], &o));
+    let manager = std::thread::spawn(move || run_all(vec![m], &o));
     let answered = std::thread::spawn(move || worker_that_stops_after(w, 10))
         .join()
         .unwrap();
@@ -203,7 +208,7 @@ fn run_with_a_stopping_worker(rejoin: bool) -> anyhow::Result<crate::manager::Re
     // The successor: a new process attaching to the same memory.
     let successor = std::thread::spawn(move || {
         let ch = Channel::new(map, 0, 1 << 18, Role::Worker, wl, config()).unwrap();
-        crate::worker::run(ch, Duration::from_secs(5), 0)
+        crate::worker::run(ch, Duration::from_secs(5), 0, false)
     });
     let r = manager.join().unwrap();
     let s = successor.join().unwrap().unwrap();
@@ -246,7 +251,7 @@ fn the_stop_file_ends_a_long_run_with_every_batch_verified() {
     let t = Duration::from_secs(20);
     let threads: Vec<_> = workers
         .into_iter()
-        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0).unwrap()))
+        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0, false).unwrap()))
         .collect();
     let o = Options {
         pace: Some(Duration::from_millis(5)),
@@ -257,12 +262,83 @@ fn the_stop_file_ends_a_long_run_with_every_batch_verified() {
         std::thread::sleep(Duration::from_millis(300));
         std::fs::write(&stop, b"").unwrap();
     });
-    let r = crate::manager::run(managers, &o).unwrap();
+    let r = run_all(managers, &o).unwrap();
     touch.join().unwrap();
     assert!(r.rounds > 1 && r.rounds < 1_000_000, "{}", r.rounds);
     assert_eq!(r.verified, 2 * r.rounds);
     for w in threads {
         let w = w.join().unwrap();
         assert_eq!((w.rounds, w.mismatched), (r.rounds, 0));
+    }
+}
+
+/// A manager and a worker over a segment of their own, and the segment's file (to take its
+/// memory away as a removed device does).
+fn own_segment(len: usize) -> (std::os::fd::OwnedFd, Channel, Channel) {
+    let fd = rustix::fs::memfd_create("seg", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, len as u64).unwrap();
+    let map = || Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
+    let (ml, wl) = links();
+    let m = Channel::new(map(), 0, len, Role::Manager, ml, config()).unwrap();
+    let w = Channel::new(map(), 0, len, Role::Worker, wl, config()).unwrap();
+    (fd, m, w)
+}
+
+/// Worker 1's device is removed mid-run (its segment's pages taken away: every access faults,
+/// as on a revoked mapping). The manager process survives, reports the worker gone with what
+/// it had verified, and worker 0 gets every round.
+#[test]
+fn a_worker_whose_device_is_removed_is_dropped_and_the_others_carry_on() {
+    let (_fd0, m0, w0) = own_segment(1 << 18);
+    let (fd1, m1, w1) = own_segment(1 << 18);
+    let t = Duration::from_secs(20);
+    let steady = std::thread::spawn(move || crate::worker::run(w0, t, 0, false).unwrap());
+    let removed = std::thread::spawn(move || {
+        let answered = worker_that_stops_after(w1, 5);
+        rustix::fs::ftruncate(&fd1, 0).unwrap();
+        answered
+    });
+    let o = Options {
+        pace: Some(Duration::from_millis(2)),
+        ..options(60, 3000)
+    };
+    let r = run_all(vec![m0, m1], &o).unwrap();
+    assert_eq!(removed.join().unwrap(), 6);
+    let s = steady.join().unwrap();
+    assert_eq!((s.rounds, s.mismatched), (60, 0));
+    assert_eq!(r.removed.len(), 1);
+    let (which, verified) = r.removed[0];
+    assert_eq!(which, 1);
+    // Rounds 1-5 were answered and released; round 6 answered and maybe seen before the end.
+    assert!((5..=6).contains(&verified), "{verified}");
+    assert_eq!(r.verified, 60 + verified);
+}
+
+/// Worker 1's device is not there at the start (hot-plugged later): the manager serves worker
+/// 0 meanwhile and worker 1 from the moment its channel can be opened.
+#[test]
+fn a_late_worker_is_served_once_its_device_appears() {
+    let (_fd0, m0, w0) = own_segment(1 << 18);
+    let (_fd1, m1, w1) = own_segment(1 << 18);
+    let t = Duration::from_secs(20);
+    let threads = [w0, w1].map(|w| std::thread::spawn(move || crate::worker::run(w, t, 0, false)));
+    let mut late = Some(m1);
+    let mut looks = 0;
+    let mut open = |i: usize| {
+        assert_eq!(i, 1, "only the missing worker is looked for");
+        looks += 1;
+        Ok(if looks < 3 { None } else { late.take() })
+    };
+    let o = Options {
+        pace: Some(Duration::from_millis(2)),
+        ..options(30, 3000)
+    };
+    let r = crate::manager::run(vec![Some(m0), None], &o, &mut open).unwrap();
+    assert_eq!(looks, 3);
+    assert_eq!(r.verified, 60);
+    assert!(r.removed.is_empty());
+    for w in threads {
+        let w = w.join().unwrap().unwrap();
+        assert_eq!((w.rounds, w.mismatched), (30, 0));
     }
 }

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use sivshm::channel::Channel;
+use sivshm::channel::{Channel, Error};
 
 use crate::batches::{self, Received, BATCH_HEADER};
 
@@ -23,16 +23,41 @@ pub struct Report {
     pub mismatched: u64,
     pub wakeups: u64,
     pub rings: u64,
+    /// With `until_manager_leaves`: why the run ended before the manager's Done.
+    pub manager_left: Option<Error>,
 }
 
-/// Serves the channel until the manager's Done; prints a line every `progress` rounds (0:
-/// never).
-pub fn run(mut ch: Channel, timeout: Duration, progress: u64) -> Result<Report> {
+/// Serves the channel until the manager's Done (or, with `until_manager_leaves`, until the
+/// manager leaves); prints a line every `progress` rounds (0: never).
+pub fn run(
+    mut ch: Channel,
+    timeout: Duration,
+    progress: u64,
+    until_manager_leaves: bool,
+) -> Result<Report> {
     let (mut rounds, mut bytes, mut mismatched) = (0u64, 0u64, 0u64);
     let (mut first, mut last) = (None, 0u64);
     let mut buf = Vec::new();
     loop {
-        let msg = ch.recv(Some(timeout))?;
+        let msg = match ch.recv(Some(timeout)) {
+            // After it left, the host may hand its segment to someone else: whatever is
+            // found there then (Reformatted) ends the run too.
+            Err(e @ (Error::PeerGone | Error::PeerClosed | Error::Reformatted))
+                if until_manager_leaves =>
+            {
+                let s = ch.stats();
+                return Ok(Report {
+                    rounds,
+                    bytes,
+                    first,
+                    mismatched,
+                    wakeups: s.wakeups,
+                    rings: s.rings,
+                    manager_left: Some(e),
+                });
+            }
+            r => r?,
+        };
         let mut head = [0u8; BATCH_HEADER];
         let n = msg.len().min(BATCH_HEADER);
         msg.read(0, &mut head[..n])?;
@@ -88,6 +113,7 @@ pub fn run(mut ch: Channel, timeout: Duration, progress: u64) -> Result<Report> 
                     mismatched,
                     wakeups: s.wakeups,
                     rings: s.rings,
+                    manager_left: None,
                 });
             }
         }
