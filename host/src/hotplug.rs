@@ -105,7 +105,7 @@ pub fn device_add(d: &HotDevice) -> qmp::device_add {
     qmp::device_add {
         driver: "ivshmem-doorbell".into(),
         id: Some(d.name.clone()),
-        bus: d.slot.bridge.map(|b| format!("br{b}")),
+        bus: d.slot.bridge.map(crate::qemu::bridge_id),
         arguments: args,
     }
 }
@@ -324,7 +324,7 @@ mod tests {
             serde_json::json!({
                 "driver": "ivshmem-doorbell",
                 "id": "w24",
-                "bus": "br0",
+                "bus": "sivshm-bridge.0",
                 "chardev": "w24.setup",
                 "vectors": 1,
                 "addr": "0x1.0",

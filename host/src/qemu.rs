@@ -46,11 +46,12 @@ pub const MAX_BRIDGES: u8 = 32 - BRIDGE_SLOT;
 
 /// Where a device sits: a slot of bus 0, or a slot behind one of the guest's PCI bridges.
 ///
-/// Bridge `k` is a `pci-bridge` with id `brK` and `chassis_nr=K+1` at bus 0's slot
-/// `BRIDGE_SLOT + k`. The firmware numbers the buses behind bridges depth first in slot
-/// order, and no other bridge sits on bus 0, so bridge `k`'s bus is `k + 1`: the address is
-/// the same on every boot and does not depend on which devices are present (the bridges are
-/// always there, so a device hot-plugged later gets the address it was given).
+/// Bridge `k` is a `pci-bridge` with id [`bridge_id`]`(k)` and `chassis_nr=K+1` at bus 0's
+/// slot `BRIDGE_SLOT + k` ([`bridge_slot`]). The firmware numbers the buses behind bridges
+/// depth first in slot order, and no other bridge sits on bus 0 at a lower slot, so bridge
+/// `k`'s bus is `k + 1` ([`bridge_bus`]): the address is the same on every boot and does not
+/// depend on which devices are present (the bridges are always there, so a device
+/// hot-plugged later gets the address it was given).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PciSlot {
     pub bridge: Option<u8>,
@@ -73,7 +74,7 @@ impl PciSlot {
 
     /// The guest's bus number.
     pub fn bus(&self) -> u8 {
-        self.bridge.map_or(0, |b| b + 1)
+        self.bridge.map_or(0, bridge_bus)
     }
 
     /// The guest's PCI address, as `lspci -D` and `SIVSHM_IOCTL_GET_INFO` give it.
@@ -85,7 +86,7 @@ impl PciSlot {
     pub fn qemu_props(&self) -> String {
         match self.bridge {
             None => format!("addr={:#x}.0", self.slot),
-            Some(b) => format!("bus=br{b},addr={:#x}.0", self.slot),
+            Some(b) => format!("bus={},addr={:#x}.0", bridge_id(b), self.slot),
         }
     }
 
@@ -108,13 +109,50 @@ impl std::fmt::Display for PciSlot {
     }
 }
 
+/// QEMU's id of bridge `k`, which also names its bus (`bus=` of the devices behind it).
+/// `qemu-args` adds the bridges to the user's own VMs: the `sivshm-` prefix keeps the id
+/// apart from the user's devices, and the dot from the service's `sivshm-NAME` devices
+/// (VM names have no dot).
+pub fn bridge_id(k: u8) -> String {
+    format!("sivshm-bridge.{k}")
+}
+
+/// The slot of bus 0 that bridge `k` takes.
+pub const fn bridge_slot(k: u8) -> PciSlot {
+    PciSlot::root(BRIDGE_SLOT + k)
+}
+
+/// The guest's number of the bus behind bridge `k`, given that the guest has no other
+/// bridge on bus 0 at a lower slot (see [`PciSlot`]).
+pub const fn bridge_bus(k: u8) -> u8 {
+    k + 1
+}
+
+/// Bridge `k`'s chassis number: QEMU's `chassis_nr`, libvirt's `chassisNr`. QEMU requires
+/// every bridge to have a chassis number of its own, above 0.
+pub fn bridge_chassis(k: u8) -> u16 {
+    u16::from(k) + 1
+}
+
 /// `-device` arguments of bridge `k`.
 pub fn bridge_device(k: u8) -> String {
     format!(
-        "pci-bridge,id=br{k},chassis_nr={},addr={:#x}.0",
-        u16::from(k) + 1,
-        BRIDGE_SLOT + k
+        "pci-bridge,id={},chassis_nr={},addr={:#x}.0",
+        bridge_id(k),
+        bridge_chassis(k),
+        bridge_slot(k).slot
     )
+}
+
+/// The bridges a guest needs for devices at `slots`: bridge 0 up to the highest one they
+/// sit behind.
+pub fn bridges_used(slots: impl IntoIterator<Item = PciSlot>) -> u8 {
+    slots
+        .into_iter()
+        .filter_map(|s| s.bridge)
+        .map(|b| b.saturating_add(1))
+        .max()
+        .unwrap_or(0)
 }
 
 /// An ivshmem device in a guest.
@@ -216,13 +254,7 @@ impl Vm {
 
     /// The bridges QEMU gets: those asked for and those the devices sit behind.
     fn bridge_count(&self) -> u8 {
-        let used = self
-            .devices
-            .iter()
-            .filter_map(|d| d.slot().bridge)
-            .map(|b| b.saturating_add(1))
-            .max()
-            .unwrap_or(0);
+        let used = bridges_used(self.devices.iter().map(Device::slot));
         self.bridges.max(used).min(MAX_BRIDGES)
     }
 
@@ -395,7 +427,7 @@ impl Vm {
         let mut slots: Vec<PciSlot> = Vec::new();
         let bridges = self.bridge_count();
         for k in 0..bridges {
-            slots.push(PciSlot::root(BRIDGE_SLOT + k));
+            slots.push(bridge_slot(k));
         }
         for d in &self.devices {
             let s = d.slot();
@@ -728,16 +760,16 @@ mod tests {
         let s = joined(&args);
         // Both bridges exist (the device sits behind the second), each with its chassis.
         assert!(
-            s.contains("-device pci-bridge,id=br0,chassis_nr=1,addr=0x1c.0"),
+            s.contains("-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0"),
             "{s}"
         );
         assert!(
-            s.contains("-device pci-bridge,id=br1,chassis_nr=2,addr=0x1d.0"),
+            s.contains("-device pci-bridge,id=sivshm-bridge.1,chassis_nr=2,addr=0x1d.0"),
             "{s}"
         );
-        assert!(!s.contains("id=br2"), "{s}");
+        assert!(!s.contains("id=sivshm-bridge.2"), "{s}");
         assert!(
-            s.contains("ivshmem-doorbell,chardev=db0,vectors=1,bus=br1,addr=0x1f.0"),
+            s.contains("ivshmem-doorbell,chardev=db0,vectors=1,bus=sivshm-bridge.1,addr=0x1f.0"),
             "{s}"
         );
         assert!(

@@ -69,6 +69,18 @@ fn libvirt_xml_validates_against_libvirts_schema() {
         let (ok, out) = validate(dir.path(), &domain(vm, &xml));
         assert!(ok, "libvirt rejects the XML of {vm}:\n{out}\n{xml}");
     }
+    // A manager of 40 workers: 24 devices on bus 0, 16 behind a pci-bridge controller.
+    let big = dir.path().join("big.toml");
+    fs::write(&big, common::topology_of(dir.path(), 40)).unwrap();
+    let xml = host(&["libvirt-xml", big.to_str().unwrap(), "mgr"]);
+    assert_eq!(xml.matches("<shmem ").count(), 40, "{xml}");
+    assert_eq!(xml.matches("<controller ").count(), 1, "{xml}");
+    assert_eq!(xml.matches("bus='0x01'").count(), 16, "{xml}");
+    let (ok, out) = validate(dir.path(), &domain("mgr", &xml));
+    assert!(
+        ok,
+        "libvirt rejects the XML of a manager of 40:\n{out}\n{xml}"
+    );
     // The validator does check: a model libvirt does not know fails.
     let bad = host(&["libvirt-xml", f, "w0"]).replace("ivshmem-doorbell", "ivshmem-bell");
     let (ok, out) = validate(dir.path(), &domain("w0", &bad));
@@ -94,10 +106,10 @@ fn an_unknown_vm_is_an_error_naming_the_vms() {
     }
 }
 
-/// QEMU started paused (`-S`: no guest code runs) with `qemu-args`' output, against serve:
-/// QEMU reads each device's setup while realising it, so a device that QEMU lists on its
-/// PCI bus at the given slot has taken its whole stream.
-fn qemu_lists(serve: &Serve, vm: &str, slots: &[u8]) {
+/// QEMU started paused (`-S`: no guest code runs) with `qemu-args`' output for `vm`, against
+/// serve: what its monitor answers to `command`. QEMU reads each device's setup while
+/// realising it, so every device QEMU shows has taken its whole stream.
+fn qemu_monitor(serve: &Serve, vm: &str, command: &str) -> String {
     let file = serve.dir.join("it.toml");
     let args = host(&["qemu-args", file.to_str().unwrap(), vm]);
     assert!(
@@ -127,7 +139,7 @@ fn qemu_lists(serve: &Serve, vm: &str, slots: &[u8]) {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"info pci\nquit\n")
+        .write_all(format!("{command}\nquit\n").as_bytes())
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
@@ -144,6 +156,13 @@ fn qemu_lists(serve: &Serve, vm: &str, slots: &[u8]) {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "QEMU failed for {vm}:\n{text}");
+    text
+}
+
+/// `info pci` of `vm`: an ivshmem device (1af4:1110) at each of `slots` of bus 0 and none
+/// elsewhere.
+fn qemu_lists(serve: &Serve, vm: &str, slots: &[u8]) {
+    let text = qemu_monitor(serve, vm, "info pci");
     for slot in slots {
         let at = text
             .find(&format!("Bus  0, device {slot:3}, function 0:"))
@@ -154,6 +173,52 @@ fn qemu_lists(serve: &Serve, vm: &str, slots: &[u8]) {
         );
     }
     assert_eq!(text.matches("1af4:1110").count(), slots.len(), "{text}");
+}
+
+/// A device in `info qtree`.
+#[derive(Debug, PartialEq)]
+struct TreeDevice {
+    kind: String,
+    id: String,
+    /// The bus it sits on: `pci.0`, or the bridge's id.
+    bus: String,
+    /// `SLOT.FUNCTION`, in hex.
+    addr: String,
+}
+
+/// The devices of `info qtree`: a device line (`dev: KIND, id "ID"`) is followed by its
+/// properties, indented one step more (`addr = 1c.0`), then by its buses (`bus: NAME`) with
+/// their devices indented further.
+fn qtree_devices(tree: &str) -> Vec<TreeDevice> {
+    let mut buses: Vec<(usize, String)> = Vec::new();
+    let mut devices: Vec<(usize, TreeDevice)> = Vec::new();
+    for line in tree.lines() {
+        let text = line.trim_start();
+        let indent = line.len() - text.len();
+        if let Some(name) = text.strip_prefix("bus: ") {
+            buses.retain(|(i, _)| *i < indent);
+            buses.push((indent, name.to_string()));
+        } else if let Some(dev) = text.strip_prefix("dev: ") {
+            buses.retain(|(i, _)| *i < indent);
+            let (kind, id) = dev.split_once(", id ").unwrap_or((dev, ""));
+            devices.push((
+                indent,
+                TreeDevice {
+                    kind: kind.to_string(),
+                    id: id.trim_matches('"').to_string(),
+                    bus: buses.last().map(|(_, b)| b.clone()).unwrap_or_default(),
+                    addr: String::new(),
+                },
+            ));
+        } else if let Some(addr) = text.strip_prefix("addr = ") {
+            if let Some((at, d)) = devices.last_mut() {
+                if *at + 2 == indent {
+                    d.addr = addr.to_string();
+                }
+            }
+        }
+    }
+    devices.into_iter().map(|(_, d)| d).collect()
 }
 
 #[test]
@@ -172,5 +237,55 @@ fn qemu_takes_the_args_and_its_setup_from_serve() {
             "{dev}:\n{log}"
         );
     }
+    serve.check_alive();
+}
+
+/// Past 24 workers the manager's devices sit behind the bridge that `qemu-args` gives it.
+/// Before the firmware numbers the buses, `info pci` lists nothing behind a bridge, so
+/// QEMU's device tree is read instead.
+#[test]
+fn qemu_takes_the_bridge_and_the_devices_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start_with(dir.path(), &common::topology_of(dir.path(), 26));
+    let tree = qemu_monitor(&serve, "mgr", "info qtree");
+    let devices = qtree_devices(&tree);
+    let bridge = TreeDevice {
+        kind: "pci-bridge".into(),
+        id: "sivshm-bridge.0".into(),
+        bus: "pci.0".into(),
+        addr: "1c.0".into(),
+    };
+    assert!(devices.contains(&bridge), "{tree}");
+    assert_eq!(
+        devices.iter().filter(|d| d.kind == "pci-bridge").count(),
+        1,
+        "{tree}"
+    );
+    let ivshmem: Vec<&TreeDevice> = devices
+        .iter()
+        .filter(|d| d.kind == "ivshmem-doorbell")
+        .collect();
+    assert_eq!(ivshmem.len(), 26, "{tree}");
+    for i in 0..26 {
+        let (bus, slot) = if i < 24 {
+            ("pci.0", 4 + i)
+        } else {
+            ("sivshm-bridge.0", i - 23)
+        };
+        let want = TreeDevice {
+            kind: "ivshmem-doorbell".into(),
+            id: format!("sivshm-w{i}"),
+            bus: bus.into(),
+            addr: format!("{slot:02x}.0"),
+        };
+        assert!(ivshmem.contains(&&want), "no {want:?} in:\n{tree}");
+    }
+    serve.wait_for_log("mgr.w25: pid");
+    let connected = serve
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("serve: mgr.w") && l.contains("connected: sent its setup"))
+        .count();
+    assert_eq!(connected, 26, "{}", serve.log());
     serve.check_alive();
 }

@@ -1,11 +1,13 @@
 //! What to give the user's VMs so that they connect to `serve`: QEMU arguments
-//! (`sivshm-host qemu-args`) or libvirt `<shmem>` elements (`sivshm-host libvirt-xml`), with
-//! the PCI addresses the topology fixes (`devices`).
+//! (`sivshm-host qemu-args`) or libvirt elements (`sivshm-host libvirt-xml`), with the PCI
+//! addresses the topology fixes (`devices`). A manager of more than 24 workers also gets the
+//! PCI bridges its devices sit behind, the harness's (`qemu::bridge_device`).
 
 use anyhow::{bail, Result};
 
 use super::devices::DeviceSpec;
 use super::topology_file::TopologyFile;
+use crate::qemu::{bridge_bus, bridge_chassis, bridge_device, bridge_slot, bridges_used};
 
 /// The devices of `vm`, or an error naming the VMs there are.
 fn devices_of(t: &TopologyFile, vm: &str) -> Result<Vec<DeviceSpec>> {
@@ -35,27 +37,39 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// `-chardev`/`-device` arguments for `vm`, one device per line, shell-quoted.
+/// The PCI bridges `vm`'s devices sit behind: bridge 0 up to the last one used.
+fn bridges(devices: &[DeviceSpec]) -> std::ops::Range<u8> {
+    0..bridges_used(devices.iter().map(|d| d.slot))
+}
+
+/// Arguments for `vm`, one line per device, shell-quoted: first a `-device pci-bridge` per
+/// bridge its devices sit behind (QEMU needs a bus before the devices on it), then
+/// `-chardev`/`-device` per device. The bridges' ids begin `sivshm-bridge.`, which no
+/// device of the user should use; the VM must have no other PCI bridge on bus 0 at a slot
+/// below 0x1c, or the guest numbers the buses differently (`DeviceSpec::bdf`).
 pub fn qemu_args(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
-    Ok(devices_of(t, vm)?
-        .iter()
-        .map(|d| {
-            let id = format!("sivshm-{}", d.peer);
-            let chardev = format!(
-                "socket,id={id},path={}",
-                qemu_value(&d.socket.to_string_lossy())
-            );
-            let device = format!(
-                "ivshmem-doorbell,id={id},chardev={id},vectors={},addr={:#x}.0",
-                d.vectors, d.slot
-            );
-            format!(
-                "-chardev {} -device {}",
-                shell_word(&chardev),
-                shell_word(&device)
-            )
-        })
-        .collect())
+    let devices = devices_of(t, vm)?;
+    let mut out: Vec<String> = bridges(&devices)
+        .map(|k| format!("-device {}", shell_word(&bridge_device(k))))
+        .collect();
+    out.extend(devices.iter().map(|d| {
+        let id = format!("sivshm-{}", d.peer);
+        let chardev = format!(
+            "socket,id={id},path={}",
+            qemu_value(&d.socket.to_string_lossy())
+        );
+        let device = format!(
+            "ivshmem-doorbell,id={id},chardev={id},vectors={},{}",
+            d.vectors,
+            d.slot.qemu_props()
+        );
+        format!(
+            "-chardev {} -device {}",
+            shell_word(&chardev),
+            shell_word(&device)
+        )
+    }));
+    Ok(out)
 }
 
 /// Text for an XML attribute or element.
@@ -67,10 +81,36 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `<shmem>` elements for `vm`'s libvirt domain (inside `<devices>`).
+/// A libvirt `<address>` of slot `slot` of guest bus `bus`.
+fn pci_address(bus: u8, slot: u8) -> String {
+    format!(
+        "<address type='pci' domain='0x0000' bus='{bus:#04x}' slot='{slot:#04x}' \
+         function='0x0'/>"
+    )
+}
+
+/// Elements for `vm`'s libvirt domain (inside `<devices>`): first a `pci-bridge`
+/// `<controller>` per bridge its devices sit behind, then a `<shmem>` per device. libvirt
+/// names a bus in `<address bus=...>` by its controller's `index`; bridge *k* gets index
+/// *k + 1*, the number the guest gives its bus. So the domain must not already have pci
+/// controllers with those indices, nor another PCI bridge on bus 0 at a slot below 0x1c
+/// (`DeviceSpec::bdf`).
 pub fn libvirt_xml(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
+    let devices = devices_of(t, vm)?;
     let mut out = Vec::new();
-    for d in devices_of(t, vm)? {
+    for k in bridges(&devices) {
+        out.extend([
+            format!(
+                "<controller type='pci' index='{}' model='pci-bridge'>",
+                bridge_bus(k)
+            ),
+            "  <model name='pci-bridge'/>".into(),
+            format!("  <target chassisNr='{}'/>", bridge_chassis(k)),
+            format!("  {}", pci_address(0, bridge_slot(k).slot)),
+            "</controller>".into(),
+        ]);
+    }
+    for d in devices {
         out.extend([
             format!(
                 "<shmem name='{}'>",
@@ -83,11 +123,7 @@ pub fn libvirt_xml(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
                 xml_escape(&d.socket.to_string_lossy())
             ),
             format!("  <msi vectors='{}' ioeventfd='on'/>", d.vectors),
-            format!(
-                "  <address type='pci' domain='0x0000' bus='0x00' slot='{:#04x}' \
-                 function='0x0'/>",
-                d.slot
-            ),
+            format!("  {}", pci_address(d.slot.bus(), d.slot.slot)),
             "</shmem>".into(),
         ]);
     }
@@ -162,5 +198,87 @@ mod tests {
             ]
         );
         assert!(libvirt_xml(&t, "x").is_err());
+    }
+
+    fn big(workers: usize) -> TopologyFile {
+        TopologyFile::parse(&crate::service::topology_file::file_with_workers(
+            workers, "/r",
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn qemu_args_of_a_manager_past_24_workers_add_its_bridge_first() {
+        let a = qemu_args(&big(30), "m").unwrap();
+        assert_eq!(a.len(), 1 + 30);
+        assert_eq!(
+            a[0],
+            "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0"
+        );
+        assert_eq!(a.iter().filter(|l| l.contains("pci-bridge")).count(), 1);
+        assert!(a[24].ends_with("vectors=1,addr=0x1b.0"), "{}", a[24]);
+        assert_eq!(
+            a[25],
+            "-chardev socket,id=sivshm-w24,path=/r/m.w24.sock -device \
+             ivshmem-doorbell,id=sivshm-w24,chardev=sivshm-w24,vectors=1,\
+             bus=sivshm-bridge.0,addr=0x1.0"
+        );
+        assert!(
+            a[30].ends_with("bus=sivshm-bridge.0,addr=0x6.0"),
+            "{}",
+            a[30]
+        );
+        // 128 workers: four bridges.
+        let a = qemu_args(&big(128), "m").unwrap();
+        assert_eq!(a.iter().filter(|l| l.contains("pci-bridge")).count(), 4);
+        assert!(a[3].contains("id=sivshm-bridge.3,chassis_nr=4,addr=0x1f.0"));
+        assert!(a[4 + 127].ends_with("bus=sivshm-bridge.3,addr=0xb.0"));
+        // A worker has one device on bus 0 and no bridge.
+        assert_eq!(
+            qemu_args(&big(30), "w29").unwrap(),
+            ["-chardev socket,id=sivshm-m,path=/r/w29.m.sock -device \
+              ivshmem-doorbell,id=sivshm-m,chardev=sivshm-m,vectors=1,addr=0x4.0"]
+        );
+        // 24 workers fit on bus 0: no bridge.
+        assert!(!qemu_args(&big(24), "m").unwrap()[0].contains("pci-bridge"));
+    }
+
+    #[test]
+    fn libvirt_xml_of_a_manager_past_24_workers_adds_its_bridge_controller_first() {
+        let x = libvirt_xml(&big(30), "m").unwrap();
+        assert_eq!(
+            x[..5],
+            [
+                "<controller type='pci' index='1' model='pci-bridge'>",
+                "  <model name='pci-bridge'/>",
+                "  <target chassisNr='1'/>",
+                "  <address type='pci' domain='0x0000' bus='0x00' slot='0x1c' function='0x0'/>",
+                "</controller>",
+            ]
+        );
+        assert_eq!(x.iter().filter(|l| l.starts_with("<controller")).count(), 1);
+        // Seven lines per <shmem>: worker 24's is the 25th after the controller.
+        let w24 = &x[5 + 7 * 24..5 + 7 * 25];
+        assert_eq!(w24[0], "<shmem name='sivshm-big-m-w24'>");
+        assert_eq!(
+            w24[5],
+            "  <address type='pci' domain='0x0000' bus='0x01' slot='0x01' function='0x0'/>"
+        );
+        assert!(x[5 + 7 * 23 + 5].contains("bus='0x00' slot='0x1b'"));
+        let x = libvirt_xml(&big(128), "m").unwrap();
+        assert!(x.contains(&"<controller type='pci' index='4' model='pci-bridge'>".to_string()));
+        assert!(x.contains(
+            &"  <address type='pci' domain='0x0000' bus='0x00' slot='0x1f' function='0x0'/>"
+                .to_string()
+        ));
+        assert!(x.contains(
+            &"  <address type='pci' domain='0x0000' bus='0x04' slot='0x0b' function='0x0'/>"
+                .to_string()
+        ));
+        // A worker: no controller.
+        let w = libvirt_xml(&big(30), "w29").unwrap();
+        assert_eq!(w.len(), 7);
+        assert!(w.iter().all(|l| !l.contains("controller")), "{w:?}");
+        assert!(w[5].contains("bus='0x00' slot='0x04'"));
     }
 }

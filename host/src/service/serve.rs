@@ -675,6 +675,40 @@ mod tests {
     }
 
     #[test]
+    fn a_manager_of_128_workers_is_served_each_channel_on_its_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let topo = TopologyFile::parse(&crate::service::topology_file::file_with_workers(
+            128,
+            run.to_str().unwrap(),
+        ))
+        .unwrap();
+        let mut server = Server::new(topo.clone(), Options::default(), Box::new(|_| {})).unwrap();
+        let (stop_rd, stop) = rustix::pipe::pipe().unwrap();
+        let thread = std::thread::spawn(move || server.run(&stop_rd));
+        let connect = |vm: &str, peer: &str| {
+            let s = UnixStream::connect(run.join(format!("{vm}.{peer}.sock"))).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            read_setup(&s, 1)
+        };
+        for i in 0..128 {
+            let w = format!("w{i}");
+            let m = connect("m", &w);
+            let wk = connect(&w, "m");
+            // The manager's device is peer 0 and its peer the worker; the worker's the
+            // reverse; both on the worker's segment, each holding the other's eventfd.
+            let id = i as i64 + 1;
+            let ids = |s: &Setup| s.fds.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+            assert_eq!((m.own, ids(&m)), (0, vec![id, 0]), "worker {i}");
+            assert_eq!((wk.own, ids(&wk)), (id, vec![0, id]), "worker {i}");
+            assert!(same_file(&m.shm, &wk.shm), "worker {i}");
+            assert!(same_eventfd(&m.fds[0].1, &wk.fds[1].1), "worker {i}");
+        }
+        rustix::io::write(&stop, b"x").unwrap();
+        thread.join().unwrap().unwrap();
+    }
+
+    #[test]
     fn clients_beyond_the_limit_are_refused() {
         let h = Harness::new(1, Options::default());
         let held: Vec<_> = (0..MAX_CLIENTS_PER_DEVICE)

@@ -26,9 +26,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::protocol::MAX_VECTORS;
-/// Workers a served topology takes: the manager's devices on bus 0, slots 4 to 31 (`serve`,
-/// `qemu-args` and `libvirt-xml` give the user's VMs no PCI bridges yet).
-pub const MAX_WORKERS: usize = 32 - crate::topology::FIRST_SLOT as usize;
+
+/// Workers a served topology takes: as many as the harness's manager, whose devices sit on
+/// bus 0 and then behind PCI bridges (`topology::manager_slot`; `qemu-args` and
+/// `libvirt-xml` give the manager those bridges).
+pub const MAX_WORKERS: usize = crate::topology::MAX_WORKERS;
 
 /// Where the sockets of topology NAME go unless the file says otherwise: `/run/sivshm/NAME`.
 pub const DEFAULT_RUNTIME_ROOT: &str = "/run/sivshm";
@@ -143,9 +145,9 @@ impl TopologyFile {
                 return Err(at(
                     w_at,
                     format!(
-                        "too many workers: the manager's PCI bus has slots for {MAX_WORKERS} \
-                         (slots {} to 31)",
-                        crate::topology::FIRST_SLOT
+                        "too many workers: at most {MAX_WORKERS} fit on the manager's PCI bus \
+                         and its {} bridges",
+                        crate::qemu::MAX_BRIDGES
                     ),
                 ));
             }
@@ -262,6 +264,18 @@ fn check_name(name: &Spanned<String>, what: &str) -> std::result::Result<String,
         ));
     }
     Ok(n.clone())
+}
+
+/// For tests: a topology `big` of manager `m` and `n` workers `w0`, `w1`, ... of 1 MiB.
+/// Lines 1-4 are the header, then three lines per worker: worker *i* starts at 5 + 3 *i*.
+#[cfg(test)]
+pub(crate) fn file_with_workers(n: usize, runtime_dir: &str) -> String {
+    let mut text =
+        format!("name = \"big\"\nruntime_dir = \"{runtime_dir}\"\n[manager]\nname = \"m\"\n");
+    for i in 0..n {
+        text += &format!("[[worker]]\nname = \"w{i}\"\nsegment_mib = 1\n");
+    }
+    text
 }
 
 #[cfg(test)]
@@ -384,25 +398,25 @@ segment_mib = 1
     }
 
     #[test]
-    fn too_many_workers_names_the_first_one_beyond_the_limit() {
-        let mut text = "name = \"big\"\n[manager]\nname = \"m\"\n".to_string();
-        for i in 0..=MAX_WORKERS {
-            text += &format!("[[worker]]\nname = \"w{i}\"\nsegment_mib = 1\n");
-        }
-        // Lines 1-3, then three lines per worker: worker MAX_WORKERS starts there.
-        let line = 4 + 3 * MAX_WORKERS;
+    fn up_to_max_workers_parse_and_one_more_is_an_error_at_its_line() {
+        assert_eq!(MAX_WORKERS, 148);
+        let t = TopologyFile::parse(&file_with_workers(128, "/r")).unwrap();
+        assert_eq!(t.workers.len(), 128);
+        assert_eq!(t.workers[127].name, "w127");
         assert_eq!(
-            err(&text),
-            format!(
-                "line {line}: too many workers: the manager's PCI bus has slots for \
-                 {MAX_WORKERS} (slots 4 to 31)"
-            )
-        );
-        // One fewer is fine.
-        let cut = text.rfind("[[worker]]").unwrap();
-        assert_eq!(
-            TopologyFile::parse(&text[..cut]).unwrap().workers.len(),
+            TopologyFile::parse(&file_with_workers(MAX_WORKERS, "/r"))
+                .unwrap()
+                .workers
+                .len(),
             MAX_WORKERS
+        );
+        let line = 5 + 3 * MAX_WORKERS;
+        assert_eq!(
+            err(&file_with_workers(MAX_WORKERS + 1, "/r")),
+            format!(
+                "line {line}: too many workers: at most {MAX_WORKERS} fit on the manager's PCI \
+                 bus and its 4 bridges"
+            )
         );
     }
 

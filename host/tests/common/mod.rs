@@ -18,10 +18,27 @@ use rustix::process::{kill_process, Pid, Signal};
 /// user running the test (so that it passes as any user).
 pub fn topology(dir: &Path) -> String {
     format!(
-        "name = \"it\"\nruntime_dir = \"{}\"\nuser = \"{}\"\ngroup = \"{}\"\n\
-         [manager]\nname = \"mgr\"\n\
-         [[worker]]\nname = \"w0\"\nsegment_mib = 2\nvectors = 2\n\
+        "{}[[worker]]\nname = \"w0\"\nsegment_mib = 2\nvectors = 2\n\
          [[worker]]\nname = \"w1\"\nsegment_mib = 1\n",
+        header(dir)
+    )
+}
+
+/// A manager `mgr` and `n` workers `w0`, `w1`, ... of 1 MiB and 1 vector, owned as in
+/// [`topology`].
+pub fn topology_of(dir: &Path, n: usize) -> String {
+    let mut t = header(dir);
+    for i in 0..n {
+        t += &format!("[[worker]]\nname = \"w{i}\"\nsegment_mib = 1\n");
+    }
+    t
+}
+
+/// Topology `it` with its sockets in `dir/run`, and its manager `mgr`.
+fn header(dir: &Path) -> String {
+    format!(
+        "name = \"it\"\nruntime_dir = \"{}\"\nuser = \"{}\"\ngroup = \"{}\"\n\
+         [manager]\nname = \"mgr\"\n",
         dir.join("run").display(),
         rustix::process::geteuid().as_raw(),
         rustix::process::getegid().as_raw()
@@ -48,8 +65,13 @@ pub fn spawn(file: &Path, stderr: &Path) -> Child {
 impl Serve {
     /// Starts serve on the test topology in `dir` and waits until it listens.
     pub fn start(dir: &Path) -> Serve {
+        Self::start_with(dir, &topology(dir))
+    }
+
+    /// Starts serve on topology `it` of text `text` in `dir` and waits until it listens.
+    pub fn start_with(dir: &Path, text: &str) -> Serve {
         let file = dir.join("it.toml");
-        fs::write(&file, topology(dir)).unwrap();
+        fs::write(&file, text).unwrap();
         let stderr = dir.join(format!("serve-{}.log", fs::read_dir(dir).unwrap().count()));
         let mut s = Serve {
             child: spawn(&file, &stderr),
