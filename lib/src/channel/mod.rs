@@ -16,7 +16,10 @@
 //!   ring however many messages arrive). Both sides order their store and the following load
 //!   with a sequentially consistent fence (Dekker's pattern): either the sleeper sees the new
 //!   message on its second look, or the publisher sees the flag, so no wake-up is lost. A busy
-//!   consumer never raises its flag and costs no rings at all.
+//!   consumer never raises its flag and costs no rings at all. Before it raises its flag a
+//!   waiting side polls the ring for a while ([`Config::spin`], longer while its recent waits
+//!   were short, up to [`Config::spin_max`]), raising nothing, so a peer that answers or
+//!   streams within that costs no ring either.
 //! * **Liveness.** Each side publishes a generation and a heartbeat (see `peer`); a stopped
 //!   peer is [`Error::PeerGone`] after [`Config::peer_timeout`], never a hang, and a restarted
 //!   peer re-attaches where its predecessor stopped.
@@ -95,6 +98,14 @@ pub struct Config {
     /// How long a waiting side polls the ring before it raises its flag and sleeps: a peer
     /// that answers within it costs no doorbell and no wake-up (zero: sleep at once).
     pub spin: Duration,
+    /// The longest a waiting side polls when its previous wait was short: a side whose last
+    /// wait ended within this polls up to twice that wait (at least [`Config::spin`]) before
+    /// it sleeps, so that a consumer fed a stream of messages a little further apart than
+    /// `spin` (large messages the producer takes a while to write) keeps polling instead of
+    /// costing a doorbell and a wake-up per message. A wait that took longer, or timed out,
+    /// brings the poll back to `spin`: an idle channel sleeps. At most `spin` turns the
+    /// adaptation off; a zero `spin` still means sleep at once, whatever this says.
+    pub spin_max: Duration,
 }
 
 impl Default for Config {
@@ -108,6 +119,7 @@ impl Default for Config {
             poll_interval: Duration::from_micros(200),
             check_interval: Duration::from_millis(100),
             spin: Duration::from_micros(100),
+            spin_max: Duration::from_millis(5),
         }
     }
 }
@@ -181,6 +193,8 @@ pub struct Channel {
     unflushed: bool,
     /// The length a `try_` send found no room for: `arm` then also waits for space.
     want_space: Option<usize>,
+    /// How long the next wait (`block`) polls before it sleeps (see [`Config::spin_max`]).
+    spin_next: Duration,
     stats: Stats,
 }
 
@@ -242,6 +256,7 @@ impl Channel {
             poisoned: None,
             unflushed: false,
             want_space: None,
+            spin_next: Duration::ZERO,
             stats: Stats::default(),
         })
     }
@@ -542,11 +557,39 @@ impl Channel {
         Ok(())
     }
 
-    /// Sleeps until `want` may be satisfied, the deadline passes or the peer is found gone.
+    /// Sleeps until `want` may be satisfied, the deadline passes or the peer is found gone,
+    /// and sets how long the next wait polls from how long this one took: a short wait
+    /// (within [`Config::spin_max`]) raises the poll to twice its length, and one quick
+    /// answer (a message that was half written when this side began to wait) lowers it by
+    /// an eighth only, so that it does not undo what the waits before showed; a long or
+    /// failed wait brings it back to [`Config::spin`]. Never above `spin_max`, never
+    /// below `spin`.
     fn block(&mut self, want: Want, deadline: Option<Instant>) -> Result<(), Error> {
+        let started = Instant::now();
+        let r = self.wait_for(want, deadline);
+        let (spin, max, prev) = (self.config.spin, self.config.spin_max, self.spin_next);
+        self.spin_next = match started.elapsed() {
+            w if r.is_ok() && w <= max => {
+                w.saturating_mul(2).max(prev - prev / 8).min(max).max(spin)
+            }
+            _ => spin,
+        };
+        r
+    }
+
+    /// Polls for `want` for the spin budget, then sleeps. The poll only reads the ring (it
+    /// raises no flag), so the wake-up protocol below is the same however long it lasts.
+    fn wait_for(&mut self, want: Want, deadline: Option<Instant>) -> Result<(), Error> {
         self.flush()?;
-        if !self.config.spin.is_zero() {
-            let until = Instant::now() + self.config.spin;
+        let spin = match self.config.spin.is_zero() {
+            true => Duration::ZERO,
+            false => self.spin_next.max(self.config.spin),
+        };
+        if !spin.is_zero() {
+            let mut until = Instant::now() + spin;
+            if let Some(d) = deadline {
+                until = until.min(d);
+            }
             while Instant::now() < until {
                 let ready = match want {
                     Want::Data => self.rx.has_data(&self.w),

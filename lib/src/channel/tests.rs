@@ -432,6 +432,60 @@ fn a_busy_consumer_costs_far_less_than_a_ring_per_message() {
     assert!(ms.rings <= ws.wakeups + 1, "{ms:?} {ws:?}");
 }
 
+/// A consumer fed messages a little further apart than `Config::spin` (a producer that takes
+/// a while to write each, as with large messages) keeps polling between them once it has
+/// seen the gap, instead of sleeping before each and costing a ring and a wake-up: far fewer
+/// rings than messages. With the adaptation off it sleeps before nearly every message.
+#[test]
+fn a_streaming_consumer_keeps_polling_between_messages() {
+    const N: u32 = 1000;
+    fn stream(config: Config) -> (Stats, Stats) {
+        let p = pair(1 << 16);
+        let (mut m, mut w) = open(&p, 1 << 16, config);
+        let consumer = std::thread::spawn(move || {
+            for i in 0..N {
+                let msg = w.recv(SEC).unwrap();
+                let mut b = [0u8; 4];
+                msg.read(0, &mut b).unwrap();
+                assert_eq!(u32::from_le_bytes(b), i);
+                msg.release().unwrap();
+            }
+            w.stats()
+        });
+        for i in 0..N {
+            // "Writing" the message: busy for three times the spin, as a copy would be.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(300) {
+                std::hint::spin_loop();
+            }
+            m.send(&i.to_le_bytes(), SEC).unwrap();
+        }
+        (m.stats(), consumer.join().unwrap())
+    }
+    let (ms, ws) = stream(quick());
+    let (fixed, _) = stream(Config {
+        spin_max: Duration::ZERO,
+        ..quick()
+    });
+    eprintln!("adaptive: {ms:?} {ws:?}; fixed spin: {fixed:?}");
+    assert_eq!(ws.received, u64::from(N));
+    // Far fewer: about none on an idle machine; a loaded one preempts the producer now and
+    // then for longer than `spin_max`, after which the consumer sleeps again for a message
+    // or two.
+    assert!(
+        ms.rings * 4 < u64::from(N),
+        "{} rings for {N} messages",
+        ms.rings
+    );
+    assert!(ms.rings <= ws.wakeups + 1, "{ms:?} {ws:?}");
+    assert!(
+        fixed.rings > 2 * ms.rings,
+        "without the adaptation the consumer sleeps before most messages: {} rings against {}",
+        fixed.rings,
+        ms.rings
+    );
+}
+
 /// No lost wake-up: the sides sleep with no periodic look (an hour between liveness looks),
 /// so one missed doorbell hangs the exchange and the watchdog fails the test.
 #[test]
@@ -441,6 +495,7 @@ fn ping_pong_through_full_rings_never_loses_a_wake_up() {
         reply_ring_bytes: Some(256),
         check_interval: Duration::from_secs(3600),
         spin: Duration::ZERO,
+        spin_max: Duration::ZERO,
         peer_timeout: Duration::from_secs(3600),
         ..quick()
     };
