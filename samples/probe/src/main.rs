@@ -10,7 +10,11 @@
 //!          sivshm-probe suite --transport tcp --connect 10.77.0.2:7777 ...
 //!          sivshm-probe latency --transport pipe      (the floor: two threads of this VM)
 //!          sivshm-probe throughput --transport memcpy (the ceiling: plain copies in this VM)
+//!          sivshm-probe throughput --transport shm-copy (the sender's copy into a ring alone)
 //! ```
+//!
+//! `--spin-us` and `--spin-max-us` set the channel's [`Config::spin`] and
+//! [`Config::spin_max`] on the side that is given them (give both sides the same).
 //!
 //! Each measurement is one line, `latency TRANSPORT: size=.. n=.. p50=.. us p99=.. us max=..
 //! us [rings_per_rt=..]` or `throughput TRANSPORT: size=.. messages=.. seconds=.. mib_s=..
@@ -49,6 +53,9 @@ enum Transport {
     Pipe,
     /// Plain copies in this VM (the ceiling of throughput); throughput only.
     Memcpy,
+    /// The sender's copy alone: copies into a shared mapping laid out as a channel's data
+    /// ring (`--region-kib`), with the crate's volatile copy, in this VM; throughput only.
+    ShmCopy,
 }
 
 impl Transport {
@@ -58,6 +65,7 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Pipe => "pipe",
             Transport::Memcpy => "memcpy",
+            Transport::ShmCopy => "shm-copy",
         }
     }
 }
@@ -78,6 +86,14 @@ struct Endpoint {
     /// Seconds to wait for the peer (to attach, connect or answer) before failing.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// sivshm: microseconds a waiting side polls before it sleeps (the channel's
+    /// `Config::spin`; default its default).
+    #[arg(long)]
+    spin_us: Option<u64>,
+    /// sivshm: the longest poll, in microseconds, of a side whose recent waits were short
+    /// (`Config::spin_max`; at most --spin-us: no adaptation; default the channel's).
+    #[arg(long)]
+    spin_max_us: Option<u64>,
 }
 
 /// A message size: every probe message carries its stamps, and a stream frame has a limit.
@@ -118,6 +134,10 @@ struct ThroughputArgs {
     /// Stream exactly this many messages of each size instead.
     #[arg(long)]
     messages: Option<u64>,
+    /// shm-copy: KiB of the ring the copies cycle through (7168: the data ring of an 8 MiB
+    /// channel segment, roughly).
+    #[arg(long, default_value_t = 7168)]
+    region_kib: usize,
 }
 
 impl ThroughputArgs {
@@ -229,6 +249,17 @@ impl Link for ChannelLink {
     }
 }
 
+/// The channel's configuration: the defaults, but the probe's timeout and spin options.
+fn channel_config(end: &Endpoint) -> Config {
+    let d = Config::default();
+    Config {
+        attach_timeout: Duration::from_secs(end.timeout),
+        spin: end.spin_us.map_or(d.spin, Duration::from_micros),
+        spin_max: end.spin_max_us.map_or(d.spin_max, Duration::from_micros),
+        ..d
+    }
+}
+
 fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
     let timeout = Duration::from_secs(end.timeout);
     let dev = Device::open(&end.device).with_context(|| format!("opening {}", end.device))?;
@@ -237,10 +268,7 @@ fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
         "{} is an ivshmem-plain device: the probe needs a doorbell channel",
         end.device
     );
-    let config = Config {
-        attach_timeout: timeout,
-        ..Config::default()
-    };
+    let config = channel_config(end);
     let mut ch = Channel::on_device(&dev, role, config)
         .with_context(|| format!("opening a channel on {}", end.device))?;
     ch.wait_for_peer(timeout)
@@ -271,7 +299,10 @@ fn connect(end: &Endpoint) -> Result<Driven> {
             });
             (Box::new(a), Some(t))
         }
-        Transport::Memcpy => bail!("memcpy has no peer: it measures throughput only"),
+        Transport::Memcpy | Transport::ShmCopy => bail!(
+            "{} has no peer: it measures throughput only",
+            end.transport.name()
+        ),
     })
 }
 
@@ -319,10 +350,18 @@ fn main() -> Result<()> {
         }
         Cmd::Throughput { end, thr, verify } => {
             let t = end.transport;
-            if t == Transport::Memcpy {
+            if t == Transport::Memcpy || t == Transport::ShmCopy {
                 let amount = thr.amount()?;
+                let region = thr
+                    .region_kib
+                    .checked_mul(1024)
+                    .context("--region-kib is too large")?;
                 for &size in &thr.sizes {
-                    println!("{}", proto::memcpy(size, amount)?.line(t.name()));
+                    let r = match t {
+                        Transport::Memcpy => proto::memcpy(size, amount)?,
+                        _ => proto::shm_copy(size, amount, region)?,
+                    };
+                    println!("{}", r.line(t.name()));
                 }
                 return Ok(());
             }
@@ -386,6 +425,40 @@ mod tests {
         let m = open(Role::Manager, links(&to_w, &to_m, 0));
         let w = open(Role::Worker, links(&to_m, &to_w, 1));
         (m, w)
+    }
+
+    #[test]
+    fn spin_options_reach_the_channel_config() {
+        let end = |args: &[&str]| {
+            let mut argv = vec!["sivshm-probe", "serve", "--transport", "sivshm"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).unwrap().cmd {
+                Cmd::Serve { end } => channel_config(&end),
+                _ => unreachable!(),
+            }
+        };
+        let d = Config::default();
+        let c = end(&[]);
+        assert_eq!((c.spin, c.spin_max), (d.spin, d.spin_max));
+        let c = end(&["--spin-us", "5000", "--spin-max-us", "0"]);
+        assert_eq!(
+            (c.spin, c.spin_max),
+            (Duration::from_millis(5), Duration::ZERO)
+        );
+        let Cmd::Throughput { end, thr, .. } = Cli::try_parse_from([
+            "sivshm-probe",
+            "throughput",
+            "--transport",
+            "shm-copy",
+            "--region-kib",
+            "1024",
+        ])
+        .unwrap()
+        .cmd
+        else {
+            unreachable!()
+        };
+        assert!(end.transport == Transport::ShmCopy && thr.region_kib == 1024);
     }
 
     #[test]

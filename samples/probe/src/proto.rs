@@ -477,6 +477,69 @@ pub fn memcpy(size: usize, amount: Amount) -> Result<Throughput> {
     })
 }
 
+/// Where a channel's data ring starts in its window: after the channel's 4 KiB header.
+const RING_OFFSET: usize = 4096;
+/// A channel record's header before its payload (the payload is padded to 8 bytes).
+const RECORD_HEADER: usize = 8;
+
+/// The sender's copy alone: `size`-byte messages copied with [`sivshm::Mapping::write`] (the
+/// copy [`sivshm::channel::Reservation::write`] makes) into a shared mapping of a memfd laid
+/// out as a channel's data ring of `region` bytes: records of an 8-byte header and the payload
+/// padded to 8 bytes one after the other from 4 KiB in, starting again at the ring's start
+/// when one does not fit before its end. So every copy lands where, and at the alignment, a
+/// channel's would, cycling through an area as large, with none of the channel's work (no
+/// indices, no peer, no doorbell): against [`memcpy`] it measures the volatile copy into a
+/// ring-sized area, against the channel what the channel costs beyond it.
+pub fn shm_copy(size: usize, amount: Amount, region: usize) -> Result<Throughput> {
+    use std::os::fd::AsFd;
+    ensure!(size > 0, "message size must be above 0");
+    let record = RECORD_HEADER + size.next_multiple_of(8);
+    ensure!(
+        record <= region,
+        "a {size}-byte message takes {record} bytes of ring: more than the {region}-byte region"
+    );
+    let fd = rustix::fs::memfd_create("sivshm-probe", rustix::fs::MemfdFlags::CLOEXEC)
+        .context("creating a memfd")?;
+    let len = RING_OFFSET + region;
+    rustix::fs::ftruncate(&fd, len as u64).context("sizing the memfd")?;
+    let map = sivshm::Mapping::new(fd.as_fd(), 0, len).context("mapping the memfd")?;
+    let src = message(DATA, FLAG_PATTERN, 1, size.max(MIN_SIZE));
+    let t0 = Instant::now();
+    let mut clock = Clock::new(t0);
+    let (mut copies, mut off, mut last) = (0u64, 0usize, 0usize);
+    loop {
+        let done = match amount {
+            Amount::Messages(n) => copies >= n,
+            Amount::Time(d) => clock.passed(d),
+        };
+        if done {
+            break;
+        }
+        if off + record > region {
+            off = 0;
+        }
+        last = RING_OFFSET + off + RECORD_HEADER;
+        map.write(last, std::hint::black_box(&src[..size]))
+            .context("a copy outside the mapping")?;
+        off += record;
+        copies += 1;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut back = vec![0u8; size];
+    map.read(last, &mut back)
+        .context("a read outside the mapping")?;
+    ensure!(
+        copies == 0 || back == src[..size],
+        "shm-copy copied something else"
+    );
+    Ok(Throughput {
+        size,
+        messages: copies,
+        seconds,
+        rings_per_msg: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,6 +617,28 @@ mod tests {
         bye(&mut a).unwrap();
         // Warm-up and timed echoes, then 20 messages of each size, then the timed phase.
         assert_eq!(peer.join().unwrap().unwrap(), 55 + 60 + t.messages);
+    }
+
+    #[test]
+    fn shm_copy_cycles_through_its_region_like_a_ring() {
+        // Five 1 MiB records do not fit in 4 MiB: the copies wrap, and every one is exact.
+        let t = shm_copy(1 << 20, Amount::Messages(11), 4 << 20).unwrap();
+        assert_eq!((t.size, t.messages), (1 << 20, 11));
+        assert!(t
+            .line("shm-copy")
+            .starts_with("throughput shm-copy: size=1048576 messages=11 "));
+        for size in [1, 24, 4097] {
+            assert_eq!(
+                shm_copy(size, Amount::Messages(3), 8192).unwrap().messages,
+                3
+            );
+        }
+        let t = shm_copy(64, Amount::Time(Duration::from_millis(20)), 1 << 20).unwrap();
+        assert!(t.messages > 0);
+        let e = shm_copy(8192, Amount::Messages(1), 8192)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the 8192-byte region"), "{e}");
     }
 
     #[test]
