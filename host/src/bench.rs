@@ -114,14 +114,44 @@ pub struct ProbeOptions {
     /// largest size.
     #[arg(long, default_value_t = 8)]
     pub segment_mib: u64,
+    /// channel: microseconds a waiting side of the channel polls before it sleeps
+    /// (`Config::spin`), on both VMs; default the channel's.
+    #[arg(long)]
+    pub spin_us: Option<u64>,
+    /// channel: the longest poll, in microseconds, of a side whose recent waits were short
+    /// (`Config::spin_max`; 0: no adaptation), on both VMs; default the channel's.
+    #[arg(long)]
+    pub spin_max_us: Option<u64>,
+}
+
+impl ProbeOptions {
+    /// The spin options of both `sivshm-probe` ends of the channel.
+    fn spin_args(&self) -> String {
+        let mut a = String::new();
+        if let Some(us) = self.spin_us {
+            a += &format!(" --spin-us {us}");
+        }
+        if let Some(us) = self.spin_max_us {
+            a += &format!(" --spin-max-us {us}");
+        }
+        a
+    }
+
+    /// KiB of the channel's data ring, near enough: seven eighths of the segment (the
+    /// replies take an eighth), for the shm-copy reference to cycle through.
+    fn ring_kib(&self) -> u64 {
+        self.segment_mib * 1024 * 7 / 8
+    }
 }
 
 /// The TCP port the worker listens on.
 const PROBE_PORT: u16 = 7777;
 
 /// The `sivshm-probe` commands: the worker serves the channel, then TCP; the manager drives
-/// the channel, runs the in-VM references while the worker idles in `accept`, then drives
-/// TCP. One worker, one of each measurement, all in one boot of the same two VMs.
+/// the channel, runs the in-VM references while the worker idles in `accept` (memcpy, the
+/// ceiling; shm-copy, the sender's volatile copy alone into a ring-sized shared area; the
+/// pipe floor), then drives TCP. One worker, one of each measurement, all in one boot of the
+/// same two VMs.
 impl Roles for ProbeOptions {
     fn manager(&self, _bdfs: &[String], _layout: &Layout) -> String {
         let sizes = self
@@ -136,18 +166,22 @@ impl Roles for ProbeOptions {
         );
         let thr = format!("--sizes {sizes} --seconds {}", self.seconds);
         format!(
-            "sivshm-probe suite --transport sivshm {lat} {thr} \
+            "sivshm-probe suite --transport sivshm{} {lat} {thr} \
              && sivshm-probe latency --transport pipe {lat} \
              && sivshm-probe throughput --transport memcpy {thr} \
+             && sivshm-probe throughput --transport shm-copy --region-kib {} {thr} \
              && sivshm-probe suite --transport tcp --connect {}:{PROBE_PORT} {lat} {thr}",
+            self.spin_args(),
+            self.ring_kib(),
             net::worker_addr(0)
         )
     }
 
     fn worker(&self, _index: usize, _layout: &Layout) -> String {
         format!(
-            "sivshm-probe serve --transport sivshm \
-             && sivshm-probe serve --transport tcp --listen 0.0.0.0:{PROBE_PORT}"
+            "sivshm-probe serve --transport sivshm{} \
+             && sivshm-probe serve --transport tcp --listen 0.0.0.0:{PROBE_PORT}",
+            self.spin_args()
         )
     }
 }
@@ -189,7 +223,10 @@ fn size_name(bytes: usize) -> String {
 }
 
 /// The table of one run's probe lines (see the README): throughput per size, round trips,
-/// the ratios and the sivshm channel's rings per message.
+/// the ratios and the sivshm channel's rings per message; then, where the run has them, the
+/// shm-copy reference (the sender's copy alone) and what it says: sivshm / shm-copy is what
+/// the channel costs beyond its copy, shm-copy / memcpy what the volatile copy into a
+/// ring-sized area costs against a plain one.
 fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
     let find = |kind: &str, transport: &str, size: usize| {
         probes
@@ -209,9 +246,10 @@ fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
     };
     let mut t = vec![
         "| | sivshm channel | TCP over virtio-net | in-VM reference: memcpy, pipe for round \
-         trips | sivshm / TCP | sivshm / reference | sivshm rings per message |"
+         trips | sivshm / TCP | sivshm / reference | sivshm rings per message \
+         | in-VM shm-copy (the sender's copy alone) | sivshm / shm-copy | shm-copy / memcpy |"
             .to_string(),
-        "|---|---|---|---|---|---|---|".to_string(),
+        "|---|---|---|---|---|---|---|---|---|---|".to_string(),
     ];
     for &size in &o.sizes {
         let (s, n, c) = (
@@ -226,8 +264,17 @@ fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
                 get(p, "msgs_s")?
             ))
         };
+        let copy = match find("throughput", "shm-copy", size) {
+            Ok(k) => format!(
+                "{} | {:.2} | {:.2}",
+                cell(k)?,
+                get(s, "mib_s")? / get(k, "mib_s")?,
+                get(k, "mib_s")? / get(c, "mib_s")?
+            ),
+            Err(_) => "n/a | |".to_string(),
+        };
         t.push(format!(
-            "| throughput, {} messages | {} | {} | {} | {:.1}x | {:.2} | {:.3} |",
+            "| throughput, {} messages | {} | {} | {} | {:.1}x | {:.2} | {:.3} | {copy} |",
             size_name(size),
             cell(s)?,
             cell(n)?,
@@ -246,7 +293,7 @@ fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
     for q in ["p50", "p99"] {
         t.push(format!(
             "| round trip {q}, {} | {:.0} us | {:.0} us | {:.0} us | \
-             TCP / sivshm {:.1}x | {:.1}x the floor | {} |",
+             TCP / sivshm {:.1}x | {:.1}x the floor | {} | | | |",
             size_name(size),
             get(s, q)?,
             get(n, q)?,
@@ -277,12 +324,16 @@ pub fn channel_vs_network(
     let finished = topo.run(m, logdir, timeout)?;
     let mut out = vec![format!(
         "# sivshm channel vs TCP over virtio-net: a manager and a worker, {}, 1 vCPU each, \
-         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment",
+         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment; \
+         channel spin {}, spin max {}",
         m.accel.name(),
         o.round_trips,
         o.round_trip_size,
         o.seconds,
-        o.segment_mib
+        o.segment_mib,
+        o.spin_us.map_or("default".into(), |us| format!("{us} us")),
+        o.spin_max_us
+            .map_or("default".into(), |us| format!("{us} us")),
     )];
     let mut probes = Vec::new();
     for f in &finished {
@@ -325,6 +376,8 @@ mod tests {
             seconds: 1.0,
             sizes: vec![4096],
             segment_mib: 8,
+            spin_us: None,
+            spin_max_us: None,
         };
         let lines = [
             "throughput sivshm: size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",
@@ -345,11 +398,46 @@ mod tests {
         assert!(t.contains("| 20.0x | 0.80 | 0.010 |"), "{t}");
         assert!(t.contains("| round trip p50, 64 B | 100 us | 1000 us | 50 us | TCP / sivshm 10.0x | 2.0x the floor | 1.50 per round trip |"), "{t}");
         assert!(t.contains("TCP / sivshm 20.0x"), "{t}");
+        assert!(t.contains("| 0.010 | n/a | | |"), "no shm-copy line: {t}");
         // A missing figure is an error naming it, not a hole in the table.
         let e = table(&probes[1..], &o).unwrap_err().to_string();
         assert!(
             e.contains("no throughput figure for sivshm at 4096 bytes"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn the_shm_copy_line_adds_its_cell_and_ratios() {
+        let o = ProbeOptions {
+            round_trips: 10,
+            round_trip_size: 64,
+            seconds: 1.0,
+            sizes: vec![1 << 20],
+            segment_mib: 8,
+            spin_us: None,
+            spin_max_us: None,
+        };
+        let lines = [
+            "throughput sivshm: size=1048576 messages=600 seconds=1.000 mib_s=600.00 msgs_s=600 rings_per_msg=0.7060",
+            "throughput tcp: size=1048576 messages=30 seconds=1.000 mib_s=30.00 msgs_s=30",
+            "throughput memcpy: size=1048576 messages=800 seconds=1.000 mib_s=800.00 msgs_s=800",
+            "throughput shm-copy: size=1048576 messages=750 seconds=1.000 mib_s=750.00 msgs_s=750",
+            "latency sivshm: size=64 n=10 p50=8.0 us p99=300.0 us max=400.0 us rings_per_rt=0.500",
+            "latency tcp: size=64 n=10 p50=1000.0 us p99=6000.0 us max=9000.0 us",
+            "latency pipe: size=64 n=10 p50=50.0 us p99=60.0 us max=70.0 us",
+        ];
+        let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
+        let p = &probes[3];
+        assert_eq!(
+            (p.kind.as_str(), p.transport.as_str()),
+            ("throughput", "shm-copy")
+        );
+        assert_eq!(p.values["mib_s"], 750.0);
+        let t = table(&probes, &o).unwrap().join("\n");
+        assert!(
+            t.contains("| 20.0x | 0.75 | 0.706 | 750.0 MiB/s (750 msg/s) | 0.80 | 0.94 |"),
+            "{t}"
         );
     }
 
@@ -361,11 +449,33 @@ mod tests {
             seconds: 1.0,
             sizes: vec![64, 1 << 20],
             segment_mib: 8,
+            spin_us: None,
+            spin_max_us: None,
         };
         let t = Topology::new(1, 8 << 20, &o).unwrap().network().unwrap();
         let run = &t.manager.env[0].1;
         assert!(run.contains("--connect 10.77.0.2:7777"), "{run}");
         assert!(run.contains("--sizes 64,1048576 --seconds 1"), "{run}");
+        assert!(
+            run.contains("throughput --transport shm-copy --region-kib 7168 --sizes"),
+            "{run}"
+        );
+        assert!(!run.contains("--spin"), "{run}");
+        let spun = ProbeOptions {
+            spin_us: Some(5000),
+            spin_max_us: Some(0),
+            ..o.clone()
+        };
+        let t = Topology::new(1, 8 << 20, &spun).unwrap().network().unwrap();
+        let (run, serve) = (&t.manager.env[0].1, &t.workers[0].env[0].1);
+        assert!(
+            run.contains("suite --transport sivshm --spin-us 5000 --spin-max-us 0 --latency"),
+            "{run}"
+        );
+        assert!(
+            serve.contains("serve --transport sivshm --spin-us 5000 --spin-max-us 0 &&"),
+            "{serve}"
+        );
         assert_eq!((t.manager.devices.len(), t.manager.nics.len()), (1, 1));
         assert_eq!(
             (t.workers[0].devices.len(), t.workers[0].nics.len()),
