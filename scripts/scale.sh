@@ -5,7 +5,8 @@
 #   scripts/scale.sh [--what alone|booted|churn|all] [--accel auto|tcg|kvm]
 #     alone:  a manager with 128 worker channels (4 PCI bridges) booted alone: nodes,
 #             MSI-X vectors, every address, probe and remove time per device
-#     booted: a manager and 32, then 64 workers booted and fed data (96 MiB a worker)
+#     booted: a manager and 32, then 64 workers booted (8 at a time) and fed data (96 MiB a
+#             worker)
 #     churn:  the hotplug scenario with 100 add/remove cycles of one worker channel
 #     all (the default): the three, one after the other
 set -euo pipefail
@@ -35,7 +36,7 @@ fi
 if [ "$what" = booted ] || [ "$what" = all ]; then
 	for n in 32 64; do
 		t0=$SECONDS
-		host demo --workers "$n" --segment-mib 1 --rounds 4 --memory-mib 96 --timeout 3000 \
+		host demo --workers "$n" --segment-mib 1 --rounds 4 --memory-mib 96 --timeout 3000 --boot-wave 8 \
 			>"$SIVSHM_ROOT/build/scale-demo-$n.log"
 		grep -E '^\[manager\]|FAILED' "$SIVSHM_ROOT/build/scale-demo-$n.log"
 		awk '/^\[worker[0-9]+\] done after/ { t = $4 + 0; if (t > max) max = t; n++ }

@@ -173,6 +173,11 @@ enum Cmd {
         /// Bytes per batch (default and most: a quarter of the segment).
         #[arg(long)]
         bytes: Option<usize>,
+        /// Boot the VMs N at a time (the next N once the last have reached their command);
+        /// 0 boots all at once. Dozens of TCG guests booting at once on a small host starve
+        /// each other until their clocks jump.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        boot_wave: usize,
     },
 }
 
@@ -386,6 +391,7 @@ fn run(cmd: Cmd) -> Result<()> {
             segment_mib,
             rounds,
             bytes,
+            boot_wave,
         } => {
             let segment = topology::segment_bytes(segment_mib)?;
             // A quarter of the segment: the channel keeps batches in flight.
@@ -415,7 +421,12 @@ fn run(cmd: Cmd) -> Result<()> {
                 },
                 machine.accel.name()
             );
-            let finished = topo.run(&machine, &guest.logdir, Duration::from_secs(guest.timeout))?;
+            let finished = topo.run_in_waves(
+                &machine,
+                &guest.logdir,
+                Duration::from_secs(guest.timeout),
+                boot_wave,
+            )?;
             let mut ok = true;
             for f in &finished {
                 let r = console::parse(&f.log);

@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::channel::channel;
 use crate::qemu::{
-    run_all, tie_to_parent, Device, Finished, Machine, PciSlot, Vm, BRIDGE_FIRST_SLOT, BRIDGE_SLOT,
-    MAX_BRIDGES,
+    run_in_waves, tie_to_parent, Device, Finished, Machine, PciSlot, Vm, BRIDGE_FIRST_SLOT,
+    BRIDGE_SLOT, MAX_BRIDGES,
 };
 use crate::segments;
 
@@ -252,9 +252,21 @@ impl Topology {
 
     /// Boots every VM at once and waits for all of them.
     pub fn run(self, m: &Machine, logdir: &Path, timeout: Duration) -> Result<Vec<Finished>> {
+        self.run_in_waves(m, logdir, timeout, 0)
+    }
+
+    /// Runs the manager and the workers, booting them `wave` at a time (0: all at once; see
+    /// [`crate::qemu::run_in_waves`]).
+    pub fn run_in_waves(
+        self,
+        m: &Machine,
+        logdir: &Path,
+        timeout: Duration,
+        wave: usize,
+    ) -> Result<Vec<Finished>> {
         let mut vms = vec![self.manager];
         vms.extend(self.workers);
-        run_all(m, &vms, logdir, timeout)
+        run_in_waves(m, &vms, logdir, timeout, wave)
     }
 }
 
