@@ -856,10 +856,14 @@ static void do_copy(struct thr *t)
 		return;
 	off = below(t, m->len);
 	len = 1 + below(t, m->len - off < sizeof(drain) ? m->len - off : sizeof(drain));
-	dead = may_be_dead(m->epoch);
+	/*
+	 * Each case judges by the epoch after its call, as the others do: an unbind that
+	 * began during the call (and revoked the mapping under the copy) bumped it first.
+	 */
 	switch (below(t, 3)) {
 	case 0:
 		r = write(t->pipefd[1], m->addr + off, len);
+		dead = may_be_dead(m->epoch);
 		/* A pipe may take less than all; a revoked mapping faults in the copy. */
 		if (!(r > 0 || (r < 0 && (errno == EAGAIN || (dead && errno == EFAULT)))))
 			fail("thread %d op %ld: write(pipe, mapping, %zu): %zd %s", t->id, t->n, len,
@@ -869,6 +873,7 @@ static void do_copy(struct thr *t)
 		break;
 	case 1:
 		r = pwrite(t->tmpfd, m->addr + off, len, below(t, 1 << 20));
+		dead = may_be_dead(m->epoch);
 		if (!(r == (ssize_t)len || (dead && ((r < 0 && errno == EFAULT) ||
 						     (r >= 0 && r < (ssize_t)len)))))
 			fail("thread %d op %ld: pwrite(tmpfs, mapping, %zu): %zd %s", t->id, t->n,
@@ -881,6 +886,7 @@ static void do_copy(struct thr *t)
 		if (pwrite(t->tmpfd, drain, len, 0) != (ssize_t)len)
 			return;
 		r = pread(t->tmpfd, m->addr + off, len, 0);
+		dead = may_be_dead(m->epoch);
 		if (!(r == (ssize_t)len || (dead && ((r < 0 && errno == EFAULT) ||
 						     (r >= 0 && r < (ssize_t)len)))))
 			fail("thread %d op %ld: pread(tmpfs, into mapping, %zu): %zd %s", t->id,
