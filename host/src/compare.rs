@@ -84,6 +84,7 @@ pub fn throughput(
     repeats: usize,
 ) -> Result<Vec<String>> {
     let roles = Distribute {
+        peer_timeout_s: None,
         rounds,
         bytes: segment as usize / 4,
     };

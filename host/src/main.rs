@@ -401,7 +401,11 @@ fn run(cmd: Cmd) -> Result<()> {
                 "--bytes must be between 1 and a quarter of the segment (the channel keeps \
                  several batches in flight)"
             );
-            let roles = topology::Distribute { rounds, bytes };
+            let roles = topology::Distribute {
+                rounds,
+                bytes,
+                peer_timeout_s: (boot_wave > 0).then_some(guest.timeout),
+            };
             let machine = guest.machine()?;
             let topo = match mode {
                 Mode::Sivshm => topology::Topology::new(workers, segment, &roles)?,

@@ -288,6 +288,7 @@ fn two_vm_doorbell_plan() -> Result<Plan> {
 /// checks what the worker computed from it; each worker sees exactly one device.
 fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let roles = Distribute {
+        peer_timeout_s: None,
         rounds: 16,
         bytes: 512 << 10,
     };
@@ -297,6 +298,7 @@ fn distribute(s: &Suite<'_>) -> Result<Vec<Finished>> {
 /// The same job on the IVSHMEM baseline: one region, a central server; data verified too.
 fn distribute_ivshmem(s: &Suite<'_>) -> Result<Vec<Finished>> {
     let roles = Distribute {
+        peer_timeout_s: None,
         rounds: 16,
         bytes: 512 << 10,
     };
@@ -791,6 +793,7 @@ mod tests {
             assert_eq!(vm.cpus, 1, "two-vm-plain/{}", vm.name);
         }
         let roles = Distribute {
+            peer_timeout_s: None,
             rounds: 1,
             bytes: 1,
         };

@@ -274,6 +274,9 @@ impl Topology {
 pub struct Distribute {
     pub rounds: u64,
     pub bytes: usize,
+    /// Seconds the manager waits for a worker's heartbeat, or for a worker that has not
+    /// attached yet (None: the sample's default). Workers booted in waves come late.
+    pub peer_timeout_s: Option<u64>,
 }
 
 impl Roles for Distribute {
@@ -287,8 +290,11 @@ impl Roles for Distribute {
                 )
             }
         };
+        let patience = self
+            .peer_timeout_s
+            .map_or(String::new(), |s| format!(" --peer-timeout {s}"));
         format!(
-            "sivshm-distribute manager {devices} --rounds {} --bytes {}",
+            "sivshm-distribute manager {devices} --rounds {} --bytes {}{patience}",
             self.rounds, self.bytes
         )
     }
@@ -323,6 +329,7 @@ mod tests {
             3,
             1 << 20,
             &Distribute {
+                peer_timeout_s: None,
                 rounds: 1,
                 bytes: 10,
             },
@@ -345,6 +352,7 @@ mod tests {
     #[test]
     fn network_links_each_worker_to_the_manager_beside_its_channel() {
         let roles = Distribute {
+            peer_timeout_s: None,
             rounds: 1,
             bytes: 1,
         };
@@ -394,6 +402,7 @@ mod tests {
         all.dedup();
         assert_eq!(all.len(), MAX_WORKERS);
         let roles = Distribute {
+            peer_timeout_s: None,
             rounds: 1,
             bytes: 1,
         };
@@ -426,6 +435,7 @@ mod tests {
     #[test]
     fn bad_ivshmem_configurations_are_refused_before_any_server_starts() {
         let roles = Distribute {
+            peer_timeout_s: None,
             rounds: 1,
             bytes: 1,
         };
@@ -438,6 +448,7 @@ mod tests {
     #[test]
     fn bad_configurations_are_refused() {
         let roles = Distribute {
+            peer_timeout_s: None,
             rounds: 1,
             bytes: 1,
         };
