@@ -45,16 +45,7 @@ pub fn run(
             Err(e @ (Error::PeerGone | Error::PeerClosed | Error::Reformatted))
                 if until_manager_leaves =>
             {
-                let s = ch.stats();
-                return Ok(Report {
-                    rounds,
-                    bytes,
-                    first,
-                    mismatched,
-                    wakeups: s.wakeups,
-                    rings: s.rings,
-                    manager_left: Some(e),
-                });
+                return Ok(report(&ch, rounds, bytes, first, mismatched, Some(e)));
             }
             r => r?,
         };
@@ -105,17 +96,29 @@ pub fn run(
                 if first == Some(1) && rounds != sent {
                     bail!("the manager says it sent {sent} rounds, {rounds} arrived");
                 }
-                let s = ch.stats();
-                return Ok(Report {
-                    rounds,
-                    bytes,
-                    first,
-                    mismatched,
-                    wakeups: s.wakeups,
-                    rings: s.rings,
-                    manager_left: None,
-                });
+                return Ok(report(&ch, rounds, bytes, first, mismatched, None));
             }
         }
+    }
+}
+
+/// What the run received, with the channel's doorbell counts.
+fn report(
+    ch: &Channel,
+    rounds: u64,
+    bytes: u64,
+    first: Option<u64>,
+    mismatched: u64,
+    manager_left: Option<Error>,
+) -> Report {
+    let s = ch.stats();
+    Report {
+        rounds,
+        bytes,
+        first,
+        mismatched,
+        wakeups: s.wakeups,
+        rings: s.rings,
+        manager_left,
     }
 }

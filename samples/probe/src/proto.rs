@@ -368,6 +368,14 @@ impl Clock {
         self.left = self.every;
         now - self.t0 >= d
     }
+
+    /// Whether a phase of `amount` is over after `count` messages.
+    fn reached(&mut self, amount: Amount, count: u64) -> bool {
+        match amount {
+            Amount::Messages(n) => count >= n,
+            Amount::Time(d) => self.passed(d),
+        }
+    }
 }
 
 /// Messages of one size streamed one way.
@@ -417,14 +425,7 @@ pub fn throughput(
     let t0 = Instant::now();
     let mut clock = Clock::new(t0);
     let mut sent = 0u64;
-    loop {
-        let done = match amount {
-            Amount::Messages(n) => sent >= n,
-            Amount::Time(d) => clock.passed(d),
-        };
-        if done {
-            break;
-        }
+    while !clock.reached(amount, sent) {
         stamp(&mut m, sent);
         link.send(&m)?;
         sent += 1;
@@ -455,14 +456,7 @@ pub fn memcpy(size: usize, amount: Amount) -> Result<Throughput> {
     let t0 = Instant::now();
     let mut clock = Clock::new(t0);
     let mut copies = 0u64;
-    loop {
-        let done = match amount {
-            Amount::Messages(n) => copies >= n,
-            Amount::Time(d) => clock.passed(d),
-        };
-        if done {
-            break;
-        }
+    while !clock.reached(amount, copies) {
         dst[..size].copy_from_slice(std::hint::black_box(&src[..size]));
         std::hint::black_box(&mut dst);
         copies += 1;
@@ -507,14 +501,7 @@ pub fn shm_copy(size: usize, amount: Amount, region: usize) -> Result<Throughput
     let t0 = Instant::now();
     let mut clock = Clock::new(t0);
     let (mut copies, mut off, mut last) = (0u64, 0usize, 0usize);
-    loop {
-        let done = match amount {
-            Amount::Messages(n) => copies >= n,
-            Amount::Time(d) => clock.passed(d),
-        };
-        if done {
-            break;
-        }
+    while !clock.reached(amount, copies) {
         if off + record > region {
             off = 0;
         }
