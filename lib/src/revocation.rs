@@ -202,10 +202,10 @@ fn pass_on(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void)
         // ignored: the kernel then delivers it with the default action).
         unsafe { libc::sigaction(libc::SIGBUS, old, std::ptr::null_mut()) };
     } else if old.sa_flags & libc::SA_SIGINFO != 0 {
+        type SigInfoHandler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
         // SAFETY: with SA_SIGINFO, `sa_sigaction` is a three-argument handler, called with
         // the arguments the kernel gave ours.
-        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-            unsafe { std::mem::transmute(handler) };
+        let f: SigInfoHandler = unsafe { std::mem::transmute(handler) };
         f(sig, info, ctx);
     } else {
         // SAFETY: without SA_SIGINFO, `sa_handler` (the same field) takes the signal number.
