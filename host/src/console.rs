@@ -38,6 +38,9 @@ pub struct Report {
     pub probed_uptime: Option<f64>,
 }
 
+/// The line the guest's init prints once the module is loaded and the VM's command starts.
+pub const COMMAND_STARTED: &str = "SIVSHM-BEGIN";
+
 /// Kernel messages that mean the kernel found a bug (in the driver or anywhere else).
 const SPLAT_MARKERS: &[&str] = &[
     "WARNING:",
@@ -79,7 +82,7 @@ pub fn parse(log: &str) -> Report {
                 .map(str::to_string);
         } else if let Some(rest) = line.strip_prefix("SIVSHM-PROBED ") {
             r.probed_uptime = rest.split_whitespace().next().and_then(|v| v.parse().ok());
-        } else if line == "SIVSHM-BEGIN" {
+        } else if line == COMMAND_STARTED {
             inside = true;
         } else if let Some(rest) = line.strip_prefix("SIVSHM-END rc=") {
             inside = false;

@@ -625,9 +625,6 @@ pub fn run_all(m: &Machine, vms: &[Vm], logdir: &Path, timeout: Duration) -> Res
     run_in_waves(m, vms, logdir, timeout, 0)
 }
 
-/// What the guest's init prints once the module is loaded and the VM's command starts.
-const COMMAND_STARTED: &[u8] = b"SIVSHM-BEGIN";
-
 /// Like [`run_all`], but starts the guests `wave` at a time (0: all at once): the next wave
 /// once every guest of the one before has reached its command (or stopped). They all end up
 /// running side by side. Under TCG on a small host, dozens of guests booting at once starve
@@ -652,7 +649,8 @@ pub fn run_in_waves(
             break;
         }
         for r in &mut running[first..] {
-            while !r.exited()? && !log_has(r.log_path(), COMMAND_STARTED) {
+            while !r.exited()? && !log_has(r.log_path(), crate::console::COMMAND_STARTED.as_bytes())
+            {
                 crate::interrupt::check()?;
                 if Instant::now() >= deadline {
                     bail!(
