@@ -5,11 +5,25 @@
 //! [`IoMmap`] maps a fixed range of page frames of device memory (a PCI BAR, say: no
 //! `struct page` behind it) into the processes that `mmap` a file of the device. Nothing is
 //! mapped at `mmap` time: a fault handler inserts the page frames on first touch. That is what
-//! makes revocation sound: [`IoMmap::revoke`] first makes every later fault fail with
-//! `SIGBUS`, waits for the faults in flight, then zaps every page-table entry of every process,
-//! all through one shared address space (see [`super::private_inode`]). After `revoke` returns,
-//! no process can reach the device memory through this object any more, so its owner may give
-//! the memory back.
+//! makes revocation sound: [`IoMmap::revoke`] first makes every later fault map the stand-in
+//! instead of the device, waits for the faults in flight, then zaps every page-table entry of
+//! every process, all through one shared address space (see [`super::private_inode`]). After
+//! `revoke` returns, no process can reach the device memory through this object any more, so
+//! its owner may give the memory back.
+//!
+//! **No process dies of a revocation** (the pattern of DRM's unplug, `drm_dev_unplug()` and
+//! TTM's `ttm_bo_vm_dummy_page()`): after `revoke`, a fault anywhere in a mapping inserts one
+//! page of kernel memory that this object owns, the *stand-in*, instead of raising `SIGBUS`.
+//! Every page of every mapping of this object then aliases that one page, so touching a range
+//! of any size costs page tables for what is touched and nothing else: nothing is prefaulted.
+//! The stand-in is never the zero page (a write fault on a shared PFN mapping makes its entry
+//! writable) and never shared with another `IoMmap`: what a process writes into it after the
+//! revocation can be read back only by the processes that shared this very memory before.
+//! It starts filled with `0xff`, so that a reader that parses it finds every field at its
+//! maximum: every magic number wrong, every length and index out of range (a user-space
+//! protocol can rely on that to fail its checks, and then ask the API whether the device is
+//! gone). It lives as long as this object, which outlives every file attached to it (see
+//! [`IoMmap::attach`]), hence every vma, hence every page-table entry that points at it.
 //!
 //! Faults do not serialise on a lock: each runs in an SRCU read-side critical section, and
 //! `revoke` waits for a grace period between setting its flag and zapping. A fault that saw the
@@ -17,15 +31,16 @@
 //! flag set.
 
 use kernel::{
+    alloc::VVec,
     bindings,
     fs::File,
     mm::virt::{flags, VmaNew, VmaRef},
-    new_srcu,
-    page::PAGE_SHIFT,
+    new_mutex, new_srcu,
+    page::{PAGE_SHIFT, PAGE_SIZE},
     prelude::*,
     sync::{
-        atomic::{Acquire, AtomicFlag, Full},
-        Srcu,
+        atomic::{Acquire, AtomicFlag, Release},
+        Mutex, Srcu,
     },
 };
 
@@ -41,6 +56,7 @@ const FAULT_AROUND_PAGES: usize = 256;
 ///
 /// - Until `revoked` is set and a grace period of `faults` has passed, the page frames are
 ///   device memory reserved for the owner of this value.
+/// - `stand_in`'s page is freed only when this value is dropped.
 /// - Every vma whose `vm_ops` is `IO_VM_OPS` and whose `vm_private_data` points to an `IoMmap`
 ///   belongs to a file that [`IoMmap::attach`] attached to it, and that `IoMmap` outlives the
 ///   file.
@@ -52,6 +68,44 @@ pub(crate) struct IoMmap {
     revoked: AtomicFlag,
     #[pin]
     faults: Srcu,
+    /// Held for the whole of [`Self::revoke`], so that a second caller returns only once the
+    /// first has cleared the page tables.
+    #[pin]
+    revoking: Mutex<()>,
+    /// The page that faults map once `revoked` is set (see the module's documentation).
+    stand_in: StandIn,
+}
+
+/// The byte the stand-in page starts filled with.
+pub(crate) const STAND_IN_BYTE: u8 = 0xff;
+
+/// One page of kernel memory, filled with [`STAND_IN_BYTE`], and its page frame.
+///
+/// # Invariants
+///
+/// `pfn` is the frame of `_page`'s one page, which no other allocation shares; it stays
+/// allocated as long as this value.
+struct StandIn {
+    _page: VVec<u8>,
+    pfn: usize,
+}
+
+impl StandIn {
+    fn new() -> Result<Self> {
+        // vmalloc memory is mapped a whole page at a time from a page-aligned address, so one
+        // page's worth is exactly one page frame, which no other allocation shares.
+        let page = VVec::from_elem(STAND_IN_BYTE, PAGE_SIZE, GFP_KERNEL)?;
+        // SAFETY: `page.as_ptr()` is the start of a live vmalloc allocation of one page.
+        let pfn = unsafe { bindings::vmalloc_to_pfn(page.as_ptr().cast()) };
+        if pfn == 0 {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: the one page of `page` and its frame; the vector is never resized.
+        Ok(StandIn {
+            _page: page,
+            pfn: pfn as usize,
+        })
+    }
 }
 
 impl IoMmap {
@@ -63,13 +117,16 @@ impl IoMmap {
     /// has reserved and keeps reserved until [`Self::revoke`] has returned or this value is
     /// dropped.
     pub(crate) unsafe fn new(first_pfn: usize, pages: usize) -> impl PinInit<Self, Error> {
-        // INVARIANT: The caller guarantees the reservation; no vma exists yet.
+        // INVARIANT: The caller guarantees the reservation; no vma exists yet; the stand-in is
+        // one fresh page that lives as long as this value.
         try_pin_init!(Self {
             space: PrivateInode::new()?,
             first_pfn,
             pages,
             revoked: AtomicFlag::new(false),
             faults <- new_srcu!(),
+            revoking <- new_mutex!(()),
+            stand_in: StandIn::new()?,
         })
     }
 
@@ -146,15 +203,19 @@ impl IoMmap {
         Ok(())
     }
 
-    /// Ends all access through this object: later `mmap` calls fail with `ENODEV`, later faults
-    /// with `SIGBUS`, and every existing page-table entry is removed before this returns.
-    /// Idempotent. May sleep.
+    /// Ends all access to the device memory through this object: later `mmap` calls fail with
+    /// `ENODEV`, later faults map the stand-in page, and every page-table entry that pointed at
+    /// the device memory is removed before this returns, for every caller (a second caller
+    /// waits for the first to finish). Idempotent. May sleep.
     pub(crate) fn revoke(&self) {
-        if self.revoked.xchg(true, Full) {
+        let _revoking = self.revoking.lock();
+        if self.is_revoked() {
+            // The caller that set the flag cleared the page tables before it let go of the lock.
             return;
         }
+        self.revoked.store(true, Release);
         // Every fault that saw `revoked` clear has left its read-side section, and so finished
-        // inserting, once this returns; every later fault sees it set.
+        // inserting, once this returns; every later fault sees it set and maps the stand-in.
         self.faults.synchronize();
         self.space.unmap_all();
     }
@@ -162,9 +223,7 @@ impl IoMmap {
     /// Serves a fault at page-aligned `addr` of a vma set up by [`Self::mmap`].
     fn fault(&self, vma: *mut bindings::vm_area_struct, addr: usize) -> bindings::vm_fault_t {
         let _guard = self.faults.read_lock();
-        if self.is_revoked() {
-            return SIGBUS;
-        }
+        let revoked = self.is_revoked();
         // SAFETY: A fault in progress holds the mmap lock or the vma's lock for reading for the
         // whole call, which is what `VmaRef` needs.
         let vma_ref = unsafe { VmaRef::from_raw(vma) };
@@ -177,15 +236,22 @@ impl IoMmap {
         }
         let pfn_at = |at: usize| -> Option<usize> {
             let page = pgoff.checked_add((at - start) >> PAGE_SHIFT)?;
-            (page < self.pages).then(|| self.first_pfn + page)
+            match (page < self.pages, revoked) {
+                (false, _) => None,
+                (true, false) => Some(self.first_pfn + page),
+                (true, true) => Some(self.stand_in.pfn),
+            }
         };
         let insert = |at: usize, pfn: usize| -> bindings::vm_fault_t {
             // SAFETY: The vma is live (see above), has `VM_PFNMAP`, is not a copy-on-write
             // mapping and has no `VM_MIXEDMAP` (`Self::mmap`, checked above); `at` lies inside
-            // it; `pfn` is one of our page frames, which are reserved device memory while
-            // `revoked` is clear (type invariant), and `revoke` zaps this entry if it runs
-            // after we checked. The memory type is the one reserved for the range
-            // (`vmf_insert_pfn_prot()` applies it to `prot`).
+            // it. `pfn` is either one of our device page frames, which are reserved device
+            // memory while `revoked` is clear (type invariant; we saw it clear inside the
+            // read-side section, and `revoke` waits for that section before it zaps this
+            // entry), or the stand-in's frame, which lives until `self` is dropped, after every
+            // vma of an attached file is gone (type invariant), and with it this entry. The
+            // memory type is the one recorded for the frame (`vmf_insert_pfn_prot()` applies
+            // it to `prot`): the BAR's reservation, or write-back for the stand-in's RAM.
             unsafe { bindings::vmf_insert_pfn_prot(vma, at, pfn, prot) }
         };
         // The faulting page must be mapped; the rest of the window is opportunistic.
@@ -216,6 +282,8 @@ impl IoMmap {
 
 const NOPAGE: bindings::vm_fault_t =
     bindings::vm_fault_reason_VM_FAULT_NOPAGE as bindings::vm_fault_t;
+/// A fault outside the memory (beyond the BAR, which `mmap` refuses, so only a vma that was
+/// changed under us) or on a vma with flags we never set.
 const SIGBUS: bindings::vm_fault_t =
     bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
 

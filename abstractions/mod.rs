@@ -18,11 +18,13 @@
 //! | [`pci_bar`]       | a PCI BAR reserved write-back, whose user mappings are revoked  |
 //! |                   | before the reservation is released                              |
 //! | [`irq_vectors`]   | MSI-X vectors together with their handlers, freed in order      |
-//! | [`misc_node`]     | a misc device registration with data its `open` can reach       |
+//! | [`mem_type`]      | the memory type (x86 PAT cache mode) a kernel mapping got       |
+//! | [`misc_node`]     | a misc device with data its `open` can reach, and `poll`        |
 
 pub(crate) mod eventfd;
 pub(crate) mod io_mmap;
 pub(crate) mod irq_vectors;
+pub(crate) mod mem_type;
 pub(crate) mod misc_node;
 pub(crate) mod pci_bar;
 pub(crate) mod private_inode;

@@ -5,7 +5,8 @@
 //!
 //! The kernel itself never touches the BAR's memory through this type: the `memremap()` exists
 //! to record write-back as the range's memory type in the PAT, which user mappings then inherit
-//! (the PAT may downgrade it where the MTRRs say otherwise: see `uapi/linux/sivshm.h`).
+//! (the PAT may downgrade it where the MTRRs say otherwise; [`MappableBar::mem_type`] tells
+//! what was granted).
 
 use core::ptr::NonNull;
 
@@ -18,7 +19,10 @@ use kernel::{
     sync::Arc,
 };
 
-use super::io_mmap::IoMmap;
+use super::{
+    io_mmap::IoMmap,
+    mem_type::{self, MemType},
+};
 
 /// A requested, write-back mapped memory BAR and the user mappings of it.
 ///
@@ -90,6 +94,15 @@ impl<'a> MappableBar<'a> {
     /// The user mappings of the BAR; open files keep a reference.
     pub(crate) fn mappings(&self) -> &Arc<IoMmap> {
         &self.mappings
+    }
+
+    /// The memory type the BAR got, which user mappings get too: write-back was asked for, but
+    /// the PAT grants it only where the MTRRs agree (see [`mem_type`]). `None` where the PAT
+    /// is disabled.
+    pub(crate) fn mem_type(&self) -> Option<MemType> {
+        // SAFETY: `kaddr` is the live `memremap()` of the whole BAR (type invariant), unmapped
+        // only in `Drop`, which cannot run during this borrow.
+        unsafe { mem_type::of_kernel_mapping(self.kaddr) }
     }
 }
 

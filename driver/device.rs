@@ -3,18 +3,24 @@
 //! Per-device state that open files share with the binding, and its revocation on unbind.
 
 use kernel::{
+    fs::File,
     io::Io,
+    new_poll_condvar,
     num::Bounded,
     pci::DevresBar,
     prelude::*,
     sync::{
         atomic::{Acquire, AtomicFlag, Release},
+        poll::{PollCondVar, PollTable},
         Arc,
     },
 };
 
 use crate::{
-    abstractions::io_mmap::IoMmap,
+    abstractions::{
+        io_mmap::IoMmap,
+        misc_node::{EPOLLERR, EPOLLHUP},
+    },
     driver::{interrupts::Interrupts, regs, uapi},
 };
 
@@ -31,6 +37,9 @@ pub(crate) struct Shared {
     regs: DevresBar<{ regs::BAR0_SIZE }>,
     #[pin]
     interrupts: Interrupts,
+    /// Woken on unbind: what a `poll` of the node sleeps on.
+    #[pin]
+    removal: PollCondVar,
 }
 
 impl Shared {
@@ -47,6 +56,7 @@ impl Shared {
                 mappings,
                 regs,
                 interrupts <- interrupts,
+                removal <- new_poll_condvar!("sivshm/removal"),
             }),
             GFP_KERNEL,
         )
@@ -56,8 +66,20 @@ impl Shared {
         &self.interrupts
     }
 
-    pub(crate) fn mappings(&self) -> &IoMmap {
+    pub(crate) fn mappings(&self) -> &Arc<IoMmap> {
         &self.mappings
+    }
+
+    /// `poll` of the node: nothing while the device is bound, `EPOLLHUP | EPOLLERR` once it is
+    /// gone, so that the node can sit in an epoll set beside the eventfds.
+    pub(crate) fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
+        // Registered before the flag is read: an unbind after the read wakes this table.
+        table.register_wait(file, &self.removal);
+        if self.gone.load(Acquire) {
+            EPOLLHUP | EPOLLERR
+        } else {
+            0
+        }
     }
 
     /// Interrupt vectors in use.
@@ -95,11 +117,13 @@ impl Shared {
         Ok(())
     }
 
-    /// Called on unbind: refuses new users, removes every user mapping (so that no process
-    /// keeps access to the BAR once the driver lets go of it), and wakes every eventfd waiter.
+    /// Called on unbind: refuses new users, points every user mapping at the stand-in page
+    /// (so that no process keeps access to the BAR once the driver lets go of it, and none
+    /// dies of it), and wakes every eventfd waiter and every poller of the node.
     pub(crate) fn revoke(&self) {
         self.gone.store(true, Release);
         self.mappings.revoke();
         self.interrupts.revoke();
+        self.removal.notify_all();
     }
 }

@@ -1,31 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! An open `/dev/sivshmN`: `mmap` of the shared memory and the ioctls.
+//! An open `/dev/sivshmN`: `mmap` of the shared memory, the ioctls and `poll`.
 //!
-//! There is no `read` and no `poll`: the eventfds bound with `SIVSHM_IOCTL_BIND_EVENTFD` are
-//! the one way to wait for an interrupt (see `Documentation/uapi.rst`).
+//! There is no `read`: the eventfds bound with `SIVSHM_IOCTL_BIND_EVENTFD` are the one way to
+//! wait for an interrupt. `poll` of the node reports only the device's removal (see
+//! `Documentation/uapi.rst`).
 
 use core::mem::size_of;
 
 use kernel::{
     fs::{file, File},
-    miscdevice::{MiscDevice, MiscDeviceRegistration},
     mm::virt::VmaNew,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
+        poll::PollTable,
         Arc,
     },
     uaccess::{UserPtr, UserSlice},
 };
 
 use crate::{
-    abstractions::{eventfd::EventFd, misc_node::MiscNode},
+    abstractions::{
+        eventfd::EventFd,
+        io_mmap::IoMmap,
+        misc_node::{MiscNode, NodeFile},
+    },
     driver::{device::Shared, interrupts::FileId, uapi},
 };
 
 /// The misc device of a bound device, whose `open` finds the device's state.
-pub(crate) type Node = MiscNode<OpenDevice, Arc<Shared>>;
+pub(crate) type Node = MiscNode<OpenDevice>;
 
 /// The next [`FileId`].
 static NEXT_FILE_ID: Atomic<u64> = Atomic::new(1);
@@ -115,44 +120,39 @@ fn read_arg<T: FromBytes + IntoBytes>(arg: usize) -> Result<T> {
     Ok(value)
 }
 
-#[vtable]
-impl MiscDevice for OpenDevice {
-    type Ptr = KBox<Self>;
+impl NodeFile for OpenDevice {
+    type Data = Arc<Shared>;
 
-    fn open(file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        // SAFETY: Every `MiscDeviceRegistration<OpenDevice>` is made by `Node::new`, a
-        // `MiscNode<OpenDevice, Arc<Shared>>`, made in `driver/mod.rs`.
-        let shared = unsafe { Node::data_of(misc) }.clone();
+    fn open(file: &File, shared: &Arc<Shared>) -> Result<Self> {
         shared.check_alive()?;
         let writable = file.flags() & file::flags::O_ACCMODE != file::flags::O_RDONLY;
         let id = FileId(NEXT_FILE_ID.fetch_add(1, Relaxed));
-        // Accounted to the opener's memory cgroup: user space decides how many files exist.
-        let dev = KBox::new(
-            OpenDevice {
-                shared,
-                id,
-                writable,
-            },
-            GFP_KERNEL_ACCOUNT,
-        )?;
-        // SAFETY: We are in `->open` of `file`. The returned box becomes the file's private
-        // data until `release`, and holds an `Arc` of the device state, which holds the
-        // `IoMmap`: it lives until the file is released.
-        unsafe { dev.shared.mappings().attach(file) };
-        Ok(dev)
+        Ok(OpenDevice {
+            shared: shared.clone(),
+            id,
+            writable,
+        })
     }
 
-    fn mmap(dev: &OpenDevice, _file: &File, vma: &VmaNew) -> Result {
-        dev.shared.mappings().mmap(vma)
+    fn mappings(&self) -> Option<&Arc<IoMmap>> {
+        Some(self.shared.mappings())
     }
 
-    fn ioctl(dev: &OpenDevice, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn mmap(&self, _file: &File, vma: &VmaNew) -> Result {
+        self.shared.mappings().mmap(vma)
+    }
+
+    fn ioctl(&self, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
-            uapi::IOCTL_GET_INFO => dev.get_info(arg),
-            uapi::IOCTL_RING => dev.ring(arg),
-            uapi::IOCTL_BIND_EVENTFD => dev.bind_eventfd(arg),
+            uapi::IOCTL_GET_INFO => self.get_info(arg),
+            uapi::IOCTL_RING => self.ring(arg),
+            uapi::IOCTL_BIND_EVENTFD => self.bind_eventfd(arg),
             // Also after unbind: an unknown number is unknown whatever the device's state.
             _ => Err(ENOTTY),
         }
+    }
+
+    fn poll(&self, file: &File, table: PollTable<'_>) -> u32 {
+        self.shared.poll(file, table)
     }
 }

@@ -16,8 +16,9 @@
 //!
 //! Lifetimes: the binding owns the misc device, the MSI-X handlers, the BAR2 reservation and
 //! the node's name. Open files share [`Shared`], which outlives the binding; on unbind
-//! [`Shared::revoke`] zaps every user mapping, turns later faults into `SIGBUS` and later calls
-//! into `ENODEV`, and wakes every eventfd waiter. An open file pins the module, so `rmmod` is
+//! [`Shared::revoke`] zaps every user mapping, maps a driver-owned stand-in page on later
+//! faults (no process dies of a removal), turns later calls into `ENODEV`, and wakes every
+//! eventfd waiter and every poller of the node. An open file pins the module, so `rmmod` is
 //! refused until `close`.
 
 mod device;
@@ -37,6 +38,7 @@ use kernel::{
 
 use crate::abstractions::{
     irq_vectors::VectorHandlers,
+    mem_type::MemType,
     pci_bar::{msix_table_size, MappableBar},
 };
 use device::Shared;
@@ -91,6 +93,34 @@ fn pci_address(pdev: &pci::Device<Bound>) -> (u32, u8, u8, u8) {
     )
 }
 
+/// `SIVSHM_MEM_TYPE_*` of a memory type.
+fn uapi_mem_type(t: Option<MemType>) -> u32 {
+    match t {
+        None => uapi::MEM_TYPE_UNKNOWN,
+        Some(MemType::WriteBack) => uapi::MEM_TYPE_WB,
+        Some(MemType::WriteCombining) => uapi::MEM_TYPE_WC,
+        Some(MemType::UncachedMinus) => uapi::MEM_TYPE_UC_MINUS,
+        Some(MemType::Uncached) => uapi::MEM_TYPE_UC,
+        Some(MemType::WriteThrough) => uapi::MEM_TYPE_WT,
+        Some(MemType::WriteProtect) => uapi::MEM_TYPE_WP,
+    }
+}
+
+/// The one warning of a device whose shared memory is not write-back.
+fn warn_not_write_back(pdev: &pci::Device<Bound>, t: Option<MemType>) {
+    let start = pdev.resource_start(SHM_BAR).unwrap_or(0);
+    let name = t.map_or("unknown (PAT disabled)", MemType::name);
+    dev_warn!(
+        pdev,
+        "shared memory at {:#x} is {}, not write-back: on AMD, TDX and PAT-honouring Intel KVM \
+         hosts every access to it is uncached. The firmware's MTRRs mark the BAR's range \
+         uncached (the 32-bit PCI hole); have the host place the BAR above 4 GiB (see \
+         Documentation/memory-type.rst)\n",
+        start,
+        name,
+    );
+}
+
 impl pci::Driver for SivshmDriver {
     type IdInfo = ();
     type Data<'bound> = Binding<'bound>;
@@ -124,6 +154,10 @@ impl pci::Driver for SivshmDriver {
                 uapi::PEER_ID_NONE
             };
             let (pci_domain, pci_bus, pci_slot, pci_func) = pci_address(pdev);
+            let mem_type = shm.mem_type();
+            if mem_type != Some(MemType::WriteBack) {
+                warn_not_write_back(pdev, mem_type);
+            }
             let info = uapi::Info {
                 flags: if doorbell { uapi::INFO_F_DOORBELL } else { 0 },
                 shm_size: pdev.resource_len(SHM_BAR)?,
@@ -134,6 +168,7 @@ impl pci::Driver for SivshmDriver {
                 pci_slot,
                 pci_func,
                 index: name.index(),
+                mem_type: uapi_mem_type(mem_type),
                 ..Default::default()
             };
             let shared = Shared::new(info, shm.mappings().clone(), regs.into_devres()?)?;

@@ -19,6 +19,15 @@ pub(crate) const PEER_ID_NONE: u32 = 0xffff_ffff;
 /// `SIVSHM_MAX_VECTORS`.
 pub(crate) const MAX_VECTORS: u32 = 64;
 
+/// `SIVSHM_MEM_TYPE_*`: values of `sivshm_info.mem_type`.
+pub(crate) const MEM_TYPE_UNKNOWN: u32 = 0;
+pub(crate) const MEM_TYPE_WB: u32 = 1;
+pub(crate) const MEM_TYPE_WC: u32 = 2;
+pub(crate) const MEM_TYPE_UC_MINUS: u32 = 3;
+pub(crate) const MEM_TYPE_UC: u32 = 4;
+pub(crate) const MEM_TYPE_WT: u32 = 5;
+pub(crate) const MEM_TYPE_WP: u32 = 6;
+
 /// `struct sivshm_info`.
 #[repr(C)]
 #[derive(
@@ -37,11 +46,14 @@ pub(crate) struct Info {
     pub(crate) pci_func: u8,
     pub(crate) pad1: u8,
     pub(crate) index: u32,
-    pub(crate) reserved: [u32; 7],
+    pub(crate) mem_type: u32,
+    pub(crate) reserved: [u32; 6],
 }
 
 /// `SIVSHM_INFO_ARGSZ_V1`.
 pub(crate) const INFO_ARGSZ_V1: u32 = 36;
+/// `SIVSHM_INFO_ARGSZ_V2`.
+pub(crate) const INFO_ARGSZ_V2: u32 = 40;
 
 /// `SIVSHM_IOCTL_GET_INFO`.
 pub(crate) const IOCTL_GET_INFO: u32 = _IOWR::<Info>(IOCTL_TYPE, 0x00);
@@ -81,3 +93,4 @@ const _: () = assert!(core::mem::size_of::<Info>() == 64);
 const _: () = assert!(core::mem::size_of::<Ring>() == 16);
 const _: () = assert!(core::mem::size_of::<Eventfd>() == 16);
 const _: () = assert!(core::mem::offset_of!(Info, index) + 4 == INFO_ARGSZ_V1 as usize);
+const _: () = assert!(core::mem::offset_of!(Info, mem_type) + 4 == INFO_ARGSZ_V2 as usize);

@@ -55,8 +55,8 @@ echo "TAP version 13"
 echo "1..13"
 
 same "list shows both devices" \
-	"/dev/sivshm0 pci=$p_pci size=$p_size peer=$p_peer vectors=$p_vec
-/dev/sivshm1 pci=$d_pci size=$d_size peer=$d_peer vectors=$d_vec" \
+	"/dev/sivshm0 pci=$p_pci size=$p_size peer=$p_peer vectors=$p_vec memtype=write-back
+/dev/sivshm1 pci=$d_pci size=$d_size peer=$d_peer vectors=$d_vec memtype=write-back" \
 	sivshmctl list
 same "info by PCI address" \
 	"node=/dev/sivshm1
@@ -65,7 +65,8 @@ pci=$d_pci
 size=$d_size
 doorbell=yes
 peer=$d_peer
-vectors=$d_vec" \
+vectors=$d_vec
+memtype=write-back" \
 	sivshmctl info "$d_pci"
 same "info --udev gives the rule its SIVSHM_PCI" \
 	"SIVSHM_NODE=/dev/sivshm0
@@ -74,7 +75,8 @@ SIVSHM_PCI=$p_pci
 SIVSHM_SIZE=$p_size
 SIVSHM_DOORBELL=no
 SIVSHM_PEER=$p_peer
-SIVSHM_VECTORS=$p_vec" \
+SIVSHM_VECTORS=$p_vec
+SIVSHM_MEMTYPE=write-back" \
 	sivshmctl info --udev /dev/sivshm0
 same "dump shows what sivshm_hello wrote, as hexdump -C" \
 	"00000000  68 65 6c 6c 6f 20 66 72  6f 6d 20 73 69 76 73 68  |hello from sivsh|

@@ -36,7 +36,40 @@ pub struct Report {
     pub kmemleak: Option<Vec<String>>,
     /// The guest's uptime when `insmod` had probed every device (`SIVSHM-PROBED`).
     pub probed_uptime: Option<f64>,
+    /// Each device's memory type at boot (`SIVSHM-MEMTYPE`).
+    pub mem_types: Vec<MemTypeLine>,
+    /// The driver's warnings that a device's memory is not write-back, by PCI address.
+    pub not_write_back_warnings: Vec<String>,
 }
+
+/// One `SIVSHM-MEMTYPE bdf=... bar=... driver=... pat=...` line of guest/init: a device's
+/// memory type as the driver reports it (`GET_INFO`) and as the PAT lists the BAR's range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemTypeLine {
+    pub bdf: String,
+    pub bar: String,
+    pub driver: String,
+    pub pat: String,
+}
+
+impl MemTypeLine {
+    fn parse(rest: &str) -> Option<Self> {
+        let field = |k: &str| {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(k)?.strip_prefix('='))
+                .map(str::to_string)
+        };
+        Some(MemTypeLine {
+            bdf: field("bdf")?,
+            bar: field("bar")?,
+            driver: field("driver")?,
+            pat: field("pat")?,
+        })
+    }
+}
+
+/// What the driver says at probe of a device whose memory is not write-back (driver/mod.rs).
+const NOT_WRITE_BACK: &str = "not write-back";
 
 /// The line the guest's init prints once the module is loaded and the VM's command starts.
 pub const COMMAND_STARTED: &str = "SIVSHM-BEGIN";
@@ -80,6 +113,16 @@ pub fn parse(log: &str) -> Report {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("id="))
                 .map(str::to_string);
+        } else if let Some(rest) = line.strip_prefix("SIVSHM-MEMTYPE ") {
+            r.mem_types.extend(MemTypeLine::parse(rest));
+        } else if line.contains(NOT_WRITE_BACK) && line.contains("sivshm ") {
+            // `sivshm 0000:00:04.0: shared memory at ... is uncached-minus, not write-back: ...`
+            r.not_write_back_warnings.extend(
+                line.split("sivshm ")
+                    .nth(1)
+                    .and_then(|t| t.split_whitespace().next())
+                    .map(|b| b.trim_end_matches(':').to_string()),
+            );
         } else if let Some(rest) = line.strip_prefix("SIVSHM-PROBED ") {
             r.probed_uptime = rest.split_whitespace().next().and_then(|v| v.parse().ok());
         } else if line == COMMAND_STARTED {
@@ -223,6 +266,30 @@ unreferenced object 0xffff888003 (size 64):\n";
             .kmemleak
             .is_some_and(|l| !l.is_empty()));
         assert_eq!(parse("SIVSHM-END rc=0\n").kmemleak, None);
+    }
+
+    #[test]
+    fn memory_types_and_warnings_are_read() {
+        let r = parse(
+            "SIVSHM-MEMTYPE bdf=0000:00:04.0 bar=0x000000c000000000 driver=write-back pat=write-back\n\
+             [    1.2] sivshm 0000:00:05.0: shared memory at 0xfe400000 is uncached-minus, not write-back: on AMD\n\
+             SIVSHM-MEMTYPE bdf=0000:00:05.0 bar=0x00000000fe400000 driver=uncached-minus pat=uncached-minus\n",
+        );
+        assert_eq!(r.mem_types.len(), 2);
+        assert_eq!(
+            r.mem_types[1],
+            MemTypeLine {
+                bdf: "0000:00:05.0".into(),
+                bar: "0x00000000fe400000".into(),
+                driver: "uncached-minus".into(),
+                pat: "uncached-minus".into(),
+            }
+        );
+        assert_eq!(r.not_write_back_warnings, ["0000:00:05.0"]);
+        assert!(
+            r.splats.is_empty(),
+            "a memory type warning is not a kernel bug"
+        );
     }
 
     #[test]

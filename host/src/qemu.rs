@@ -314,6 +314,19 @@ impl Vm {
         self.env.iter().any(|(k, _)| k == "SIVSHM_KMEMLEAK")
     }
 
+    /// What the guest's sivshm devices must report as their memory type.
+    pub fn memory_expectation(&self) -> MemoryExpectation {
+        MemoryExpectation {
+            devices: self.devices.len(),
+            uncached: self
+                .env
+                .iter()
+                .filter(|(k, _)| k == "SIVSHM_UNCACHED")
+                .flat_map(|(_, v)| v.split(',').map(str::to_string))
+                .collect(),
+        }
+    }
+
     /// QEMU's arguments and the fds the child must inherit. `boot_id` identifies this boot
     /// in the serial log.
     pub fn args(
@@ -472,6 +485,19 @@ pub struct Running {
     started: Instant,
     boot_id: String,
     wants_kmemleak: bool,
+    memory: MemoryExpectation,
+}
+
+/// What a guest's sivshm devices must report as their memory type at boot (the
+/// `SIVSHM-MEMTYPE` lines of guest/init).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryExpectation {
+    /// sivshm devices present at boot: as many lines must appear.
+    pub devices: usize,
+    /// The PCI addresses deliberately placed in the firmware's uncached hole
+    /// (`SIVSHM_UNCACHED`): they must report uncached-minus, and the driver must warn. Every
+    /// other device must be write-back.
+    pub uncached: Vec<String>,
 }
 
 /// How a guest ended.
@@ -484,6 +510,7 @@ pub struct Finished {
     /// The id this boot was given; a log that does not show it is not this boot's.
     pub boot_id: String,
     pub wants_kmemleak: bool,
+    pub memory: MemoryExpectation,
 }
 
 /// A value that differs between runs: the time in nanoseconds mixed with the process id.
@@ -529,6 +556,7 @@ impl Machine {
             started: Instant::now(),
             boot_id: id,
             wants_kmemleak: vm.wants_kmemleak(),
+            memory: vm.memory_expectation(),
         })
     }
 }
@@ -614,6 +642,7 @@ impl Running {
             log_path: std::mem::take(&mut self.log),
             boot_id: std::mem::take(&mut self.boot_id),
             wants_kmemleak: self.wants_kmemleak,
+            memory: std::mem::take(&mut self.memory),
             timed_out,
             elapsed,
         })

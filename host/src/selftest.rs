@@ -129,6 +129,24 @@ impl Suite<'_> {
                 // A guest that never booted proves nothing about its kernel log.
                 booted && r.splats.is_empty(),
             );
+            if f.memory.devices > 0 {
+                let (ok, why) = memory_types_as_expected(&r, &f.memory);
+                if !ok {
+                    eprintln!("#   {prefix}: {why}");
+                }
+                bad |= !push(
+                    format!(
+                        "{prefix}: every sivshm device's memory is write-back (GET_INFO and \
+                         pat_memtype_list agree){}",
+                        if f.memory.uncached.is_empty() {
+                            ""
+                        } else {
+                            ", but the ones placed in the uncached hole, which warn"
+                        }
+                    ),
+                    ok,
+                );
+            }
             if f.wants_kmemleak {
                 let clean = r.kmemleak.as_ref().is_some_and(|l| l.is_empty());
                 bad |= !push(
@@ -164,6 +182,50 @@ impl Suite<'_> {
     }
 }
 
+/// Whether the boot-time memory types of a guest's devices are what the scenario expects: one
+/// line per device, driver and PAT agreeing, write-back except for the devices deliberately
+/// placed in the uncached hole, which must be uncached-minus and warned about. Otherwise,
+/// why not.
+fn memory_types_as_expected(
+    r: &console::Report,
+    want: &crate::qemu::MemoryExpectation,
+) -> (bool, String) {
+    if r.mem_types.len() != want.devices {
+        return (
+            false,
+            format!(
+                "{} memory type line(s) for {} device(s)",
+                r.mem_types.len(),
+                want.devices
+            ),
+        );
+    }
+    for m in &r.mem_types {
+        let hole = want.uncached.contains(&m.bdf);
+        let expected = if hole { "uncached-minus" } else { "write-back" };
+        if m.driver != expected || m.pat != expected {
+            return (
+                false,
+                format!(
+                    "{} (BAR at {}): the driver says {}, the PAT {}; expected {expected}",
+                    m.bdf, m.bar, m.driver, m.pat
+                ),
+            );
+        }
+        if hole != r.not_write_back_warnings.contains(&m.bdf) {
+            return (
+                false,
+                format!(
+                    "{}: the driver {} about its memory type",
+                    m.bdf,
+                    if hole { "did not warn" } else { "warned" }
+                ),
+            );
+        }
+    }
+    (true, String::new())
+}
+
 /// The guests of a scenario, and what must stay open while they run.
 struct Plan {
     vms: Vec<Vm>,
@@ -177,15 +239,20 @@ impl Plan {
     }
 }
 
-/// One guest with two devices: `ivshmem-plain` (4 MiB) and `ivshmem-doorbell` (1 MiB, peer
-/// id 3, wired by a prefilled socket): device nodes, info, mmap, bad arguments, unbind and
-/// module reload; then the guest command `sivshmctl` on both devices.
+/// One guest with two devices: `ivshmem-plain` (512 MiB, twice the guest's RAM, so that
+/// touching every page of a mapping after removal shows that the stand-in costs no memory per
+/// page) and `ivshmem-doorbell` (1 MiB, peer id 3, wired by a prefilled socket): device
+/// nodes, info, mmap, bad arguments, unbind and module reload; then the guest command
+/// `sivshmctl` on both devices.
 fn single_vm(s: &Suite<'_>) -> Result<Vec<Finished>> {
     single_vm_plan()?.run(s)
 }
 
+/// The plain device of single-vm: larger than the guest's 256 MiB of RAM.
+const SINGLE_VM_PLAIN: u64 = 512 << 20;
+
 fn single_vm_plan() -> Result<Plan> {
-    let plain = segments::create("plain", 4 << 20)?;
+    let plain = segments::create("plain", SINGLE_VM_PLAIN)?;
     let doorbell_shm = segments::create("doorbell", 1 << 20)?;
     let own = PeerVectors::new(3, 2)?;
     let msgs = setup_messages(&own, doorbell_shm.as_fd(), &[])?;
@@ -193,7 +260,7 @@ fn single_vm_plan() -> Result<Plan> {
     let plain = Device::Plain {
         slot: PciSlot::root(4),
         segment: plain,
-        size: 4 << 20,
+        size: SINGLE_VM_PLAIN,
     };
     let doorbell = Device::Doorbell {
         slot: PciSlot::root(5),
@@ -204,7 +271,7 @@ fn single_vm_plan() -> Result<Plan> {
     let expect = format!(
         "{},{},none,0;{},{},{},2",
         plain.bdf(),
-        4 << 20,
+        SINGLE_VM_PLAIN,
         doorbell.bdf(),
         1 << 20,
         own.id
@@ -219,6 +286,7 @@ fn single_vm_plan() -> Result<Plan> {
         .smp(2)
         .env("SIVSHM_KMEMLEAK", "1")
         .env("SIVSHM_EXPECT", expect)
+        .env("SIVSHM_LARGER_THAN_RAM", "1")
         .device(plain)
         .device(doorbell);
     Ok(Plan {

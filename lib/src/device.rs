@@ -40,6 +40,60 @@ pub struct Info {
     pub pci: PciAddress,
     /// N of `/dev/sivshmN`.
     pub index: u32,
+    /// The memory type the shared memory got in this guest (`None`: the driver could not
+    /// tell, or predates the field). Anything but write-back makes every access uncached on
+    /// hosts that honour the guest's type (AMD, TDX; see `Documentation/memory-type.rst`).
+    pub mem_type: Option<MemType>,
+}
+
+/// The memory type (x86 PAT cache mode) of a device's shared memory, `SIVSHM_MEM_TYPE_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemType {
+    WriteBack,
+    WriteCombining,
+    UncachedMinus,
+    Uncached,
+    WriteThrough,
+    WriteProtect,
+}
+
+impl MemType {
+    /// The type of a `SIVSHM_MEM_TYPE_*` value; `None` for UNKNOWN or a value this crate does
+    /// not know.
+    pub fn from_uapi(v: u32) -> Option<Self> {
+        Some(match v {
+            uapi::MEM_TYPE_WB => MemType::WriteBack,
+            uapi::MEM_TYPE_WC => MemType::WriteCombining,
+            uapi::MEM_TYPE_UC_MINUS => MemType::UncachedMinus,
+            uapi::MEM_TYPE_UC => MemType::Uncached,
+            uapi::MEM_TYPE_WT => MemType::WriteThrough,
+            uapi::MEM_TYPE_WP => MemType::WriteProtect,
+            _ => return None,
+        })
+    }
+
+    /// The name the kernel uses (`/sys/kernel/debug/x86/pat_memtype_list`).
+    pub fn name(self) -> &'static str {
+        match self {
+            MemType::WriteBack => "write-back",
+            MemType::WriteCombining => "write-combining",
+            MemType::UncachedMinus => "uncached-minus",
+            MemType::Uncached => "uncached",
+            MemType::WriteThrough => "write-through",
+            MemType::WriteProtect => "write-protected",
+        }
+    }
+}
+
+impl fmt::Display for MemType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `Some(t)` as its name, `None` as "unknown".
+pub fn mem_type_name(t: Option<MemType>) -> &'static str {
+    t.map_or("unknown", MemType::name)
 }
 
 impl From<uapi::Info> for Info {
@@ -56,6 +110,7 @@ impl From<uapi::Info> for Info {
                 function: i.pci_func,
             },
             index: i.index,
+            mem_type: MemType::from_uapi(i.mem_type),
         }
     }
 }

@@ -20,10 +20,12 @@ const PROBE: &str = r#"
 int main(void)
 {
 	V(SIVSHM_IOCTL_TYPE); V(SIVSHM_INFO_F_DOORBELL); V(SIVSHM_PEER_ID_NONE);
-	V(SIVSHM_MAX_VECTORS); V(SIVSHM_INFO_ARGSZ_V1); V(SIVSHM_IOCTL_GET_INFO);
+	V(SIVSHM_MAX_VECTORS); V(SIVSHM_INFO_ARGSZ_V1); V(SIVSHM_INFO_ARGSZ_V2); V(SIVSHM_IOCTL_GET_INFO);
+	V(SIVSHM_MEM_TYPE_UNKNOWN); V(SIVSHM_MEM_TYPE_WB); V(SIVSHM_MEM_TYPE_WC);
+	V(SIVSHM_MEM_TYPE_UC_MINUS); V(SIVSHM_MEM_TYPE_UC); V(SIVSHM_MEM_TYPE_WT); V(SIVSHM_MEM_TYPE_WP);
 	V(sizeof(struct sivshm_info));
 	O(argsz); O(flags); O(shm_size); O(peer_id); O(nr_vectors); O(__pad0); O(pci_domain);
-	O(pci_bus); O(pci_slot); O(pci_func); O(__pad1); O(index); O(__reserved);
+	O(pci_bus); O(pci_slot); O(pci_func); O(__pad1); O(index); O(mem_type); O(__reserved);
 	V(sizeof(((struct sivshm_info *)0)->__reserved));
 	V(SIVSHM_IOCTL_RING); V(SIVSHM_IOCTL_BIND_EVENTFD);
 	V(sizeof(struct sivshm_ring)); V(sizeof(struct sivshm_eventfd));
@@ -73,6 +75,14 @@ fn mirror_values() -> Vec<(&'static str, u64)> {
         ("SIVSHM_PEER_ID_NONE", uapi::PEER_ID_NONE.into()),
         ("SIVSHM_MAX_VECTORS", uapi::MAX_VECTORS.into()),
         ("SIVSHM_INFO_ARGSZ_V1", uapi::INFO_ARGSZ_V1.into()),
+        ("SIVSHM_INFO_ARGSZ_V2", uapi::INFO_ARGSZ_V2.into()),
+        ("SIVSHM_MEM_TYPE_UNKNOWN", uapi::MEM_TYPE_UNKNOWN.into()),
+        ("SIVSHM_MEM_TYPE_WB", uapi::MEM_TYPE_WB.into()),
+        ("SIVSHM_MEM_TYPE_WC", uapi::MEM_TYPE_WC.into()),
+        ("SIVSHM_MEM_TYPE_UC_MINUS", uapi::MEM_TYPE_UC_MINUS.into()),
+        ("SIVSHM_MEM_TYPE_UC", uapi::MEM_TYPE_UC.into()),
+        ("SIVSHM_MEM_TYPE_WT", uapi::MEM_TYPE_WT.into()),
+        ("SIVSHM_MEM_TYPE_WP", uapi::MEM_TYPE_WP.into()),
         ("SIVSHM_IOCTL_GET_INFO", uapi::IOCTL_GET_INFO.into()),
         ("sizeof(struct sivshm_info)", size_of::<Info>() as u64),
         ("offsetof_argsz", offset_of!(Info, argsz) as u64),
@@ -87,10 +97,11 @@ fn mirror_values() -> Vec<(&'static str, u64)> {
         ("offsetof_pci_func", offset_of!(Info, pci_func) as u64),
         ("offsetof___pad1", offset_of!(Info, pad1) as u64),
         ("offsetof_index", offset_of!(Info, index) as u64),
+        ("offsetof_mem_type", offset_of!(Info, mem_type) as u64),
         ("offsetof___reserved", offset_of!(Info, reserved) as u64),
         (
             "sizeof(((struct sivshm_info *)0)->__reserved)",
-            size_of::<[u32; 7]>() as u64,
+            size_of::<[u32; 6]>() as u64,
         ),
         ("SIVSHM_IOCTL_RING", uapi::IOCTL_RING.into()),
         ("SIVSHM_IOCTL_BIND_EVENTFD", uapi::IOCTL_BIND_EVENTFD.into()),
@@ -112,7 +123,7 @@ fn rust_mirror_matches_the_c_header() {
     let h = header_values();
     let want = mirror_values();
     // The reserved array's type in the mirror is the one checked above.
-    let _: [u32; 7] = Info::default().reserved;
+    let _: [u32; 6] = Info::default().reserved;
     for (name, value) in &want {
         assert_eq!(
             h.get(*name),

@@ -51,7 +51,7 @@ mod ioctl {
     }
 }
 
-pub use device::{Device, Info, PciAddress};
+pub use device::{mem_type_name, Device, Info, MemType, PciAddress};
 pub use eventfd::EventFd;
 pub use mapping::Mapping;
 

@@ -7,8 +7,17 @@
  * describe the device, ring peers' doorbells and bind eventfds to the
  * device's interrupt vectors. The eventfds are the one way to wait for an
  * interrupt: they work with read(), poll(), select() and epoll. The node
- * itself has no read() (EINVAL) and no poll(); the VFS reports such a file
- * always ready and epoll refuses it (EPERM), as for any file without ->poll.
+ * itself has no read() (EINVAL). Its poll() reports one thing, the device's
+ * removal: no event while the device is bound, EPOLLHUP | EPOLLERR (POLLHUP |
+ * POLLERR) from the moment it is unbound or unplugged, so the node can sit
+ * in an epoll set beside the eventfds.
+ *
+ * Removal never kills a process: after it, every call fails with ENODEV,
+ * every bound eventfd is signalled once, the node polls EPOLLHUP, and the
+ * process's mappings stay valid but no longer reach the device: each page
+ * of them shows one stand-in page of kernel memory, owned by the device's
+ * driver state, that starts filled with 0xff bytes (see mmap() below). No
+ * signal is raised and none needs handling.
  *
  * This header is the single source of truth for the driver (its Rust
  * mirror driver/uapi.rs is checked against it by the host tests) and for
@@ -42,6 +51,26 @@
 /* Interrupt vectors per device the driver uses at most. */
 #define SIVSHM_MAX_VECTORS	64
 
+/*
+ * Values of sivshm_info.mem_type: the memory type (x86 PAT cache mode) the
+ * shared memory got in this guest, which every mapping of it has. The
+ * driver asks for write-back; the guest's PAT grants it only where the
+ * firmware's MTRRs say write-back too. On AMD hosts (KVM always honours
+ * the guest's type), TDX, and Intel hosts whose VMM disables
+ * KVM_X86_QUIRK_IGNORE_GUEST_PAT, the hardware uses this type, so anything
+ * but SIVSHM_MEM_TYPE_WB makes every access uncached (see
+ * Documentation/memory-type.rst for where the host must place the BAR).
+ * UNKNOWN: the driver could not tell (PAT disabled), or a kernel older than
+ * the field (the bytes were reserved, hence zero).
+ */
+#define SIVSHM_MEM_TYPE_UNKNOWN		0
+#define SIVSHM_MEM_TYPE_WB		1 /* write-back */
+#define SIVSHM_MEM_TYPE_WC		2 /* write-combining */
+#define SIVSHM_MEM_TYPE_UC_MINUS	3 /* uncached-minus */
+#define SIVSHM_MEM_TYPE_UC		4 /* uncached */
+#define SIVSHM_MEM_TYPE_WT		5 /* write-through */
+#define SIVSHM_MEM_TYPE_WP		6 /* write-protected */
+
 /**
  * struct sivshm_info - what a device is, returned by SIVSHM_IOCTL_GET_INFO
  * @argsz:      in: sizeof(struct sivshm_info) as the caller knows it;
@@ -60,6 +89,8 @@
  * @pci_func:   out: PCI function number.
  * @__pad1:     zero.
  * @index:      out: N of /dev/sivshmN.
+ * @mem_type:   out: SIVSHM_MEM_TYPE_* of the shared memory (since
+ *              SIVSHM_INFO_ARGSZ_V2; was reserved, so zero = UNKNOWN before).
  * @__reserved: zero; room to grow.
  */
 struct sivshm_info {
@@ -75,11 +106,14 @@ struct sivshm_info {
 	__u8  pci_func;
 	__u8  __pad1;
 	__u32 index;
-	__u32 __reserved[7];
+	__u32 mem_type;
+	__u32 __reserved[6];
 };
 
 /* The smallest argsz GET_INFO accepts: everything up to and including @index. */
 #define SIVSHM_INFO_ARGSZ_V1	36
+/* argsz that includes @mem_type. */
+#define SIVSHM_INFO_ARGSZ_V2	40
 
 /*
  * SIVSHM_IOCTL_GET_INFO - fill a struct sivshm_info.
@@ -150,15 +184,29 @@ struct sivshm_eventfd {
  * mmap(): MAP_SHARED only (MAP_PRIVATE: EINVAL), offset and length within
  * shm_size (else EINVAL), never executable (PROT_EXEC: EPERM, as the kernel
  * answers for a noexec mount; a later mprotect(PROT_EXEC) gets EACCES), not
- * expandable by mremap(). ENODEV once the device is unbound; after unbind
- * every existing mapping is zapped and touching it raises SIGBUS.
+ * expandable by mremap(). ENODEV once the device is unbound.
+ *
+ * After unbind, every existing mapping (and a forked child's copy) stays
+ * valid: nothing of the device is reachable any more, and a touch of any
+ * page maps the device's stand-in page instead, the same page at every
+ * address of every mapping of this device, starting filled with 0xff.
+ * Reads and writes succeed; what a process writes there after the removal
+ * can be read back at any address of any mapping of the same device, never
+ * by users of another device, and never reaches a VM. Read as data, 0xff
+ * everywhere makes every magic number wrong and every length, index or
+ * position the largest value of its type; a protocol on the memory that
+ * checks what it reads fails its checks and can then ask the device
+ * (ENODEV) whether it is gone. Touching a mapping after removal costs page
+ * tables for what is touched only, never a copy of the segment.
  *
  * Caching: the driver reserves the BAR write-back (memremap(MEMREMAP_WB)),
- * and mappings get the memory type recorded for that reservation. On x86
- * the PAT combines it with the MTRRs: where the firmware's MTRRs mark the
- * BAR's range uncached (SeaBIOS does for BARs below 4 GiB), the type
- * recorded is uncached-minus. The type in force is the one listed for the
- * BAR's physical range (resource2 in /sys/bus/pci/devices/.../resource) in
+ * and mappings get the memory type recorded for that reservation, which
+ * GET_INFO reports in @mem_type. On x86 the PAT combines it with the MTRRs:
+ * where the firmware's MTRRs mark the BAR's range uncached (SeaBIOS and
+ * OVMF do for the 32-bit PCI hole below 4 GiB), the type recorded is
+ * uncached-minus and the driver logs a warning at probe. The same type is
+ * listed for the BAR's physical range (resource2 in
+ * /sys/bus/pci/devices/.../resource) in
  * /sys/kernel/debug/x86/pat_memtype_list.
  */
 

@@ -18,7 +18,7 @@ mod hexdump;
 use std::io::Write;
 
 use clap::Parser;
-use sivshm::{Device, Info};
+use sivshm::{mem_type_name, Device, Info};
 
 use args::{dev_spec, exit, Cli, Cmd, DevSpec};
 
@@ -84,17 +84,18 @@ fn peer(i: &Info) -> String {
 /// The `list` line of a device.
 fn list_line(i: &Info) -> String {
     format!(
-        "{} pci={} size={} peer={} vectors={}",
+        "{} pci={} size={} peer={} vectors={} memtype={}",
         node(i),
         i.pci,
         i.shm_size,
         peer(i),
-        i.nr_vectors
+        i.nr_vectors,
+        mem_type_name(i.mem_type)
     )
 }
 
 /// What `info` says of a device: (key, value).
-fn info_fields(i: &Info) -> [(&'static str, String); 7] {
+fn info_fields(i: &Info) -> [(&'static str, String); 8] {
     [
         ("node", node(i)),
         ("index", i.index.to_string()),
@@ -103,6 +104,7 @@ fn info_fields(i: &Info) -> [(&'static str, String); 7] {
         ("doorbell", if i.doorbell { "yes" } else { "no" }.into()),
         ("peer", peer(i)),
         ("vectors", i.nr_vectors.to_string()),
+        ("memtype", mem_type_name(i.mem_type).into()),
     ]
 }
 
@@ -208,7 +210,7 @@ fn run(cmd: Cmd) -> Result<i32, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sivshm::PciAddress;
+    use sivshm::{MemType, PciAddress};
 
     fn info(peer_id: Option<u32>) -> Info {
         Info {
@@ -223,6 +225,7 @@ mod tests {
                 function: 0,
             },
             index: 1,
+            mem_type: peer_id.map(|_| MemType::WriteBack),
         }
     }
 
@@ -230,11 +233,11 @@ mod tests {
     fn list_and_info_lines() {
         assert_eq!(
             list_line(&info(Some(3))),
-            "/dev/sivshm1 pci=0000:00:05.0 size=4194304 peer=3 vectors=2"
+            "/dev/sivshm1 pci=0000:00:05.0 size=4194304 peer=3 vectors=2 memtype=write-back"
         );
         assert_eq!(
             list_line(&info(None)),
-            "/dev/sivshm1 pci=0000:00:05.0 size=4194304 peer=- vectors=0"
+            "/dev/sivshm1 pci=0000:00:05.0 size=4194304 peer=- vectors=0 memtype=unknown"
         );
         assert_eq!(
             info_lines(&info(Some(3))),
@@ -245,7 +248,8 @@ mod tests {
                 "size=4194304",
                 "doorbell=yes",
                 "peer=3",
-                "vectors=2"
+                "vectors=2",
+                "memtype=write-back"
             ]
         );
         assert_eq!(
@@ -257,7 +261,8 @@ mod tests {
                 "SIVSHM_SIZE=4194304",
                 "SIVSHM_DOORBELL=no",
                 "SIVSHM_PEER=-",
-                "SIVSHM_VECTORS=0"
+                "SIVSHM_VECTORS=0",
+                "SIVSHM_MEMTYPE=unknown"
             ]
         );
     }
