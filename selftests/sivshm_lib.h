@@ -228,4 +228,60 @@ static inline uint64_t sivshm_fnv1a(const volatile uint8_t *p, size_t len)
 	return h;
 }
 
+/* The kernel's name of a SIVSHM_MEM_TYPE_* value, as pat_memtype_list prints it. */
+static inline const char *sivshm_mem_type_name(uint32_t t)
+{
+	switch (t) {
+	case SIVSHM_MEM_TYPE_WB: return "write-back";
+	case SIVSHM_MEM_TYPE_WC: return "write-combining";
+	case SIVSHM_MEM_TYPE_UC_MINUS: return "uncached-minus";
+	case SIVSHM_MEM_TYPE_UC: return "uncached";
+	case SIVSHM_MEM_TYPE_WT: return "write-through";
+	case SIVSHM_MEM_TYPE_WP: return "write-protected";
+	default: return "unknown";
+	}
+}
+
+/*
+ * The memory type the guest's PAT lists for BAR2 of @bdf
+ * (/sys/kernel/debug/x86/pat_memtype_list), independently of the driver's
+ * answer. Returns 0 and fills @out, or -1 if the BAR or its entry is missing.
+ */
+static inline int sivshm_pat_type(const char *bdf, char *out, size_t len)
+{
+	char path[96], line[256], want[64];
+	unsigned long long start = 0, end = 0, flags = 0;
+	FILE *f;
+	int i, ret = -1;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/resource", bdf);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	for (i = 0; i < 3 && fgets(line, sizeof(line), f); i++)
+		;
+	fclose(f);
+	if (i != 3 || sscanf(line, "%llx %llx %llx", &start, &end, &flags) != 3 || !start)
+		return -1;
+	snprintf(want, sizeof(want), "[mem 0x%016llx-", start);
+	f = fopen("/sys/kernel/debug/x86/pat_memtype_list", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char *type;
+
+		if (!strstr(line, want))
+			continue;
+		type = strrchr(line, ' ');
+		if (!type)
+			break;
+		snprintf(out, len, "%s", type + 1);
+		out[strcspn(out, "\n")] = 0;
+		ret = 0;
+		break;
+	}
+	fclose(f);
+	return ret;
+}
+
 #endif

@@ -244,6 +244,31 @@ TEST_F(dev, info_matches_every_attached_device)
 	}
 }
 
+/*
+ * GET_INFO's memory type is the one the PAT lists for the BAR (read
+ * independently of the driver), for every device; SIVSHM_EXPECT_MEMTYPE
+ * (default write-back) says which one the host's placement must give.
+ */
+TEST_F(dev, info_mem_type_is_what_the_pat_lists)
+{
+	const char *want = getenv("SIVSHM_EXPECT_MEMTYPE");
+	struct sivshm_info info;
+	char pat[32];
+	int i, fd;
+
+	for (i = 0; i < self->n; i++) {
+		fd = sivshm_open_bdf(self->e[i].bdf, &info);
+		ASSERT_GE(fd, 0);
+		close(fd);
+		ASSERT_EQ(0, sivshm_pat_type(self->e[i].bdf, pat, sizeof(pat)))
+			TH_LOG("%s: no pat_memtype_list entry for BAR2", self->e[i].bdf);
+		EXPECT_STREQ(pat, sivshm_mem_type_name(info.mem_type))
+			TH_LOG("%s: the driver and the PAT disagree", self->e[i].bdf);
+		EXPECT_STREQ(want ? want : "write-back", pat)
+			TH_LOG("%s: BAR2's memory type", self->e[i].bdf);
+	}
+}
+
 TEST_F(dev, info_short_argsz_is_einval)
 {
 	struct sivshm_info info = { .argsz = SIVSHM_INFO_ARGSZ_V1 - 1 };
