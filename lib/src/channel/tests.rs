@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::model::{ModelDevice, Segment};
 
 pub(super) struct Pair {
     pub map: Arc<Mapping>,
@@ -221,22 +222,23 @@ fn a_peer_that_closes_is_reported_at_once() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
-/// A manager and a worker each mapping a segment of their own (as two VMs do); returns the
-/// file too, to take the memory away.
-fn on_own_mappings(len: usize) -> (std::os::fd::OwnedFd, Channel, Channel) {
-    let fd = rustix::fs::memfd_create("segment", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    rustix::fs::ftruncate(&fd, len as u64).unwrap();
-    let (ml, wl) = Links::in_process_pair().unwrap();
-    let map = || Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
-    let m = Channel::new(map(), 0, len, Role::Manager, ml, quick()).unwrap();
-    let w = Channel::new(map(), 0, len, Role::Worker, wl, quick()).unwrap();
-    (fd, m, w)
+/// A manager and a worker over one segment, each through a device of its own (as two VMs
+/// are); the devices are returned too, to remove them.
+fn on_model_devices(len: usize) -> ([Arc<ModelDevice>; 2], Channel, Channel) {
+    let seg = Segment::new(len).unwrap();
+    let (md, wd) = (seg.device(0).unwrap(), seg.device(1).unwrap());
+    let open = |d: &Arc<ModelDevice>, role| {
+        Channel::new(d.map().unwrap(), 0, len, role, d.links(), quick()).unwrap()
+    };
+    let m = open(&md, Role::Manager);
+    let w = open(&wd, Role::Worker);
+    ([md, wd], m, w)
 }
 
 #[test]
 fn a_removed_device_ends_its_channel_and_spares_the_others() {
-    let (_fd0, mut m0, mut w0) = on_own_mappings(1 << 16);
-    let (fd1, mut m1, mut w1) = on_own_mappings(1 << 16);
+    let (_d0, mut m0, mut w0) = on_model_devices(1 << 16);
+    let ([md1, wd1], mut m1, mut w1) = on_model_devices(1 << 16);
     m1.send(b"before", SEC).unwrap();
     w1.recv(SEC).unwrap().release().unwrap();
     // A worker thread blocked waiting, as the worker is when its device goes.
@@ -245,13 +247,25 @@ fn a_removed_device_ends_its_channel_and_spares_the_others() {
         (r, w1)
     });
     std::thread::sleep(Duration::from_millis(50));
-    // Truncating the file faults every access to it, as revoking a device's mapping does.
-    rustix::fs::ftruncate(&fd1, 0).unwrap();
-    assert_eq!(m1.send(b"after", SEC).err(), Some(Error::DeviceGone));
-    assert_eq!(m1.try_recv().err(), Some(Error::DeviceGone), "and for good");
-    assert_eq!(m1.check_peer().err(), Some(Error::DeviceGone));
+    let t = Instant::now();
+    wd1.remove().unwrap();
     let (r, _w1) = waiter.join().unwrap();
     assert_eq!(r, Some(Error::DeviceGone), "the waiter woke with it");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "at once: {:?}",
+        t.elapsed()
+    );
+    // The manager's device goes too: the call that finds it, and every later one, say so.
+    md1.remove().unwrap();
+    assert_eq!(m1.try_recv().err(), Some(Error::DeviceGone));
+    assert_eq!(
+        m1.send(b"after", SEC).err(),
+        Some(Error::DeviceGone),
+        "and for good"
+    );
+    assert_eq!(m1.check_peer().err(), Some(Error::DeviceGone));
+    assert_eq!(m1.flush().err(), Some(Error::DeviceGone));
     // The other worker is served as before, in the same process.
     for i in 0..200u32 {
         let data = vec![i as u8; 1000 + i as usize];
@@ -261,6 +275,125 @@ fn a_removed_device_ends_its_channel_and_spares_the_others() {
         msg.release().unwrap();
     }
     assert!(m0.check_peer().unwrap());
+}
+
+/// Every way a call can meet the stand-in page answers DeviceGone: a receive, a send, a
+/// reservation already made, a message already found, a peer check; and a new channel
+/// cannot be opened on the removed device's mapping.
+#[test]
+fn every_call_that_meets_a_removed_device_says_so() {
+    let len = 1 << 16;
+    type Step = fn(&mut Channel) -> Result<(), Error>;
+    let steps: [(&str, Step); 4] = [
+        ("try_recv", |c| c.try_recv().map(drop)),
+        ("recv", |c| c.recv(SEC).map(drop)),
+        ("check_peer", |c| c.check_peer().map(drop)),
+        ("arm", |c| c.arm().map(drop)),
+    ];
+    for (name, step) in steps {
+        let ([md, _wd], mut m, mut w) = on_model_devices(len);
+        w.send(b"hello", SEC).unwrap();
+        md.remove().unwrap();
+        assert_eq!(step(&mut m).err(), Some(Error::DeviceGone), "{name}");
+        assert_eq!(
+            m.try_recv().err(),
+            Some(Error::DeviceGone),
+            "{name}: for good"
+        );
+        drop(w);
+    }
+    // Removed between finding a message and releasing it: the payload reads as the stand-in
+    // page (the caller's check of it fails), and the release says why.
+    let ([md, _wd], mut m, mut w) = on_model_devices(len);
+    w.send(b"hello", SEC).unwrap();
+    let msg = m.recv(SEC).unwrap();
+    md.remove().unwrap();
+    assert_eq!(msg.to_vec().unwrap(), [0xff; 5]);
+    let released = msg.release();
+    assert!(
+        matches!(released, Ok(()) | Err(Error::DeviceGone)),
+        "{released:?}"
+    );
+    assert_eq!(m.try_recv().err(), Some(Error::DeviceGone));
+    // Removed between reserving and committing.
+    let ([md, _wd], mut m, _w) = on_model_devices(len);
+    let mut r = m.reserve(8, SEC).unwrap();
+    md.remove().unwrap();
+    r.write(0, b"12345678").unwrap();
+    let committed = r.commit();
+    assert!(
+        matches!(committed, Ok(()) | Err(Error::DeviceGone)),
+        "{committed:?}"
+    );
+    assert_eq!(m.try_recv().err(), Some(Error::DeviceGone));
+    // The mapping is still there; a channel over it is not.
+    let map = md.map();
+    assert_eq!(map.err(), Some(rustix::io::Errno::NODEV));
+    let seg = Segment::new(len).unwrap();
+    let d = seg.device(0).unwrap();
+    let map = d.map().unwrap();
+    d.remove().unwrap();
+    for role in [Role::Manager, Role::Worker] {
+        let e = Channel::new(map.clone(), 0, len, role, d.links(), quick());
+        assert_eq!(e.err(), Some(Error::DeviceGone), "{role:?}");
+    }
+}
+
+/// What the stand-in page reads as (all 0xff), written by a peer on a device that is still
+/// there, is the peer's corruption, not a removal.
+#[test]
+fn garbage_on_a_present_device_is_the_peer_s() {
+    let len = 1 << 16;
+    let ([md, _wd], mut m, _w) = on_model_devices(len);
+    let map = md.map().unwrap();
+    let win = Window::new(map, 0, len).unwrap();
+    // The worker's side block and ring 1's indices, all ones.
+    win.write(layout::side_block(Role::Worker), &[0xff; 64])
+        .unwrap();
+    win.write(layout::head(1), &[0xff; 8]).unwrap();
+    let e = m.try_recv().err().unwrap();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    // The whole header: a manager formatting anew, as far as the worker can tell.
+    let ([md, _wd], _m, mut w) = on_model_devices(len);
+    let win = Window::new(md.map().unwrap(), 0, len).unwrap();
+    win.write(0, &[0xff; 4096]).unwrap();
+    assert_eq!(w.check_peer().err(), Some(Error::Reformatted));
+}
+
+/// `wait_for_peer` notices a removal within a look, whatever the stand-in page reads as:
+/// as all ones (a peer of another version), or, after this process's own writes, as a peer
+/// not attached yet; and a channel already gone answers at once.
+#[test]
+fn waiting_for_a_peer_ends_when_the_device_goes() {
+    let len = 1 << 16;
+    for absent in [false, true] {
+        let seg = Segment::new(len).unwrap();
+        let d = seg.device(0).unwrap();
+        let map = d.map().unwrap();
+        let mut m = Channel::new(map.clone(), 0, len, Role::Manager, d.links(), quick()).unwrap();
+        let waiter = std::thread::spawn(move || m.wait_for_peer(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        d.remove().unwrap();
+        if absent {
+            // The worker's state, as the manager's own writes may leave it in the page.
+            let win = Window::new(map, 0, len).unwrap();
+            win.u32(layout::side_block(Role::Worker) + layout::side::STATE)
+                .unwrap()
+                .store(layout::STATE_ABSENT, SeqCst);
+        }
+        assert_eq!(waiter.join().unwrap(), Err(Error::DeviceGone), "{absent}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    let ([md, _wd], mut m, _w) = on_model_devices(len);
+    md.remove().unwrap();
+    assert_eq!(m.try_recv().err(), Some(Error::DeviceGone));
+    let t = Instant::now();
+    assert_eq!(
+        m.wait_for_peer(Duration::from_secs(10)),
+        Err(Error::DeviceGone)
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
 }
 
 #[test]
