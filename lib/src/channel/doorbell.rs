@@ -29,9 +29,14 @@ impl Doorbell for DeviceDoorbell {
     }
 }
 
-/// Within one host or one VM (tests, in-process peers): the peer waits on this eventfd.
+/// Within one host or one VM (tests, in-process peers): the peer waits on this eventfd. An
+/// id the driver refuses (above `0xffff`, `EINVAL`) is refused here too, so that tests meet
+/// what a device answers.
 impl Doorbell for EventFd {
-    fn ring(&self, _peer_id: u32) -> Result<()> {
+    fn ring(&self, peer_id: u32) -> Result<()> {
+        if peer_id > 0xffff {
+            return Err(rustix::io::Errno::INVAL);
+        }
         self.signal(1)
     }
 }

@@ -204,6 +204,9 @@ pub struct Stats {
     pub wakeups: u64,
     /// Times the peer re-attached with a new generation.
     pub peer_restarts: u64,
+    /// Rings that failed (the flag stays up, so the next publish rings again); a removed
+    /// device's `ENODEV` is reported as [`Error::DeviceGone`] instead.
+    pub ring_errors: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -287,13 +290,16 @@ impl Channel {
             }
         };
         let block = layout::side_block(role);
+        let mut peer = PeerWatch::new(layout::side_block(role.peer()));
+        // A peer attached already: the id to ring it at is fixed (and checked) now.
+        peer.ring_id(&w)?;
         peer::announce(&w, block, links.own_id)?;
         let heartbeat = match config.heartbeat {
             Some(every) => Some(Heartbeat::start(w.clone(), block, every)?),
             None => None,
         };
         Ok(Channel {
-            peer: PeerWatch::new(layout::side_block(role.peer())),
+            peer,
             w,
             role,
             config,
@@ -522,6 +528,12 @@ impl Channel {
 
     /// Wakes the peer if it sleeps waiting for what was committed since the last flush.
     /// Calls that wait flush first, so a pipelined sender cannot deadlock by forgetting it.
+    ///
+    /// What was committed is delivered whatever ringing does: a ring that fails does not
+    /// make this (or [`Self::send`], or [`Message::release`]) an error, so a caller never
+    /// sends a message twice because of one. The one error is [`Error::DeviceGone`] (the
+    /// messages are lost with the device); a peer that published an id no doorbell reaches
+    /// gets its channel [`Error::Corrupt`] from the next call.
     pub fn flush(&mut self) -> Result<(), Error> {
         self.live()?;
         if !self.unflushed {
@@ -718,19 +730,36 @@ impl Channel {
     }
 
     /// Rings the peer if the flag at `flag` is raised, taking it down: one ring per sleep.
+    /// The peer id rung is the one fixed when the peer attached (see `peer`). Called after a
+    /// commit or a release, which stands whatever happens here: a failure is recorded (a
+    /// fatal one answers the next call) and only [`Error::DeviceGone`] is returned.
     fn notify_if_waiting(&mut self, flag: usize) -> Result<(), Error> {
         let f = self.w.u32(flag)?;
         if f.load(SeqCst) == 0 || f.swap(0, SeqCst) == 0 {
             return Ok(());
         }
-        let Some(bell) = &self.links.doorbell else {
+        let Some(bell) = self.links.doorbell.clone() else {
             return Ok(());
         };
-        if let Some(id) = peer::published_id(&self.w, layout::side_block(self.role.peer()))? {
-            bell.ring(id)?;
-            self.stats.rings += 1;
+        let rung = match self.peer.ring_id(&self.w) {
+            Ok(None) => return Ok(()),
+            Ok(Some(id)) => bell.ring(id).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match rung.map_err(|e| self.fail(e)) {
+            Ok(()) => {
+                self.stats.rings += 1;
+                Ok(())
+            }
+            Err(Error::DeviceGone) => Err(Error::DeviceGone),
+            Err(_) => {
+                // Not rung: leave the flag up, so that the next publish tries again (the
+                // peer looks again within its check interval anyway).
+                self.w.u32(flag)?.store(1, SeqCst);
+                self.stats.ring_errors += 1;
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 

@@ -230,8 +230,9 @@ fn on_model_devices(len: usize) -> ([Arc<ModelDevice>; 2], Channel, Channel) {
     let open = |d: &Arc<ModelDevice>, role| {
         Channel::new(d.map().unwrap(), 0, len, role, d.links(), quick()).unwrap()
     };
-    let m = open(&md, Role::Manager);
+    let mut m = open(&md, Role::Manager);
     let w = open(&wd, Role::Worker);
+    m.wait_for_peer(Duration::from_secs(5)).unwrap();
     ([md, wd], m, w)
 }
 
@@ -258,12 +259,8 @@ fn a_removed_device_ends_its_channel_and_spares_the_others() {
     );
     // The manager's device goes too: the call that finds it, and every later one, say so.
     md1.remove().unwrap();
-    assert_eq!(m1.try_recv().err(), Some(Error::DeviceGone));
-    assert_eq!(
-        m1.send(b"after", SEC).err(),
-        Some(Error::DeviceGone),
-        "and for good"
-    );
+    assert_eq!(m1.send(b"after", SEC).err(), Some(Error::DeviceGone));
+    assert_eq!(m1.try_recv().err(), Some(Error::DeviceGone), "and for good");
     assert_eq!(m1.check_peer().err(), Some(Error::DeviceGone));
     assert_eq!(m1.flush().err(), Some(Error::DeviceGone));
     // The other worker is served as before, in the same process.
@@ -284,9 +281,12 @@ fn a_removed_device_ends_its_channel_and_spares_the_others() {
 fn every_call_that_meets_a_removed_device_says_so() {
     let len = 1 << 16;
     type Step = fn(&mut Channel) -> Result<(), Error>;
-    let steps: [(&str, Step); 4] = [
+    let steps: [(&str, Step); 6] = [
         ("try_recv", |c| c.try_recv().map(drop)),
         ("recv", |c| c.recv(SEC).map(drop)),
+        // The worker's flag reads as raised (all ones): the ring says ENODEV.
+        ("try_send", |c| c.try_send(b"x").map(drop)),
+        ("send", |c| c.send(b"x", SEC)),
         ("check_peer", |c| c.check_peer().map(drop)),
         ("arm", |c| c.arm().map(drop)),
     ];
@@ -309,12 +309,7 @@ fn every_call_that_meets_a_removed_device_says_so() {
     let msg = m.recv(SEC).unwrap();
     md.remove().unwrap();
     assert_eq!(msg.to_vec().unwrap(), [0xff; 5]);
-    let released = msg.release();
-    assert!(
-        matches!(released, Ok(()) | Err(Error::DeviceGone)),
-        "{released:?}"
-    );
-    assert_eq!(m.try_recv().err(), Some(Error::DeviceGone));
+    assert_eq!(msg.release().err(), Some(Error::DeviceGone));
     // Removed between reserving and committing.
     let ([md, _wd], mut m, _w) = on_model_devices(len);
     let mut r = m.reserve(8, SEC).unwrap();
@@ -325,7 +320,7 @@ fn every_call_that_meets_a_removed_device_says_so() {
         matches!(committed, Ok(()) | Err(Error::DeviceGone)),
         "{committed:?}"
     );
-    assert_eq!(m.try_recv().err(), Some(Error::DeviceGone));
+    assert_eq!(m.flush().err(), Some(Error::DeviceGone));
     // The mapping is still there; a channel over it is not.
     let map = md.map();
     assert_eq!(map.err(), Some(rustix::io::Errno::NODEV));
@@ -694,4 +689,112 @@ fn epoll_style_arm_says_when_not_to_sleep() {
     w.try_recv().unwrap().unwrap().release().unwrap();
     m.send(b"y", SEC).unwrap();
     assert_eq!(m.stats().rings, 1, "a side that is not armed is not rung");
+}
+
+/// A hostile worker publishes a peer id the driver refuses (above 0xffff) and keeps its
+/// waiting flags up. Ringing must not turn a delivered message into an error (a caller that
+/// retried would send it twice): the manager rings the id the worker attached with.
+#[test]
+fn a_hostile_peer_id_does_not_turn_a_delivered_message_into_an_error() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    let worker = layout::side_block(Role::Worker);
+    assert!(m.check_peer().unwrap());
+    win.u32(worker + layout::side::PEER_ID)
+        .unwrap()
+        .store(0x1_0000, SeqCst);
+    for i in 0..3u8 {
+        win.u32(layout::consumer_waiting(0))
+            .unwrap()
+            .store(1, SeqCst);
+        assert_eq!(m.send(&[i], SEC), Ok(()), "send {i}");
+        win.u32(layout::consumer_waiting(0))
+            .unwrap()
+            .store(1, SeqCst);
+        let mut r = m.reserve(1, SEC).unwrap();
+        r.write(0, &[i + 100]).unwrap();
+        r.commit().unwrap();
+        assert_eq!(m.flush(), Ok(()), "flush {i}");
+    }
+    assert_eq!(
+        m.stats().rings,
+        6,
+        "rung at the id fixed when the worker attached"
+    );
+    for i in 0..3u8 {
+        for v in [i, i + 100] {
+            let msg = w.try_recv().unwrap().unwrap();
+            assert_eq!(msg.to_vec().unwrap(), [v]);
+            msg.release().unwrap();
+        }
+    }
+    assert!(w.try_recv().unwrap().is_none(), "each message once");
+    // The same on the way back: a release with the producer's flag up.
+    w.send(b"reply", SEC).unwrap();
+    win.u32(layout::producer_waiting(1))
+        .unwrap()
+        .store(1, SeqCst);
+    let msg = m.recv(SEC).unwrap();
+    assert_eq!(msg.release(), Ok(()));
+    assert!(
+        m.check_peer().unwrap(),
+        "the attachment seen did not change"
+    );
+}
+
+/// A peer that attaches (a new generation) with an id no doorbell reaches: the id is
+/// checked when the attachment is seen, and the channel is Corrupt from then on; a message
+/// committed before is still delivered and its call answers Ok.
+#[test]
+fn a_peer_id_beyond_the_doorbell_is_refused_when_the_peer_attaches() {
+    let p = pair(1 << 16);
+    let (mut m, w) = open(&p, 1 << 16, quick());
+    drop(w);
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    let worker = layout::side_block(Role::Worker);
+    // A worker attaching with id 0x10000, by hand.
+    let gen = win.u64(worker + layout::side::GENERATION).unwrap();
+    gen.store(gen.load(SeqCst) + 1, SeqCst);
+    win.u32(worker + layout::side::PEER_ID)
+        .unwrap()
+        .store(0x1_0000, SeqCst);
+    win.u32(worker + layout::side::STATE)
+        .unwrap()
+        .store(layout::STATE_ATTACHED, SeqCst);
+    win.u32(layout::consumer_waiting(0))
+        .unwrap()
+        .store(1, SeqCst);
+    // The manager has not looked at the peer since it opened (before the worker attached):
+    // its send fixes the id, finds it bad, and still answers for the message it committed.
+    assert_eq!(m.send(b"committed", SEC), Ok(()));
+    assert_eq!(m.stats().sent, 1);
+    let e = m.try_recv().err().unwrap();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    // A manager opened on it now refuses it at once.
+    let e = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Manager,
+        p.manager_links.clone(),
+        quick(),
+    );
+    assert!(matches!(e.err(), Some(Error::Corrupt(_))));
+    // And one that had seen the honest attachment refuses the new one when it looks.
+    let q = pair(1 << 16);
+    let (mut m, w) = open(&q, 1 << 16, quick());
+    assert!(m.check_peer().unwrap());
+    drop(w);
+    let win = Window::new(q.map.clone(), 0, 1 << 16).unwrap();
+    let gen = win.u64(worker + layout::side::GENERATION).unwrap();
+    gen.store(gen.load(SeqCst) + 1, SeqCst);
+    win.u32(worker + layout::side::PEER_ID)
+        .unwrap()
+        .store(0x1_0000, SeqCst);
+    win.u32(worker + layout::side::STATE)
+        .unwrap()
+        .store(layout::STATE_ATTACHED, SeqCst);
+    let e = m.check_peer().err().unwrap();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
 }
