@@ -798,3 +798,48 @@ fn a_peer_id_beyond_the_doorbell_is_refused_when_the_peer_attaches() {
     let e = m.check_peer().err().unwrap();
     assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
 }
+
+/// Positions resumed from the segment near the end of `u64` (a tampered segment: 2^64
+/// bytes are never sent) are used as long as they do not overflow, then refused with
+/// Corrupt; never a panic (this runs in debug builds, where an overflow would panic).
+#[test]
+fn positions_resumed_near_the_end_of_u64_are_refused_before_they_overflow() {
+    let p = pair(1 << 16);
+    drop(open(&p, 1 << 16, quick()));
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    // 72 bytes below 2^64: four records of 16 bytes fit (the last ends at 2^64 - 8).
+    let start = u64::MAX - 71;
+    for ring in 0..2 {
+        win.u64(layout::head(ring)).unwrap().store(start, SeqCst);
+        win.u64(layout::tail(ring)).unwrap().store(start, SeqCst);
+    }
+    // The manager resumes the valid header with these positions, the worker attaches.
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    let mut sent = 0u8;
+    let e = loop {
+        match m.send(&[sent; 8], SEC) {
+            Ok(()) => {
+                let msg = w.recv(SEC).unwrap();
+                assert_eq!(msg.to_vec().unwrap(), [sent; 8]);
+                msg.release().unwrap();
+                sent += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(sent < 100, "positions went past the end of u64");
+    };
+    assert!(sent >= 1, "the room left was used");
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert_eq!(m.try_send(b"x").err(), Some(e), "and for good");
+    // The worker's side, the same on ring 1.
+    let mut n = 0;
+    let e = loop {
+        match w.try_send(&[1; 8]) {
+            Ok(true) => n += 1,
+            Ok(false) => panic!("no room in an empty ring"),
+            Err(e) => break e,
+        }
+        assert!(n < 100);
+    };
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+}
