@@ -106,7 +106,9 @@ pub struct Config {
     /// The longest sleep between two looks at the peer's liveness while waiting.
     pub check_interval: Duration,
     /// How long a waiting side polls the ring before it raises its flag and sleeps: a peer
-    /// that answers within it costs no doorbell and no wake-up (zero: sleep at once).
+    /// that answers within it costs no doorbell and no wake-up (zero: sleep at once). The
+    /// poll does not look at the peer's liveness: a spin too long to end (`Duration::MAX`)
+    /// polls until the message or room comes, or the call's timeout.
     pub spin: Duration,
     /// The longest a waiting side polls when its previous wait was short: a side whose last
     /// wait ended within this polls up to twice that wait (at least [`Config::spin`]) before
@@ -348,7 +350,7 @@ impl Channel {
     }
 
     fn wait_for_header(w: &Window, timeout: Duration) -> Result<layout::Header, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             let last = match layout::read(w) {
                 Ok(Some(h)) => return Ok(h),
@@ -357,7 +359,7 @@ impl Channel {
                 // A manager formatting right now: look again.
                 Err(e) => e,
             };
-            if Instant::now() >= deadline {
+            if passed(deadline) {
                 return Err(last);
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -440,7 +442,7 @@ impl Channel {
     /// an absent peer as well as a broken one.
     pub fn wait_for_peer(&mut self, timeout: Duration) -> Result<(), Error> {
         self.live()?;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         self.peer.restart_clock();
         loop {
             match self.peer.look(&self.w, timeout) {
@@ -451,7 +453,7 @@ impl Channel {
             if self.device_gone() {
                 return Err(self.fail(Error::DeviceGone));
             }
-            if Instant::now() >= deadline {
+            if passed(deadline) {
                 return Err(self.fail(Error::PeerGone));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -488,8 +490,9 @@ impl Channel {
         }
     }
 
-    /// Space for a message of `len` bytes, waiting up to `timeout` (`None`: as long as the
-    /// peer lives) for the peer to release enough.
+    /// Space for a message of `len` bytes, waiting up to `timeout` (`None`, or one no clock
+    /// reaches such as `Duration::MAX`: as long as the peer lives) for the peer to release
+    /// enough.
     pub fn reserve(
         &mut self,
         len: usize,
@@ -497,7 +500,7 @@ impl Channel {
     ) -> Result<Reservation<'_>, Error> {
         self.live()?;
         self.check_len(len)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         loop {
             let slot = self.tx.reserve(&self.w, len);
             if let Some(slot) = self.guard(slot)? {
@@ -552,10 +555,11 @@ impl Channel {
         Ok(self.guard(found)?.map(|found| Message { ch: self, found }))
     }
 
-    /// The oldest message, waiting up to `timeout` (`None`: as long as the peer lives).
+    /// The oldest message, waiting up to `timeout` (`None`, or one no clock reaches such as
+    /// `Duration::MAX`: as long as the peer lives).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Message<'_>, Error> {
         self.live()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         loop {
             let found = self.rx.peek(&self.w);
             if let Some(found) = self.guard(found)? {
@@ -660,11 +664,11 @@ impl Channel {
             false => self.spin_next.max(self.config.spin),
         };
         if !spin.is_zero() {
-            let mut until = Instant::now() + spin;
-            if let Some(d) = deadline {
-                until = until.min(d);
-            }
-            while Instant::now() < until {
+            let until = match (deadline_after(spin), deadline) {
+                (Some(s), Some(d)) => Some(s.min(d)),
+                (s, d) => s.or(d),
+            };
+            while !passed(until) {
                 if self.ready(want)? {
                     return Ok(());
                 }
@@ -769,6 +773,17 @@ impl Drop for Channel {
         let _ = self.lower_flags();
         peer::leave(&self.w, layout::side_block(self.role));
     }
+}
+
+/// When a wait of `timeout` from now ends; `None`: never (a timeout beyond what an
+/// `Instant` can hold, such as `Duration::MAX`, is as good as forever).
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Whether `deadline` has passed; never for `None`.
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// A value that differs between formats, so that a worker notices a new one.

@@ -843,3 +843,65 @@ fn positions_resumed_near_the_end_of_u64_are_refused_before_they_overflow() {
     };
     assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
 }
+
+/// `Duration::MAX` is "forever" wherever a timeout is taken (it used to overflow
+/// `Instant + Duration` and panic): attaching, waiting for the peer, receiving, reserving,
+/// and the spin. The peer answers, so every wait ends.
+#[test]
+fn duration_max_means_forever() {
+    let p = pair(8192);
+    let config = Config {
+        reply_ring_bytes: Some(1024),
+        attach_timeout: Duration::MAX,
+        peer_timeout: Duration::MAX,
+        ..quick()
+    };
+    let mut m = Channel::new(
+        p.map.clone(),
+        0,
+        8192,
+        Role::Manager,
+        p.manager_links.clone(),
+        config.clone(),
+    )
+    .unwrap();
+    let map = p.map.clone();
+    let links = p.worker_links.clone();
+    let spinning = Config {
+        spin: Duration::MAX,
+        spin_max: Duration::MAX,
+        ..config.clone()
+    };
+    let worker = std::thread::spawn(move || {
+        let mut w = Channel::new(map, 0, 8192, Role::Worker, links, spinning).unwrap();
+        // A receive that spins "forever": until the message comes.
+        let msg = w.recv(Some(Duration::MAX)).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), b"first");
+        msg.release().unwrap();
+        // Fill the reply ring, then wait for room with no end.
+        let max = w.max_message();
+        while w.try_send(&vec![1; max]).unwrap() {}
+        w.send(b"after room", Some(Duration::MAX)).unwrap();
+        w
+    });
+    m.wait_for_peer(Duration::MAX).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    m.send(b"first", Some(Duration::MAX)).unwrap();
+    let mut got = 0;
+    loop {
+        let msg = m.recv(Some(Duration::MAX)).unwrap();
+        let last = msg.to_vec().unwrap() == b"after room";
+        msg.release().unwrap();
+        got += 1;
+        if last {
+            break;
+        }
+    }
+    assert!(got >= 2, "{got}");
+    let mut w = worker.join().unwrap();
+    m.send(b"bye", None).unwrap();
+    assert_eq!(
+        w.recv(Some(Duration::MAX)).unwrap().to_vec().unwrap(),
+        b"bye"
+    );
+}
