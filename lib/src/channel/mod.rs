@@ -431,7 +431,10 @@ impl Channel {
             return Err(self.fail(Error::Reformatted));
         }
         match self.peer.look(&self.w, self.config.peer_timeout) {
-            Ok(state) => Ok(state == PeerState::Alive),
+            Ok(PeerState::Alive) => Ok(true),
+            // The stand-in page of a removed device may read as an absent peer too.
+            Ok(PeerState::Absent) if self.device_gone() => Err(self.fail(Error::DeviceGone)),
+            Ok(PeerState::Absent) => Ok(false),
             Err(e) => Err(self.fail(e)),
         }
     }
@@ -858,8 +861,9 @@ impl Message<'_> {
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
         match offset.checked_add(buf.len()) {
             // On a device removed since the message was found, this copies the stand-in
-            // page's bytes: the caller's check of the payload fails, and the channel's next
-            // call (the release) reports the device gone.
+            // page's bytes: the caller's check of the payload fails, and the channel reports
+            // the device gone at the release (its ring meets ENODEV) or at the next look at
+            // the ring.
             Some(end) if end <= self.found.len => self.ch.w.read(self.found.data + offset, buf),
             _ => Err(Error::TooLarge {
                 len: offset.saturating_add(buf.len()),
