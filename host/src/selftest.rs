@@ -521,7 +521,7 @@ fn hotplug_plan(churn: u32) -> Result<HotplugPlan> {
     // One manager process serves both workers the way a user's would: worker 0 from the
     // start, worker 1 (the hot channel) from when its device appears. Once worker 1 has 16
     // rounds verified its device is removed under that process, which must report the worker
-    // gone and keep serving worker 0 (never dying of SIGBUS). Then the driver-level tests:
+    // gone and keep serving worker 0 (the library's Error::DeviceGone). Then the driver-level tests:
     // the channel appears again, is removed with raw live users, and churns; worker 0 is sent
     // paced batches all along, until told to stop, and every batch it was sent must check out.
     // (The kernel command line carries this, and the console shows that line: no double

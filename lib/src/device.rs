@@ -183,6 +183,12 @@ impl Device {
         Ok(&self.info)
     }
 
+    /// Whether the device was removed (unbound from the driver, hot-unplugged): `GET_INFO`
+    /// answers `ENODEV`. Any other answer (success, or another error) is "still there".
+    pub fn is_gone(&self) -> bool {
+        matches!(sys::get_info(&self.fd), Err(rustix::io::Errno::NODEV))
+    }
+
     /// Rings `vector` of peer `peer_id` (this VM's own id rings itself).
     pub fn ring(&self, peer_id: u32, vector: u32) -> Result<()> {
         sys::ring(&self.fd, peer_id, vector)

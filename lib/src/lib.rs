@@ -9,11 +9,16 @@
 //! To wait for a peer's doorbell, bind an eventfd to a vector ([`Device::bind_eventfd`]) and
 //! wait on it: [`EventFd::wait`] with a timeout, or in your own `poll`/`epoll`/async loop
 //! through [`std::os::fd::AsFd`]. The device node itself has no `read` and no `poll`: the
-//! eventfds are the one way to wait. When the device goes away (unbound from the driver), every
-//! bound eventfd is signalled once more, and the next call on the [`Device`] fails with
-//! `ENODEV`; its mappings are revoked. Touching a revoked mapping would raise `SIGBUS`; this
-//! crate catches that for its own mappings (see [`Mapping`]), so the process lives on and
-//! [`Mapping::is_revoked`] (or the channel's [`channel::Error::DeviceGone`]) tells.
+//! eventfds are the one way to wait.
+//!
+//! When the device goes away (hot-unplug, unbound from the driver), every bound eventfd is
+//! signalled once more, every call on the [`Device`] fails with `ENODEV`
+//! ([`Device::is_gone`] asks), and its mappings stay valid but no longer reach the device:
+//! every page of them shows one page of the driver's, initially all `0xff` bytes (see
+//! [`Mapping`]). Nothing faults, so the crate installs no signal handler; the channel tells
+//! a removed device from a hostile peer by asking the device ([`channel::Presence`]) and
+//! reports [`channel::Error::DeviceGone`]. [`model`] models such a device in one process for
+//! tests.
 //!
 //! The ioctl numbers and structures come from `uapi/linux/sivshm.h`; this crate compiles the
 //! driver's own mirror of it (`driver/uapi.rs`), and its tests check that mirror against the
@@ -25,7 +30,7 @@ mod eventfd;
 #[cfg(test)]
 mod header_check;
 mod mapping;
-mod revocation;
+pub mod model;
 mod sys;
 
 #[path = "../../driver/uapi.rs"]

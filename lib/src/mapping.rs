@@ -6,20 +6,21 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
-use crate::revocation::{self, Guard};
 use crate::Result;
 
 /// A shared, read-write mapping. Every access is bounds-checked and returns `None` when it
 /// would leave the mapping.
 ///
-/// If the memory is revoked under it (its device removed), accesses do not raise `SIGBUS`:
-/// the mapping turns into private memory (a `SIGBUS` handler of this crate replaces it) and [`Self::is_revoked`]
-/// says so. Check it after an access whose result matters.
+/// When the device is removed, the mapping stays valid: the driver puts one page of its own
+/// under every page of it (initially all `0xff` bytes, then whatever this VM's processes
+/// write into it), so accesses neither fault nor reach anything of the device or another
+/// VM. Nothing here tells that it happened: what is read must be checked anyway (the peer
+/// is not trusted either), and a failed check, an `ENODEV` from the device or the eventfd's
+/// wake-up is how the owner learns of the removal (the channel turns these into
+/// [`crate::channel::Error::DeviceGone`]).
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
-    /// Taken (and unregistered) on drop, before the memory is unmapped.
-    guard: Option<Guard>,
 }
 
 // SAFETY: The mapping is plain shared memory; it can be used and unmapped from any thread.
@@ -46,25 +47,36 @@ impl Mapping {
         let Some(ptr) = NonNull::new(ptr.cast::<u8>()) else {
             return Err(rustix::io::Errno::NOMEM);
         };
-        let guard = match revocation::register(ptr.as_ptr(), len) {
-            Ok(g) => g,
-            Err(e) => {
-                // SAFETY: the mapping made above, not yet handed out.
-                let _ = unsafe { munmap(ptr.as_ptr().cast(), len) };
-                return Err(e);
-            }
-        };
-        Ok(Mapping {
-            ptr,
-            len,
-            guard: Some(guard),
-        })
+        Ok(Mapping { ptr, len })
     }
 
-    /// Whether the memory was revoked (the device went away): the mapping is private memory
-    /// now, no longer shared with anyone, and what was read from it since means nothing.
-    pub fn is_revoked(&self) -> bool {
-        self.guard.as_ref().is_some_and(Guard::is_revoked)
+    /// Maps `page` (a file of at least one page, offset 0) shared at every page of this
+    /// mapping, so that all of them alias that one page: what the driver does to the mappings
+    /// of a removed device (see [`crate::model`], which uses it to model a removal in tests).
+    pub(crate) fn alias_every_page_to(&self, page: BorrowedFd<'_>) -> Result<()> {
+        let step = rustix::param::page_size();
+        let mut off = 0;
+        while off < self.len {
+            // SAFETY: `ptr + off` is a page of this mapping (the kernel rounded its length up
+            // to whole pages, and `ptr` is page aligned); MAP_FIXED replaces that page in one
+            // step for every thread with another shared, readable and writable page. Nothing
+            // holds a Rust reference to plain bytes of the mapping (copies are volatile); the
+            // `&AtomicU32`/`&AtomicU64` it hands out stay valid (they point to mapped memory
+            // that may change at any time, which atomics allow), and nothing else of this
+            // process lives in the range.
+            unsafe {
+                mmap(
+                    self.ptr.as_ptr().add(off).cast(),
+                    step,
+                    ProtFlags::READ | ProtFlags::WRITE,
+                    MapFlags::SHARED | MapFlags::FIXED,
+                    page,
+                    0,
+                )?
+            };
+            off += step;
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -247,12 +259,8 @@ unsafe fn copy_byte<const TO_SHARED: bool>(src: *const u8, dst: *mut u8) {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        if let Some(g) = self.guard.take() {
-            g.unregister();
-        }
-        // SAFETY: `ptr..ptr + len` is our mapping (shared, or the private memory that replaced
-        // it), no longer registered, and nothing borrowed from it outlives `self` (accessors
-        // borrow `&self`).
+        // SAFETY: `ptr..ptr + len` is our mapping (of the device, or of the pages that stand
+        // in for it), and nothing borrowed from it outlives `self` (accessors borrow `&self`).
         let _ = unsafe { munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -316,77 +324,34 @@ mod tests {
     }
 
     #[test]
-    fn a_revoked_mapping_turns_private_instead_of_faulting() {
-        let fd = memfd(8192);
-        let a = Mapping::new(fd.as_fd(), 0, 8192).unwrap();
-        let b = Mapping::new(fd.as_fd(), 0, 8192).unwrap();
+    fn aliasing_every_page_to_one_page_models_a_removed_device() {
+        let fd = memfd(3 * 4096);
+        let a = Mapping::new(fd.as_fd(), 0, 3 * 4096).unwrap();
         let other = memfd(4096);
         let c = Mapping::new(other.as_fd(), 0, 4096).unwrap();
-        let c2 = Mapping::new(other.as_fd(), 0, 4096).unwrap();
         a.write(0, b"shared").unwrap();
         c.write(0, b"spared").unwrap();
-        // Taking the file's pages away faults every access, as a revoked device's mapping
-        // does.
-        rustix::fs::ftruncate(&fd, 0).unwrap();
-        assert!(!a.is_revoked(), "nothing touched it yet");
-        let mut buf = [0xffu8; 6];
+        let page = crate::model::stand_in_page().unwrap();
+        a.alias_every_page_to(page.as_fd()).unwrap();
+        // Every byte reads 0xff, every index u64::MAX.
+        let mut buf = [0u8; 6];
         a.read(0, &mut buf).unwrap();
-        assert!(a.is_revoked());
-        assert_eq!(buf, [0; 6], "the replacement reads as zeros");
-        assert!(
-            !b.is_revoked(),
-            "each mapping is replaced when it is touched"
+        assert_eq!(buf, [0xff; 6]);
+        assert_eq!(
+            a.atomic_u64(8200).unwrap().load(Ordering::Acquire),
+            u64::MAX
         );
-        assert_eq!(b.atomic_u64(4096).unwrap().load(Ordering::Acquire), 0);
-        assert!(b.is_revoked());
-        // Private now: a write to one is not seen by the other.
+        // Writable, and one page behind all: a write shows at the same offset of every page.
         a.write(100, b"mine").unwrap();
-        b.read(100, &mut buf[..4]).unwrap();
-        assert_eq!(&buf[..4], &[0; 4]);
-        // Growing the file again brings nothing back.
-        rustix::fs::ftruncate(&fd, 8192).unwrap();
-        assert!(a.is_revoked());
-        // A mapping of another file is still shared.
-        c2.read(0, &mut buf).unwrap();
-        assert_eq!(&buf, b"spared");
-        assert!(!c.is_revoked() && !c2.is_revoked());
-    }
-
-    #[test]
-    fn a_sigbus_outside_every_mapping_still_ends_the_process() {
-        // Our handler is installed once a mapping exists.
-        let fd = memfd(4096);
-        let _m = Mapping::new(fd.as_fd(), 0, 4096).unwrap();
-        let raw = memfd(4096);
-        // SAFETY: the child only makes system calls and touches memory it mapped itself
-        // before it exits: nothing that could deadlock on a lock another thread held at fork.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a fresh shared mapping of `raw`, made and used by this child alone.
-            unsafe {
-                let p = libc::mmap(
-                    std::ptr::null_mut(),
-                    4096,
-                    libc::PROT_READ,
-                    libc::MAP_SHARED,
-                    raw.as_raw_fd(),
-                    0,
-                );
-                if p == libc::MAP_FAILED || libc::ftruncate(raw.as_raw_fd(), 0) != 0 {
-                    libc::_exit(2);
-                }
-                p.cast::<u8>().read_volatile();
-                libc::_exit(3); // the fault was swallowed
-            }
+        for p in 0..3 {
+            a.read(p * 4096 + 100, &mut buf[..4]).unwrap();
+            assert_eq!(&buf[..4], b"mine", "page {p}");
         }
-        let mut status = 0;
-        // SAFETY: waits for the child forked above.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-        assert!(
-            libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS,
-            "status {status:#x}: a SIGBUS that is not ours must end the process"
-        );
+        // The file is untouched, and so is a mapping of another file.
+        let b = Mapping::new(fd.as_fd(), 0, 3 * 4096).unwrap();
+        b.read(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"shared");
+        c.read(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"spared");
     }
 }

@@ -1,4 +1,5 @@
-//! The ioctl calls, the crate's only `unsafe` besides the mapping's memory accesses.
+//! The ioctl calls: with the mapping's (`mapping.rs`: `mmap`, `munmap`, the volatile copies and
+//! the atomics placed in shared memory) the crate's only `unsafe`.
 
 use std::os::fd::AsFd;
 

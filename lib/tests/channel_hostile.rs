@@ -3,7 +3,8 @@
 //! sides must see each message intact (by its own checksum), detect a damaged one (the
 //! checksum is the application's, as the channel does not checksum payloads), or get an
 //! error from the channel; never a panic or a hang. A second channel in the same memory, not
-//! attacked, must deliver everything intact: a corrupted channel kills only itself.
+//! attacked, must deliver everything intact: a corrupted channel kills only itself. The
+//! channels ask a device that stays present whether it is gone: garbage is never a removal.
 
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,12 +12,18 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use sivshm::channel::{Channel, Config, Error, Links, Role};
+use sivshm::model::{ModelDevice, Segment};
 use sivshm::Mapping;
 
 const WINDOW: usize = 64 << 10;
 
-fn links() -> (Links, Links) {
-    Links::in_process_pair().unwrap()
+/// In-process links whose channels ask `present` whether the device is gone: it never is,
+/// so no garbage of the scribbler may be reported as a removal.
+fn links(present: &Arc<ModelDevice>) -> (Links, Links) {
+    let (mut m, mut w) = Links::in_process_pair().unwrap();
+    m.presence = Some(present.clone());
+    w.presence = Some(present.clone());
+    (m, w)
 }
 
 fn checksum(seq: u64, data: &[u8]) -> u64 {
@@ -157,8 +164,9 @@ fn a_scribbling_peer_gets_errors_never_a_panic_or_a_hang_and_spares_other_channe
         attach_timeout: Duration::from_millis(100),
         ..Config::default()
     };
+    let present = Segment::new(4096).unwrap().device(0).unwrap();
     let open = |offset: usize| {
-        let (ml, wl) = links();
+        let (ml, wl) = links(&present);
         let m = Channel::new(
             map.clone(),
             offset,
@@ -192,10 +200,10 @@ fn a_scribbling_peer_gets_errors_never_a_panic_or_a_hang_and_spares_other_channe
     };
     let attacked = {
         let (stop, fin) = (stop.clone(), finish("attacked pair"));
-        let (map, config) = (map.clone(), config.clone());
+        let (map, config, present) = (map.clone(), config.clone(), present.clone());
         std::thread::spawn(move || {
             let open = || {
-                let (ml, wl) = links();
+                let (ml, wl) = links(&present);
                 let m = Channel::new(map.clone(), 0, WINDOW, Role::Manager, ml, config.clone())?;
                 let w = Channel::new(map.clone(), 0, WINDOW, Role::Worker, wl, config.clone())?;
                 Ok((m, w))
@@ -271,6 +279,10 @@ fn a_scribbling_peer_gets_errors_never_a_panic_or_a_hang_and_spares_other_channe
     assert!(spared.1.intact > 100, "{spared:?}");
     // The attack was noticed: as errors of the channel, or as damaged messages.
     assert!(attacked.reopened > 0, "{attacked:?}");
+    assert!(
+        !attacked.errors.contains(&Error::DeviceGone),
+        "garbage on a present device taken for a removal: {attacked:?}"
+    );
     assert!(
         attacked.intact > 0,
         "the attacked channel worked between attacks"

@@ -1,5 +1,8 @@
 //! Property tests: whatever sequence of message sizes and whatever ring geometry, a producer
 //! and a consumer on two threads over a memfd deliver every message intact and in order.
+//!
+//! Failures are not persisted (`failure_persistence: None`): proptest prints the failing
+//! case, and a case worth keeping becomes a plain test.
 
 use std::os::fd::AsFd;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! How a channel wakes its peer.
+//! How a channel wakes its peer, and asks whether its device is still there.
 
 use crate::{Device, EventFd, Result};
 
@@ -29,9 +29,33 @@ impl Doorbell for DeviceDoorbell {
     }
 }
 
-/// Within one host or one VM (tests, in-process peers): the peer waits on this eventfd.
+/// Within one host or one VM (tests, in-process peers): the peer waits on this eventfd. An
+/// id the driver refuses (above `0xffff`, `EINVAL`) is refused here too, so that tests meet
+/// what a device answers.
 impl Doorbell for EventFd {
-    fn ring(&self, _peer_id: u32) -> Result<()> {
+    fn ring(&self, peer_id: u32) -> Result<()> {
+        if peer_id > 0xffff {
+            return Err(rustix::io::Errno::INVAL);
+        }
         self.signal(1)
+    }
+}
+
+/// Whether the device under a channel's memory is still there.
+///
+/// A removed device's memory does not fault: the driver puts one page of its own under every
+/// page of the mapping (see [`crate::Mapping`]), which reads as garbage. So the channel asks
+/// this whenever something it read fails a check, a wait wakes with nothing to show, or the
+/// peer looks absent, and answers [`super::Error::DeviceGone`] instead of "the peer
+/// corrupted the channel" when the device is gone.
+pub trait Presence: Send + Sync {
+    /// True once the device was removed.
+    fn gone(&self) -> bool;
+}
+
+/// A sivshm device is gone when `GET_INFO` answers `ENODEV` ([`Device::is_gone`]).
+impl Presence for Device {
+    fn gone(&self) -> bool {
+        self.is_gone()
     }
 }

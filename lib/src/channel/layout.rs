@@ -49,6 +49,9 @@ pub(super) const STATE_CLOSED: u32 = 2;
 /// A side that publishes no peer id (it cannot be rung, only polled).
 pub(super) const NO_PEER_ID: u32 = u32::MAX;
 
+/// The largest peer id a doorbell reaches (the driver's `RING` refuses more: `EINVAL`).
+pub(super) const MAX_PEER_ID: u32 = 0xffff;
+
 /// Ring 0 carries the manager's messages to the worker, ring 1 the worker's to the manager.
 pub(super) fn ring_out(role: Role) -> usize {
     match role {

@@ -23,10 +23,20 @@
 //! * **Liveness.** Each side publishes a generation and a heartbeat (see `peer`); a stopped
 //!   peer is [`Error::PeerGone`] after [`Config::peer_timeout`], never a hang, and a restarted
 //!   peer re-attaches where its predecessor stopped.
-//! * **The device may go away.** A removed device revokes the mapping; the crate turns the
-//!   `SIGBUS` that would follow into private memory (see [`crate::Mapping`]), and the channel
-//!   answers the call that touched it, and every later one, with [`Error::DeviceGone`]. A
-//!   manager drops that worker's channel and serves the others.
+//! * **The device may go away.** After a removal the mapping does not fault: every page of
+//!   it shows one page of the driver's, initially all `0xff` bytes (see [`crate::Mapping`]).
+//!   Nothing in the memory says "removed", so the channel learns it from the API: an
+//!   `ENODEV` from the device, the eventfd's wake-up, or a check of what it read that fails.
+//!   Garbage read from the stand-in page and garbage written by a hostile peer fail the same
+//!   checks; one question tells them apart ([`Presence::gone`], for a sivshm device a
+//!   `GET_INFO` that answers `ENODEV`), asked whenever a check fails, a wait wakes with
+//!   nothing to show, or the peer looks absent or stopped. If the device is gone the channel
+//!   answers [`Error::DeviceGone`] for that call and every later one, else the error the
+//!   check found ([`Error::Corrupt`] and the like). The stand-in page can never make the
+//!   channel hand out a message it did not check, and any garbage, even one that passes
+//!   some checks by chance (a process's own writes land in the page too), ends at a failed
+//!   check or at the peer's timeout, both of which ask. A manager drops that worker's
+//!   channel and serves the others.
 //! * **The peer is hostile.** Everything read from the segment is checked before use and
 //!   read once; a peer that breaks the rules gets this channel an [`Error::Corrupt`], and
 //!   nothing else: no panic, no access outside the window, no unbounded loop. The channel
@@ -48,7 +58,7 @@ use std::sync::atomic::{fence, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use doorbell::{DeviceDoorbell, Doorbell};
+pub use doorbell::{DeviceDoorbell, Doorbell, Presence};
 pub use error::Error;
 pub use layout::VERSION;
 
@@ -96,7 +106,9 @@ pub struct Config {
     /// The longest sleep between two looks at the peer's liveness while waiting.
     pub check_interval: Duration,
     /// How long a waiting side polls the ring before it raises its flag and sleeps: a peer
-    /// that answers within it costs no doorbell and no wake-up (zero: sleep at once).
+    /// that answers within it costs no doorbell and no wake-up (zero: sleep at once). The
+    /// poll does not look at the peer's liveness: a spin too long to end (`Duration::MAX`)
+    /// polls until the message or room comes, or the call's timeout.
     pub spin: Duration,
     /// The longest a waiting side polls when its previous wait was short: a side whose last
     /// wait ended within this polls up to twice that wait (at least [`Config::spin`]) before
@@ -133,9 +145,32 @@ pub struct Links {
     pub wake: Option<Arc<EventFd>>,
     /// The id the peer rings this side at (published in the header).
     pub own_id: Option<u32>,
+    /// Asked whether the device is gone when something goes wrong (see the module
+    /// documentation); `None`: memory that cannot go away (threads of one process).
+    pub presence: Option<Arc<dyn Presence>>,
 }
 
 impl Links {
+    /// The links of a sivshm device: on a doorbell device, `vector` both rung on the peer
+    /// and bound to an eventfd to wait on (without a doorbell, both sides poll), and the
+    /// device itself asked whether it is gone.
+    pub fn on_device(device: &Device, vector: u32) -> crate::Result<Links> {
+        let presence: Option<Arc<dyn Presence>> = Some(Arc::new(device.try_clone()?));
+        let info = device.info();
+        if !info.doorbell || info.nr_vectors == 0 {
+            return Ok(Links {
+                presence,
+                ..Links::default()
+            });
+        }
+        Ok(Links {
+            doorbell: Some(Arc::new(DeviceDoorbell::new(device, vector)?)),
+            wake: Some(Arc::new(device.bind_eventfd(vector)?)),
+            own_id: info.peer_id,
+            presence,
+        })
+    }
+
     /// Links for a manager and a worker in one process or one VM (threads, tests): each
     /// rings the other's eventfd. The manager is id 0, the worker id 1.
     pub fn in_process_pair() -> crate::Result<(Links, Links)> {
@@ -146,11 +181,13 @@ impl Links {
                 doorbell: Some(to_worker.clone()),
                 wake: Some(to_manager.clone()),
                 own_id: Some(0),
+                presence: None,
             },
             Links {
                 doorbell: Some(to_manager),
                 wake: Some(to_worker),
                 own_id: Some(1),
+                presence: None,
             },
         ))
     }
@@ -169,6 +206,9 @@ pub struct Stats {
     pub wakeups: u64,
     /// Times the peer re-attached with a new generation.
     pub peer_restarts: u64,
+    /// Rings that failed (the flag stays up, so the next publish rings again); a removed
+    /// device's `ENODEV` is reported as [`Error::DeviceGone`] instead.
+    pub ring_errors: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -199,28 +239,42 @@ pub struct Channel {
 }
 
 impl Channel {
-    /// A channel over a whole sivshm device: its memory, and (on a doorbell device)
-    /// [`Config::vector`] both rung on the peer and bound to an eventfd to wait on. Without a
-    /// doorbell both sides poll.
+    /// A channel over a whole sivshm device: its memory and its links
+    /// ([`Links::on_device`] with [`Config::vector`]).
     pub fn on_device(device: &Device, role: Role, config: Config) -> Result<Self, Error> {
-        let map = Arc::new(device.map()?);
-        let len = map.len();
-        let links = if device.info().doorbell {
-            Links {
-                doorbell: Some(Arc::new(DeviceDoorbell::new(device, config.vector)?)),
-                wake: Some(Arc::new(device.bind_eventfd(config.vector)?)),
-                own_id: device.info().peer_id,
-            }
-        } else {
-            Links::default()
+        let gone = |e| match e {
+            rustix::io::Errno::NODEV => Error::DeviceGone,
+            e => Error::Os(e),
         };
+        let map = Arc::new(device.map().map_err(gone)?);
+        let len = map.len();
+        let links = Links::on_device(device, config.vector).map_err(gone)?;
         Channel::new(map, 0, len, role, links, config)
     }
 
     /// A channel over `len` bytes at `offset` of `map` (64-byte aligned), with the given
     /// links. The manager formats (or resumes a valid header); the worker waits up to
-    /// [`Config::attach_timeout`] for a header.
+    /// [`Config::attach_timeout`] for a header. On a device that is gone (before or while
+    /// attaching) this is [`Error::DeviceGone`].
     pub fn new(
+        map: Arc<Mapping>,
+        offset: usize,
+        len: usize,
+        role: Role,
+        links: Links,
+        config: Config,
+    ) -> Result<Self, Error> {
+        let gone = || links.presence.as_ref().is_some_and(|p| p.gone());
+        match Self::attach(map, offset, len, role, links.clone(), config) {
+            // Attached to the stand-in page of a removed device: a channel of nothing.
+            Ok(_) if gone() => Err(Error::DeviceGone),
+            Err(Error::Geometry(e)) => Err(Error::Geometry(e)),
+            Err(_) if gone() => Err(Error::DeviceGone),
+            r => r,
+        }
+    }
+
+    fn attach(
         map: Arc<Mapping>,
         offset: usize,
         len: usize,
@@ -238,13 +292,16 @@ impl Channel {
             }
         };
         let block = layout::side_block(role);
+        let mut peer = PeerWatch::new(layout::side_block(role.peer()));
+        // A peer attached already: the id to ring it at is fixed (and checked) now.
+        peer.ring_id(&w)?;
         peer::announce(&w, block, links.own_id)?;
         let heartbeat = match config.heartbeat {
             Some(every) => Some(Heartbeat::start(w.clone(), block, every)?),
             None => None,
         };
         Ok(Channel {
-            peer: PeerWatch::new(layout::side_block(role.peer())),
+            peer,
             w,
             role,
             config,
@@ -293,7 +350,7 @@ impl Channel {
     }
 
     fn wait_for_header(w: &Window, timeout: Duration) -> Result<layout::Header, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         loop {
             let last = match layout::read(w) {
                 Ok(Some(h)) => return Ok(h),
@@ -302,7 +359,7 @@ impl Channel {
                 // A manager formatting right now: look again.
                 Err(e) => e,
             };
-            if Instant::now() >= deadline {
+            if passed(deadline) {
                 return Err(last);
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -333,18 +390,25 @@ impl Channel {
     fn live(&self) -> Result<(), Error> {
         match self.poisoned {
             Some(e) => Err(e),
-            None if self.w.revoked() => Err(Error::DeviceGone),
             None => Ok(()),
         }
     }
 
-    /// Records a fatal error: the channel answers every later call with it. Whatever went
-    /// wrong on a revoked mapping, or an ioctl that says the device is gone, is reported as
-    /// that; a corruption seen right after the manager formatted anew as that.
+    /// Whether the device under the window is gone (see the module documentation).
+    fn device_gone(&self) -> bool {
+        self.links.presence.as_ref().is_some_and(|p| p.gone())
+    }
+
+    /// Classifies an error and records a fatal one: the channel answers every later call
+    /// with it. An `ENODEV`, or any failure on a device that is gone (garbage read from the
+    /// stand-in page fails the checks as a hostile peer's does), is [`Error::DeviceGone`]; a
+    /// corruption seen right after the manager formatted anew is [`Error::Reformatted`].
+    /// The caller's own mistakes (too large a message) and its timeouts are not looked into.
     fn fail(&mut self, e: Error) -> Error {
         let e = match e {
-            _ if self.w.revoked() => Error::DeviceGone,
-            Error::Os(rustix::io::Errno::NODEV) => Error::DeviceGone,
+            Error::TooLarge { .. } | Error::TimedOut => e,
+            Error::Os(rustix::io::Errno::NODEV) | Error::DeviceGone => Error::DeviceGone,
+            _ if self.device_gone() => Error::DeviceGone,
             Error::Corrupt(_) if self.reformatted() => Error::Reformatted,
             e => e,
         };
@@ -367,14 +431,21 @@ impl Channel {
             return Err(self.fail(Error::Reformatted));
         }
         match self.peer.look(&self.w, self.config.peer_timeout) {
-            Ok(state) => Ok(state == PeerState::Alive),
+            Ok(PeerState::Alive) => Ok(true),
+            // The stand-in page of a removed device may read as an absent peer too.
+            Ok(PeerState::Absent) if self.device_gone() => Err(self.fail(Error::DeviceGone)),
+            Ok(PeerState::Absent) => Ok(false),
             Err(e) => Err(self.fail(e)),
         }
     }
 
-    /// Waits up to `timeout` for the peer to attach.
+    /// Waits up to `timeout` for the peer to attach. A device that goes away meanwhile is
+    /// [`Error::DeviceGone`] within a look (5 ms): every look that does not find the peer
+    /// asks whether the device is gone, since a removed device's stand-in page may read as
+    /// an absent peer as well as a broken one.
     pub fn wait_for_peer(&mut self, timeout: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + timeout;
+        self.live()?;
+        let deadline = deadline_after(timeout);
         self.peer.restart_clock();
         loop {
             match self.peer.look(&self.w, timeout) {
@@ -382,19 +453,18 @@ impl Channel {
                 Ok(PeerState::Absent) | Err(Error::PeerClosed) => {}
                 Err(e) => return Err(self.fail(e)),
             }
-            if Instant::now() >= deadline {
-                return Err(Error::PeerGone);
+            if self.device_gone() {
+                return Err(self.fail(Error::DeviceGone));
+            }
+            if passed(deadline) {
+                return Err(self.fail(Error::PeerGone));
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// The result of an access to the window, unless the mapping was revoked meanwhile
-    /// (then what it read or wrote meant nothing).
+    /// The result of an access to the window, its error classified (see [`Self::fail`]).
     fn guard<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
-        if self.w.revoked() {
-            return Err(self.fail(Error::DeviceGone));
-        }
         r.map_err(|e| self.fail(e))
     }
 
@@ -423,8 +493,9 @@ impl Channel {
         }
     }
 
-    /// Space for a message of `len` bytes, waiting up to `timeout` (`None`: as long as the
-    /// peer lives) for the peer to release enough.
+    /// Space for a message of `len` bytes, waiting up to `timeout` (`None`, or one no clock
+    /// reaches such as `Duration::MAX`: as long as the peer lives) for the peer to release
+    /// enough.
     pub fn reserve(
         &mut self,
         len: usize,
@@ -432,7 +503,7 @@ impl Channel {
     ) -> Result<Reservation<'_>, Error> {
         self.live()?;
         self.check_len(len)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         loop {
             let slot = self.tx.reserve(&self.w, len);
             if let Some(slot) = self.guard(slot)? {
@@ -463,6 +534,12 @@ impl Channel {
 
     /// Wakes the peer if it sleeps waiting for what was committed since the last flush.
     /// Calls that wait flush first, so a pipelined sender cannot deadlock by forgetting it.
+    ///
+    /// What was committed is delivered whatever ringing does: a ring that fails does not
+    /// make this (or [`Self::send`], or [`Message::release`]) an error, so a caller never
+    /// sends a message twice because of one. The one error is [`Error::DeviceGone`] (the
+    /// messages are lost with the device); a peer that published an id no doorbell reaches
+    /// gets its channel [`Error::Corrupt`] from the next call.
     pub fn flush(&mut self) -> Result<(), Error> {
         self.live()?;
         if !self.unflushed {
@@ -481,10 +558,11 @@ impl Channel {
         Ok(self.guard(found)?.map(|found| Message { ch: self, found }))
     }
 
-    /// The oldest message, waiting up to `timeout` (`None`: as long as the peer lives).
+    /// The oldest message, waiting up to `timeout` (`None`, or one no clock reaches such as
+    /// `Duration::MAX`: as long as the peer lives).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Message<'_>, Error> {
         self.live()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(deadline_after);
         loop {
             let found = self.rx.peek(&self.w);
             if let Some(found) = self.guard(found)? {
@@ -514,10 +592,13 @@ impl Channel {
         self.live()?;
         let r = self.lower_flags();
         self.guard(r)?;
-        if let Some(e) = &self.links.wake {
-            if e.take()? > 0 {
-                self.stats.wakeups += 1;
-            }
+        let taken = match &self.links.wake {
+            Some(e) => e.take(),
+            None => Ok(0),
+        };
+        match taken {
+            Ok(n) => self.stats.wakeups += u64::from(n > 0),
+            Err(e) => return Err(self.fail(e.into())),
         }
         Ok(())
     }
@@ -586,11 +667,11 @@ impl Channel {
             false => self.spin_next.max(self.config.spin),
         };
         if !spin.is_zero() {
-            let mut until = Instant::now() + spin;
-            if let Some(d) = deadline {
-                until = until.min(d);
-            }
-            while Instant::now() < until {
+            let until = match (deadline_after(spin), deadline) {
+                (Some(s), Some(d)) => Some(s.min(d)),
+                (s, d) => s.or(d),
+            };
+            while !passed(until) {
                 if self.ready(want)? {
                     return Ok(());
                 }
@@ -622,18 +703,26 @@ impl Channel {
                 }
                 nap = nap.min(d - now);
             }
+            let mut woken = false;
             match &self.links.wake {
-                Some(e) => {
-                    if e.wait(Some(nap))? > 0 {
-                        self.stats.wakeups += 1;
-                    }
-                }
+                Some(e) => match e.wait(Some(nap)) {
+                    Ok(n) => woken = n > 0,
+                    Err(e) => return Err(self.fail(e.into())),
+                },
                 None => std::thread::sleep(nap.min(self.config.poll_interval)),
+            }
+            if woken {
+                self.stats.wakeups += 1;
             }
             let r = self.lower_flags();
             self.guard(r)?;
             if self.ready(want)? {
                 return Ok(());
+            }
+            // Woken with nothing to show: the peer's doorbell for something else (a shared
+            // eventfd), or the device's last signal at its removal.
+            if woken && self.device_gone() {
+                return Err(self.fail(Error::DeviceGone));
             }
         }
     }
@@ -648,19 +737,36 @@ impl Channel {
     }
 
     /// Rings the peer if the flag at `flag` is raised, taking it down: one ring per sleep.
+    /// The peer id rung is the one fixed when the peer attached (see `peer`). Called after a
+    /// commit or a release, which stands whatever happens here: a failure is recorded (a
+    /// fatal one answers the next call) and only [`Error::DeviceGone`] is returned.
     fn notify_if_waiting(&mut self, flag: usize) -> Result<(), Error> {
         let f = self.w.u32(flag)?;
         if f.load(SeqCst) == 0 || f.swap(0, SeqCst) == 0 {
             return Ok(());
         }
-        let Some(bell) = &self.links.doorbell else {
+        let Some(bell) = self.links.doorbell.clone() else {
             return Ok(());
         };
-        if let Some(id) = peer::published_id(&self.w, layout::side_block(self.role.peer()))? {
-            bell.ring(id)?;
-            self.stats.rings += 1;
+        let rung = match self.peer.ring_id(&self.w) {
+            Ok(None) => return Ok(()),
+            Ok(Some(id)) => bell.ring(id).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        match rung.map_err(|e| self.fail(e)) {
+            Ok(()) => {
+                self.stats.rings += 1;
+                Ok(())
+            }
+            Err(Error::DeviceGone) => Err(Error::DeviceGone),
+            Err(_) => {
+                // Not rung: leave the flag up, so that the next publish tries again (the
+                // peer looks again within its check interval anyway).
+                self.w.u32(flag)?.store(1, SeqCst);
+                self.stats.ring_errors += 1;
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
@@ -670,6 +776,17 @@ impl Drop for Channel {
         let _ = self.lower_flags();
         peer::leave(&self.w, layout::side_block(self.role));
     }
+}
+
+/// When a wait of `timeout` from now ends; `None`: never (a timeout beyond what an
+/// `Instant` can hold, such as `Duration::MAX`, is as good as forever).
+fn deadline_after(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// Whether `deadline` has passed; never for `None`.
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// A value that differs between formats, so that a worker notices a new one.
@@ -743,14 +860,11 @@ impl Message<'_> {
     /// them while they are read: check what you read (a checksum, a sequence number).
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
         match offset.checked_add(buf.len()) {
-            Some(end) if end <= self.found.len => {
-                self.ch.w.read(self.found.data + offset, buf)?;
-                // Zeros from the memory that replaced a revoked mapping are no message.
-                match self.ch.w.revoked() {
-                    true => Err(Error::DeviceGone),
-                    false => Ok(()),
-                }
-            }
+            // On a device removed since the message was found, this copies the stand-in
+            // page's bytes: the caller's check of the payload fails, and the channel reports
+            // the device gone at the release (its ring meets ENODEV) or at the next look at
+            // the ring.
+            Some(end) if end <= self.found.len => self.ch.w.read(self.found.data + offset, buf),
             _ => Err(Error::TooLarge {
                 len: offset.saturating_add(buf.len()),
                 max: self.found.len,

@@ -5,6 +5,11 @@
 //! (its VM was killed, its process died): reported as [`Error::PeerGone`], never waited on for
 //! ever. A peer that detaches cleanly says so (`STATE_CLOSED`, reported as
 //! [`Error::PeerClosed`]). A new generation means the peer re-attached: the channel goes on.
+//!
+//! The id to ring the peer at is read once per attachment of the peer (the first time this
+//! side sees that generation attached), checked against what a doorbell can reach (16 bits,
+//! or "none") and kept in private memory: ringing never reads it from the segment again, so
+//! a peer cannot make a ring fail after a message was committed by publishing another id.
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +28,9 @@ pub(super) struct PeerWatch {
     /// When the heartbeat or generation last moved (or when watching began).
     since: Instant,
     pub(super) restarts: u64,
+    /// The id to ring the peer at (`None`: it cannot be rung), as published by the
+    /// attachment seen last; `None` until one was seen.
+    ring_id: Option<Option<u32>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +49,33 @@ impl PeerWatch {
             heartbeat: 0,
             since: Instant::now(),
             restarts: 0,
+            ring_id: None,
         }
+    }
+
+    /// The id to ring the peer at: the one fixed when this side first saw the peer's current
+    /// attachment (see the module documentation), or, if it has seen none yet, the one the
+    /// peer publishes now if it is attached. `Ok(None)`: nobody to ring.
+    pub(super) fn ring_id(&mut self, w: &Window) -> Result<Option<u32>, Error> {
+        if let Some(id) = self.ring_id {
+            return Ok(id);
+        }
+        if w.u32(self.block + side::STATE)?.load(Acquire) != layout::STATE_ATTACHED {
+            return Ok(None);
+        }
+        self.fix_ring_id(w)
+    }
+
+    /// Reads the peer's published id once, checks it and keeps it. Only after its state was
+    /// seen attached (acquire): the id is then the one of that attachment or a later one.
+    fn fix_ring_id(&mut self, w: &Window) -> Result<Option<u32>, Error> {
+        let id = match w.u32(self.block + side::PEER_ID)?.load(Relaxed) {
+            layout::NO_PEER_ID => None,
+            id if id <= layout::MAX_PEER_ID => Some(id),
+            _ => return Err(Error::Corrupt("peer id beyond what a doorbell reaches")),
+        };
+        self.ring_id = Some(id);
+        Ok(id)
     }
 
     /// Starts the peer's absence over (waiting for it to attach from now on).
@@ -76,9 +110,14 @@ impl PeerWatch {
             self.generation = generation;
             self.heartbeat = heartbeat;
             self.since = Instant::now();
+            // A new attachment: its id, once, when it is seen attached.
+            self.ring_id = None;
         }
         match state {
             layout::STATE_ATTACHED => {
+                if self.ring_id.is_none() {
+                    self.fix_ring_id(w)?;
+                }
                 if heartbeat != self.heartbeat {
                     self.heartbeat = heartbeat;
                     self.since = Instant::now();
@@ -109,15 +148,6 @@ pub(super) fn announce(w: &Window, block: usize, own_id: Option<u32>) -> Result<
     w.u32(block + side::STATE)?
         .store(layout::STATE_ATTACHED, Release);
     Ok(generation)
-}
-
-/// The id a peer published to be rung at, if it is attached and published one.
-pub(super) fn published_id(w: &Window, block: usize) -> Result<Option<u32>, Error> {
-    if w.u32(block + side::STATE)?.load(Acquire) != layout::STATE_ATTACHED {
-        return Ok(None);
-    }
-    let id = w.u32(block + side::PEER_ID)?.load(Relaxed);
-    Ok((id != layout::NO_PEER_ID).then_some(id))
 }
 
 /// Says this side left on purpose, so that the peer reports it at once.

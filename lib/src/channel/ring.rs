@@ -11,6 +11,11 @@
 //! the other side's index is checked (monotonic, at most `size` ahead, 8-byte aligned) before
 //! use, and a record header is read once and checked against what was published. A peer that
 //! breaks any of this gets [`Error::Corrupt`], never an access outside the ring.
+//!
+//! Positions never wrap: 2^64 bytes take centuries to send, so a position that would pass
+//! `u64::MAX` can only come from a segment that was tampered with (a side resumes the
+//! positions it finds there). Every addition to a position is checked, and one that would
+//! overflow is [`Error::Corrupt`] ("ring position at the end of its range").
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
@@ -32,6 +37,12 @@ fn record_header(kind: u64, len: u64) -> u64 {
 /// The largest payload a ring of `size` bytes always accepts.
 pub(super) fn max_message(size: usize) -> usize {
     (size / 2 - RECORD_HEADER as usize) & !7
+}
+
+/// `pos + n`, or the error of a position that would overflow.
+fn advance(pos: u64, n: u64) -> Result<u64, Error> {
+    pos.checked_add(n)
+        .ok_or(Error::Corrupt("ring position at the end of its range"))
 }
 
 /// Checks a pair of positions one of which the peer wrote.
@@ -124,19 +135,21 @@ impl Producer {
     }
 
     /// Space for a message of `len` bytes (`len` at most [`Self::max_message`]), or `None`
-    /// while the consumer has not released enough.
+    /// while the consumer has not released enough. The message's end position is checked
+    /// here, so that [`Self::commit`] cannot overflow either.
     pub(super) fn reserve(&mut self, w: &Window, len: usize) -> Result<Option<Slot>, Error> {
         debug_assert!(len <= self.max_message());
+        let (need, pad) = self.need(len);
+        advance(self.head, need)?;
         if !self.fits(w, len)? {
             return Ok(None);
         }
         let size = self.area.size as u64;
-        let (_, pad) = self.need(len);
         if pad > 0 {
             let at = self.area.offset + (self.head % size) as usize;
             w.u64(at)?
                 .store(record_header(KIND_PAD, pad - RECORD_HEADER), Relaxed);
-            self.head += pad;
+            self.head = advance(self.head, pad)?;
         }
         let off = (self.head % size) as usize;
         Ok(Some(Slot {
@@ -153,7 +166,7 @@ impl Producer {
         let at = self.area.offset + (slot.pos % self.area.size as u64) as usize;
         w.u64(at)?
             .store(record_header(KIND_MESSAGE, slot.len as u64), Relaxed);
-        self.head = slot.pos + record_size(slot.len);
+        self.head = advance(slot.pos, record_size(slot.len))?;
         w.u64(layout::head(self.ring))?.store(self.head, Release);
         Ok(())
     }
@@ -223,7 +236,7 @@ impl Consumer {
                 KIND_PAD
                     if off != 0 && len + RECORD_HEADER == contiguous && contiguous <= available =>
                 {
-                    self.tail += contiguous;
+                    self.tail = advance(self.tail, contiguous)?;
                     w.u64(layout::tail(self.ring))?.store(self.tail, Release);
                 }
                 KIND_MESSAGE => {
@@ -247,7 +260,7 @@ impl Consumer {
 
     /// Gives the space of the message `found` (the one [`Self::peek`] returned) back.
     pub(super) fn release(&mut self, w: &Window, found: Found) -> Result<(), Error> {
-        self.tail += found.record;
+        self.tail = advance(self.tail, found.record)?;
         w.u64(layout::tail(self.ring))?.store(self.tail, Release);
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::model::{ModelDevice, Segment};
 
 pub(super) struct Pair {
     pub map: Arc<Mapping>,
@@ -221,22 +222,24 @@ fn a_peer_that_closes_is_reported_at_once() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
-/// A manager and a worker each mapping a segment of their own (as two VMs do); returns the
-/// file too, to take the memory away.
-fn on_own_mappings(len: usize) -> (std::os::fd::OwnedFd, Channel, Channel) {
-    let fd = rustix::fs::memfd_create("segment", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    rustix::fs::ftruncate(&fd, len as u64).unwrap();
-    let (ml, wl) = Links::in_process_pair().unwrap();
-    let map = || Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
-    let m = Channel::new(map(), 0, len, Role::Manager, ml, quick()).unwrap();
-    let w = Channel::new(map(), 0, len, Role::Worker, wl, quick()).unwrap();
-    (fd, m, w)
+/// A manager and a worker over one segment, each through a device of its own (as two VMs
+/// are); the devices are returned too, to remove them.
+fn on_model_devices(len: usize) -> ([Arc<ModelDevice>; 2], Channel, Channel) {
+    let seg = Segment::new(len).unwrap();
+    let (md, wd) = (seg.device(0).unwrap(), seg.device(1).unwrap());
+    let open = |d: &Arc<ModelDevice>, role| {
+        Channel::new(d.map().unwrap(), 0, len, role, d.links(), quick()).unwrap()
+    };
+    let mut m = open(&md, Role::Manager);
+    let w = open(&wd, Role::Worker);
+    m.wait_for_peer(Duration::from_secs(5)).unwrap();
+    ([md, wd], m, w)
 }
 
 #[test]
 fn a_removed_device_ends_its_channel_and_spares_the_others() {
-    let (_fd0, mut m0, mut w0) = on_own_mappings(1 << 16);
-    let (fd1, mut m1, mut w1) = on_own_mappings(1 << 16);
+    let (_d0, mut m0, mut w0) = on_model_devices(1 << 16);
+    let ([md1, wd1], mut m1, mut w1) = on_model_devices(1 << 16);
     m1.send(b"before", SEC).unwrap();
     w1.recv(SEC).unwrap().release().unwrap();
     // A worker thread blocked waiting, as the worker is when its device goes.
@@ -245,13 +248,21 @@ fn a_removed_device_ends_its_channel_and_spares_the_others() {
         (r, w1)
     });
     std::thread::sleep(Duration::from_millis(50));
-    // Truncating the file faults every access to it, as revoking a device's mapping does.
-    rustix::fs::ftruncate(&fd1, 0).unwrap();
+    let t = Instant::now();
+    wd1.remove().unwrap();
+    let (r, _w1) = waiter.join().unwrap();
+    assert_eq!(r, Some(Error::DeviceGone), "the waiter woke with it");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "at once: {:?}",
+        t.elapsed()
+    );
+    // The manager's device goes too: the call that finds it, and every later one, say so.
+    md1.remove().unwrap();
     assert_eq!(m1.send(b"after", SEC).err(), Some(Error::DeviceGone));
     assert_eq!(m1.try_recv().err(), Some(Error::DeviceGone), "and for good");
     assert_eq!(m1.check_peer().err(), Some(Error::DeviceGone));
-    let (r, _w1) = waiter.join().unwrap();
-    assert_eq!(r, Some(Error::DeviceGone), "the waiter woke with it");
+    assert_eq!(m1.flush().err(), Some(Error::DeviceGone));
     // The other worker is served as before, in the same process.
     for i in 0..200u32 {
         let data = vec![i as u8; 1000 + i as usize];
@@ -261,6 +272,123 @@ fn a_removed_device_ends_its_channel_and_spares_the_others() {
         msg.release().unwrap();
     }
     assert!(m0.check_peer().unwrap());
+}
+
+/// Every way a call can meet the stand-in page answers DeviceGone: a receive, a send, a
+/// reservation already made, a message already found, a peer check; and a new channel
+/// cannot be opened on the removed device's mapping.
+#[test]
+fn every_call_that_meets_a_removed_device_says_so() {
+    let len = 1 << 16;
+    type Step = fn(&mut Channel) -> Result<(), Error>;
+    let steps: [(&str, Step); 6] = [
+        ("try_recv", |c| c.try_recv().map(drop)),
+        ("recv", |c| c.recv(SEC).map(drop)),
+        // The worker's flag reads as raised (all ones): the ring says ENODEV.
+        ("try_send", |c| c.try_send(b"x").map(drop)),
+        ("send", |c| c.send(b"x", SEC)),
+        ("check_peer", |c| c.check_peer().map(drop)),
+        ("arm", |c| c.arm().map(drop)),
+    ];
+    for (name, step) in steps {
+        let ([md, _wd], mut m, mut w) = on_model_devices(len);
+        w.send(b"hello", SEC).unwrap();
+        md.remove().unwrap();
+        assert_eq!(step(&mut m).err(), Some(Error::DeviceGone), "{name}");
+        assert_eq!(
+            m.try_recv().err(),
+            Some(Error::DeviceGone),
+            "{name}: for good"
+        );
+        drop(w);
+    }
+    // Removed between finding a message and releasing it: the payload reads as the stand-in
+    // page (the caller's check of it fails), and the release says why.
+    let ([md, _wd], mut m, mut w) = on_model_devices(len);
+    w.send(b"hello", SEC).unwrap();
+    let msg = m.recv(SEC).unwrap();
+    md.remove().unwrap();
+    assert_eq!(msg.to_vec().unwrap(), [0xff; 5]);
+    assert_eq!(msg.release().err(), Some(Error::DeviceGone));
+    // Removed between reserving and committing.
+    let ([md, _wd], mut m, _w) = on_model_devices(len);
+    let mut r = m.reserve(8, SEC).unwrap();
+    md.remove().unwrap();
+    r.write(0, b"12345678").unwrap();
+    let committed = r.commit();
+    assert!(
+        matches!(committed, Ok(()) | Err(Error::DeviceGone)),
+        "{committed:?}"
+    );
+    assert_eq!(m.flush().err(), Some(Error::DeviceGone));
+    // The mapping is still there; a channel over it is not.
+    let map = md.map();
+    assert_eq!(map.err(), Some(rustix::io::Errno::NODEV));
+    let seg = Segment::new(len).unwrap();
+    let d = seg.device(0).unwrap();
+    let map = d.map().unwrap();
+    d.remove().unwrap();
+    for role in [Role::Manager, Role::Worker] {
+        let e = Channel::new(map.clone(), 0, len, role, d.links(), quick());
+        assert_eq!(e.err(), Some(Error::DeviceGone), "{role:?}");
+    }
+}
+
+/// What the stand-in page reads as (all 0xff), written by a peer on a device that is still
+/// there, is the peer's corruption, not a removal.
+#[test]
+fn garbage_on_a_present_device_is_the_peer_s() {
+    let len = 1 << 16;
+    let ([md, _wd], mut m, _w) = on_model_devices(len);
+    let map = md.map().unwrap();
+    let win = Window::new(map, 0, len).unwrap();
+    // The worker's side block and ring 1's indices, all ones.
+    win.write(layout::side_block(Role::Worker), &[0xff; 64])
+        .unwrap();
+    win.write(layout::head(1), &[0xff; 8]).unwrap();
+    let e = m.try_recv().err().unwrap();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    // The whole header: a manager formatting anew, as far as the worker can tell.
+    let ([md, _wd], _m, mut w) = on_model_devices(len);
+    let win = Window::new(md.map().unwrap(), 0, len).unwrap();
+    win.write(0, &[0xff; 4096]).unwrap();
+    assert_eq!(w.check_peer().err(), Some(Error::Reformatted));
+}
+
+/// `wait_for_peer` notices a removal within a look, whatever the stand-in page reads as:
+/// as all ones (a peer of another version), or, after this process's own writes, as a peer
+/// not attached yet; and a channel already gone answers at once.
+#[test]
+fn waiting_for_a_peer_ends_when_the_device_goes() {
+    let len = 1 << 16;
+    for absent in [false, true] {
+        let seg = Segment::new(len).unwrap();
+        let d = seg.device(0).unwrap();
+        let map = d.map().unwrap();
+        let mut m = Channel::new(map.clone(), 0, len, Role::Manager, d.links(), quick()).unwrap();
+        let waiter = std::thread::spawn(move || m.wait_for_peer(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        d.remove().unwrap();
+        if absent {
+            // The worker's state, as the manager's own writes may leave it in the page.
+            let win = Window::new(map, 0, len).unwrap();
+            win.u32(layout::side_block(Role::Worker) + layout::side::STATE)
+                .unwrap()
+                .store(layout::STATE_ABSENT, SeqCst);
+        }
+        assert_eq!(waiter.join().unwrap(), Err(Error::DeviceGone), "{absent}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    let ([md, _wd], mut m, _w) = on_model_devices(len);
+    md.remove().unwrap();
+    assert_eq!(m.try_recv().err(), Some(Error::DeviceGone));
+    let t = Instant::now();
+    assert_eq!(
+        m.wait_for_peer(Duration::from_secs(10)),
+        Err(Error::DeviceGone)
+    );
+    assert!(t.elapsed() < Duration::from_secs(1));
 }
 
 #[test]
@@ -561,4 +689,219 @@ fn epoll_style_arm_says_when_not_to_sleep() {
     w.try_recv().unwrap().unwrap().release().unwrap();
     m.send(b"y", SEC).unwrap();
     assert_eq!(m.stats().rings, 1, "a side that is not armed is not rung");
+}
+
+/// A hostile worker publishes a peer id the driver refuses (above 0xffff) and keeps its
+/// waiting flags up. Ringing must not turn a delivered message into an error (a caller that
+/// retried would send it twice): the manager rings the id the worker attached with.
+#[test]
+fn a_hostile_peer_id_does_not_turn_a_delivered_message_into_an_error() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    let worker = layout::side_block(Role::Worker);
+    assert!(m.check_peer().unwrap());
+    win.u32(worker + layout::side::PEER_ID)
+        .unwrap()
+        .store(0x1_0000, SeqCst);
+    for i in 0..3u8 {
+        win.u32(layout::consumer_waiting(0))
+            .unwrap()
+            .store(1, SeqCst);
+        assert_eq!(m.send(&[i], SEC), Ok(()), "send {i}");
+        win.u32(layout::consumer_waiting(0))
+            .unwrap()
+            .store(1, SeqCst);
+        let mut r = m.reserve(1, SEC).unwrap();
+        r.write(0, &[i + 100]).unwrap();
+        r.commit().unwrap();
+        assert_eq!(m.flush(), Ok(()), "flush {i}");
+    }
+    assert_eq!(
+        m.stats().rings,
+        6,
+        "rung at the id fixed when the worker attached"
+    );
+    for i in 0..3u8 {
+        for v in [i, i + 100] {
+            let msg = w.try_recv().unwrap().unwrap();
+            assert_eq!(msg.to_vec().unwrap(), [v]);
+            msg.release().unwrap();
+        }
+    }
+    assert!(w.try_recv().unwrap().is_none(), "each message once");
+    // The same on the way back: a release with the producer's flag up.
+    w.send(b"reply", SEC).unwrap();
+    win.u32(layout::producer_waiting(1))
+        .unwrap()
+        .store(1, SeqCst);
+    let msg = m.recv(SEC).unwrap();
+    assert_eq!(msg.release(), Ok(()));
+    assert!(
+        m.check_peer().unwrap(),
+        "the attachment seen did not change"
+    );
+}
+
+/// A peer that attaches (a new generation) with an id no doorbell reaches: the id is
+/// checked when the attachment is seen, and the channel is Corrupt from then on; a message
+/// committed before is still delivered and its call answers Ok.
+#[test]
+fn a_peer_id_beyond_the_doorbell_is_refused_when_the_peer_attaches() {
+    let p = pair(1 << 16);
+    let (mut m, w) = open(&p, 1 << 16, quick());
+    drop(w);
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    let worker = layout::side_block(Role::Worker);
+    // A worker attaching with id 0x10000, by hand.
+    let gen = win.u64(worker + layout::side::GENERATION).unwrap();
+    gen.store(gen.load(SeqCst) + 1, SeqCst);
+    win.u32(worker + layout::side::PEER_ID)
+        .unwrap()
+        .store(0x1_0000, SeqCst);
+    win.u32(worker + layout::side::STATE)
+        .unwrap()
+        .store(layout::STATE_ATTACHED, SeqCst);
+    win.u32(layout::consumer_waiting(0))
+        .unwrap()
+        .store(1, SeqCst);
+    // The manager has not looked at the peer since it opened (before the worker attached):
+    // its send fixes the id, finds it bad, and still answers for the message it committed.
+    assert_eq!(m.send(b"committed", SEC), Ok(()));
+    assert_eq!(m.stats().sent, 1);
+    let e = m.try_recv().err().unwrap();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    // A manager opened on it now refuses it at once.
+    let e = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Manager,
+        p.manager_links.clone(),
+        quick(),
+    );
+    assert!(matches!(e.err(), Some(Error::Corrupt(_))));
+    // And one that had seen the honest attachment refuses the new one when it looks.
+    let q = pair(1 << 16);
+    let (mut m, w) = open(&q, 1 << 16, quick());
+    assert!(m.check_peer().unwrap());
+    drop(w);
+    let win = Window::new(q.map.clone(), 0, 1 << 16).unwrap();
+    let gen = win.u64(worker + layout::side::GENERATION).unwrap();
+    gen.store(gen.load(SeqCst) + 1, SeqCst);
+    win.u32(worker + layout::side::PEER_ID)
+        .unwrap()
+        .store(0x1_0000, SeqCst);
+    win.u32(worker + layout::side::STATE)
+        .unwrap()
+        .store(layout::STATE_ATTACHED, SeqCst);
+    let e = m.check_peer().err().unwrap();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+}
+
+/// Positions resumed from the segment near the end of `u64` (a tampered segment: 2^64
+/// bytes are never sent) are used as long as they do not overflow, then refused with
+/// Corrupt; never a panic (this runs in debug builds, where an overflow would panic).
+#[test]
+fn positions_resumed_near_the_end_of_u64_are_refused_before_they_overflow() {
+    let p = pair(1 << 16);
+    drop(open(&p, 1 << 16, quick()));
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    // 72 bytes below 2^64: four records of 16 bytes fit (the last ends at 2^64 - 8).
+    let start = u64::MAX - 71;
+    for ring in 0..2 {
+        win.u64(layout::head(ring)).unwrap().store(start, SeqCst);
+        win.u64(layout::tail(ring)).unwrap().store(start, SeqCst);
+    }
+    // The manager resumes the valid header with these positions, the worker attaches.
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    let mut sent = 0u8;
+    let e = loop {
+        match m.send(&[sent; 8], SEC) {
+            Ok(()) => {
+                let msg = w.recv(SEC).unwrap();
+                assert_eq!(msg.to_vec().unwrap(), [sent; 8]);
+                msg.release().unwrap();
+                sent += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(sent < 100, "positions went past the end of u64");
+    };
+    assert!(sent >= 1, "the room left was used");
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert_eq!(m.try_send(b"x").err(), Some(e), "and for good");
+    // The worker's side, the same on ring 1.
+    let mut n = 0;
+    let e = loop {
+        match w.try_send(&[1; 8]) {
+            Ok(true) => n += 1,
+            Ok(false) => panic!("no room in an empty ring"),
+            Err(e) => break e,
+        }
+        assert!(n < 100);
+    };
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+}
+
+/// `Duration::MAX` is "forever" wherever a timeout is taken (it used to overflow
+/// `Instant + Duration` and panic): attaching, waiting for the peer, receiving, reserving,
+/// and the spin. The peer answers, so every wait ends.
+#[test]
+fn duration_max_means_forever() {
+    let p = pair(8192);
+    let config = Config {
+        reply_ring_bytes: Some(1024),
+        attach_timeout: Duration::MAX,
+        peer_timeout: Duration::MAX,
+        ..quick()
+    };
+    let mut m = Channel::new(
+        p.map.clone(),
+        0,
+        8192,
+        Role::Manager,
+        p.manager_links.clone(),
+        config.clone(),
+    )
+    .unwrap();
+    let map = p.map.clone();
+    let links = p.worker_links.clone();
+    let spinning = Config {
+        spin: Duration::MAX,
+        spin_max: Duration::MAX,
+        ..config.clone()
+    };
+    let worker = std::thread::spawn(move || {
+        let mut w = Channel::new(map, 0, 8192, Role::Worker, links, spinning).unwrap();
+        // A receive that spins "forever": until the message comes.
+        let msg = w.recv(Some(Duration::MAX)).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), b"first");
+        msg.release().unwrap();
+        // Fill the reply ring, then wait for room with no end.
+        let max = w.max_message();
+        while w.try_send(&vec![1; max]).unwrap() {}
+        w.send(b"after room", Some(Duration::MAX)).unwrap();
+        w
+    });
+    m.wait_for_peer(Duration::MAX).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    m.send(b"first", Some(Duration::MAX)).unwrap();
+    let mut got = 0;
+    loop {
+        let msg = m.recv(Some(Duration::MAX)).unwrap();
+        let last = msg.to_vec().unwrap() == b"after room";
+        msg.release().unwrap();
+        got += 1;
+        if last {
+            break;
+        }
+    }
+    assert!(got >= 2, "{got}");
+    let mut w = worker.join().unwrap();
+    m.send(b"bye", None).unwrap();
+    assert_eq!(
+        w.recv(Some(Duration::MAX)).unwrap().to_vec().unwrap(),
+        b"bye"
+    );
 }

@@ -36,11 +36,6 @@ impl Window {
         self.len
     }
 
-    /// Whether the mapping was revoked under the window (the device went away).
-    pub(super) fn revoked(&self) -> bool {
-        self.map.is_revoked()
-    }
-
     fn at(&self, offset: usize, len: usize) -> Result<usize, Error> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(self.base + offset),

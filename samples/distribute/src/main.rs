@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use sivshm::channel::{Channel, Config, DeviceDoorbell, Doorbell, Links, Role as End};
-use sivshm::{Device, EventFd, Mapping};
+use sivshm::channel::{Channel, Config, Links, Role as End};
+use sivshm::{Device, Mapping};
 
 #[derive(Parser)]
 #[command(about)]
@@ -120,21 +120,10 @@ fn config(timeout: Duration, peer_timeout: Duration) -> Config {
 }
 
 /// What a device's channels ring and wait on: vector 0, one eventfd per device (shared by
-/// the channels of every worker in an IVSHMEM region). None for a device without doorbell.
+/// the channels of every worker in an IVSHMEM region), or polling on a device without
+/// doorbell; and the device, asked whether it is gone.
 fn links(dev: &Device) -> Result<Links> {
-    if !dev.info().doorbell || dev.info().nr_vectors == 0 {
-        return Ok(Links::default());
-    }
-    let bell: Arc<dyn Doorbell> = Arc::new(DeviceDoorbell::new(dev, 0)?);
-    let wake: Arc<EventFd> = Arc::new(
-        dev.bind_eventfd(0)
-            .context("binding an eventfd to vector 0")?,
-    );
-    Ok(Links {
-        doorbell: Some(bell),
-        wake: Some(wake),
-        own_id: dev.info().peer_id,
-    })
+    Links::on_device(dev, 0).context("binding an eventfd to vector 0")
 }
 
 fn main() -> Result<()> {

@@ -14,8 +14,8 @@
 //! the data it sent and counts it.
 //!
 //! A worker whose device is removed (hot-unplug) is dropped: the library reports its channel
-//! [`Error::DeviceGone`] instead of the process dying of `SIGBUS`, and the manager says so and
-//! serves the others. A worker whose device is not there yet (hot-plugged later) is served
+//! [`Error::DeviceGone`] (the device answers `ENODEV`, and the mapping shows the driver's
+//! stand-in page instead of faulting), and the manager says so and serves the others. A worker whose device is not there yet (hot-plugged later) is served
 //! from the moment it appears.
 
 use std::collections::VecDeque;

@@ -8,6 +8,7 @@ use sivshm::channel::{Channel, Config, Doorbell, Links, Role};
 
 use crate::batches::{self, Received, BATCH_HEADER};
 use crate::manager::Options;
+use sivshm::model::{ModelDevice, Segment};
 use sivshm::{EventFd, Mapping};
 
 /// Peer `id` of a shared region: rings reach the eventfd of that id, as ivshmem does.
@@ -81,11 +82,13 @@ fn three_workers_each_on_a_segment_of_its_own() {
             doorbell: Some(to_w.clone()),
             wake: Some(to_m.clone()),
             own_id: Some(0),
+            presence: None,
         };
         let wl = Links {
             doorbell: Some(to_m),
             wake: Some(to_w),
             own_id: Some(1),
+            presence: None,
         };
         managers.push(Channel::new(map.clone(), 0, 1 << 18, Role::Manager, ml, config()).unwrap());
         workers.push(Channel::new(map, 0, 1 << 18, Role::Worker, wl, config()).unwrap());
@@ -106,11 +109,13 @@ fn workers_in_slots_of_one_region_with_one_manager_eventfd() {
             doorbell: Some(bus.clone()),
             wake: Some(fds[0].clone()),
             own_id: Some(0),
+            presence: None,
         };
         let wl = Links {
             doorbell: Some(bus.clone()),
             wake: Some(fds[i + 1].clone()),
             own_id: Some(i as u32 + 1),
+            presence: None,
         };
         managers
             .push(Channel::new(map.clone(), i * slot, slot, Role::Manager, ml, config()).unwrap());
@@ -153,11 +158,13 @@ fn links() -> (Links, Links) {
             doorbell: Some(to_w.clone()),
             wake: Some(to_m.clone()),
             own_id: Some(0),
+            presence: None,
         },
         Links {
             doorbell: Some(to_m),
             wake: Some(to_w),
             own_id: Some(1),
+            presence: None,
         },
     )
 }
@@ -272,30 +279,31 @@ fn the_stop_file_ends_a_long_run_with_every_batch_verified() {
     }
 }
 
-/// A manager and a worker over a segment of their own, and the segment's file (to take its
-/// memory away as a removed device does).
-fn own_segment(len: usize) -> (std::os::fd::OwnedFd, Channel, Channel) {
-    let fd = rustix::fs::memfd_create("seg", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    rustix::fs::ftruncate(&fd, len as u64).unwrap();
-    let map = || Arc::new(Mapping::new(fd.as_fd(), 0, len).unwrap());
-    let (ml, wl) = links();
-    let m = Channel::new(map(), 0, len, Role::Manager, ml, config()).unwrap();
-    let w = Channel::new(map(), 0, len, Role::Worker, wl, config()).unwrap();
-    (fd, m, w)
+/// A manager and a worker over a segment of their own, each through a device of its own
+/// (the two VMs'); the manager's device is returned too, to remove it.
+fn own_segment(len: usize) -> (Arc<ModelDevice>, Channel, Channel) {
+    let seg = Segment::new(len).unwrap();
+    let (md, wd) = (seg.device(0).unwrap(), seg.device(1).unwrap());
+    let open = |d: &Arc<ModelDevice>, role| {
+        Channel::new(d.map().unwrap(), 0, len, role, d.links(), config()).unwrap()
+    };
+    let m = open(&md, Role::Manager);
+    let w = open(&wd, Role::Worker);
+    (md, m, w)
 }
 
-/// Worker 1's device is removed mid-run (its segment's pages taken away: every access faults,
-/// as on a revoked mapping). The manager process survives, reports the worker gone with what
-/// it had verified, and worker 0 gets every round.
+/// Worker 1's device is removed under the manager mid-run (as the driver does: one page of
+/// 0xff bytes under every page of the mapping, calls ENODEV, the eventfd signalled). The
+/// manager reports the worker gone with what it had verified, and worker 0 gets every round.
 #[test]
 fn a_worker_whose_device_is_removed_is_dropped_and_the_others_carry_on() {
-    let (_fd0, m0, w0) = own_segment(1 << 18);
-    let (fd1, m1, w1) = own_segment(1 << 18);
+    let (_d0, m0, w0) = own_segment(1 << 18);
+    let (d1, m1, w1) = own_segment(1 << 18);
     let t = Duration::from_secs(20);
     let steady = std::thread::spawn(move || crate::worker::run(w0, t, 0, false).unwrap());
     let removed = std::thread::spawn(move || {
         let answered = worker_that_stops_after(w1, 5);
-        rustix::fs::ftruncate(&fd1, 0).unwrap();
+        d1.remove().unwrap();
         answered
     });
     let o = Options {

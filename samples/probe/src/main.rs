@@ -416,6 +416,7 @@ mod tests {
             doorbell: Some(bell.clone()),
             wake: Some(wake.clone()),
             own_id: Some(id),
+            presence: None,
         };
         let timeout = Duration::from_secs(20);
         let open = |role, links| ChannelLink {
