@@ -93,7 +93,7 @@ boot() {
 	pids+=("$booted")
 }
 
-# The manager's device for worker i sits at slot 4 + i (README, "Using sivshm with your own
+# The manager's device for worker i sits at slot 4 + i (Documentation/own-vms.rst, "Using sivshm with your own
 # VMs"); read it back from qemu-args rather than trusting that.
 bdfs=$("$host" qemu-args "$t/own.toml" mgr | sed -n 's/.*id=sivshm-\(w[01]\),.*addr=0x\([0-9a-f]*\)\.0.*/\1 \2/p' |
 	sort | while read -r _ slot; do printf '0000:00:%02x.0,' "0x$slot"; done)

@@ -222,7 +222,7 @@ fn size_name(bytes: usize) -> String {
     }
 }
 
-/// The table of one run's probe lines (see the README): throughput per size, round trips,
+/// The table of one run's probe lines (see Documentation/results.rst): throughput per size, round trips,
 /// the ratios and the sivshm channel's rings per message; then, where the run has them, the
 /// shm-copy reference (the sender's copy alone) and what it says: sivshm / shm-copy is what
 /// the channel costs beyond its copy, shm-copy / memcpy what the volatile copy into a
