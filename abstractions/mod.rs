@@ -15,6 +15,7 @@
 //! | [`private_inode`] | an inode of a module-private pseudo filesystem: one address     |
 //! |                   | space that many open files share                                |
 //! | [`io_mmap`]       | user mappings of device memory, inserted on fault and revocable |
+//! | [`pci_address`]   | a device's PCI address, domain included                         |
 //! | [`pci_bar`]       | a PCI BAR reserved write-back, whose user mappings are revoked  |
 //! |                   | before the reservation is released                              |
 //! | [`irq_vectors`]   | MSI-X vectors together with their handlers, freed in order      |
@@ -26,5 +27,6 @@ pub(crate) mod io_mmap;
 pub(crate) mod irq_vectors;
 pub(crate) mod mem_type;
 pub(crate) mod misc_node;
+pub(crate) mod pci_address;
 pub(crate) mod pci_bar;
 pub(crate) mod private_inode;

@@ -39,6 +39,7 @@ use kernel::{
 use crate::abstractions::{
     irq_vectors::VectorHandlers,
     mem_type::MemType,
+    pci_address::pci_address,
     pci_bar::{msix_table_size, MappableBar},
 };
 use device::Shared;
@@ -72,25 +73,6 @@ pub(crate) struct Binding<'bound> {
     _irqs: Option<VectorHandlers<'bound, VectorIrq>>,
     _shm: MappableBar<'bound>,
     _name: NodeName,
-}
-
-/// The PCI address `(domain, bus, slot, function)` of `pdev`.
-fn pci_address(pdev: &pci::Device<Bound>) -> (u32, u8, u8, u8) {
-    let id = pdev.dev_id();
-    // The domain is only in the device's name, `DDDD:BB:SS.F`.
-    let name = pdev.as_ref().name().to_bytes();
-    let domain = name
-        .split(|&c| c == b':')
-        .next()
-        .and_then(|d| core::str::from_utf8(d).ok())
-        .and_then(|d| u32::from_str_radix(d, 16).ok())
-        .unwrap_or(0);
-    (
-        domain,
-        (id >> 8) as u8,
-        ((id >> 3) & 0x1f) as u8,
-        (id & 7) as u8,
-    )
 }
 
 /// `SIVSHM_MEM_TYPE_*` of a memory type.
