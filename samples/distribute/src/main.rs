@@ -235,11 +235,12 @@ fn open_channel(
     )
     .with_context(|| format!("worker {i}'s channel at {} of {}", w.offset, dev.info().pci))?;
     println!(
-        "manager: worker {i} on /dev/sivshm{} ({}) at offset {} MiB, {} MiB",
+        "manager: worker {i} on /dev/sivshm{} ({}) at offset {} MiB, {} MiB, {}",
         dev.info().index,
         dev.info().pci,
         w.offset >> 20,
-        len >> 20
+        len >> 20,
+        sivshm::mem_type_name(dev.info().mem_type)
     );
     Ok(ch)
 }
