@@ -10,6 +10,36 @@
 #               alone) and the pipe floor, as one table; --spin-us, --spin-max-us set the
 #               channel's spin on both VMs
 #     all (the default): both
+#
+#   scripts/bench.sh --what realise [--workers 1,2,4,8,16,32,64] [--runs N]
+#                    [--modes sivshm,ivshmem,none] [--accel tcg|kvm] [--segment-mib M]
+#     realise: a manager and N workers launched paused (-S, no guest, no kernel needed), from
+#              the launch to every QEMU answering QMP with its ivshmem devices realised:
+#              pre-wired (SIVSHM), on the central server (IVSHMEM) and with no device (the
+#              floor); `sivshm-host realise-bench`. Not part of `all`.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-run_host bench "$@"
+
+# realise boots no guest: only the host tool is built.
+args=() what=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--what) [ $# -ge 2 ] || die "--what needs a value"; what=$2; args+=("$1" "$2"); shift 2 ;;
+	--what=*) what=${1#--what=}; args+=("$1"); shift ;;
+	*) args+=("$1"); shift ;;
+	esac
+done
+if [ "$what" = realise ]; then
+	rest=()
+	set -- "${args[@]}"
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--what) shift 2 ;;
+		--what=*) shift ;;
+		*) rest+=("$1"); shift ;;
+		esac
+	done
+	cargo build --release -q -p sivshm-host || die "sivshm-host does not build"
+	exec "$SIVSHM_ROOT/target/release/sivshm-host" realise-bench ${rest[@]+"${rest[@]}"}
+fi
+run_host bench ${args[@]+"${args[@]}"}

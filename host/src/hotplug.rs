@@ -141,19 +141,33 @@ impl Monitor {
 
     /// The ids of the devices added with an id (`-device id=` or `device_add`).
     pub fn devices(&mut self) -> Result<Vec<String>> {
-        let props = self
-            .qmp
-            .execute(&qmp::qom_list {
-                path: "/machine/peripheral".into(),
-            })
-            .context("qom-list /machine/peripheral")?;
-        let mut v: Vec<String> = props
+        let mut v: Vec<String> = self
+            .children("/machine/peripheral")?
             .into_iter()
-            .filter(|p| p.type_.starts_with("child<"))
-            .map(|p| p.name)
+            .map(|(name, _)| name)
             .collect();
         v.sort();
         Ok(v)
+    }
+
+    /// The QOM children of `path` (`qom-list`): each one's name and type, the type without
+    /// `child<>` (`/machine/peripheral-anon` holds the devices added without an id).
+    pub fn children(&mut self, path: &str) -> Result<Vec<(String, String)>> {
+        let props = self
+            .qmp
+            .execute(&qmp::qom_list { path: path.into() })
+            .with_context(|| format!("qom-list {path}"))?;
+        Ok(props
+            .into_iter()
+            .filter_map(|p| {
+                let t = p
+                    .type_
+                    .strip_prefix("child<")?
+                    .strip_suffix('>')?
+                    .to_string();
+                Some((p.name, t))
+            })
+            .collect())
     }
 
     /// The ids of the chardevs.

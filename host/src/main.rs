@@ -12,6 +12,7 @@ mod ivshmem_server;
 mod net;
 mod protocol;
 mod qemu;
+mod realise;
 mod scale;
 mod segments;
 mod selftest;
@@ -42,6 +43,14 @@ enum Cmd {
         /// Worker counts, comma separated.
         #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256, 1024])]
         workers: Vec<usize>,
+    },
+    /// What wiring costs on the boot path, apart from the guest's boot: a manager and N
+    /// workers launched paused (-S, no kernel), from launch to every QEMU answering QMP with
+    /// its ivshmem devices realised; pre-wired (SIVSHM), on the central server (IVSHMEM), and
+    /// with no device (the floor). Prints a table and SIVSHM-RESULT lines.
+    RealiseBench {
+        #[command(flatten)]
+        options: realise::Options,
     },
     /// The IVSHMEM baseline's central server, as QEMU's contrib/ivshmem-server: VMs connect
     /// with `-chardev socket,path=SOCKET`; each gets the region and every other VM's
@@ -259,6 +268,7 @@ fn main() -> Result<()> {
             | Cmd::Compare { .. }
             | Cmd::Demo { .. }
             | Cmd::Scale { .. }
+            | Cmd::RealiseBench { .. }
     );
     if boots {
         interrupt::install()?;
@@ -293,6 +303,7 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::RealiseBench { options } => realise::bench(&options, |l| println!("{l}")),
         Cmd::Compare {
             guest,
             what,
