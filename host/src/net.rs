@@ -27,7 +27,8 @@ pub const WORKER_NIC_SLOT: u8 = FIRST_SLOT - 1;
 /// The manager's NIC to worker `i` sits at slot `LAST_SLOT - i`, its sivshm devices at
 /// `FIRST_SLOT + i`: both fit on bus 0 for this many workers.
 pub const MAX_LINKS: usize = (LAST_SLOT - FIRST_SLOT + 1) as usize / 2;
-const LAST_SLOT: u8 = 31;
+/// Below the PCI bridges' slots: every guest has bridge 0 (`qemu::bridges_for_write_back`).
+const LAST_SLOT: u8 = crate::qemu::BRIDGE_SLOT - 1;
 /// Jumbo frames, within what QEMU's stream backend passes in one frame (`NET_BUFSIZE`,
 /// 69632 bytes) and what virtio-net accepts (65535).
 pub const MTU: u16 = 65520;
@@ -114,7 +115,12 @@ mod tests {
                 );
             }
             assert_ne!(nic, WORKER_NIC_SLOT);
+            assert!(
+                nic < crate::qemu::BRIDGE_SLOT,
+                "worker {i}'s NIC on bridge 0's slot"
+            );
         }
+        assert_eq!(MAX_LINKS, 12);
         assert!(manager_nic_slot(MAX_LINKS).is_err());
     }
 }

@@ -134,8 +134,37 @@ pub fn bridge_chassis(k: u8) -> u16 {
     u16::from(k) + 1
 }
 
-/// `-device` arguments of bridge `k`.
+/// The 64-bit prefetchable window each bridge asks the firmware for (QEMU's `pref64-reserve`,
+/// read by SeaBIOS and OVMF from the bridge's resource-reserve capability), in GiB.
+///
+/// It is what makes the shared memory write-back (Documentation/memory-type.rst). Firmware
+/// marks the 32-bit PCI hole uncached in the guest's MTRRs and write-back everything above
+/// 4 GiB, and the guest's PAT type of BAR2 follows the MTRRs. SeaBIOS 1.16 places 64-bit BARs
+/// in the 32-bit hole whenever everything fits there; a window larger than the hole (at most
+/// about 2 GiB) does not, so SeaBIOS moves every 64-bit BAR of bus 0 and every bridge's
+/// 64-bit window above 4 GiB, and devices behind a bridge, also those hot-plugged later, get
+/// their BAR2 from its window. 12 GiB rather than just over 2: SeaBIOS puts the 64-bit area
+/// at the top of the physical address space and, where QEMU reserves AMD's HyperTransport
+/// hole (the 12 GiB below 1 TiB, with 40 physical address bits), moves it down by its own
+/// size only once; an area of at least 12 GiB thus lies wholly below the hole, where the
+/// guest kernel may still allocate BARs for hot-plugged devices.
+pub const BRIDGE_PREF64_RESERVE_GIB: u64 = 12;
+
+/// [`BRIDGE_PREF64_RESERVE_GIB`] in bytes (libvirt's `<qemu:property type='unsigned'>`).
+pub const BRIDGE_PREF64_RESERVE: u64 = BRIDGE_PREF64_RESERVE_GIB << 30;
+
+/// `-device` arguments of bridge `k`: with the 64-bit window that puts the shared memory
+/// above 4 GiB ([`BRIDGE_PREF64_RESERVE_GIB`]).
 pub fn bridge_device(k: u8) -> String {
+    format!(
+        "{},pref64-reserve={BRIDGE_PREF64_RESERVE_GIB}G",
+        bridge_device_in_hole(k)
+    )
+}
+
+/// `-device` arguments of bridge `k` without a reserved 64-bit window: the firmware then
+/// leaves small 64-bit BARs in the uncached 32-bit PCI hole ([`Vm::in_uncached_hole`]).
+pub fn bridge_device_in_hole(k: u8) -> String {
     format!(
         "pci-bridge,id={},chassis_nr={},addr={:#x}.0",
         bridge_id(k),
@@ -153,6 +182,13 @@ pub fn bridges_used(slots: impl IntoIterator<Item = PciSlot>) -> u8 {
         .map(|b| b.saturating_add(1))
         .max()
         .unwrap_or(0)
+}
+
+/// The bridges a guest gets for devices at `slots`: those they sit behind, and at least
+/// bridge 0, whose 64-bit window moves every BAR2 of bus 0 above 4 GiB
+/// ([`BRIDGE_PREF64_RESERVE_GIB`]).
+pub fn bridges_for_write_back(slots: impl IntoIterator<Item = PciSlot>) -> u8 {
+    bridges_used(slots).max(1)
 }
 
 /// An ivshmem device in a guest.
@@ -222,6 +258,9 @@ pub struct Vm {
     pub bridges: u8,
     /// A QMP socket QEMU listens on, for `sivshm-host` to drive the running guest.
     pub qmp: Option<PathBuf>,
+    /// Leave the shared memory where the firmware's MTRRs say uncached (see
+    /// [`Vm::in_uncached_hole`]); by default it is placed write-back.
+    pub uncached_hole: bool,
 }
 
 /// First fd number handed to QEMU for chardevs; above anything QEMU opens before parsing.
@@ -237,6 +276,7 @@ impl Vm {
             cpus: 1,
             bridges: 0,
             qmp: None,
+            uncached_hole: false,
         }
     }
 
@@ -252,9 +292,30 @@ impl Vm {
         self
     }
 
-    /// The bridges QEMU gets: those asked for and those the devices sit behind.
+    /// Leaves every device's shared memory (BAR2) where the firmware puts it without help: for
+    /// segments that fit, in the 32-bit PCI hole, which the firmware's MTRRs mark uncached, so
+    /// the guest's mapping is uncached-minus and the driver warns. No bridge is added beyond
+    /// those asked for or sat behind, and bridges reserve no 64-bit window. For the test that
+    /// the driver reports and warns; everything else is placed write-back
+    /// ([`BRIDGE_PREF64_RESERVE_GIB`]).
+    #[allow(
+        dead_code,
+        reason = "for the guest test of the driver's uncached warning"
+    )]
+    pub fn in_uncached_hole(mut self) -> Self {
+        self.uncached_hole = true;
+        self
+    }
+
+    /// The bridges QEMU gets: those asked for and those the devices sit behind, and bridge 0
+    /// in any case unless the shared memory is to stay in the uncached hole.
     fn bridge_count(&self) -> u8 {
-        let used = bridges_used(self.devices.iter().map(Device::slot));
+        let slots = self.devices.iter().map(Device::slot);
+        let used = if self.uncached_hole {
+            bridges_used(slots)
+        } else {
+            bridges_for_write_back(slots)
+        };
         self.bridges.max(used).min(MAX_BRIDGES)
     }
 
@@ -362,7 +423,11 @@ impl Vm {
         a.push(m.initrd.clone().into());
         for k in 0..self.bridge_count() {
             a.push("-device".into());
-            a.push(bridge_device(k).into());
+            a.push(if self.uncached_hole {
+                bridge_device_in_hole(k).into()
+            } else {
+                bridge_device(k).into()
+            });
         }
         if let Some(q) = &self.qmp {
             let mut arg = OsString::from("unix:");
@@ -780,7 +845,7 @@ mod tests {
         );
         assert!(
             s.contains(
-                "virtio-net-pci,netdev=net0,mac=52:54:00:77:00:01,host_mtu=65520,addr=0x1f.0"
+                "virtio-net-pci,netdev=net0,mac=52:54:00:77:00:01,host_mtu=65520,addr=0x1b.0"
             ),
             "{s}"
         );
@@ -829,11 +894,17 @@ mod tests {
         let s = joined(&args);
         // Both bridges exist (the device sits behind the second), each with its chassis.
         assert!(
-            s.contains("-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0"),
+            s.contains(
+                "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0,\
+                 pref64-reserve=12G -device"
+            ),
             "{s}"
         );
         assert!(
-            s.contains("-device pci-bridge,id=sivshm-bridge.1,chassis_nr=2,addr=0x1d.0"),
+            s.contains(
+                "-device pci-bridge,id=sivshm-bridge.1,chassis_nr=2,addr=0x1d.0,\
+                 pref64-reserve=12G -qmp"
+            ),
             "{s}"
         );
         assert!(!s.contains("id=sivshm-bridge.2"), "{s}");
@@ -881,6 +952,74 @@ mod tests {
         assert!(e.to_string().contains("taken twice"), "{e}");
         assert_eq!(PciSlot::behind(3, 1).bdf(), "0000:04:01.0");
         assert_eq!(PciSlot::root(4).bdf(), "0000:00:04.0");
+    }
+
+    #[test]
+    fn every_guest_gets_bridge_0_and_its_64_bit_window_for_write_back() {
+        let vm = Vm::new("w", "true").device(Device::Plain {
+            slot: PciSlot::root(4),
+            segment: crate::segments::create("wb", 1 << 20).unwrap(),
+            size: 1 << 20,
+        });
+        let s = joined(
+            &vm.args(&machine(), Path::new("/tmp/w.log"), "id1")
+                .unwrap()
+                .0,
+        );
+        assert_eq!(s.matches("-device pci-bridge,").count(), 1, "{s}");
+        assert!(
+            s.contains(
+                "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0,\
+                 pref64-reserve=12G"
+            ),
+            "{s}"
+        );
+        // Even a guest without devices: a hot-plugged one gets its BAR from the window.
+        let s = joined(
+            &Vm::new("e", "true")
+                .args(&machine(), Path::new("/tmp/e.log"), "id2")
+                .unwrap()
+                .0,
+        );
+        assert_eq!(s.matches("pref64-reserve=12G").count(), 1, "{s}");
+        assert_eq!(
+            bridge_device(3),
+            format!("{},pref64-reserve=12G", bridge_device_in_hole(3))
+        );
+        assert_eq!(BRIDGE_PREF64_RESERVE, 12 << 30);
+    }
+
+    #[test]
+    fn in_the_uncached_hole_no_bridge_is_added_and_none_reserves_a_window() {
+        let plain = |name: &str, slot| Device::Plain {
+            slot,
+            segment: crate::segments::create(name, 1 << 20).unwrap(),
+            size: 1 << 20,
+        };
+        let vm = Vm::new("w", "true")
+            .in_uncached_hole()
+            .device(plain("h0", PciSlot::root(4)));
+        let s = joined(
+            &vm.args(&machine(), Path::new("/tmp/w.log"), "id1")
+                .unwrap()
+                .0,
+        );
+        assert!(!s.contains("pci-bridge"), "{s}");
+        assert!(s.contains("ivshmem-plain,memdev=shm0,addr=0x4.0"), "{s}");
+        // Behind a bridge: the bridge, without the window.
+        let vm = Vm::new("m", "true")
+            .in_uncached_hole()
+            .device(plain("h1", PciSlot::behind(0, 1)));
+        let s = joined(
+            &vm.args(&machine(), Path::new("/tmp/m.log"), "id1")
+                .unwrap()
+                .0,
+        );
+        assert!(
+            s.contains("-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0 -object"),
+            "{s}"
+        );
+        assert!(!s.contains("pref64-reserve"), "{s}");
     }
 
     #[test]

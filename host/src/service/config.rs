@@ -1,13 +1,18 @@
 //! What to give the user's VMs so that they connect to `serve`: QEMU arguments
 //! (`sivshm-host qemu-args`) or libvirt elements (`sivshm-host libvirt-xml`), with the PCI
-//! addresses the topology fixes (`devices`). A manager of more than 24 workers also gets the
-//! PCI bridges its devices sit behind, the harness's (`qemu::bridge_device`).
+//! addresses the topology fixes (`devices`). Every VM also gets the harness's PCI bridges
+//! (`qemu::bridge_device`): those its devices sit behind (a manager of more than 24 workers),
+//! and bridge 0 in any case, whose reserved 64-bit window makes the firmware place every
+//! shared memory BAR above 4 GiB, write-back (Documentation/memory-type.rst).
 
 use anyhow::{bail, Result};
 
 use super::devices::DeviceSpec;
 use super::topology_file::TopologyFile;
-use crate::qemu::{bridge_bus, bridge_chassis, bridge_device, bridge_slot, bridges_used};
+use crate::qemu::{
+    bridge_bus, bridge_chassis, bridge_device, bridge_slot, bridges_for_write_back,
+    BRIDGE_PREF64_RESERVE,
+};
 
 /// The devices of `vm`, or an error naming the VMs there are.
 fn devices_of(t: &TopologyFile, vm: &str) -> Result<Vec<DeviceSpec>> {
@@ -37,13 +42,15 @@ fn shell_word(s: &str) -> String {
     }
 }
 
-/// The PCI bridges `vm`'s devices sit behind: bridge 0 up to the last one used.
+/// The PCI bridges `vm` gets: bridge 0 up to the last one its devices sit behind, at least
+/// bridge 0 (`qemu::bridges_for_write_back`).
 fn bridges(devices: &[DeviceSpec]) -> std::ops::Range<u8> {
-    0..bridges_used(devices.iter().map(|d| d.slot))
+    0..bridges_for_write_back(devices.iter().map(|d| d.slot))
 }
 
 /// Arguments for `vm`, one line per device, shell-quoted: first a `-device pci-bridge` per
-/// bridge its devices sit behind (QEMU needs a bus before the devices on it), then
+/// bridge (QEMU needs a bus before the devices on it; bridge 0 always, with its
+/// `pref64-reserve` that puts the shared memory above 4 GiB), then
 /// `-chardev`/`-device` per device. The bridges' ids begin `sivshm-bridge.`, which no
 /// device of the user should use; the VM must have no other PCI bridge on bus 0 at a slot
 /// below 0x1c, or the guest numbers the buses differently (`DeviceSpec::bdf`).
@@ -89,15 +96,38 @@ fn pci_address(bus: u8, slot: u8) -> String {
     )
 }
 
-/// Elements for `vm`'s libvirt domain (inside `<devices>`): first a `pci-bridge`
-/// `<controller>` per bridge its devices sit behind, then a `<shmem>` per device. libvirt
-/// names a bus in `<address bus=...>` by its controller's `index`; bridge *k* gets index
-/// *k + 1*, the number the guest gives its bus. So the domain must not already have pci
-/// controllers with those indices, nor another PCI bridge on bus 0 at a slot below 0x1c
-/// (`DeviceSpec::bdf`).
+/// libvirt's namespace of `<qemu:override>`, declared on `<domain>` as `xmlns:qemu`.
+pub const LIBVIRT_QEMU_NS: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
+
+/// The comment line that starts the part of [`libvirt_xml`] for `<devices>`.
+pub const LIBVIRT_DEVICES_PART: &str = "<!-- sivshm: the part for the domain's <devices> -->";
+
+/// The comment line that starts the part of [`libvirt_xml`] for `<domain>` itself.
+pub fn libvirt_override_part() -> String {
+    format!(
+        "<!-- sivshm: the part for <domain> itself, after </devices>; <domain> needs \
+         xmlns:qemu='{LIBVIRT_QEMU_NS}'. It reserves the bridges' 64-bit window, which puts \
+         the shared memory above 4 GiB, write-back (sivshm's Documentation/memory-type.rst) -->"
+    )
+}
+
+/// libvirt's alias of the PCI controller with index `index` (its QEMU id): `pci.INDEX`.
+fn controller_alias(index: u8) -> String {
+    format!("pci.{index}")
+}
+
+/// Elements for `vm`'s libvirt domain, in two parts, each after its comment line. For
+/// `<devices>` ([`LIBVIRT_DEVICES_PART`]): a `pci-bridge` `<controller>` per bridge (bridge 0
+/// always, and those its devices sit behind), then a `<shmem>` per device. libvirt names a
+/// bus in `<address bus=...>` by its controller's `index`; bridge *k* gets index *k + 1*, the
+/// number the guest gives its bus. So the domain must not already have pci controllers with
+/// those indices, nor another PCI bridge on bus 0 at a slot below 0x1c (`DeviceSpec::bdf`).
+/// For `<domain>` itself ([`libvirt_override_part`]): a `<qemu:override>` that sets each
+/// bridge's `pref64-reserve`, which libvirt 9.0's `<controller>` cannot express; libvirt
+/// knows the bridge by its alias `pci.INDEX`.
 pub fn libvirt_xml(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
     let devices = devices_of(t, vm)?;
-    let mut out = Vec::new();
+    let mut out = vec![LIBVIRT_DEVICES_PART.to_string()];
     for k in bridges(&devices) {
         out.extend([
             format!(
@@ -110,7 +140,7 @@ pub fn libvirt_xml(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
             "</controller>".into(),
         ]);
     }
-    for d in devices {
+    for d in &devices {
         out.extend([
             format!(
                 "<shmem name='{}'>",
@@ -127,6 +157,24 @@ pub fn libvirt_xml(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
             "</shmem>".into(),
         ]);
     }
+    out.push(libvirt_override_part());
+    out.push("<qemu:override>".into());
+    for k in bridges(&devices) {
+        out.extend([
+            format!(
+                "  <qemu:device alias='{}'>",
+                controller_alias(bridge_bus(k))
+            ),
+            "    <qemu:frontend>".into(),
+            format!(
+                "      <qemu:property name='pref64-reserve' type='unsigned' \
+                 value='{BRIDGE_PREF64_RESERVE}'/>"
+            ),
+            "    </qemu:frontend>".into(),
+            "  </qemu:device>".into(),
+        ]);
+    }
+    out.push("</qemu:override>".into());
     Ok(out)
 }
 
@@ -149,6 +197,7 @@ mod tests {
         assert_eq!(
             qemu_args(&t, "m").unwrap(),
             [
+                "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0,pref64-reserve=12G",
                 "-chardev socket,id=sivshm-w0,path=/run/sivshm/lab/m.w0.sock -device \
                  ivshmem-doorbell,id=sivshm-w0,chardev=sivshm-w0,vectors=2,addr=0x4.0",
                 "-chardev socket,id=sivshm-w1,path=/run/sivshm/lab/m.w1.sock -device \
@@ -158,8 +207,9 @@ mod tests {
         assert_eq!(
             qemu_args(&t, "w1").unwrap(),
             [
+                "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0,pref64-reserve=12G",
                 "-chardev socket,id=sivshm-m,path=/run/sivshm/lab/w1.m.sock -device \
-              ivshmem-doorbell,id=sivshm-m,chardev=sivshm-m,vectors=1,addr=0x4.0"
+                 ivshmem-doorbell,id=sivshm-m,chardev=sivshm-m,vectors=1,addr=0x4.0",
             ]
         );
         let e = qemu_args(&t, "w2").unwrap_err().to_string();
@@ -169,7 +219,7 @@ mod tests {
     #[test]
     fn odd_paths_are_quoted_for_qemu_and_the_shell() {
         let t = topo("/srv/my vms,it's");
-        let a = &qemu_args(&t, "w0").unwrap()[0];
+        let a = &qemu_args(&t, "w0").unwrap()[1];
         assert_eq!(
             a,
             "-chardev 'socket,id=sivshm-m,path=/srv/my vms,,it'\\''s/w0.m.sock' -device \
@@ -185,8 +235,12 @@ mod tests {
     #[test]
     fn libvirt_xml_has_model_size_server_msi_and_address() {
         let t = topo("/run/sivshm/lab");
+        let x = libvirt_xml(&t, "m").unwrap();
+        // The devices' part: bridge 0's controller (5 lines), then the <shmem>s.
+        assert_eq!(x[0], LIBVIRT_DEVICES_PART);
+        assert_eq!(x[1], "<controller type='pci' index='1' model='pci-bridge'>");
         assert_eq!(
-            libvirt_xml(&t, "m").unwrap()[7..],
+            x[13..20],
             [
                 "<shmem name='sivshm-lab-m-w1'>",
                 "  <model type='ivshmem-doorbell'/>",
@@ -195,6 +249,21 @@ mod tests {
                 "  <msi vectors='1' ioeventfd='on'/>",
                 "  <address type='pci' domain='0x0000' bus='0x00' slot='0x05' function='0x0'/>",
                 "</shmem>",
+            ]
+        );
+        // The domain's part: bridge 0's 64-bit window, through libvirt's alias of index 1.
+        assert_eq!(x[20], libvirt_override_part());
+        assert_eq!(
+            x[21..],
+            [
+                "<qemu:override>",
+                "  <qemu:device alias='pci.1'>",
+                "    <qemu:frontend>",
+                "      <qemu:property name='pref64-reserve' type='unsigned' \
+                 value='12884901888'/>",
+                "    </qemu:frontend>",
+                "  </qemu:device>",
+                "</qemu:override>",
             ]
         );
         assert!(libvirt_xml(&t, "x").is_err());
@@ -213,7 +282,7 @@ mod tests {
         assert_eq!(a.len(), 1 + 30);
         assert_eq!(
             a[0],
-            "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0"
+            "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0,pref64-reserve=12G"
         );
         assert_eq!(a.iter().filter(|l| l.contains("pci-bridge")).count(), 1);
         assert!(a[24].ends_with("vectors=1,addr=0x1b.0"), "{}", a[24]);
@@ -231,21 +300,38 @@ mod tests {
         // 128 workers: four bridges.
         let a = qemu_args(&big(128), "m").unwrap();
         assert_eq!(a.iter().filter(|l| l.contains("pci-bridge")).count(), 4);
-        assert!(a[3].contains("id=sivshm-bridge.3,chassis_nr=4,addr=0x1f.0"));
+        assert!(a[3].ends_with("id=sivshm-bridge.3,chassis_nr=4,addr=0x1f.0,pref64-reserve=12G"));
         assert!(a[4 + 127].ends_with("bus=sivshm-bridge.3,addr=0xb.0"));
-        // A worker has one device on bus 0 and no bridge.
+        // The most workers, 148: four bridges, each with the 64-bit window.
+        let a = qemu_args(&big(148), "m").unwrap();
+        assert_eq!(a.len(), 4 + 148);
+        assert_eq!(
+            a.iter()
+                .filter(|l| l.contains("pref64-reserve=12G"))
+                .count(),
+            4
+        );
+        assert!(a[4 + 147].ends_with("bus=sivshm-bridge.3,addr=0x1f.0"));
+        // A worker has one device on bus 0 and bridge 0, for its window alone.
         assert_eq!(
             qemu_args(&big(30), "w29").unwrap(),
-            ["-chardev socket,id=sivshm-m,path=/r/w29.m.sock -device \
-              ivshmem-doorbell,id=sivshm-m,chardev=sivshm-m,vectors=1,addr=0x4.0"]
+            [
+                "-device pci-bridge,id=sivshm-bridge.0,chassis_nr=1,addr=0x1c.0,pref64-reserve=12G",
+                "-chardev socket,id=sivshm-m,path=/r/w29.m.sock -device \
+                 ivshmem-doorbell,id=sivshm-m,chardev=sivshm-m,vectors=1,addr=0x4.0",
+            ]
         );
-        // 24 workers fit on bus 0: no bridge.
-        assert!(!qemu_args(&big(24), "m").unwrap()[0].contains("pci-bridge"));
+        // 24 workers fit on bus 0: bridge 0 all the same, and only it.
+        let a = qemu_args(&big(24), "m").unwrap();
+        assert_eq!(a.iter().filter(|l| l.contains("pci-bridge")).count(), 1);
+        assert!(a[0].contains("id=sivshm-bridge.0,"));
     }
 
     #[test]
     fn libvirt_xml_of_a_manager_past_24_workers_adds_its_bridge_controller_first() {
         let x = libvirt_xml(&big(30), "m").unwrap();
+        assert_eq!(x[0], LIBVIRT_DEVICES_PART);
+        let x = &x[1..];
         assert_eq!(
             x[..5],
             [
@@ -267,6 +353,19 @@ mod tests {
         assert!(x[5 + 7 * 23 + 5].contains("bus='0x00' slot='0x1b'"));
         let x = libvirt_xml(&big(128), "m").unwrap();
         assert!(x.contains(&"<controller type='pci' index='4' model='pci-bridge'>".to_string()));
+        // Each of the four bridges gets its window, by libvirt's alias of its controller.
+        for alias in ["pci.1", "pci.2", "pci.3", "pci.4"] {
+            assert!(
+                x.contains(&format!("  <qemu:device alias='{alias}'>")),
+                "{alias}: {x:?}"
+            );
+        }
+        assert_eq!(
+            x.iter()
+                .filter(|l| l.contains("name='pref64-reserve' type='unsigned' value='12884901888'"))
+                .count(),
+            4
+        );
         assert!(x.contains(
             &"  <address type='pci' domain='0x0000' bus='0x00' slot='0x1f' function='0x0'/>"
                 .to_string()
@@ -275,10 +374,11 @@ mod tests {
             &"  <address type='pci' domain='0x0000' bus='0x04' slot='0x0b' function='0x0'/>"
                 .to_string()
         ));
-        // A worker: no controller.
+        // A worker: bridge 0's controller and window, its device on bus 0.
         let w = libvirt_xml(&big(30), "w29").unwrap();
-        assert_eq!(w.len(), 7);
-        assert!(w.iter().all(|l| !l.contains("controller")), "{w:?}");
-        assert!(w[5].contains("bus='0x00' slot='0x04'"));
+        assert_eq!(w.len(), 1 + 5 + 7 + 1 + 7);
+        assert_eq!(w.iter().filter(|l| l.starts_with("<controller")).count(), 1);
+        assert!(w[11].contains("bus='0x00' slot='0x04'"), "{w:?}");
+        assert!(w.contains(&"  <qemu:device alias='pci.1'>".to_string()));
     }
 }
