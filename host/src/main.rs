@@ -75,7 +75,9 @@ enum Cmd {
     /// Print the QEMU arguments (-chardev, -device) that connect VM to a served topology,
     /// one device per line, at fixed PCI addresses.
     QemuArgs { topology: PathBuf, vm: String },
-    /// Print the libvirt <shmem> elements (for <devices>) that connect VM to a served topology.
+    /// Print the libvirt elements that connect VM to a served topology: <controller>s and
+    /// <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges' window that
+    /// makes the shared memory write-back).
     LibvirtXml { topology: PathBuf, vm: String },
     /// Print the accelerator (kvm or tcg) guests get here, as the other commands choose it
     /// (a cached probe boot with --accel auto); why on stderr. For users' own QEMU lines.

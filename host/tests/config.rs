@@ -26,12 +26,26 @@ fn host(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A minimal domain around `shmem` elements.
-fn domain(name: &str, shmem: &str) -> String {
+/// A minimal domain around `libvirt-xml`'s output: its part for `<devices>` there, its part
+/// for `<domain>` (the `<qemu:override>`) after `</devices>`, as the comments in it say.
+fn domain(name: &str, xml: &str) -> String {
+    let devices_at = xml
+        .find("<!-- sivshm: the part for the domain's <devices> -->")
+        .unwrap_or_else(|| panic!("no devices' part in:\n{xml}"));
+    let domain_at = xml
+        .find("<!-- sivshm: the part for <domain> itself")
+        .unwrap_or_else(|| panic!("no domain's part in:\n{xml}"));
+    assert!(devices_at < domain_at, "{xml}");
+    let (devices, own) = (&xml[devices_at..domain_at], &xml[domain_at..]);
+    assert!(
+        own.contains("xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'"),
+        "{own}"
+    );
     format!(
-        "<domain type='kvm'>\n  <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  \
+        "<domain type='kvm' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>\n  \
+         <name>{name}</name>\n  <memory unit='MiB'>256</memory>\n  \
          <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n  </os>\n  <devices>\n\
-         {shmem}  </devices>\n</domain>\n"
+         {devices}  </devices>\n{own}</domain>\n"
     )
 }
 
@@ -66,6 +80,9 @@ fn libvirt_xml_validates_against_libvirts_schema() {
     for (vm, devices) in [("mgr", 2), ("w0", 1), ("w1", 1)] {
         let xml = host(&["libvirt-xml", f, vm]);
         assert_eq!(xml.matches("<shmem ").count(), devices, "{xml}");
+        // Bridge 0 and its 64-bit window, for every VM.
+        assert_eq!(xml.matches("<controller ").count(), 1, "{xml}");
+        assert_eq!(xml.matches("name='pref64-reserve'").count(), 1, "{xml}");
         let (ok, out) = validate(dir.path(), &domain(vm, &xml));
         assert!(ok, "libvirt rejects the XML of {vm}:\n{out}\n{xml}");
     }
@@ -81,7 +98,14 @@ fn libvirt_xml_validates_against_libvirts_schema() {
         ok,
         "libvirt rejects the XML of a manager of 40:\n{out}\n{xml}"
     );
-    // The validator does check: a model libvirt does not know fails.
+    // The validator does check: a model libvirt does not know fails, and so does an
+    // override property without its type.
+    let bad = host(&["libvirt-xml", f, "w0"]).replace(" type='unsigned'", "");
+    let (ok, out) = validate(dir.path(), &domain("w0", &bad));
+    assert!(
+        !ok,
+        "virt-xml-validate accepted a property without a type:\n{out}"
+    );
     let bad = host(&["libvirt-xml", f, "w0"]).replace("ivshmem-doorbell", "ivshmem-bell");
     let (ok, out) = validate(dir.path(), &domain("w0", &bad));
     assert!(!ok, "virt-xml-validate accepted an unknown model:\n{out}");
