@@ -379,12 +379,7 @@ impl Vm {
     pub fn memory_expectation(&self) -> MemoryExpectation {
         MemoryExpectation {
             devices: self.devices.len(),
-            uncached: self
-                .env
-                .iter()
-                .filter(|(k, _)| k == "SIVSHM_UNCACHED")
-                .flat_map(|(_, v)| v.split(',').map(str::to_string))
-                .collect(),
+            in_hole: self.uncached_hole,
         }
     }
 
@@ -559,10 +554,10 @@ pub struct Running {
 pub struct MemoryExpectation {
     /// sivshm devices present at boot: as many lines must appear.
     pub devices: usize,
-    /// The PCI addresses deliberately placed in the firmware's uncached hole
-    /// (`SIVSHM_UNCACHED`): they must report uncached-minus, and the driver must warn. Every
-    /// other device must be write-back.
-    pub uncached: Vec<String>,
+    /// The guest's devices were left in the firmware's uncached hole on purpose
+    /// ([`Vm::in_uncached_hole`]): each must report uncached-minus, and the driver must warn.
+    /// Otherwise each must be write-back, with no warning.
+    pub in_hole: bool,
 }
 
 /// How a guest ended.
