@@ -27,18 +27,24 @@ fn cc() -> String {
     std::env::var("CC").unwrap_or_else(|_| "cc".into())
 }
 
-/// target/<profile>, where libsivshm.a is (built by this test's own build, or built now).
+/// target/<profile>, with libsivshm.a built from the sources as they are now (cargo builds
+/// no staticlib for an integration test: this does, a no-op when it is up to date). The
+/// profile is this test's; the directory is the target directory even where cargo keeps
+/// its intermediate artifacts (this test among them) in a build directory elsewhere.
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    if !dir.join("libsivshm.a").exists() {
-        let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        c.args(["build", "-p", "sivshm-capi"]);
-        if dir.ends_with("release") {
-            c.arg("--release");
-        }
-        assert!(c.status().unwrap().success(), "cargo build -p sivshm-capi");
+    let profile = exe.parent().unwrap().parent().unwrap().file_name().unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let dir = target.join(profile);
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["build", "--quiet", "-p", "sivshm-capi"]);
+    if profile == "release" {
+        c.arg("--release");
     }
+    assert!(c.status().unwrap().success(), "cargo build -p sivshm-capi");
+    assert!(dir.join("libsivshm.a").exists(), "no libsivshm.a in {}", dir.display());
     dir
 }
 
