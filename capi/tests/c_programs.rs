@@ -44,7 +44,11 @@ fn lib_dir() -> PathBuf {
         c.arg("--release");
     }
     assert!(c.status().unwrap().success(), "cargo build -p sivshm-capi");
-    assert!(dir.join("libsivshm.a").exists(), "no libsivshm.a in {}", dir.display());
+    assert!(
+        dir.join("libsivshm.a").exists(),
+        "no libsivshm.a in {}",
+        dir.display()
+    );
     dir
 }
 
