@@ -292,6 +292,34 @@ pub unsafe extern "C" fn sivshm_device_open(
     })
 }
 
+/// Opens the sivshm device at PCI address `pci` (as sysfs spells it, "0000:00:04.0") into
+/// *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_DEVICE_GONE (no
+/// such device).
+///
+/// # Safety
+/// `pci` is NULL or a NUL-terminated string; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn sivshm_device_find(
+    pci: *const c_char,
+    out: *mut *mut sivshm_device,
+) -> c_int {
+    guarded(|| {
+        need((!pci.is_null()).then_some(()), "pci")?;
+        need((!out.is_null()).then_some(()), "out")?;
+        // SAFETY: non-NULL and, by the contract, NUL-terminated and unchanged for the call.
+        let pci = unsafe { CStr::from_ptr(pci) };
+        let pci = std::str::from_utf8(pci.to_bytes())
+            .map_err(|_| Failure::invalid("pci is not UTF-8"))?;
+        let dev = Device::find(pci).map_err(|_| {
+            Failure::new(SIVSHM_ERR_DEVICE_GONE, format!("no sivshm device at {pci}"))
+        })?;
+        let h = Box::into_raw(Box::new(sivshm_device { dev }));
+        // SAFETY: `out` is non-NULL and writable by the contract.
+        unsafe { out.write(h) };
+        ok()
+    })
+}
+
 /// Closes a device (channels attached through it keep what they need). NULL is ignored.
 ///
 /// # Safety

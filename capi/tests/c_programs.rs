@@ -112,6 +112,13 @@ fn sanitized(cmd: &mut Command) -> &mut Command {
 }
 
 fn finish(what: &str, child: Child) -> Output {
+    let o = ended(what, child);
+    assert!(o.status.success(), "{what}: {}", o.status);
+    o
+}
+
+/// A child's end, successful or not, but never a crash or a sanitizer's report.
+fn ended(what: &str, child: Child) -> Output {
     let o = child.wait_with_output().unwrap();
     let text = format!(
         "{what}: {}\n--- stdout\n{}--- stderr\n{}",
@@ -120,7 +127,10 @@ fn finish(what: &str, child: Child) -> Output {
         String::from_utf8_lossy(&o.stderr)
     );
     println!("{text}");
-    assert!(o.status.success(), "{text}");
+    assert!(
+        o.status.code().is_some(),
+        "{what} was killed by a signal: {text}"
+    );
     assert!(
         !String::from_utf8_lossy(&o.stderr).contains("Sanitizer"),
         "{text}"
@@ -347,4 +357,50 @@ fn a_rust_worker_answers_a_c_manager_in_sivshm_distribute_s_format() {
     }
     let o = finish("c manager", manager);
     assert!(String::from_utf8_lossy(&o.stdout).contains("20 of 20 batches verified"));
+}
+
+#[test]
+fn a_c_manager_serves_its_honest_worker_on_while_a_hostile_one_scribbles() {
+    let Some(dir) = programs() else { return };
+    let (honest, hostile) = (Wires::new(), Wires::new());
+    let worker = c_program(&dir, "sivshm_distribute_worker")
+        .args(["--timeout", "60", "--fd", &honest.arg(Role::Worker)])
+        .spawn()
+        .unwrap();
+    let manager = c_program(&dir, "sivshm_distribute_manager")
+        .args([
+            "--rounds",
+            &ROUNDS.to_string(),
+            "--bytes",
+            &BYTES.to_string(),
+        ])
+        .args(["--timeout", "60"])
+        .args(["--fd", &honest.arg(Role::Manager)])
+        .args(["--fd", &hostile.arg(Role::Manager)])
+        .spawn()
+        .unwrap();
+    // The hostile worker attaches, takes the first batch, then writes what no honest peer
+    // writes: its ring's head far ahead, garbage over the rest, and rings the manager.
+    let mut ch = hostile.channel(Role::Worker);
+    let first = ch.recv(Some(Duration::from_secs(60))).unwrap().len();
+    assert_eq!(first, batches::BATCH_HEADER + BYTES);
+    let map = Mapping::new(hostile.shm.as_fd(), 0, LEN).unwrap();
+    map.write(0x180, &(1u64 << 40).to_le_bytes()).unwrap();
+    map.write(0x1000, &vec![0x5a; LEN - 0x1000]).unwrap();
+    rustix::io::write(&hostile.to_manager, &1u64.to_ne_bytes()).unwrap();
+    let m = ended("c manager", manager);
+    let out = String::from_utf8_lossy(&m.stdout);
+    assert_eq!(
+        m.status.code(),
+        Some(1),
+        "a failed worker fails the run: {out}"
+    );
+    assert!(
+        out.contains("worker 1 failed after 0 verified rounds"),
+        "{out}"
+    );
+    assert!(out.contains("20 of 40 batches verified"), "{out}");
+    let wo = finish("honest c worker", worker);
+    assert!(String::from_utf8_lossy(&wo.stdout).contains("received 20 rounds from round 1"));
+    drop(ch);
 }

@@ -92,17 +92,21 @@ static inline int parse_fd_spec(const char *s, struct fd_spec *f)
 	return 0;
 }
 
-/* Prints what failed and exits 1. */
+/* Exit status of a program whose device was removed (SIVSHM_ERR_DEVICE_GONE). */
+#define EXIT_DEVICE_GONE 3
+
+/* Prints what failed and exits: EXIT_DEVICE_GONE for a removed device, else 1. */
 static inline void die_on(int rc, const char *who, const char *what, struct sivshm_channel *ch)
 {
 	if (rc >= 0)
 		return;
 	fprintf(stderr, "%s: %s: %s (%d): %s\n", who, what, sivshm_strerror(rc), rc,
 		ch ? sivshm_channel_last_error(ch) : sivshm_last_error());
-	exit(1);
+	exit(rc == SIVSHM_ERR_DEVICE_GONE ? EXIT_DEVICE_GONE : 1);
 }
 
-/* A channel over a device node or a --fd spec (exactly one of them non-NULL). */
+/* A channel over a device node ("/dev/sivshm0"), a PCI address ("0000:00:04.0", no '/'),
+ * or a --fd spec (exactly one of device and fd_spec non-NULL). */
 static inline struct sivshm_channel *open_channel(const char *who, const char *device,
 						  const char *fd_spec, int role,
 						  const struct sivshm_config *cfg)
@@ -120,7 +124,10 @@ static inline struct sivshm_channel *open_channel(const char *who, const char *d
 		die_on(rc, who, fd_spec, NULL);
 	} else {
 		struct sivshm_device *dev = NULL;
-		die_on(sivshm_device_open(device, &dev), who, device, NULL);
+		if (strchr(device, '/'))
+			die_on(sivshm_device_open(device, &dev), who, device, NULL);
+		else
+			die_on(sivshm_device_find(device, &dev), who, device, NULL);
 		rc = sivshm_channel_attach(dev, role, cfg, &ch);
 		sivshm_device_close(dev);
 		die_on(rc, who, device, NULL);

@@ -6,7 +6,9 @@
  *
  *   sivshm_distribute_worker [--timeout S] [--progress N] [DEVICE | --fd SHM:LEN:WAKE:RING]
  *
- * Exit status 0: every batch matched and the manager's Done agreed with what arrived.
+ * DEVICE is a node or a PCI address. Exit status 0: every batch matched and the manager's
+ * Done agreed with what arrived; 3: the device was removed (SIVSHM_ERR_DEVICE_GONE); 1: any
+ * other failure (the error code and message printed), 2: usage.
  */
 #include "distribute.h"
 

@@ -257,6 +257,16 @@ const char *sivshm_last_error(void);
 int sivshm_device_open(const char *path, struct sivshm_device **out);
 
 /**
+ * Opens the sivshm device at PCI address `pci` (as sysfs spells it, "0000:00:04.0") into
+ * *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_DEVICE_GONE (no
+ * such device).
+ *
+ * # Safety
+ * `pci` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+int sivshm_device_find(const char *pci, struct sivshm_device **out);
+
+/**
  * Closes a device (channels attached through it keep what they need). NULL is ignored.
  *
  * # Safety
