@@ -81,3 +81,21 @@ fn header_is_up_to_date() {
         );
     }
 }
+
+#[test]
+fn a_panic_is_an_error_code_not_an_unwind() {
+    let code = crate::guarded(|| panic!("a bug"));
+    assert_eq!(code, crate::sivshm_status::SIVSHM_ERR_INTERNAL as i32);
+    let last = crate::sivshm_last_error();
+    assert!(!last.is_null());
+}
+
+#[test]
+fn every_code_has_its_own_text() {
+    let texts: Vec<_> = (-15..=0).map(crate::status::text).collect();
+    let unknown = crate::status::text(-16);
+    for (i, t) in texts.iter().enumerate() {
+        assert_ne!(*t, unknown, "code {} has no text", i as i32 - 15);
+        assert!(!texts[i + 1..].contains(t), "two codes say {t:?}");
+    }
+}

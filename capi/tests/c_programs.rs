@@ -58,7 +58,9 @@ fn programs() -> Option<PathBuf> {
     static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let out = std::env::temp_dir().join(format!("sivshm-capi-c-{}", std::process::id()));
+            let built = lib_dir();
+            let lib = built.join("libsivshm.a");
+            let out = built.join("capi-c-tests");
             std::fs::create_dir_all(&out).unwrap();
             let probe = out.join("probe.c");
             std::fs::write(&probe, "int main(void) { return 0; }\n").unwrap();
@@ -75,7 +77,6 @@ fn programs() -> Option<PathBuf> {
                 );
                 return None;
             }
-            let lib = lib_dir().join("libsivshm.a");
             let c = root().join("samples/c");
             for name in [
                 "sivshm_capi_test",
