@@ -293,8 +293,7 @@ pub unsafe extern "C" fn sivshm_device_open(
 }
 
 /// Opens the sivshm device at PCI address `pci` (as sysfs spells it, "0000:00:04.0") into
-/// *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_DEVICE_GONE (no
-/// such device).
+/// *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_NO_DEVICE.
 ///
 /// # Safety
 /// `pci` is NULL or a NUL-terminated string; `out` is NULL or writable.
@@ -311,7 +310,7 @@ pub unsafe extern "C" fn sivshm_device_find(
         let pci = std::str::from_utf8(pci.to_bytes())
             .map_err(|_| Failure::invalid("pci is not UTF-8"))?;
         let dev = Device::find(pci).map_err(|_| {
-            Failure::new(SIVSHM_ERR_DEVICE_GONE, format!("no sivshm device at {pci}"))
+            Failure::new(SIVSHM_ERR_NO_DEVICE, format!("no sivshm device at {pci}"))
         })?;
         let h = Box::into_raw(Box::new(sivshm_device { dev }));
         // SAFETY: `out` is non-NULL and writable by the contract.

@@ -49,6 +49,8 @@ pub enum sivshm_status {
     /// A bug in the library (a Rust panic, caught at the boundary). The handle may be left
     /// in any state: close it.
     SIVSHM_ERR_INTERNAL = -15,
+    /// sivshm_device_find found no sivshm device at that PCI address.
+    SIVSHM_ERR_NO_DEVICE = -16,
 }
 
 pub use sivshm_status::*;
@@ -119,6 +121,7 @@ pub(crate) fn text(code: c_int) -> &'static CStr {
         -13 => c"nothing ready now",
         -14 => c"a reservation or message of this channel is still out",
         -15 => c"internal error in libsivshm",
+        -16 => c"no sivshm device at that address",
         _ => c"unknown sivshm error code",
     }
 }

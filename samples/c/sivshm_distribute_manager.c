@@ -6,14 +6,19 @@
  * channel fails (its device removed, a hostile or stopped peer) is reported and dropped;
  * the others are served on.
  *
- *   sivshm_distribute_manager [--rounds N] [--bytes N] [--timeout S]
- *       (--workers BDF[,BDF...] | DEVICE | --fd SHM:LEN:WAKE:RING)...
+ *   sivshm_distribute_manager [--rounds N] [--bytes N] [--timeout S] [--pace-ms MS]
+ *       [--progress N] (--workers BDF[,BDF...] | DEVICE | --fd SHM:LEN:WAKE:RING)...
+ *
+ * --pace-ms sends a round at most every MS milliseconds; --progress prints
+ * "worker I: N rounds verified" every N rounds of a worker.
  *
  * Worker i is the i-th device (PCI address, node) or --fd. Exit status 0: every batch of
  * every worker verified, except those of workers whose device was removed (reported as
  * the Rust manager does: "worker I was removed (device gone) after N verified rounds");
  * 1: a worker failed otherwise (or none is left), 2: usage.
  */
+#include <time.h>
+
 #include "distribute.h"
 
 static const char *who = "c-manager";
@@ -56,7 +61,8 @@ static int failed(int i, int rc, const char *what)
 int main(int argc, char **argv)
 {
 	unsigned long long rounds = 8, bytes = 1 << 20;
-	long timeout_s = 300;
+	long timeout_s = 300, pace_ms = 0;
+	unsigned long long progress = 0;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
 			rounds = strtoull(argv[++i], NULL, 0);
@@ -64,6 +70,10 @@ int main(int argc, char **argv)
 			bytes = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
 			timeout_s = atol(argv[++i]);
+		else if (!strcmp(argv[i], "--pace-ms") && i + 1 < argc)
+			pace_ms = atol(argv[++i]);
+		else if (!strcmp(argv[i], "--progress") && i + 1 < argc)
+			progress = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--fd") && i + 1 < argc)
 			add(NULL, argv[++i]);
 		else if (!strcmp(argv[i], "--workers") && i + 1 < argc)
@@ -73,6 +83,7 @@ int main(int argc, char **argv)
 			add(argv[i], NULL);
 		else {
 			fprintf(stderr, "usage: %s [--rounds N] [--bytes N] [--timeout S] "
+				"[--pace-ms MS] [--progress N] "
 				"(--workers BDF[,BDF...] | DEVICE | --fd SHM:LEN:WAKE:RING)...\n",
 				argv[0]);
 			return 2;
@@ -102,6 +113,9 @@ int main(int argc, char **argv)
 	if (!data)
 		return 1;
 	for (uint64_t r = 1; r <= rounds; r++) {
+		if (pace_ms > 0 && r > 1)
+			nanosleep(&(struct timespec){ .tv_sec = pace_ms / 1000,
+						      .tv_nsec = pace_ms % 1000 * 1000000 }, NULL);
 		for (int i = 0; i < n; i++) {
 			if (!w[i].ch)
 				continue;
@@ -145,6 +159,11 @@ int main(int argc, char **argv)
 				continue;
 			}
 			w[i].verified++;
+			if (progress && w[i].verified % progress == 0) {
+				printf("%s: worker %d: %llu rounds verified\n", who, i,
+				       (unsigned long long)w[i].verified);
+				fflush(stdout);
+			}
 		}
 	}
 	uint8_t done[DONE_LEN] = { 0 };

@@ -193,6 +193,10 @@ typedef enum sivshm_status {
    * in any state: close it.
    */
   SIVSHM_ERR_INTERNAL = -15,
+  /**
+   * sivshm_device_find found no sivshm device at that PCI address.
+   */
+  SIVSHM_ERR_NO_DEVICE = -16,
 } sivshm_status;
 
 /**
@@ -258,8 +262,7 @@ int sivshm_device_open(const char *path, struct sivshm_device **out);
 
 /**
  * Opens the sivshm device at PCI address `pci` (as sysfs spells it, "0000:00:04.0") into
- * *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_DEVICE_GONE (no
- * such device).
+ * *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_NO_DEVICE.
  *
  * # Safety
  * `pci` is NULL or a NUL-terminated string; `out` is NULL or writable.
