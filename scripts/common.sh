@@ -137,6 +137,9 @@ build_guest() {
 	build_module "$kb" || die "sivshm.ko does not build cleanly"
 	make -s -C "$SIVSHM_ROOT/selftests" KSRC="$src" OUTPUT="$out" >&2 || die "selftests do not build"
 	make -s -C "$SIVSHM_ROOT/samples/c" OUTPUT="$out" LDFLAGS=-static >&2 || die "the C sample does not build"
+	# The C channel samples on libsivshm.a (the Makefile builds it with cargo).
+	make -s -C "$SIVSHM_ROOT/samples/c" capi OUTPUT="$out" LDFLAGS=-static >&2 \
+		|| die "the C channel samples do not build"
 	# The guests' user-space programs are static: the initramfs has no libc.
 	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
 		cargo build --release -q -p sivshm-distribute -p sivshm-isolation -p sivshm-probe \
@@ -146,6 +149,7 @@ build_guest() {
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hotplug" "$out/sivshm_hello" \
 		"$out/sivshm_fuzz" "$out/sivshm_hostile" \
+		"$out/sivshm_distribute_manager" "$out/sivshm_distribute_worker" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \

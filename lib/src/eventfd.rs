@@ -22,6 +22,14 @@ impl EventFd {
         Ok(EventFd { fd })
     }
 
+    /// An eventfd the caller made (or one passed from another process), taken over and
+    /// made non-blocking (the flag belongs to the open file, so duplicates of it see it too).
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+        Ok(EventFd { fd })
+    }
+
     /// Takes and returns the count of interrupts so far, 0 if there was none.
     pub fn take(&self) -> Result<u64> {
         let mut b = [0u8; 8];

@@ -236,6 +236,11 @@ pub struct Channel {
     /// How long the next wait (`block`) polls before it sleeps (see [`Config::spin_max`]).
     spin_next: Duration,
     stats: Stats,
+    /// Counts the reservations and the messages handed out, so that one set aside
+    /// ([`Reservation::set_aside`], [`Message::set_aside`]) is only taken up again while no
+    /// other was handed out since.
+    reservations: u64,
+    messages: u64,
 }
 
 impl Channel {
@@ -315,6 +320,8 @@ impl Channel {
             want_space: None,
             spin_next: Duration::ZERO,
             stats: Stats::default(),
+            reservations: 0,
+            messages: 0,
         })
     }
 
@@ -392,6 +399,24 @@ impl Channel {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Takes up a reservation set aside by [`Reservation::set_aside`]; `None` if another
+    /// reservation was handed out since (the room may be someone else's now).
+    pub fn resume_reservation(&mut self, r: Reserved) -> Option<Reservation<'_>> {
+        (r.epoch == self.reservations).then_some(Reservation {
+            ch: self,
+            slot: r.slot,
+        })
+    }
+
+    /// Takes up a message set aside by [`Message::set_aside`]; `None` if another message was
+    /// handed out since (this one may have been released meanwhile).
+    pub fn resume_message(&mut self, m: Received) -> Option<Message<'_>> {
+        (m.epoch == self.messages).then_some(Message {
+            ch: self,
+            found: m.found,
+        })
     }
 
     /// Whether the device under the window is gone (see the module documentation).
@@ -484,6 +509,7 @@ impl Channel {
         match self.guard(slot)? {
             Some(slot) => {
                 self.want_space = None;
+                self.reservations += 1;
                 Ok(Some(Reservation { ch: self, slot }))
             }
             None => {
@@ -507,6 +533,7 @@ impl Channel {
         loop {
             let slot = self.tx.reserve(&self.w, len);
             if let Some(slot) = self.guard(slot)? {
+                self.reservations += 1;
                 return Ok(Reservation { ch: self, slot });
             }
             self.block(Want::Space(len), deadline)?;
@@ -555,7 +582,9 @@ impl Channel {
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>, Error> {
         self.live()?;
         let found = self.rx.peek(&self.w);
-        Ok(self.guard(found)?.map(|found| Message { ch: self, found }))
+        let found = self.guard(found)?;
+        self.messages += u64::from(found.is_some());
+        Ok(found.map(|found| Message { ch: self, found }))
     }
 
     /// The oldest message, waiting up to `timeout` (`None`, or one no clock reaches such as
@@ -566,6 +595,7 @@ impl Channel {
         loop {
             let found = self.rx.peek(&self.w);
             if let Some(found) = self.guard(found)? {
+                self.messages += 1;
                 return Ok(Message { ch: self, found });
             }
             self.block(Want::Data, deadline)?;
@@ -829,6 +859,17 @@ impl Reservation<'_> {
         self.ch.guard(r)
     }
 
+    /// Ends the borrow of the channel and keeps the room, to be taken up again by
+    /// [`Channel::resume_reservation`] (for bindings to languages that cannot hold the
+    /// borrow, such as the C API). The room stays reserved as long as no other reservation
+    /// is made; dropping the result gives it back.
+    pub fn set_aside(self) -> Reserved {
+        Reserved {
+            epoch: self.ch.reservations,
+            slot: self.slot,
+        }
+    }
+
     /// Publishes the message (the peer sees it; it is woken at the next flush).
     pub fn commit(self) -> Result<(), Error> {
         let ch = self.ch;
@@ -879,6 +920,15 @@ impl Message<'_> {
         Ok(v)
     }
 
+    /// Ends the borrow of the channel and leaves the message in the ring, to be taken up
+    /// again by [`Channel::resume_message`] (for bindings such as the C API).
+    pub fn set_aside(self) -> Received {
+        Received {
+            epoch: self.ch.messages,
+            found: self.found,
+        }
+    }
+
     /// Gives the message's room back to the sender (and wakes it if it waits for room).
     pub fn release(self) -> Result<(), Error> {
         let ch = self.ch;
@@ -888,6 +938,38 @@ impl Message<'_> {
         fence(SeqCst);
         let r = ch.notify_if_waiting(layout::producer_waiting(ch.rx.ring()));
         ch.guard(r)
+    }
+}
+
+/// A [`Reservation`] set aside: see [`Reservation::set_aside`].
+pub struct Reserved {
+    epoch: u64,
+    slot: Slot,
+}
+
+impl Reserved {
+    pub fn len(&self) -> usize {
+        self.slot.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slot.len == 0
+    }
+}
+
+/// A [`Message`] set aside: see [`Message::set_aside`].
+pub struct Received {
+    epoch: u64,
+    found: Found,
+}
+
+impl Received {
+    pub fn len(&self) -> usize {
+        self.found.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.found.len == 0
     }
 }
 

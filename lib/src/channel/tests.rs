@@ -88,6 +88,33 @@ fn messages_cross_both_ways_in_order() {
 }
 
 #[test]
+fn set_aside_reservations_and_messages_are_taken_up_while_nothing_came_between() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    let mut r = m.reserve(8, SEC).unwrap();
+    r.write(0, b"part").unwrap();
+    let aside = r.set_aside();
+    assert_eq!(aside.len(), 8);
+    let mut r = m.resume_reservation(aside).unwrap();
+    r.write(4, b" two").unwrap();
+    r.commit().unwrap();
+    m.flush().unwrap();
+    // A reservation made after one was set aside makes that one stale.
+    let stale = m.reserve(4, SEC).unwrap().set_aside();
+    m.send(b"next", SEC).unwrap();
+    assert!(m.resume_reservation(stale).is_none());
+
+    let aside = w.recv(SEC).unwrap().set_aside();
+    let msg = w.resume_message(aside).unwrap();
+    assert_eq!(msg.to_vec().unwrap(), b"part two");
+    msg.release().unwrap();
+    let stale = w.recv(SEC).unwrap().set_aside();
+    w.recv(SEC).unwrap().release().unwrap();
+    assert!(w.resume_message(stale).is_none());
+    assert!(w.try_recv().unwrap().is_none());
+}
+
+#[test]
 fn an_unreleased_message_is_seen_again() {
     let p = pair(1 << 16);
     let (mut m, mut w) = open(&p, 1 << 16, quick());
