@@ -5,7 +5,7 @@
 # installed library and run (manager and worker over a memfd, scripts/capi-pair.py); they
 # build statically (LDFLAGS=-static, as for the guests); and the sanitizer tests
 # (capi/tests/c_programs.rs: ASan+UBSan, hostile peer, removal, C against Rust) pass, or say
-# that the compiler cannot build with the sanitizers.
+# that the compiler cannot build with the sanitizers; the README's C example compiles.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 cd "$SIVSHM_ROOT"
@@ -32,6 +32,13 @@ for p in manager worker; do
 done
 LD_LIBRARY_PATH=$t/prefix/lib scripts/capi-pair.py "$t/manager" --rounds 10 --bytes 65536 --timeout 30 \
 	-- "$t/worker" --timeout 30 || die "the pkg-config-built C manager and worker did not agree"
+
+# The README's C example compiles against the installed library as it stands there.
+sed -n '/^#include <err.h>/,/^}/p' README.md > "$t/echo.c"
+[ -s "$t/echo.c" ] || die "README.md has no C channel example starting with #include <err.h>"
+# shellcheck disable=SC2046
+cc -Wall -Werror -o "$t/echo" "$t/echo.c" $(pkg-config --cflags --libs sivshm) \
+	|| die "the README's C example does not compile"
 
 make -s -C samples/c capi OUTPUT="$t" LDFLAGS=-static 2>/dev/null
 for p in sivshm_distribute_manager sivshm_distribute_worker; do
