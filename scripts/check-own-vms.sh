@@ -138,6 +138,15 @@ read -r mw mr <<<"$woken"
 [ "${mw:-0}" -gt 0 ] && [ "${mr:-0}" -gt 0 ] || fail "no doorbells between manager and workers ($woken)"
 ww=$(sed -n 's/.*woken \([0-9]*\) times by the doorbell.*/\1/p' "$t/w1-second.log")
 [ "${ww:-0}" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
+# Every device of every VM, wired as qemu-args prints it, is write-back (guest/init's
+# SIVSHM-MEMTYPE lines: the driver's GET_INFO and the PAT's pat_memtype_list).
+for log in "$t/mgr.log" "$t/w0.log" "$t/w1-second.log"; do
+	n=$(grep -c '^SIVSHM-MEMTYPE ' "$log" || true)
+	[ "$n" -ge 1 ] || fail "$(basename "$log"): no memory type reported"
+	bad=$(grep '^SIVSHM-MEMTYPE ' "$log" | grep -v 'driver=write-back pat=write-back' || true)
+	[ -z "$bad" ] || fail "$(basename "$log"): not write-back: $bad"
+done
+[ "$(grep -c '^SIVSHM-MEMTYPE ' "$t/mgr.log")" = 2 ] || fail "the manager did not report both devices' memory type"
 # serve gave w1's device its setup twice, and nothing to anyone else for it.
 [ "$(grep -c '^serve: w1.mgr: pid .*connected: sent its setup' "$t/serve.log")" = 2 ] ||
 	fail "serve did not send w1's setup twice"
