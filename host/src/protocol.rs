@@ -255,7 +255,7 @@ pub fn send_message(sock: &OwnedFd, m: &Message<'_>) -> rustix::io::Result<()> {
 
 /// Reads one message the way QEMU does: 8 bytes and at most one fd. A short read (the end of
 /// the stream) is `EPIPE`, more than one fd `EPROTO`.
-pub fn recv_message(sock: &OwnedFd) -> rustix::io::Result<(i64, Option<OwnedFd>)> {
+pub fn recv_message(sock: impl AsFd) -> rustix::io::Result<(i64, Option<OwnedFd>)> {
     use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
     let mut buf = [0u8; 8];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];

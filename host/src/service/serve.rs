@@ -16,7 +16,7 @@
 //! sockets are removed and serve exits 0; the segments and eventfds go with the process.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -410,19 +410,19 @@ fn listener(path: &Path, ids: Ids) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// `sivshm-host serve TOPOLOGY`: serves until `SIGTERM` or `SIGINT`.
-pub fn main(path: &Path) -> Result<()> {
+/// `sivshm-host serve TOPOLOGY`: serves until `stop` becomes readable (the binary makes it
+/// readable on `SIGTERM` or `SIGINT`; the library installs no signal handler), then removes
+/// the sockets.
+pub fn main(path: &Path, stop: BorrowedFd<'_>) -> Result<()> {
     let topo = TopologyFile::load(path)?;
-    let stop = crate::interrupt::StopPipe::new()?;
     let mut server = Server::new(
         topo,
         Options::default(),
         Box::new(|l| eprintln!("serve: {l}")),
     )?;
     super::notify::ready()?;
-    let result = server.run(stop.fd());
+    let result = server.run(&stop);
     drop(server);
-    drop(stop);
     eprintln!("serve: stopped; sockets removed");
     result
 }

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::console;
 use crate::qemu::{Finished, Machine, Running};
-use crate::topology::{Distribute, Layout, Roles, Topology};
+use crate::layout::{Distribute, Layout, Roles, Topology};
 
 /// Which wiring a run uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::channel::channel;
+use crate::pair::channel;
 use crate::console::{self, Outcome};
 use crate::hotplug::{HotDevice, Monitor, SetupSocket};
-use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
-use crate::qemu::{run_all, unique_value, Device, Finished, Machine, PciSlot, Running, Vm};
-use crate::segments;
-use crate::topology::{bridges_for, manager_slot, Distribute, Layout, Roles, Topology};
+use sivshm_host::protocol::{prefilled_socket, setup_messages, PeerVectors};
+use crate::qemu::{run_all, unique_value, Device, Finished, Machine, Running, Vm};
+use sivshm_host::pci::{bridges_for, manager_slot, PciSlot};
+use sivshm_host::segments;
+use crate::layout::{Distribute, Layout, Roles, Topology};
 
 /// One reported result. Every scenario is built to run all of its tests, so there is no
 /// "skipped": a skip is a failure.
@@ -521,7 +522,7 @@ fn hotplug_plan(churn: u32) -> Result<HotplugPlan> {
     let ch = channel(
         &seg0,
         (0, manager_slot(0)?),
-        (1, PciSlot::root(crate::topology::FIRST_SLOT)),
+        (1, PciSlot::root(sivshm_host::pci::FIRST_SLOT)),
         1,
     )?;
     let cold_bdf = ch.a.bdf();
@@ -579,7 +580,7 @@ fn hotplug_plan(churn: u32) -> Result<HotplugPlan> {
     // Its manager leaves when the device is removed: that ends its run.
     let late_worker = format!("{worker} --until-manager-leaves");
     let late = Vm::new(&format!("worker{HOT_INDEX}"), &late_worker).device(Device::Doorbell {
-        slot: PciSlot::root(crate::topology::FIRST_SLOT),
+        slot: PciSlot::root(sivshm_host::pci::FIRST_SLOT),
         chardev: late_chardev,
         vectors: 1,
     });

@@ -26,7 +26,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use rustix::event::{eventfd, poll, EventfdFlags, PollFd, PollFlags};
 
-use crate::protocol::{send_message, Message, MAX_VECTORS, PROTOCOL_VERSION};
+use sivshm_host::protocol::{send_message, Message, MAX_VECTORS, PROTOCOL_VERSION};
 
 /// Socket buffer of a peer: room for about a thousand fd-carrying messages, so that a slow
 /// reader is not mistaken for one that never reads.
@@ -76,7 +76,7 @@ pub struct Server {
 impl Server {
     pub fn new(config: Config, log: Box<dyn FnMut(String) + Send>) -> Result<Self> {
         config.check()?;
-        let shm = crate::segments::create("ivshmem-server", config.size)?;
+        let shm = sivshm_host::segments::create("ivshmem-server", config.size)?;
         Ok(Server {
             config,
             shm,
@@ -257,7 +257,7 @@ pub fn listen(path: &Path) -> Result<UnixListener> {
     UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
 }
 
-/// `sivshm-host ivshmem-server`: serves until SIGTERM or SIGINT, then removes the socket.
+/// `sivshm-lab ivshmem-server`: serves until SIGTERM or SIGINT, then removes the socket.
 pub fn main(path: &Path, config: Config) -> Result<()> {
     config.check()?;
     let listener = listen(path)?;
@@ -280,7 +280,7 @@ pub fn main(path: &Path, config: Config) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::recv_message;
+    use sivshm_host::protocol::recv_message;
     use std::os::unix::net::UnixStream;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;

@@ -1,23 +1,22 @@
-//! `sivshm-host`: the host side of sivshm. It creates the shared-memory segments and the
-//! doorbell wiring before any VM starts, boots QEMU guests on them and reads their results.
+//! `sivshm-lab`: sivshm's test and benchmark lab. It wires test guests with the product's
+//! library (`sivshm_host`: segments, protocol, PCI address plan), boots them in QEMU and
+//! reads their results: the in-guest kselftests, the demo, the benchmarks, the IVSHMEM
+//! baseline.
 
 mod accel;
 mod bench;
-mod channel;
 mod compare;
 mod console;
 mod hotplug;
 mod interrupt;
 mod ivshmem_server;
+mod layout;
 mod net;
-mod protocol;
+mod pair;
 mod qemu;
 mod realise;
 mod scale;
-mod segments;
 mod selftest;
-mod service;
-mod topology;
 mod wiring;
 
 use std::path::PathBuf;
@@ -66,19 +65,6 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         vectors: u16,
     },
-    /// Check a topology file (the TOML file `serve` reads) and print every VM's devices.
-    CheckTopology { topology: PathBuf },
-    /// Serve a topology file to the user's own VMs: every segment and eventfd made once, one
-    /// unix socket per VM device, each QEMU that connects gets its device's setup at once.
-    /// Runs until SIGTERM or SIGINT, then removes the sockets.
-    Serve { topology: PathBuf },
-    /// Print the QEMU arguments (-chardev, -device) that connect VM to a served topology,
-    /// one device per line, at fixed PCI addresses.
-    QemuArgs { topology: PathBuf, vm: String },
-    /// Print the libvirt elements that connect VM to a served topology: <controller>s and
-    /// <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges' window that
-    /// makes the shared memory write-back).
-    LibvirtXml { topology: PathBuf, vm: String },
     /// Print the accelerator (kvm or tcg) guests get here, as the other commands choose it
     /// (a cached probe boot with --accel auto); why on stderr. For users' own QEMU lines.
     Accel {
@@ -287,10 +273,6 @@ fn main() -> Result<()> {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
-        Cmd::Serve { topology } => service::serve::main(&topology),
-        Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
-        Cmd::LibvirtXml { topology, vm } => print_lines(service::cli::libvirt_xml(&topology, &vm)?),
         Cmd::Accel { guest } => {
             println!("{}", guest.machine()?.accel.name());
             Ok(())
@@ -319,11 +301,11 @@ fn run(cmd: Cmd) -> Result<()> {
                 !workers.is_empty()
                     && workers
                         .iter()
-                        .all(|&n| (1..=topology::MAX_WORKERS).contains(&n)),
+                        .all(|&n| (1..=sivshm_host::pci::MAX_WORKERS).contains(&n)),
                 "--workers must list counts from 1 to {}",
-                topology::MAX_WORKERS
+                sivshm_host::pci::MAX_WORKERS
             );
-            let segment = topology::segment_bytes(segment_mib)?;
+            let segment = layout::segment_bytes(segment_mib)?;
             let machine = guest.machine()?;
             let timeout = Duration::from_secs(guest.timeout);
             match what {
@@ -349,11 +331,11 @@ fn run(cmd: Cmd) -> Result<()> {
             segment_mib,
         } => {
             anyhow::ensure!(
-                (1..=topology::MAX_WORKERS).contains(&workers),
+                (1..=sivshm_host::pci::MAX_WORKERS).contains(&workers),
                 "--workers must be from 1 to {}",
-                topology::MAX_WORKERS
+                sivshm_host::pci::MAX_WORKERS
             );
-            let segment = topology::segment_bytes(segment_mib)?;
+            let segment = layout::segment_bytes(segment_mib)?;
             let machine = guest.machine()?;
             print_lines(scale::manager_alone(
                 &machine,
@@ -406,7 +388,7 @@ fn run(cmd: Cmd) -> Result<()> {
             bytes,
             boot_wave,
         } => {
-            let segment = topology::segment_bytes(segment_mib)?;
+            let segment = layout::segment_bytes(segment_mib)?;
             // A quarter of the segment: the channel keeps batches in flight.
             let bytes = bytes.unwrap_or(segment as usize / 4);
             anyhow::ensure!(
@@ -414,15 +396,15 @@ fn run(cmd: Cmd) -> Result<()> {
                 "--bytes must be between 1 and a quarter of the segment (the channel keeps \
                  several batches in flight)"
             );
-            let roles = topology::Distribute {
+            let roles = layout::Distribute {
                 rounds,
                 bytes,
                 peer_timeout_s: (boot_wave > 0).then_some(guest.timeout),
             };
             let machine = guest.machine()?;
             let topo = match mode {
-                Mode::Sivshm => topology::Topology::new(workers, segment, &roles)?,
-                Mode::Ivshmem => topology::Topology::ivshmem(workers, segment, &roles)?,
+                Mode::Sivshm => layout::Topology::new(workers, segment, &roles)?,
+                Mode::Ivshmem => layout::Topology::ivshmem(workers, segment, &roles)?,
             };
             eprintln!(
                 "# booting a manager and {workers} worker(s), {segment_mib} MiB {} each, {} ({})",

@@ -24,7 +24,8 @@ use command_fds::CommandFdExt;
 
 use crate::hotplug::Monitor;
 use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
-use crate::topology::{Layout, Roles, Topology, MAX_WORKERS};
+use crate::layout::{Layout, Roles, Topology};
+use sivshm_host::pci::MAX_WORKERS;
 
 /// How the manager and the workers are wired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -59,7 +60,7 @@ impl Wiring {
     }
 }
 
-/// `sivshm-host realise-bench`'s arguments.
+/// `sivshm-lab realise-bench`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct Options {
     /// Worker counts, comma separated (a manager and N workers: N + 1 QEMUs at once).
@@ -102,7 +103,7 @@ impl Options {
         if self.modes.is_empty() {
             bail!("--modes must name at least one of sivshm, ivshmem, none");
         }
-        crate::topology::segment_bytes(self.segment_mib)?;
+        crate::layout::segment_bytes(self.segment_mib)?;
         self.accel()?;
         Ok(())
     }
@@ -267,7 +268,7 @@ fn prepare_row(n: usize, wirings: &[Wiring], samples: &[Sample]) -> String {
 pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<()> {
     o.check()?;
     let accel = o.accel()?;
-    let segment = crate::topology::segment_bytes(o.segment_mib)?;
+    let segment = crate::layout::segment_bytes(o.segment_mib)?;
     let wirings = o.wirings();
     raise_nofile();
     let m = Machine {
