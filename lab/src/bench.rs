@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::pair::channel;
 use crate::console;
+use crate::layout::{Layout, Roles, Topology};
 use crate::net;
+use crate::pair::channel;
 use crate::qemu::{run_all, Finished, Machine, Vm};
 use sivshm_host::pci::PciSlot;
 use sivshm_host::segments;
-use crate::layout::{Layout, Roles, Topology};
 
 /// One `pingpong NAME: n=.. p50=X us p99=Y us ...` line of the guest.
 struct Figures {

@@ -24,8 +24,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use qapi::qmp;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use sivshm_host::protocol::{send_message, Message};
 use sivshm_host::pci::PciSlot;
+use sivshm_host::protocol::{send_message, Message};
 
 /// A worker channel to plug into the manager.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,7 +16,7 @@ mod pair;
 mod qemu;
 mod realise;
 mod scale;
-mod selftest;
+mod scenarios;
 mod wiring;
 
 use std::path::PathBuf;
@@ -85,19 +85,19 @@ enum Cmd {
         #[arg(long, default_value_t = 4)]
         churn: u32,
         /// stress-fuzz: operations of the fuzzer (the long run: 100000 or more).
-        #[arg(long, default_value_t = selftest::Stress::default().fuzz_ops)]
+        #[arg(long, default_value_t = scenarios::Stress::default().fuzz_ops)]
         fuzz_ops: u64,
         /// stress-fuzz: at most this many seconds of fuzzing in the guest.
-        #[arg(long, default_value_t = selftest::Stress::default().fuzz_seconds)]
+        #[arg(long, default_value_t = scenarios::Stress::default().fuzz_seconds)]
         fuzz_seconds: u64,
         /// stress-fuzz: replay this seed (printed in the guest's log of every run).
         #[arg(long)]
         seed: Option<u64>,
         /// stress-lifecycle: unbind/bind cycles (the long run: 1000).
-        #[arg(long, default_value_t = selftest::Stress::default().cycles)]
+        #[arg(long, default_value_t = scenarios::Stress::default().cycles)]
         cycles: u64,
         /// stress-hostile-peer: seconds the hostile worker storms.
-        #[arg(long, default_value_t = selftest::Stress::default().storm_seconds)]
+        #[arg(long, default_value_t = scenarios::Stress::default().storm_seconds)]
         storm_seconds: u64,
     },
     /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
@@ -465,13 +465,13 @@ fn run(cmd: Cmd) -> Result<()> {
         } => {
             let machine = guest.machine()?;
             let start = Instant::now();
-            let suite = selftest::Suite {
+            let suite = scenarios::Suite {
                 machine: &machine,
                 logdir: &guest.logdir,
                 timeout: Duration::from_secs(guest.timeout),
                 verbose,
                 churn,
-                stress: selftest::Stress {
+                stress: scenarios::Stress {
                     fuzz_ops,
                     fuzz_seconds,
                     cycles,

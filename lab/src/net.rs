@@ -115,10 +115,7 @@ mod tests {
                 );
             }
             assert_ne!(nic, WORKER_NIC_SLOT);
-            assert!(
-                nic < BRIDGE_SLOT,
-                "worker {i}'s NIC on bridge 0's slot"
-            );
+            assert!(nic < BRIDGE_SLOT, "worker {i}'s NIC on bridge 0's slot");
         }
         assert_eq!(MAX_LINKS, 12);
         assert!(manager_nic_slot(MAX_LINKS).is_err());

@@ -7,8 +7,8 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::Result;
 
-use sivshm_host::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use sivshm_host::pci::PciSlot;
+use sivshm_host::protocol::{prefilled_socket, setup_messages, PeerVectors};
 
 use crate::qemu::Device;
 

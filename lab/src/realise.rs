@@ -23,8 +23,8 @@ use anyhow::{bail, Context, Result};
 use command_fds::CommandFdExt;
 
 use crate::hotplug::Monitor;
-use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
 use crate::layout::{Layout, Roles, Topology};
+use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
 use sivshm_host::pci::MAX_WORKERS;
 
 /// How the manager and the workers are wired.

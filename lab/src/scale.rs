@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::console;
-use crate::qemu::{run_all, Machine};
 use crate::layout::{Layout, Roles, Topology};
+use crate::qemu::{run_all, Machine};
 use sivshm_host::pci::manager_slot;
 
 /// What the manager runs: everything it prints is a `SCALE-` line the host reads.

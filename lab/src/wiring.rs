@@ -11,8 +11,8 @@ use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
 use sivshm_host::pci::PciSlot;
 
-use crate::pair::channel;
 use crate::ivshmem_server::{Config, Server, PEER_SNDBUF};
+use crate::pair::channel;
 use sivshm_host::protocol::recv_message;
 use sivshm_host::segments;
 

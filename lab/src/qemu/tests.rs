@@ -47,9 +47,9 @@ fn plain_device_is_a_shared_file_backend_at_its_slot() {
     });
     let (args, fds) = vm.args(&machine(), Path::new("/tmp/a.log"), "id1").unwrap();
     let s = joined(&args);
-    assert!(s.contains(
-        "memory-backend-file,id=shm0,size=4194304,share=on,mem-path=/proc/self/fd/10"
-    ));
+    assert!(
+        s.contains("memory-backend-file,id=shm0,size=4194304,share=on,mem-path=/proc/self/fd/10")
+    );
     assert!(s.contains("ivshmem-plain,memdev=shm0,addr=0x4.0"));
     assert!(s.contains("-accel tcg"));
     assert!(s.contains("-smp 1"));
@@ -97,9 +97,7 @@ fn a_nic_is_a_stream_netdev_on_its_inherited_socket_and_init_learns_its_address(
         "{s}"
     );
     assert!(
-        s.contains(
-            "virtio-net-pci,netdev=net0,mac=52:54:00:77:00:01,host_mtu=65520,addr=0x1b.0"
-        ),
+        s.contains("virtio-net-pci,netdev=net0,mac=52:54:00:77:00:01,host_mtu=65520,addr=0x1b.0"),
         "{s}"
     );
     assert!(
