@@ -5,6 +5,8 @@
 
 mod accel;
 mod bench;
+mod cli;
+mod commands;
 mod compare;
 mod console;
 mod hotplug;
@@ -19,231 +21,10 @@ mod scale;
 mod scenarios;
 mod wiring;
 
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use anyhow::Result;
+use clap::Parser;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
-
-use qemu::Machine;
-
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// What wiring a manager and N workers costs, without booting: SIVSHM's pre-filled
-    /// streams against the central server's distribution. Prints figures.
-    WiringBench {
-        /// Worker counts, comma separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256, 1024])]
-        workers: Vec<usize>,
-    },
-    /// What wiring costs on the boot path, apart from the guest's boot: a manager and N
-    /// workers launched paused (-S, no kernel), from launch to every QEMU answering QMP with
-    /// its ivshmem devices realised; pre-wired (SIVSHM), on the central server (IVSHMEM), and
-    /// with no device (the floor). Prints a table and SIVSHM-RESULT lines.
-    RealiseBench {
-        #[command(flatten)]
-        options: realise::Options,
-    },
-    /// The IVSHMEM baseline's central server, as QEMU's contrib/ivshmem-server: VMs connect
-    /// with `-chardev socket,path=SOCKET`; each gets the region and every other VM's
-    /// doorbells. Runs until SIGTERM or SIGINT, then removes the socket.
-    IvshmemServer {
-        /// Unix socket to listen on; must not exist.
-        #[arg(long)]
-        socket: PathBuf,
-        /// Size of the shared region in MiB (a power of two).
-        #[arg(long)]
-        size_mib: u64,
-        /// Interrupt vectors per peer (1 to 64).
-        #[arg(long, default_value_t = 1)]
-        vectors: u16,
-    },
-    /// Print the accelerator (kvm or tcg) guests get here, as the other commands choose it
-    /// (a cached probe boot with --accel auto); why on stderr. For users' own QEMU lines.
-    Accel {
-        #[command(flatten)]
-        guest: GuestArgs,
-    },
-    /// Boot the test guests and run the kselftests in them.
-    Test {
-        #[command(flatten)]
-        guest: GuestArgs,
-        /// Run only the scenarios whose name contains this.
-        #[arg(long, default_value = "")]
-        filter: String,
-        /// Print every guest's summary, not only failing ones.
-        #[arg(long)]
-        verbose: bool,
-        /// Add/remove cycles in the hotplug scenario's churn (the benchmark runs 100).
-        #[arg(long, default_value_t = 4)]
-        churn: u32,
-        /// stress-fuzz: operations of the fuzzer (the long run: 100000 or more).
-        #[arg(long, default_value_t = scenarios::Stress::default().fuzz_ops)]
-        fuzz_ops: u64,
-        /// stress-fuzz: at most this many seconds of fuzzing in the guest.
-        #[arg(long, default_value_t = scenarios::Stress::default().fuzz_seconds)]
-        fuzz_seconds: u64,
-        /// stress-fuzz: replay this seed (printed in the guest's log of every run).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// stress-lifecycle: unbind/bind cycles (the long run: 1000).
-        #[arg(long, default_value_t = scenarios::Stress::default().cycles)]
-        cycles: u64,
-        /// stress-hostile-peer: seconds the hostile worker storms.
-        #[arg(long, default_value_t = scenarios::Stress::default().storm_seconds)]
-        storm_seconds: u64,
-    },
-    /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
-    /// VM. channel: the sivshm channel against TCP over virtio-net between the same two VMs,
-    /// with the in-VM memcpy ceiling and pipe floor. Prints figures.
-    Bench {
-        #[command(flatten)]
-        guest: GuestArgs,
-        /// Which benchmark (all: one after the other).
-        #[arg(long, value_enum, default_value_t = BenchWhat::All)]
-        what: BenchWhat,
-        /// pingpong: round trips to time in each test.
-        #[arg(long, default_value_t = 10000)]
-        exchanges: u32,
-        #[command(flatten)]
-        probe: bench::ProbeOptions,
-    },
-    /// SIVSHM against IVSHMEM in one run: throughput of the distribution job, or boot time of
-    /// a manager and N workers (with no device as the floor). Prints figures.
-    Compare {
-        #[command(flatten)]
-        guest: GuestArgs,
-        /// throughput or boot.
-        #[arg(long, value_enum)]
-        what: Measure,
-        /// Runs per point (interleaved across the topologies).
-        #[arg(long, default_value_t = 5)]
-        repeats: usize,
-        /// boot: worker counts, comma separated.
-        #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4, 8, 16])]
-        workers: Vec<usize>,
-        /// throughput: rounds per worker (each a quarter of the segment).
-        #[arg(long, default_value_t = 64)]
-        rounds: u64,
-        /// throughput: segment (and batch) size in MiB, a power of two.
-        #[arg(long, default_value_t = 4)]
-        segment_mib: u64,
-    },
-    /// The driver at scale: a manager with a device per worker booted alone (the workers'
-    /// ends wired, no worker booted): nodes, MSI-X vectors, every PCI address, and probe and
-    /// remove time per device. Prints figures.
-    Scale {
-        #[command(flatten)]
-        guest: GuestArgs,
-        /// Worker channels (devices in the manager); past 24 they sit behind PCI bridges.
-        #[arg(long, default_value_t = 128)]
-        workers: usize,
-        /// Size of each segment in MiB (a power of two).
-        #[arg(long, default_value_t = 1)]
-        segment_mib: u64,
-    },
-    /// Boot a data manager and N workers and move data from the manager to every worker:
-    /// under SIVSHM each worker on its own segment, under IVSHMEM all in one region.
-    Demo {
-        #[command(flatten)]
-        guest: GuestArgs,
-        /// sivshm: a segment and a pre-wired doorbell channel per worker; ivshmem: the
-        /// baseline, one region and a central server wiring every VM to every VM.
-        #[arg(long, value_enum, default_value_t = Mode::Sivshm)]
-        mode: Mode,
-        /// Number of worker VMs.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Size of each worker's segment in MiB (a power of two).
-        #[arg(long, default_value_t = 4)]
-        segment_mib: u64,
-        /// Batches sent to every worker.
-        #[arg(long, default_value_t = 64)]
-        rounds: u64,
-        /// Bytes per batch (default and most: a quarter of the segment).
-        #[arg(long)]
-        bytes: Option<usize>,
-        /// Boot the VMs N at a time (the next N once the last have reached their command);
-        /// 0 boots all at once. Dozens of TCG guests booting at once on a small host starve
-        /// each other until their clocks jump.
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        boot_wave: usize,
-    },
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Measure {
-    Throughput,
-    Boot,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum BenchWhat {
-    Pingpong,
-    Channel,
-    All,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Mode {
-    Sivshm,
-    Ivshmem,
-}
-
-#[derive(Args)]
-struct GuestArgs {
-    /// Guest kernel (bzImage) built with the project's config fragment.
-    #[arg(long)]
-    kernel: PathBuf,
-    /// Guest initramfs (scripts/build-initramfs.sh).
-    #[arg(long)]
-    initrd: PathBuf,
-    /// auto (KVM only if a probe boot works here), tcg or kvm.
-    #[arg(long, default_value = "auto")]
-    accel: String,
-    /// QEMU binary.
-    #[arg(long, default_value = "qemu-system-x86_64")]
-    qemu: PathBuf,
-    /// Guest memory in MiB.
-    #[arg(long, default_value_t = 256)]
-    memory_mib: u32,
-    /// Where serial logs go (kept after the run).
-    #[arg(long, default_value = "build/logs")]
-    logdir: PathBuf,
-    /// Seconds a scenario may take before its guests are killed.
-    #[arg(long, default_value_t = 600)]
-    timeout: u64,
-    /// Where the accelerator probe's verdict is cached.
-    #[arg(long, env = "SIVSHM_CACHE", default_value = "build/cache")]
-    cache: PathBuf,
-}
-
-impl GuestArgs {
-    fn machine(&self) -> Result<Machine> {
-        for p in [&self.kernel, &self.initrd] {
-            anyhow::ensure!(p.is_file(), "{} does not exist", p.display());
-        }
-        std::fs::create_dir_all(&self.logdir)
-            .with_context(|| format!("creating {}", self.logdir.display()))?;
-        let base = Machine {
-            qemu: self.qemu.clone(),
-            kernel: self.kernel.clone(),
-            initrd: self.initrd.clone(),
-            accel: qemu::Accel::Tcg,
-            memory_mib: self.memory_mib,
-        };
-        let (accel, why) = accel::choose(&self.accel, &base, &self.cache)?;
-        eprintln!("# accelerator: {} ({why})", accel.name());
-        Ok(Machine { accel, ..base })
-    }
-}
+use cli::{Cli, Cmd};
 
 fn main() -> Result<()> {
     let cmd = Cli::parse().cmd;
@@ -271,23 +52,17 @@ fn main() -> Result<()> {
     result
 }
 
+/// Hands each command to its handler (`commands`).
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Accel { guest } => {
-            println!("{}", guest.machine()?.accel.name());
-            Ok(())
-        }
-        Cmd::WiringBench { workers } => {
-            anyhow::ensure!(
-                !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),
-                "--workers must list counts from 1 to 65535"
-            );
-            for l in wiring::bench(&workers)? {
-                println!("{l}");
-            }
-            Ok(())
-        }
-        Cmd::RealiseBench { options } => realise::bench(&options, |l| println!("{l}")),
+        Cmd::Accel { guest } => commands::accel(&guest),
+        Cmd::WiringBench { workers } => commands::wiring_bench(&workers),
+        Cmd::RealiseBench { options } => commands::realise_bench(&options),
+        Cmd::IvshmemServer {
+            socket,
+            size_mib,
+            vectors,
+        } => commands::ivshmem_server(&socket, size_mib, vectors),
         Cmd::Compare {
             guest,
             what,
@@ -295,90 +70,18 @@ fn run(cmd: Cmd) -> Result<()> {
             workers,
             rounds,
             segment_mib,
-        } => {
-            anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
-            anyhow::ensure!(
-                !workers.is_empty()
-                    && workers
-                        .iter()
-                        .all(|&n| (1..=sivshm_host::pci::MAX_WORKERS).contains(&n)),
-                "--workers must list counts from 1 to {}",
-                sivshm_host::pci::MAX_WORKERS
-            );
-            let segment = layout::segment_bytes(segment_mib)?;
-            let machine = guest.machine()?;
-            let timeout = Duration::from_secs(guest.timeout);
-            match what {
-                Measure::Throughput => print_lines(compare::throughput(
-                    &machine,
-                    &guest.logdir,
-                    timeout,
-                    workers[0],
-                    segment,
-                    rounds,
-                    repeats,
-                )?),
-                Measure::Boot => {
-                    compare::boot_time(&machine, &guest.logdir, timeout, &workers, repeats, |l| {
-                        println!("{l}")
-                    })
-                }
-            }
-        }
+        } => commands::compare(&guest, what, repeats, &workers, rounds, segment_mib),
         Cmd::Scale {
             guest,
             workers,
             segment_mib,
-        } => {
-            anyhow::ensure!(
-                (1..=sivshm_host::pci::MAX_WORKERS).contains(&workers),
-                "--workers must be from 1 to {}",
-                sivshm_host::pci::MAX_WORKERS
-            );
-            let segment = layout::segment_bytes(segment_mib)?;
-            let machine = guest.machine()?;
-            print_lines(scale::manager_alone(
-                &machine,
-                &guest.logdir,
-                Duration::from_secs(guest.timeout),
-                workers,
-                segment,
-            )?)
-        }
-        Cmd::IvshmemServer {
-            socket,
-            size_mib,
-            vectors,
-        } => ivshmem_server::main(
-            &socket,
-            ivshmem_server::Config {
-                size: size_mib
-                    .checked_mul(1 << 20)
-                    .context("--size-mib is too large")?,
-                vectors,
-                peer_sndbuf: ivshmem_server::PEER_SNDBUF,
-            },
-        ),
+        } => commands::scale(&guest, workers, segment_mib),
         Cmd::Bench {
             guest,
             what,
             exchanges,
             probe,
-        } => {
-            let machine = guest.machine()?;
-            let timeout = Duration::from_secs(guest.timeout);
-            if what != BenchWhat::Channel {
-                for l in bench::pingpong(&machine, &guest.logdir, timeout, exchanges)? {
-                    println!("{l}");
-                }
-            }
-            if what != BenchWhat::Pingpong {
-                for l in bench::channel_vs_network(&machine, &guest.logdir, timeout, &probe)? {
-                    println!("{l}");
-                }
-            }
-            Ok(())
-        }
+        } => commands::bench(&guest, what, exchanges, &probe),
         Cmd::Demo {
             guest,
             mode,
@@ -387,71 +90,7 @@ fn run(cmd: Cmd) -> Result<()> {
             rounds,
             bytes,
             boot_wave,
-        } => {
-            let segment = layout::segment_bytes(segment_mib)?;
-            // A quarter of the segment: the channel keeps batches in flight.
-            let bytes = bytes.unwrap_or(segment as usize / 4);
-            anyhow::ensure!(
-                bytes > 0 && bytes <= segment as usize / 4,
-                "--bytes must be between 1 and a quarter of the segment (the channel keeps \
-                 several batches in flight)"
-            );
-            let roles = layout::Distribute {
-                rounds,
-                bytes,
-                peer_timeout_s: (boot_wave > 0).then_some(guest.timeout),
-            };
-            let machine = guest.machine()?;
-            let topo = match mode {
-                Mode::Sivshm => layout::Topology::new(workers, segment, &roles)?,
-                Mode::Ivshmem => layout::Topology::ivshmem(workers, segment, &roles)?,
-            };
-            eprintln!(
-                "# booting a manager and {workers} worker(s), {segment_mib} MiB {} each, {} ({})",
-                if mode == Mode::Sivshm {
-                    "segment"
-                } else {
-                    "slot of one region"
-                },
-                if mode == Mode::Sivshm {
-                    "pre-wired doorbell channels"
-                } else {
-                    "wired by the central ivshmem server"
-                },
-                machine.accel.name()
-            );
-            let finished = topo.run_in_waves(
-                &machine,
-                &guest.logdir,
-                Duration::from_secs(guest.timeout),
-                boot_wave,
-            )?;
-            let mut ok = true;
-            for f in &finished {
-                let r = console::parse(&f.log);
-                let good = !f.timed_out
-                    && r.boot_id.as_deref() == Some(f.boot_id.as_str())
-                    && r.rc == Some(0)
-                    && r.splats.is_empty();
-                ok &= good;
-                println!(
-                    "[{}] {} after {:.1} s{}",
-                    f.name,
-                    if good { "done" } else { "FAILED" },
-                    f.elapsed.as_secs_f64(),
-                    if good {
-                        String::new()
-                    } else {
-                        format!(" (log {})", f.log_path.display())
-                    }
-                );
-                for line in r.output.iter().chain(&r.splats) {
-                    println!("[{}]   {line}", f.name);
-                }
-            }
-            anyhow::ensure!(ok, "the demo failed");
-            Ok(())
-        }
+        } => commands::demo(&guest, mode, workers, segment_mib, rounds, bytes, boot_wave),
         Cmd::Test {
             guest,
             filter,
@@ -462,52 +101,18 @@ fn run(cmd: Cmd) -> Result<()> {
             seed,
             cycles,
             storm_seconds,
-        } => {
-            let machine = guest.machine()?;
-            let start = Instant::now();
-            let suite = scenarios::Suite {
-                machine: &machine,
-                logdir: &guest.logdir,
-                timeout: Duration::from_secs(guest.timeout),
-                verbose,
-                churn,
-                stress: scenarios::Stress {
-                    fuzz_ops,
-                    fuzz_seconds,
-                    cycles,
-                    seed,
-                    storm_seconds,
-                },
-            };
-            let results = suite.run(&filter)?;
-            let (mut pass, mut fail) = (0, 0);
-            println!("TAP version 13");
-            println!("1..{}", results.len());
-            for (i, r) in results.iter().enumerate() {
-                if r.passed {
-                    pass += 1;
-                    println!("ok {} {}", i + 1, r.name);
-                } else {
-                    fail += 1;
-                    println!("not ok {} {}", i + 1, r.name);
-                }
-            }
-            println!(
-                "# guest tests: {pass} passed, {fail} failed in {:.0} s ({})",
-                start.elapsed().as_secs_f64(),
-                machine.accel.name()
-            );
-            if fail > 0 || results.is_empty() {
-                std::process::exit(1);
-            }
-            Ok(())
-        }
+        } => commands::test(
+            &guest,
+            &filter,
+            verbose,
+            churn,
+            scenarios::Stress {
+                fuzz_ops,
+                fuzz_seconds,
+                cycles,
+                seed,
+                storm_seconds,
+            },
+        ),
     }
-}
-
-fn print_lines(lines: Vec<String>) -> Result<()> {
-    for l in lines {
-        println!("{l}");
-    }
-    Ok(())
 }
