@@ -16,11 +16,11 @@
 #     realise: a manager and N workers launched paused (-S, no guest, no kernel needed), from
 #              the launch to every QEMU answering QMP with its ivshmem devices realised:
 #              pre-wired (SIVSHM), on the central server (IVSHMEM) and with no device (the
-#              floor); `sivshm-host realise-bench`. Not part of `all`.
+#              floor); `sivshm-lab realise-bench`. Not part of `all`.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-# realise boots no guest: only the host tool is built.
+# realise boots no guest: only the lab (sivshm-lab) is built.
 args=() what=
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -39,7 +39,7 @@ if [ "$what" = realise ]; then
 		*) rest+=("$1"); shift ;;
 		esac
 	done
-	cargo build --release -q -p sivshm-host || die "sivshm-host does not build"
-	exec "$SIVSHM_ROOT/target/release/sivshm-host" realise-bench ${rest[@]+"${rest[@]}"}
+	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
+	exec "$SIVSHM_ROOT/target/release/sivshm-lab" realise-bench ${rest[@]+"${rest[@]}"}
 fi
-run_host bench ${args[@]+"${args[@]}"}
+run_lab bench ${args[@]+"${args[@]}"}

@@ -10,18 +10,21 @@
 # channel where the old one stopped and the manager, never restarted, must verify every
 # batch of both workers. Then SIGTERM ends serve, which must remove its sockets.
 #
-# Needs the host tools built (target/release/sivshm-host) and the guest initramfs
+# Needs the product (target/release/sivshm-host, for serve and qemu-args), the lab
+# (target/release/sivshm-lab, only for the accelerator it picks) and the guest initramfs
 # (scripts/test.sh builds both first).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 [ $# = 2 ] || die "usage: check-own-vms.sh KERNEL INITRD"
 kernel=$1 initrd=$2
 host=$SIVSHM_ROOT/target/release/sivshm-host
+lab=$SIVSHM_ROOT/target/release/sivshm-lab
 [ -x "$host" ] || die "$host is not built (cargo build --release -p sivshm-host)"
+[ -x "$lab" ] || die "$lab is not built (cargo build --release -p sivshm-lab)"
 [ -f "$kernel" ] && [ -f "$initrd" ] || die "no kernel $kernel or initramfs $initrd"
 # The accelerator the harness uses here (KVM only where a probe boot works): a user's line
 # would say -accel kvm, but a host where KVM hangs must not hang this check.
-accel=$("$host" accel --kernel "$kernel" --initrd "$initrd" --cache "$SIVSHM_CACHE" \
+accel=$("$lab" accel --kernel "$kernel" --initrd "$initrd" --cache "$SIVSHM_CACHE" \
 	--logdir "$SIVSHM_ROOT/build/logs")
 
 t=$(mktemp -d)

@@ -118,15 +118,15 @@ build_module() {
 	fi
 }
 
-# Installs what is missing, builds the guests and the host tool, then runs
-# `sivshm-host SUBCOMMAND ARGS...` with the kernel and initramfs filled in.
-run_host() {
+# Installs what is missing, builds the guests and the lab (sivshm-lab), then runs
+# `sivshm-lab SUBCOMMAND ARGS...` with the kernel and initramfs filled in.
+run_lab() {
 	local sub=$1 kb initrd; shift
 	kb=$("$SIVSHM_ROOT/scripts/setup.sh" | tail -n1)
 	[ -f "$kb/arch/x86/boot/bzImage" ] || die "setup did not produce a guest kernel"
 	initrd=$(build_guest "$kb" "$(kernel_src_dir)")
-	cargo build --release -q -p sivshm-host || die "sivshm-host does not build"
-	exec "$SIVSHM_ROOT/target/release/sivshm-host" "$sub" --kernel "$kb/arch/x86/boot/bzImage" \
+	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
+	exec "$SIVSHM_ROOT/target/release/sivshm-lab" "$sub" --kernel "$kb/arch/x86/boot/bzImage" \
 		--initrd "$initrd" --cache "$SIVSHM_CACHE" --logdir "$SIVSHM_ROOT/build/logs" "$@"
 }
 

@@ -9,4 +9,4 @@
 #       central server and pre-wired by SIVSHM; launch to every guest's driver probed
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-run_host compare "$@"
+run_lab compare "$@"

@@ -6,4 +6,4 @@
 #   scripts/demo.sh [--mode sivshm|ivshmem] [--workers N] [--segment-mib M] [--rounds R] [--bytes B] [--accel auto|tcg|kvm]
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
-run_host demo "$@"
+run_lab demo "$@"

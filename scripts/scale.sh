@@ -23,20 +23,20 @@ case "$what" in alone|booted|churn|all) ;; *) die "--what is alone, booted, chur
 kb=$("$SIVSHM_ROOT/scripts/setup.sh" | tail -n1)
 [ -f "$kb/arch/x86/boot/bzImage" ] || die "setup did not produce a guest kernel"
 initrd=$(build_guest "$kb" "$(kernel_src_dir)")
-cargo build --release -q -p sivshm-host || die "sivshm-host does not build"
-host() {
+cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
+lab() {
 	local sub=$1; shift
-	"$SIVSHM_ROOT/target/release/sivshm-host" "$sub" --kernel "$kb/arch/x86/boot/bzImage" \
+	"$SIVSHM_ROOT/target/release/sivshm-lab" "$sub" --kernel "$kb/arch/x86/boot/bzImage" \
 		--initrd "$initrd" --cache "$SIVSHM_CACHE" --logdir "$SIVSHM_ROOT/build/logs" \
 		--accel "$accel" "$@"
 }
 if [ "$what" = alone ] || [ "$what" = all ]; then
-	host scale --workers 128 --timeout 1200
+	lab scale --workers 128 --timeout 1200
 fi
 if [ "$what" = booted ] || [ "$what" = all ]; then
 	for n in 32 64; do
 		t0=$SECONDS
-		host demo --workers "$n" --segment-mib 1 --rounds 4 --memory-mib 96 --timeout 3000 --boot-wave 8 \
+		lab demo --workers "$n" --segment-mib 1 --rounds 4 --memory-mib 96 --timeout 3000 --boot-wave 8 \
 			>"$SIVSHM_ROOT/build/scale-demo-$n.log"
 		grep -E '^\[manager\]|FAILED' "$SIVSHM_ROOT/build/scale-demo-$n.log"
 		awk '/^\[worker[0-9]+\] done after/ { t = $4 + 0; if (t > max) max = t; n++ }
@@ -46,6 +46,6 @@ if [ "$what" = booted ] || [ "$what" = all ]; then
 	done
 fi
 if [ "$what" = churn ] || [ "$what" = all ]; then
-	host test --filter hotplug --churn 100 --timeout 3000 | grep -E 'not ok|^# guest tests'
+	lab test --filter hotplug --churn 100 --timeout 3000 | grep -E 'not ok|^# guest tests'
 	grep -h 'SIVSHM-CHURN' "$SIVSHM_ROOT/build/logs/manager.log"
 fi

@@ -27,6 +27,6 @@ while [ $# -gt 0 ]; do
 	shift 2
 done
 # KASAN's shadow memory: give the guests more room.
-run_host test --filter "$filter" --fuzz-ops "$fuzz_ops" --fuzz-seconds "$fuzz_seconds" \
+run_lab test --filter "$filter" --fuzz-ops "$fuzz_ops" --fuzz-seconds "$fuzz_seconds" \
 	--cycles "$cycles" --storm-seconds "$storm" --timeout $((fuzz_seconds + 3600)) \
 	--memory-mib 512 --verbose "${extra[@]}"

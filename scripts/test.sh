@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command. Installs what is missing (scripts/setup.sh), builds the module,
-# the kselftests and the host tools, runs the host-side tests and the in-guest kselftests in
-# QEMU, and ends with the line "N passed, N failed".
+# the kselftests, the product (sivshm-host) and the lab (sivshm-lab), runs the host-side
+# tests and the in-guest kselftests in QEMU, and ends with the line "N passed, N failed".
 #
 #   scripts/test.sh [--filter SCENARIO] [--accel auto|tcg|kvm]
 set -uo pipefail
@@ -81,14 +81,14 @@ if ! initrd=$(build_guest "$kb" "$src"); then
 	echo "not ok - guest build (module, selftests, initramfs)"
 	fail=$((fail + 1)); finish
 fi
-if ! cargo build --release -q -p sivshm-host; then
-	echo "not ok - sivshm-host builds"
+if ! cargo build --release -q -p sivshm-host -p sivshm-lab; then
+	echo "not ok - sivshm-host and sivshm-lab build"
 	fail=$((fail + 1)); finish
 fi
 check "own VMs: QEMU command lines from qemu-args against serve; a worker's QEMU killed and started again mid-run, the manager carries on" \
 	scripts/check-own-vms.sh "$kb/arch/x86/boot/bzImage" "$initrd"
 echo "# guest tests start at $(elapsed)"
-target/release/sivshm-host test --kernel "$kb/arch/x86/boot/bzImage" --initrd "$initrd" \
+target/release/sivshm-lab test --kernel "$kb/arch/x86/boot/bzImage" --initrd "$initrd" \
 	--cache "$SIVSHM_CACHE" --logdir build/logs "${host_args[@]}" | tee build/guest-tests.tap
 host_rc=${PIPESTATUS[0]}
 read -r gp gf < <(sed -n 's/^# guest tests: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' build/guest-tests.tap)
@@ -96,7 +96,7 @@ if [ -z "${gp:-}" ]; then
 	echo "not ok - guest test run produced a summary"
 	gp=0 gf=1
 elif [ "$host_rc" != 0 ] && [ "$gf" = 0 ]; then
-	echo "not ok - sivshm-host test exited with $host_rc (no scenario ran?)"
+	echo "not ok - sivshm-lab test exited with $host_rc (no scenario ran?)"
 	gf=1
 fi
 pass=$((pass + gp)); fail=$((fail + gf))

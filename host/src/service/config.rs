@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use super::devices::DeviceSpec;
 use super::topology_file::TopologyFile;
-use crate::qemu::{
+use crate::pci::{
     bridge_bus, bridge_chassis, bridge_device, bridge_slot, bridges_for_write_back,
     BRIDGE_PREF64_RESERVE,
 };

@@ -11,8 +11,7 @@
 use std::path::PathBuf;
 
 use super::topology_file::TopologyFile;
-use crate::qemu::PciSlot;
-use crate::topology::{manager_slot, FIRST_SLOT};
+use crate::pci::{manager_slot, PciSlot, FIRST_SLOT};
 
 /// One device of one VM.
 #[derive(Debug, Clone, PartialEq, Eq)]

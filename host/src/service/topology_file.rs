@@ -30,7 +30,7 @@ use crate::protocol::MAX_VECTORS;
 /// Workers a served topology takes: as many as the harness's manager, whose devices sit on
 /// bus 0 and then behind PCI bridges (`topology::manager_slot`; `qemu-args` and
 /// `libvirt-xml` give the manager those bridges).
-pub const MAX_WORKERS: usize = crate::topology::MAX_WORKERS;
+pub const MAX_WORKERS: usize = crate::pci::MAX_WORKERS;
 
 /// Where the sockets of topology NAME go unless the file says otherwise: `/run/sivshm/NAME`.
 pub const DEFAULT_RUNTIME_ROOT: &str = "/run/sivshm";
@@ -147,7 +147,7 @@ impl TopologyFile {
                     format!(
                         "too many workers: at most {MAX_WORKERS} fit on the manager's PCI bus \
                          and its {} bridges",
-                        crate::qemu::MAX_BRIDGES
+                        crate::pci::MAX_BRIDGES
                     ),
                 ));
             }

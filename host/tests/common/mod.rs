@@ -1,18 +1,17 @@
 //! Shared by the integration tests: `sivshm-host serve` run as a user runs it, and a client
-//! that reads the ivshmem protocol as QEMU does (8 bytes and at most one fd per message).
+//! that reads the ivshmem protocol as QEMU does (8 bytes and at most one fd per message),
+//! with the library's own reader (`sivshm_host::protocol::recv_message`).
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::IoSliceMut;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use rustix::process::{kill_process, Pid, Signal};
+use sivshm_host::protocol::recv_message;
 
 /// A manager `mgr` and workers `w0` (2 vectors) and `w1` (1 vector), sockets owned by the
 /// user running the test (so that it passes as any user).
@@ -138,21 +137,9 @@ impl Drop for Serve {
     }
 }
 
-/// One message as QEMU reads it: 8 bytes, at most one fd.
+/// One message as QEMU reads it: 8 bytes, at most one fd (the library's own reader).
 pub fn recv(sock: &impl AsFd) -> Option<(i64, Option<OwnedFd>)> {
-    let mut buf = [0u8; 8];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let r = recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC).ok()?;
-    let mut fd = None;
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = m {
-            fd = fds.next();
-            assert!(fds.next().is_none(), "more than one fd in a message");
-        }
-    }
-    (r.bytes == 8).then(|| (i64::from_le_bytes(buf), fd))
+    recv_message(sock.as_fd()).ok()
 }
 
 /// A device's setup: own id, segment, and (id, eventfd) per peer message.

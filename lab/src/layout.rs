@@ -6,7 +6,7 @@
 //! given another worker's segment or eventfds, and nothing is wired at run time.
 //!
 //! IVSHMEM ([`Topology::ivshmem`]), the baseline: one region of N slots, served with every
-//! peer's doorbells to every VM by a central `sivshm-host ivshmem-server` that each QEMU
+//! peer's doorbells to every VM by a central `sivshm-lab ivshmem-server` that each QEMU
 //! connects to while it starts; worker i uses slot i by convention.
 
 use std::os::fd::OwnedFd;
@@ -16,47 +16,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::channel::channel;
-use crate::qemu::{
-    run_in_waves, tie_to_parent, Device, Finished, Machine, PciSlot, Vm, BRIDGE_FIRST_SLOT,
-    BRIDGE_SLOT, MAX_BRIDGES,
-};
-use crate::segments;
+use sivshm_host::pci::{manager_slot, PciSlot, FIRST_SLOT, MAX_WORKERS};
+use sivshm_host::segments;
 
-/// First PCI slot used for sivshm devices (0-3 hold the i440fx chipset's devices).
-pub const FIRST_SLOT: u8 = 4;
-/// Workers whose manager device sits on bus 0 (slots `FIRST_SLOT` up to the bridges').
-pub const ROOT_WORKERS: usize = (BRIDGE_SLOT - FIRST_SLOT) as usize;
-/// Workers behind each of the manager's PCI bridges.
-pub const PER_BRIDGE: usize = 32 - BRIDGE_FIRST_SLOT as usize;
-/// Worker channels one manager takes: bus 0's, then every bridge's.
-pub const MAX_WORKERS: usize = ROOT_WORKERS + MAX_BRIDGES as usize * PER_BRIDGE;
-
-/// Where the manager's device for worker `i` sits: slot `FIRST_SLOT + i` of bus 0 for the
-/// first `ROOT_WORKERS`, then slot 1 to 31 of bridge 0, bridge 1, and so on. A function of
-/// the index alone, so a worker's address never depends on how many workers there are or on
-/// whether the device was there at boot or hot-plugged.
-pub fn manager_slot(i: usize) -> Result<PciSlot> {
-    if i < ROOT_WORKERS {
-        return Ok(PciSlot::root(FIRST_SLOT + i as u8));
-    }
-    let j = i - ROOT_WORKERS;
-    if j >= MAX_BRIDGES as usize * PER_BRIDGE {
-        bail!("at most {MAX_WORKERS} workers fit on the manager's PCI bus and bridges");
-    }
-    Ok(PciSlot::behind(
-        (j / PER_BRIDGE) as u8,
-        BRIDGE_FIRST_SLOT + (j % PER_BRIDGE) as u8,
-    ))
-}
-
-/// The bridges the manager needs for `workers` worker channels.
-pub fn bridges_for(workers: usize) -> u8 {
-    workers
-        .saturating_sub(ROOT_WORKERS)
-        .div_ceil(PER_BRIDGE)
-        .min(MAX_BRIDGES as usize) as u8
-}
+use crate::pair::channel;
+use crate::qemu::{run_in_waves, tie_to_parent, Device, Finished, Machine, Vm};
 
 pub struct Topology {
     pub manager: Vm,
@@ -82,7 +46,7 @@ pub trait Roles {
     fn worker(&self, index: usize, layout: &Layout) -> String;
 }
 
-/// A running `sivshm-host ivshmem-server`.
+/// A running `sivshm-lab ivshmem-server`.
 struct CentralServer {
     child: Child,
     _dir: tempfile::TempDir,
@@ -377,30 +341,7 @@ mod tests {
     }
 
     #[test]
-    fn past_bus_0_the_managers_devices_go_behind_bridges_at_stable_addresses() {
-        assert_eq!(ROOT_WORKERS, 24);
-        const { assert!(MAX_WORKERS >= 128) };
-        assert_eq!(manager_slot(23).unwrap().bdf(), "0000:00:1b.0");
-        assert_eq!(manager_slot(24).unwrap().bdf(), "0000:01:01.0");
-        assert_eq!(manager_slot(54).unwrap().bdf(), "0000:01:1f.0");
-        assert_eq!(manager_slot(55).unwrap().bdf(), "0000:02:01.0");
-        assert_eq!(manager_slot(127).unwrap().bdf(), "0000:04:0b.0");
-        assert!(manager_slot(MAX_WORKERS - 1).is_ok());
-        assert!(manager_slot(MAX_WORKERS).is_err());
-        assert_eq!(
-            (
-                bridges_for(24),
-                bridges_for(25),
-                bridges_for(55),
-                bridges_for(56)
-            ),
-            (0, 1, 1, 2)
-        );
-        // Every address differs, and none is a bridge's own slot.
-        let mut all: Vec<PciSlot> = (0..MAX_WORKERS).map(|i| manager_slot(i).unwrap()).collect();
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), MAX_WORKERS);
+    fn past_bus_0_the_managers_devices_go_behind_bridges() {
         let roles = Distribute {
             peer_timeout_s: None,
             rounds: 1,

@@ -23,8 +23,15 @@ use anyhow::{bail, Context, Result};
 use command_fds::CommandFdExt;
 
 use crate::hotplug::Monitor;
+use crate::layout::{Layout, Roles, Topology};
 use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
-use crate::topology::{Layout, Roles, Topology, MAX_WORKERS};
+use sivshm_host::pci::MAX_WORKERS;
+
+mod table;
+use table::prepare_row;
+#[cfg(test)]
+use table::Spread;
+pub use table::{header, row, Sample};
 
 /// How the manager and the workers are wired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -59,7 +66,7 @@ impl Wiring {
     }
 }
 
-/// `sivshm-host realise-bench`'s arguments.
+/// `sivshm-lab realise-bench`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct Options {
     /// Worker counts, comma separated (a manager and N workers: N + 1 QEMUs at once).
@@ -102,7 +109,7 @@ impl Options {
         if self.modes.is_empty() {
             bail!("--modes must name at least one of sivshm, ivshmem, none");
         }
-        crate::topology::segment_bytes(self.segment_mib)?;
+        crate::layout::segment_bytes(self.segment_mib)?;
         self.accel()?;
         Ok(())
     }
@@ -124,150 +131,12 @@ impl Options {
     }
 }
 
-/// One run of one wiring at one worker count.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Sample {
-    pub wiring: Wiring,
-    pub workers: usize,
-    /// 1-based.
-    pub run: usize,
-    /// Seconds before the first launch: the topology's segments, sockets, server.
-    pub prepare: f64,
-    /// Seconds from the first launch until the last QEMU answered with its devices.
-    pub ready: f64,
-    /// Seconds from the first launch until the manager answered with its devices.
-    pub manager: f64,
-}
-
-impl Sample {
-    /// The machine-readable line of this result.
-    pub fn line(&self, accel: Accel) -> String {
-        format!(
-            "SIVSHM-RESULT bench=realise mode={} workers={} run={} seconds={:.6} \
-             manager_seconds={:.6} prepare_seconds={:.6} qemus={} accel={}",
-            self.wiring.key(),
-            self.workers,
-            self.run,
-            self.ready,
-            self.manager,
-            self.prepare,
-            self.workers + 1,
-            accel.name()
-        )
-    }
-}
-
-/// Median, min and max of a non-empty set (the median of an even count is the mean of the
-/// two middle values).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
-        let mut v: Vec<f64> = values.into_iter().collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let k = v.len() / 2;
-        let median = if v.len() % 2 == 1 {
-            v[k]
-        } else {
-            (v[k - 1] + v[k]) / 2.0
-        };
-        Some(Spread {
-            median,
-            min: v[0],
-            max: v[v.len() - 1],
-        })
-    }
-
-    fn cell(&self) -> String {
-        format!(
-            "{:.1} ms ({:.1}-{:.1})",
-            self.median * 1e3,
-            self.min * 1e3,
-            self.max * 1e3
-        )
-    }
-}
-
-/// The table's header for `wirings` (in table order).
-pub fn header(wirings: &[Wiring]) -> String {
-    let mut h = String::from("#       N");
-    for w in wirings {
-        h += &format!(" | {}: median (min-max)", w.title());
-    }
-    if wirings.contains(&Wiring::Sivshm) && wirings.contains(&Wiring::Ivshmem) {
-        h += " | IVSHMEM/SIVSHM";
-    }
-    if wirings.contains(&Wiring::None) {
-        for w in wirings.iter().filter(|&&w| w != Wiring::None) {
-            h += &format!(" | {} - floor", w.key().to_uppercase());
-        }
-    }
-    h
-}
-
-/// The table's row for `n` workers from that count's samples: launch to ready per wiring,
-/// the ratio of the medians, and each wiring's median above the floor's.
-pub fn row(n: usize, wirings: &[Wiring], samples: &[Sample]) -> String {
-    let spread = |w: Wiring| {
-        Spread::of(
-            samples
-                .iter()
-                .filter(|s| s.wiring == w && s.workers == n)
-                .map(|s| s.ready),
-        )
-    };
-    let mut r = format!("{n:>9}");
-    for &w in wirings {
-        r += &format!(" | {}", spread(w).map_or("-".into(), |s| s.cell()));
-    }
-    if wirings.contains(&Wiring::Sivshm) && wirings.contains(&Wiring::Ivshmem) {
-        r += &match (spread(Wiring::Ivshmem), spread(Wiring::Sivshm)) {
-            (Some(i), Some(s)) => format!(" | {:.2}", i.median / s.median),
-            _ => " | -".into(),
-        };
-    }
-    if wirings.contains(&Wiring::None) {
-        let floor = spread(Wiring::None);
-        for &w in wirings.iter().filter(|&&w| w != Wiring::None) {
-            r += &match (spread(w), floor) {
-                (Some(x), Some(f)) => format!(" | {:+.1} ms", (x.median - f.median) * 1e3),
-                _ => " | -".into(),
-            };
-        }
-    }
-    r
-}
-
-/// The preparation line for `n` workers: what was done before the first launch.
-fn prepare_row(n: usize, wirings: &[Wiring], samples: &[Sample]) -> String {
-    let mut r = format!("# prepare N={n}:");
-    for &w in wirings {
-        if let Some(s) = Spread::of(
-            samples
-                .iter()
-                .filter(|s| s.wiring == w && s.workers == n)
-                .map(|s| s.prepare),
-        ) {
-            r += &format!(" {} {}", w.key(), s.cell());
-        }
-    }
-    r
-}
-
 /// Runs the benchmark; every line (results, then each count's table row) goes to `emit` as
 /// soon as it is known, progress to stderr.
 pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<()> {
     o.check()?;
     let accel = o.accel()?;
-    let segment = crate::topology::segment_bytes(o.segment_mib)?;
+    let segment = crate::layout::segment_bytes(o.segment_mib)?;
     let wirings = o.wirings();
     raise_nofile();
     let m = Machine {
@@ -533,159 +402,4 @@ fn raise_nofile() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        o: Options,
-    }
-
-    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
-        Cli::try_parse_from(std::iter::once("realise-bench").chain(args.iter().copied()))
-            .map(|c| c.o)
-    }
-
-    #[test]
-    fn the_defaults_are_every_count_to_64_three_runs_every_wiring_under_tcg() {
-        let o = parse(&[]).unwrap();
-        assert_eq!(o.workers, [1, 2, 4, 8, 16, 32, 64]);
-        assert_eq!(o.runs, 3);
-        assert_eq!(o.wirings(), Wiring::ALL);
-        assert_eq!(o.accel().unwrap(), Accel::Tcg);
-        o.check().unwrap();
-    }
-
-    #[test]
-    fn lists_are_comma_separated_and_bad_values_refused_before_anything_starts() {
-        let o = parse(&[
-            "--workers",
-            "8,1",
-            "--runs",
-            "5",
-            "--modes",
-            "ivshmem,sivshm",
-        ])
-        .unwrap();
-        assert_eq!(o.workers, [8, 1]);
-        assert_eq!(o.runs, 5);
-        // Table order, whatever the order asked.
-        assert_eq!(o.wirings(), [Wiring::Sivshm, Wiring::Ivshmem]);
-        o.check().unwrap();
-        assert!(parse(&["--modes", "bogus"]).is_err());
-        for bad in [
-            &["--workers", "0"][..],
-            &["--workers", &(MAX_WORKERS + 1).to_string()],
-            &["--runs", "0"],
-            &["--segment-mib", "3"],
-            &["--accel", "hvf"],
-        ] {
-            assert!(parse(bad).unwrap().check().is_err(), "{bad:?}");
-        }
-    }
-
-    fn sample(wiring: Wiring, run: usize, ready: f64) -> Sample {
-        Sample {
-            wiring,
-            workers: 8,
-            run,
-            prepare: 0.001,
-            ready,
-            manager: ready / 2.0,
-        }
-    }
-
-    #[test]
-    fn spread_is_median_min_max() {
-        let s = Spread::of([0.3, 0.1, 0.2]).unwrap();
-        assert_eq!((s.median, s.min, s.max), (0.2, 0.1, 0.3));
-        let even = Spread::of([4.0, 1.0, 2.0, 3.0]).unwrap();
-        assert_eq!((even.median, even.min, even.max), (2.5, 1.0, 4.0));
-        assert!(Spread::of([]).is_none());
-    }
-
-    #[test]
-    fn a_row_has_each_wirings_spread_the_ratio_and_the_cost_above_the_floor() {
-        let samples = [
-            sample(Wiring::Sivshm, 1, 0.100),
-            sample(Wiring::Sivshm, 2, 0.120),
-            sample(Wiring::Sivshm, 3, 0.110),
-            sample(Wiring::Ivshmem, 1, 0.150),
-            sample(Wiring::Ivshmem, 2, 0.165),
-            sample(Wiring::Ivshmem, 3, 0.140),
-            sample(Wiring::None, 1, 0.090),
-            sample(Wiring::None, 2, 0.100),
-            sample(Wiring::None, 3, 0.095),
-        ];
-        let r = row(8, &Wiring::ALL, &samples);
-        assert_eq!(
-            r,
-            "        8 | 110.0 ms (100.0-120.0) | 150.0 ms (140.0-165.0) | 95.0 ms (90.0-100.0) \
-             | 1.36 | +15.0 ms | +55.0 ms"
-        );
-        let h = header(&Wiring::ALL);
-        assert_eq!(h.matches(" | ").count(), r.matches(" | ").count());
-        assert!(h.contains("IVSHMEM/SIVSHM"), "{h}");
-        // Without the floor or one of the two, the columns that need it are left out.
-        let two = row(8, &[Wiring::Sivshm, Wiring::Ivshmem], &samples);
-        assert!(two.ends_with("| 1.36"), "{two}");
-        let one = row(8, &[Wiring::Sivshm], &samples);
-        assert_eq!(one, "        8 | 110.0 ms (100.0-120.0)");
-        // Another count's samples are not this row's.
-        assert_eq!(row(4, &[Wiring::Sivshm], &samples), "        4 | -");
-    }
-
-    #[test]
-    fn the_result_line_is_one_line_of_key_value_pairs() {
-        let l = sample(Wiring::Ivshmem, 2, 0.5).line(Accel::Tcg);
-        assert_eq!(
-            l,
-            "SIVSHM-RESULT bench=realise mode=ivshmem workers=8 run=2 seconds=0.500000 \
-             manager_seconds=0.250000 prepare_seconds=0.001000 qemus=9 accel=tcg"
-        );
-    }
-
-    #[test]
-    fn the_paused_line_is_the_harness_line_without_the_boot_and_with_s() {
-        let m = Machine {
-            qemu: "qemu-system-x86_64".into(),
-            kernel: "/k/bzImage".into(),
-            initrd: "/k/initrd".into(),
-            accel: Accel::Tcg,
-            memory_mib: 256,
-        };
-        let mut t = Topology::new(30, 1 << 20, &Paused).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let sockets = with_qmp(&mut t, dir.path());
-        assert_eq!(sockets.len(), 31);
-        assert!(sockets[0].ends_with("manager.qmp"));
-        let (args, fds) = paused_args(&m, &t.manager).unwrap();
-        let s: Vec<String> = args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        for gone in ["-kernel", "/k/bzImage", "-initrd", "-append", "-serial"] {
-            assert!(!s.iter().any(|a| a == gone), "{gone} in {s:?}");
-        }
-        assert_eq!(s.last().map(String::as_str), Some("-S"));
-        assert_eq!(fds.len(), 30);
-        assert_eq!(
-            s.iter()
-                .filter(|a| a.starts_with("ivshmem-doorbell,"))
-                .count(),
-            30
-        );
-        // The 25th device on sits behind the first bridge, as in the harness.
-        assert!(s
-            .iter()
-            .any(|a| a.starts_with("pci-bridge,id=sivshm-bridge.0")));
-        assert!(s
-            .iter()
-            .any(|a| a.contains("bus=sivshm-bridge.0,addr=0x1.0")));
-        assert!(s
-            .iter()
-            .any(|a| a.starts_with("unix:") && a.contains("manager.qmp")));
-    }
-}
+mod tests;

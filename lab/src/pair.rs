@@ -7,8 +7,10 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use anyhow::Result;
 
-use crate::protocol::{prefilled_socket, setup_messages, PeerVectors};
-use crate::qemu::{Device, PciSlot};
+use sivshm_host::pci::PciSlot;
+use sivshm_host::protocol::{prefilled_socket, setup_messages, PeerVectors};
+
+use crate::qemu::Device;
 
 /// The two ends, ready to attach, and what must stay open while the VMs run.
 pub struct Channel {
@@ -49,7 +51,7 @@ pub fn channel(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::recv_message;
+    use sivshm_host::protocol::recv_message;
 
     /// The (value, has fd) messages queued for a device.
     fn stream(d: &Device) -> Vec<(i64, bool)> {

@@ -5,7 +5,7 @@
 //! `-netdev stream,addr.type=fd` and frames every Ethernet frame onto it. No bridge, no tap,
 //! no user-mode networking, no socket file: the link exists before either VM starts (so
 //! neither has to wait or reconnect for the other) and is gone when both QEMUs and
-//! `sivshm-host` have exited, however they exit.
+//! `sivshm-lab` have exited, however they exit.
 //!
 //! Addresses are fixed by the worker's index `i`: the link is `10.77.i.0/24`, the manager
 //! is `.1` (MAC `52:54:00:77:ii:01`), the worker `.2` (`52:54:00:77:ii:02`). guest/init
@@ -20,15 +20,15 @@ use std::net::Ipv4Addr;
 use anyhow::{bail, Result};
 
 use crate::qemu::Nic;
-use crate::topology::FIRST_SLOT;
+use sivshm_host::pci::{BRIDGE_SLOT, FIRST_SLOT};
 
 /// The worker's NIC, below its sivshm device (slot `FIRST_SLOT`).
 pub const WORKER_NIC_SLOT: u8 = FIRST_SLOT - 1;
 /// The manager's NIC to worker `i` sits at slot `LAST_SLOT - i`, its sivshm devices at
 /// `FIRST_SLOT + i`: both fit on bus 0 for this many workers.
 pub const MAX_LINKS: usize = (LAST_SLOT - FIRST_SLOT + 1) as usize / 2;
-/// Below the PCI bridges' slots: every guest has bridge 0 (`qemu::bridges_for_write_back`).
-const LAST_SLOT: u8 = crate::qemu::BRIDGE_SLOT - 1;
+/// Below the PCI bridges' slots: every guest has bridge 0 (`sivshm_host::pci::bridges_for_write_back`).
+const LAST_SLOT: u8 = BRIDGE_SLOT - 1;
 /// Jumbo frames, within what QEMU's stream backend passes in one frame (`NET_BUFSIZE`,
 /// 69632 bytes) and what virtio-net accepts (65535).
 pub const MTU: u16 = 65520;
@@ -115,10 +115,7 @@ mod tests {
                 );
             }
             assert_ne!(nic, WORKER_NIC_SLOT);
-            assert!(
-                nic < crate::qemu::BRIDGE_SLOT,
-                "worker {i}'s NIC on bridge 0's slot"
-            );
+            assert!(nic < BRIDGE_SLOT, "worker {i}'s NIC on bridge 0's slot");
         }
         assert_eq!(MAX_LINKS, 12);
         assert!(manager_nic_slot(MAX_LINKS).is_err());

@@ -1,4 +1,4 @@
-//! `sivshm-host` killed (a CI timeout's `SIGKILL`) or told to stop (`SIGTERM`, `SIGINT`)
+//! `sivshm-lab` killed (a CI timeout's `SIGKILL`) or told to stop (`SIGTERM`, `SIGINT`)
 //! while its guests run: no guest may outlive it. The real binary runs a real scenario whose
 //! QEMU is a stand-in that records its pid and sleeps, spawned the way every guest is.
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
 
-/// A `sivshm-host test` run whose two guests are up.
+/// A `sivshm-lab test` run whose two guests are up.
 struct Run {
     host: Child,
     guests: Vec<u32>,
@@ -33,7 +33,7 @@ fn write_exe(path: &Path, text: &str) {
 }
 
 impl Run {
-    /// Starts `sivshm-host test --filter two-vm-plain` on the stand-in and waits until both
+    /// Starts `sivshm-lab test --filter two-vm-plain` on the stand-in and waits until both
     /// of its guests run.
     fn start() -> Run {
         let dir = tempfile::tempdir().unwrap();
@@ -44,7 +44,7 @@ impl Run {
         );
         fs::write(p("bzImage"), "").unwrap();
         fs::write(p("initrd"), "").unwrap();
-        let host = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        let host = Command::new(env!("CARGO_BIN_EXE_sivshm-lab"))
             .arg("test")
             .arg("--qemu")
             .arg(p("qemu"))
@@ -86,7 +86,7 @@ impl Run {
                 return run;
             }
             if let Some(status) = run.host.try_wait().unwrap() {
-                panic!("sivshm-host exited ({status}) early:\n{}", run.stderr());
+                panic!("sivshm-lab exited ({status}) early:\n{}", run.stderr());
             }
             assert!(
                 Instant::now() < deadline,
@@ -115,7 +115,7 @@ impl Run {
             }
             if Instant::now() > deadline {
                 let _ = self.host.kill();
-                panic!("sivshm-host still runs {secs} s after the signal");
+                panic!("sivshm-lab still runs {secs} s after the signal");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -127,7 +127,7 @@ impl Run {
         while self.guests.iter().any(|&g| alive(g)) {
             assert!(
                 Instant::now() < deadline,
-                "guests {:?} outlived sivshm-host:\n{}",
+                "guests {:?} outlived sivshm-lab:\n{}",
                 self.guests,
                 self.stderr()
             );
@@ -154,7 +154,7 @@ fn sigkill_takes_the_guests_with_it() {
     let mut run = Run::start();
     run.signal(Signal::KILL);
     assert_eq!(run.exit_within(5).signal(), Some(9));
-    // Nothing ran in sivshm-host after SIGKILL: the kernel killed the guests.
+    // Nothing ran in sivshm-lab after SIGKILL: the kernel killed the guests.
     run.assert_guests_gone_within(5);
 }
 
@@ -164,7 +164,7 @@ fn sigterm_stops_the_guests_and_fails_the_run() {
     run.signal(Signal::TERM);
     let status = run.exit_within(10);
     assert_eq!(status.code(), Some(128 + 15), "{status}:\n{}", run.stderr());
-    // Killed and reaped before sivshm-host exited.
+    // Killed and reaped before sivshm-lab exited.
     run.assert_guests_gone_within(0);
     assert!(
         run.stderr().contains("interrupted by SIGTERM"),

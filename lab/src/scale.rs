@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::console;
+use crate::layout::{Layout, Roles, Topology};
 use crate::qemu::{run_all, Machine};
-use crate::topology::{manager_slot, Layout, Roles, Topology};
+use sivshm_host::pci::manager_slot;
 
 /// What the manager runs: everything it prints is a `SCALE-` line the host reads.
 struct ManagerAlone;
@@ -162,7 +163,7 @@ pub fn manager_alone(
             "manager alone with {workers} devices ({} MiB each, 1 vector each, {} bridge(s)), \
              {}: booted and measured in {:.1} s",
             segment >> 20,
-            crate::topology::bridges_for(workers),
+            sivshm_host::pci::bridges_for(workers),
             m.accel.name(),
             started.elapsed().as_secs_f64()
         ),

@@ -2,7 +2,7 @@
 //! crate's typed commands and events; no JSON is written by hand).
 //!
 //! Adding a channel is `chardev-add` of a unix socket chardev, QEMU connecting to a socket
-//! that `sivshm-host` listens on and where it then queues the device's setup stream
+//! that `sivshm-lab` listens on and where it then queues the device's setup stream
 //! ([`SetupSocket`]), followed by `device_add` of an `ivshmem-doorbell` on that chardev at the
 //! worker's PCI slot (behind a bridge that exists from boot). QEMU's ivshmem reads the whole
 //! stream while the device is realised, so the stream is queued before `device_add`.
@@ -24,8 +24,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use qapi::qmp;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-use crate::protocol::{send_message, Message};
-use crate::qemu::PciSlot;
+use sivshm_host::pci::PciSlot;
+use sivshm_host::protocol::{send_message, Message};
 
 /// A worker channel to plug into the manager.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,7 +105,7 @@ pub fn device_add(d: &HotDevice) -> qmp::device_add {
     qmp::device_add {
         driver: "ivshmem-doorbell".into(),
         id: Some(d.name.clone()),
-        bus: d.slot.bridge.map(crate::qemu::bridge_id),
+        bus: d.slot.bridge.map(sivshm_host::pci::bridge_id),
         arguments: args,
     }
 }
@@ -127,7 +127,7 @@ impl Monitor {
                 path.display()
             )
         })?;
-        // A QEMU that stops answering must not hang sivshm-host.
+        // A QEMU that stops answering must not hang sivshm-lab.
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         let r = BufReader::new(s.try_clone()?);
         let mut qmp = qapi::Qmp::new(qapi::Stream::new(r, s));
@@ -405,8 +405,8 @@ mod tests {
         ];
         s.serve(&msgs, Duration::from_secs(5)).unwrap();
         let c: OwnedFd = client.into();
-        let (v0, f0) = crate::protocol::recv_message(&c).unwrap();
-        let (v1, f1) = crate::protocol::recv_message(&c).unwrap();
+        let (v0, f0) = sivshm_host::protocol::recv_message(&c).unwrap();
+        let (v1, f1) = sivshm_host::protocol::recv_message(&c).unwrap();
         assert_eq!((v0, f0.is_some(), v1, f1.is_some()), (0, false, -1, true));
     }
 }

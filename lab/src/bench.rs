@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::channel::channel;
 use crate::console;
+use crate::layout::{Layout, Roles, Topology};
 use crate::net;
-use crate::qemu::{run_all, Finished, Machine, PciSlot, Vm};
-use crate::segments;
-use crate::topology::{Layout, Roles, Topology};
+use crate::pair::channel;
+use crate::qemu::{run_all, Finished, Machine, Vm};
+use sivshm_host::pci::PciSlot;
+use sivshm_host::segments;
 
 /// One `pingpong NAME: n=.. p50=X us p99=Y us ...` line of the guest.
 struct Figures {
@@ -319,7 +320,7 @@ pub fn channel_vs_network(
     o: &ProbeOptions,
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
-    let segment = crate::topology::segment_bytes(o.segment_mib)?;
+    let segment = crate::layout::segment_bytes(o.segment_mib)?;
     let topo = Topology::new(1, segment, o)?.network()?;
     let finished = topo.run(m, logdir, timeout)?;
     let mut out = vec![format!(

@@ -1,4 +1,6 @@
-//! `SIGTERM` and `SIGINT` while guests run: the guests are killed and `sivshm-host` exits
+//! The lab's process-wide state (the `sivshm_host` library has none).
+//!
+//! `SIGTERM` and `SIGINT` while guests run: the guests are killed and `sivshm-lab` exits
 //! non-zero (128 + the signal, as a shell reports a death by that signal).
 //!
 //! The first signal is noted; every wait on a guest (`qemu::Running::wait`, the boot-time
@@ -76,8 +78,8 @@ fn name(sig: i32) -> &'static str {
     }
 }
 
-/// For the servers (`serve`, `ivshmem-server`), which run until told to stop rather than
-/// beside guests: `SIGTERM` and `SIGINT` make [`StopPipe::fd`] readable, for the server's poll
+/// For `ivshmem-server`, which runs until told to stop rather than beside guests (the
+/// product's `serve` has its own, in the `sivshm-host` binary): `SIGTERM` and `SIGINT` make [`StopPipe::fd`] readable, for the server's poll
 /// loop; dropping it removes the handlers again.
 pub struct StopPipe {
     read: std::os::fd::OwnedFd,

@@ -9,11 +9,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use rustix::net::{socketpair, AddressFamily, SocketFlags, SocketType};
 
-use crate::channel::channel;
+use sivshm_host::pci::PciSlot;
+
 use crate::ivshmem_server::{Config, Server, PEER_SNDBUF};
-use crate::protocol::recv_message;
-use crate::qemu::PciSlot;
-use crate::segments;
+use crate::pair::channel;
+use sivshm_host::protocol::recv_message;
+use sivshm_host::segments;
 
 /// Work done to wire one topology.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::console;
+use crate::layout::{Distribute, Layout, Roles, Topology};
 use crate::qemu::{Finished, Machine, Running};
-use crate::topology::{Distribute, Layout, Roles, Topology};
 
 /// Which wiring a run uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

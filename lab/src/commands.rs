@@ -1,0 +1,247 @@
+//! What each `sivshm-lab` command does, given its parsed arguments (`cli`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sivshm_host::pci::MAX_WORKERS;
+
+use crate::cli::{BenchWhat, GuestArgs, Measure, Mode};
+use crate::{bench, compare, console, ivshmem_server, layout, realise, scale, scenarios, wiring};
+
+/// `accel`: the accelerator guests get here.
+pub fn accel(guest: &GuestArgs) -> Result<()> {
+    println!("{}", guest.machine()?.accel.name());
+    Ok(())
+}
+
+/// `wiring-bench`.
+pub fn wiring_bench(workers: &[usize]) -> Result<()> {
+    anyhow::ensure!(
+        !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),
+        "--workers must list counts from 1 to 65535"
+    );
+    for l in wiring::bench(workers)? {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// `realise-bench`.
+pub fn realise_bench(options: &realise::Options) -> Result<()> {
+    realise::bench(options, |l| println!("{l}"))
+}
+
+/// `compare`.
+pub fn compare(
+    guest: &GuestArgs,
+    what: Measure,
+    repeats: usize,
+    workers: &[usize],
+    rounds: u64,
+    segment_mib: u64,
+) -> Result<()> {
+    anyhow::ensure!(repeats > 0, "--repeats must be at least 1");
+    anyhow::ensure!(
+        !workers.is_empty() && workers.iter().all(|&n| (1..=MAX_WORKERS).contains(&n)),
+        "--workers must list counts from 1 to {}",
+        MAX_WORKERS
+    );
+    let segment = layout::segment_bytes(segment_mib)?;
+    let machine = guest.machine()?;
+    let timeout = Duration::from_secs(guest.timeout);
+    match what {
+        Measure::Throughput => print_lines(compare::throughput(
+            &machine,
+            &guest.logdir,
+            timeout,
+            workers[0],
+            segment,
+            rounds,
+            repeats,
+        )?),
+        Measure::Boot => {
+            compare::boot_time(&machine, &guest.logdir, timeout, workers, repeats, |l| {
+                println!("{l}")
+            })
+        }
+    }
+}
+
+/// `scale`.
+pub fn scale(guest: &GuestArgs, workers: usize, segment_mib: u64) -> Result<()> {
+    anyhow::ensure!(
+        (1..=MAX_WORKERS).contains(&workers),
+        "--workers must be from 1 to {}",
+        MAX_WORKERS
+    );
+    let segment = layout::segment_bytes(segment_mib)?;
+    let machine = guest.machine()?;
+    print_lines(scale::manager_alone(
+        &machine,
+        &guest.logdir,
+        Duration::from_secs(guest.timeout),
+        workers,
+        segment,
+    )?)
+}
+
+/// `ivshmem-server`: runs until SIGTERM or SIGINT.
+pub fn ivshmem_server(socket: &Path, size_mib: u64, vectors: u16) -> Result<()> {
+    ivshmem_server::main(
+        socket,
+        ivshmem_server::Config {
+            size: size_mib
+                .checked_mul(1 << 20)
+                .context("--size-mib is too large")?,
+            vectors,
+            peer_sndbuf: ivshmem_server::PEER_SNDBUF,
+        },
+    )
+}
+
+/// `bench`.
+pub fn bench(
+    guest: &GuestArgs,
+    what: BenchWhat,
+    exchanges: u32,
+    probe: &bench::ProbeOptions,
+) -> Result<()> {
+    let machine = guest.machine()?;
+    let timeout = Duration::from_secs(guest.timeout);
+    if what != BenchWhat::Channel {
+        for l in bench::pingpong(&machine, &guest.logdir, timeout, exchanges)? {
+            println!("{l}");
+        }
+    }
+    if what != BenchWhat::Pingpong {
+        for l in bench::channel_vs_network(&machine, &guest.logdir, timeout, probe)? {
+            println!("{l}");
+        }
+    }
+    Ok(())
+}
+
+/// `demo`.
+pub fn demo(
+    guest: &GuestArgs,
+    mode: Mode,
+    workers: usize,
+    segment_mib: u64,
+    rounds: u64,
+    bytes: Option<usize>,
+    boot_wave: usize,
+) -> Result<()> {
+    let segment = layout::segment_bytes(segment_mib)?;
+    // A quarter of the segment: the channel keeps batches in flight.
+    let bytes = bytes.unwrap_or(segment as usize / 4);
+    anyhow::ensure!(
+        bytes > 0 && bytes <= segment as usize / 4,
+        "--bytes must be between 1 and a quarter of the segment (the channel keeps \
+         several batches in flight)"
+    );
+    let roles = layout::Distribute {
+        rounds,
+        bytes,
+        peer_timeout_s: (boot_wave > 0).then_some(guest.timeout),
+    };
+    let machine = guest.machine()?;
+    let topo = match mode {
+        Mode::Sivshm => layout::Topology::new(workers, segment, &roles)?,
+        Mode::Ivshmem => layout::Topology::ivshmem(workers, segment, &roles)?,
+    };
+    eprintln!(
+        "# booting a manager and {workers} worker(s), {segment_mib} MiB {} each, {} ({})",
+        if mode == Mode::Sivshm {
+            "segment"
+        } else {
+            "slot of one region"
+        },
+        if mode == Mode::Sivshm {
+            "pre-wired doorbell channels"
+        } else {
+            "wired by the central ivshmem server"
+        },
+        machine.accel.name()
+    );
+    let finished = topo.run_in_waves(
+        &machine,
+        &guest.logdir,
+        Duration::from_secs(guest.timeout),
+        boot_wave,
+    )?;
+    let mut ok = true;
+    for f in &finished {
+        let r = console::parse(&f.log);
+        let good = !f.timed_out
+            && r.boot_id.as_deref() == Some(f.boot_id.as_str())
+            && r.rc == Some(0)
+            && r.splats.is_empty();
+        ok &= good;
+        println!(
+            "[{}] {} after {:.1} s{}",
+            f.name,
+            if good { "done" } else { "FAILED" },
+            f.elapsed.as_secs_f64(),
+            if good {
+                String::new()
+            } else {
+                format!(" (log {})", f.log_path.display())
+            }
+        );
+        for line in r.output.iter().chain(&r.splats) {
+            println!("[{}]   {line}", f.name);
+        }
+    }
+    anyhow::ensure!(ok, "the demo failed");
+    Ok(())
+}
+
+/// `test`: the in-guest suite as TAP; exits 1 unless every result passed.
+pub fn test(
+    guest: &GuestArgs,
+    filter: &str,
+    verbose: bool,
+    churn: u32,
+    stress: scenarios::Stress,
+) -> Result<()> {
+    let machine = guest.machine()?;
+    let start = Instant::now();
+    let suite = scenarios::Suite {
+        machine: &machine,
+        logdir: &guest.logdir,
+        timeout: Duration::from_secs(guest.timeout),
+        verbose,
+        churn,
+        stress,
+    };
+    let results = suite.run(filter)?;
+    let (mut pass, mut fail) = (0, 0);
+    println!("TAP version 13");
+    println!("1..{}", results.len());
+    for (i, r) in results.iter().enumerate() {
+        if r.passed {
+            pass += 1;
+            println!("ok {} {}", i + 1, r.name);
+        } else {
+            fail += 1;
+            println!("not ok {} {}", i + 1, r.name);
+        }
+    }
+    println!(
+        "# guest tests: {pass} passed, {fail} failed in {:.0} s ({})",
+        start.elapsed().as_secs_f64(),
+        machine.accel.name()
+    );
+    if fail > 0 || results.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn print_lines(lines: Vec<String>) -> Result<()> {
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! `sivshm-lab`: sivshm's test and benchmark lab. It wires test guests with the product's
+//! library (`sivshm_host`: segments, protocol, PCI address plan), boots them in QEMU and
+//! reads their results: the in-guest kselftests, the demo, the benchmarks, the IVSHMEM
+//! baseline.
+
+mod accel;
+mod bench;
+mod cli;
+mod commands;
+mod compare;
+mod console;
+mod hotplug;
+mod interrupt;
+mod ivshmem_server;
+mod layout;
+mod net;
+mod pair;
+mod qemu;
+mod realise;
+mod scale;
+mod scenarios;
+mod wiring;
+
+use anyhow::Result;
+use clap::Parser;
+
+use cli::{Cli, Cmd};
+
+fn main() -> Result<()> {
+    let cmd = Cli::parse().cmd;
+    // Commands that boot guests stop them on SIGTERM or SIGINT; the central server handles
+    // those itself, and the wiring bench has nothing to stop.
+    let boots = matches!(
+        cmd,
+        Cmd::Test { .. }
+            | Cmd::Bench { .. }
+            | Cmd::Compare { .. }
+            | Cmd::Demo { .. }
+            | Cmd::Scale { .. }
+            | Cmd::RealiseBench { .. }
+    );
+    if boots {
+        interrupt::install()?;
+    }
+    let result = run(cmd);
+    if let Some(sig) = interrupt::received() {
+        if let Err(e) = &result {
+            eprintln!("Error: {e:#}");
+        }
+        std::process::exit(interrupt::exit_code(sig));
+    }
+    result
+}
+
+/// Hands each command to its handler (`commands`).
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Accel { guest } => commands::accel(&guest),
+        Cmd::WiringBench { workers } => commands::wiring_bench(&workers),
+        Cmd::RealiseBench { options } => commands::realise_bench(&options),
+        Cmd::IvshmemServer {
+            socket,
+            size_mib,
+            vectors,
+        } => commands::ivshmem_server(&socket, size_mib, vectors),
+        Cmd::Compare {
+            guest,
+            what,
+            repeats,
+            workers,
+            rounds,
+            segment_mib,
+        } => commands::compare(&guest, what, repeats, &workers, rounds, segment_mib),
+        Cmd::Scale {
+            guest,
+            workers,
+            segment_mib,
+        } => commands::scale(&guest, workers, segment_mib),
+        Cmd::Bench {
+            guest,
+            what,
+            exchanges,
+            probe,
+        } => commands::bench(&guest, what, exchanges, &probe),
+        Cmd::Demo {
+            guest,
+            mode,
+            workers,
+            segment_mib,
+            rounds,
+            bytes,
+            boot_wave,
+        } => commands::demo(&guest, mode, workers, segment_mib, rounds, bytes, boot_wave),
+        Cmd::Test {
+            guest,
+            filter,
+            verbose,
+            churn,
+            fuzz_ops,
+            fuzz_seconds,
+            seed,
+            cycles,
+            storm_seconds,
+        } => commands::test(
+            &guest,
+            &filter,
+            verbose,
+            churn,
+            scenarios::Stress {
+                fuzz_ops,
+                fuzz_seconds,
+                cycles,
+                seed,
+                storm_seconds,
+            },
+        ),
+    }
+}

@@ -1,0 +1,142 @@
+//! The realise benchmark's figures: samples, their spread, and the table's lines.
+
+use super::Wiring;
+use crate::qemu::Accel;
+
+/// One run of one wiring at one worker count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    pub wiring: Wiring,
+    pub workers: usize,
+    /// 1-based.
+    pub run: usize,
+    /// Seconds before the first launch: the topology's segments, sockets, server.
+    pub prepare: f64,
+    /// Seconds from the first launch until the last QEMU answered with its devices.
+    pub ready: f64,
+    /// Seconds from the first launch until the manager answered with its devices.
+    pub manager: f64,
+}
+
+impl Sample {
+    /// The machine-readable line of this result.
+    pub fn line(&self, accel: Accel) -> String {
+        format!(
+            "SIVSHM-RESULT bench=realise mode={} workers={} run={} seconds={:.6} \
+             manager_seconds={:.6} prepare_seconds={:.6} qemus={} accel={}",
+            self.wiring.key(),
+            self.workers,
+            self.run,
+            self.ready,
+            self.manager,
+            self.prepare,
+            self.workers + 1,
+            accel.name()
+        )
+    }
+}
+
+/// Median, min and max of a non-empty set (the median of an even count is the mean of the
+/// two middle values).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let k = v.len() / 2;
+        let median = if v.len() % 2 == 1 {
+            v[k]
+        } else {
+            (v[k - 1] + v[k]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: v[0],
+            max: v[v.len() - 1],
+        })
+    }
+
+    fn cell(&self) -> String {
+        format!(
+            "{:.1} ms ({:.1}-{:.1})",
+            self.median * 1e3,
+            self.min * 1e3,
+            self.max * 1e3
+        )
+    }
+}
+
+/// The table's header for `wirings` (in table order).
+pub fn header(wirings: &[Wiring]) -> String {
+    let mut h = String::from("#       N");
+    for w in wirings {
+        h += &format!(" | {}: median (min-max)", w.title());
+    }
+    if wirings.contains(&Wiring::Sivshm) && wirings.contains(&Wiring::Ivshmem) {
+        h += " | IVSHMEM/SIVSHM";
+    }
+    if wirings.contains(&Wiring::None) {
+        for w in wirings.iter().filter(|&&w| w != Wiring::None) {
+            h += &format!(" | {} - floor", w.key().to_uppercase());
+        }
+    }
+    h
+}
+
+/// The table's row for `n` workers from that count's samples: launch to ready per wiring,
+/// the ratio of the medians, and each wiring's median above the floor's.
+pub fn row(n: usize, wirings: &[Wiring], samples: &[Sample]) -> String {
+    let spread = |w: Wiring| {
+        Spread::of(
+            samples
+                .iter()
+                .filter(|s| s.wiring == w && s.workers == n)
+                .map(|s| s.ready),
+        )
+    };
+    let mut r = format!("{n:>9}");
+    for &w in wirings {
+        r += &format!(" | {}", spread(w).map_or("-".into(), |s| s.cell()));
+    }
+    if wirings.contains(&Wiring::Sivshm) && wirings.contains(&Wiring::Ivshmem) {
+        r += &match (spread(Wiring::Ivshmem), spread(Wiring::Sivshm)) {
+            (Some(i), Some(s)) => format!(" | {:.2}", i.median / s.median),
+            _ => " | -".into(),
+        };
+    }
+    if wirings.contains(&Wiring::None) {
+        let floor = spread(Wiring::None);
+        for &w in wirings.iter().filter(|&&w| w != Wiring::None) {
+            r += &match (spread(w), floor) {
+                (Some(x), Some(f)) => format!(" | {:+.1} ms", (x.median - f.median) * 1e3),
+                _ => " | -".into(),
+            };
+        }
+    }
+    r
+}
+
+/// The preparation line for `n` workers: what was done before the first launch.
+pub(super) fn prepare_row(n: usize, wirings: &[Wiring], samples: &[Sample]) -> String {
+    let mut r = format!("# prepare N={n}:");
+    for &w in wirings {
+        if let Some(s) = Spread::of(
+            samples
+                .iter()
+                .filter(|s| s.wiring == w && s.workers == n)
+                .map(|s| s.prepare),
+        ) {
+            r += &format!(" {} {}", w.key(), s.cell());
+        }
+    }
+    r
+}
