@@ -10,6 +10,7 @@ use anyhow::Result;
 
 use crate::qemu::{run_all, Finished, Machine, Vm};
 
+mod c_api;
 mod distribute;
 mod hotplug;
 mod isolation;
@@ -98,12 +99,15 @@ impl Ran {
 type Scenario = fn(&Suite<'_>) -> Result<Ran>;
 
 /// Every scenario, in the order they run: (name, runner). `--filter` picks by name.
-const SCENARIOS: [(&str, Scenario); 11] = [
+const SCENARIOS: [(&str, Scenario); 13] = [
     ("single-vm", single_vm::run),
     ("two-vm-plain", two_vm_plain::run),
     ("two-vm-doorbell", two_vm_doorbell::run),
     ("distribute", distribute::run),
     ("distribute-ivshmem", distribute::run_ivshmem),
+    // The channel's C library against the Rust programs, and under a hostile peer.
+    ("c-api-manager", c_api::run_c_manager),
+    ("c-api-worker", c_api::run_c_workers),
     ("isolation-sivshm", isolation::run_sivshm),
     ("isolation-ivshmem", isolation::run_ivshmem),
     ("network", network::run),
