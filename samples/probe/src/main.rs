@@ -56,6 +56,14 @@ enum Transport {
     /// The sender's copy alone: copies into a shared mapping laid out as a channel's data
     /// ring (`--region-kib`), with the crate's volatile copy, in this VM; throughput only.
     ShmCopy,
+    /// The same channel between two threads of this process over a memfd, eventfds for
+    /// doorbells: what the channel's design costs without a VM boundary. Its ring is as
+    /// large as shm-copy's region (`--region-kib`).
+    ChannelLocal,
+    /// The `rtrb` SPSC ring crate between two threads of this process, a ring of
+    /// `--region-kib` bytes each way, every message's bytes copied in and its stamps read in
+    /// place as over the channel: what an in-process ring costs.
+    Rtrb,
 }
 
 impl Transport {
@@ -66,6 +74,8 @@ impl Transport {
             Transport::Pipe => "pipe",
             Transport::Memcpy => "memcpy",
             Transport::ShmCopy => "shm-copy",
+            Transport::ChannelLocal => "channel-local",
+            Transport::Rtrb => "rtrb",
         }
     }
 }
@@ -134,13 +144,23 @@ struct ThroughputArgs {
     /// Stream exactly this many messages of each size instead.
     #[arg(long)]
     messages: Option<u64>,
-    /// shm-copy: KiB of the ring the copies cycle through (7168: the data ring of an 8 MiB
-    /// channel segment, roughly).
+    /// shm-copy: KiB of the ring the copies cycle through; channel-local and rtrb: KiB of
+    /// their ring (7168: the data ring of an 8 MiB channel segment, roughly).
     #[arg(long, default_value_t = 7168)]
     region_kib: usize,
 }
 
+/// The ring of an in-process link (channel-local, rtrb) when no `--region-kib` is given.
+const DEFAULT_RING: usize = 7168 << 10;
+
 impl ThroughputArgs {
+    /// `--region-kib` in bytes.
+    fn region(&self) -> Result<usize> {
+        self.region_kib
+            .checked_mul(1024)
+            .context("--region-kib is too large")
+    }
+
     fn amount(&self) -> Result<Amount> {
         match self.messages {
             Some(0) => bail!("--messages must be at least 1"),
@@ -279,8 +299,41 @@ fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
 /// A driver's link, and the thread serving its other end if that is in this process (pipe).
 type Driven = (Box<dyn Link>, Option<std::thread::JoinHandle<()>>);
 
-/// The driver's link to its peer.
-fn connect(end: &Endpoint) -> Result<Driven> {
+/// Both ends of a channel over a memfd whose ring 0 (the driver's) has `ring` bytes, each
+/// end ringing the other's eventfd: two VMs' segment and doorbells, inside one process.
+fn local_channel_pair(end: &Endpoint, ring: usize) -> Result<(ChannelLink, ChannelLink)> {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    const REPLY: usize = 64 << 10;
+    let len = ring
+        .checked_add(4096 + REPLY)
+        .context("--region-kib is too large")?;
+    let fd = rustix::fs::memfd_create("sivshm-probe", rustix::fs::MemfdFlags::CLOEXEC)
+        .context("creating a memfd")?;
+    rustix::fs::ftruncate(&fd, len as u64).context("sizing the memfd")?;
+    let map = Arc::new(sivshm::Mapping::new(fd.as_fd(), 0, len).context("mapping the memfd")?);
+    let (lm, lw) = sivshm::channel::Links::in_process_pair()?;
+    let config = Config {
+        reply_ring_bytes: Some(REPLY),
+        ..channel_config(end)
+    };
+    let timeout = Duration::from_secs(end.timeout);
+    let m = Channel::new(map.clone(), 0, len, Role::Manager, lm, config.clone())?;
+    let w = Channel::new(map, 0, len, Role::Worker, lw, config)?;
+    Ok((ChannelLink { ch: m, timeout }, ChannelLink { ch: w, timeout }))
+}
+
+/// Runs `serve` on `link` in a thread of this process.
+fn serve_in_thread<L: Link + Send + 'static>(mut link: L) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Err(e) = proto::serve(&mut link) {
+            eprintln!("sivshm-probe: the in-process peer failed: {e:#}");
+        }
+    })
+}
+
+/// The driver's link to its peer; `ring`: the bytes of an in-process ring.
+fn connect(end: &Endpoint, ring: usize) -> Result<Driven> {
     let timeout = Duration::from_secs(end.timeout);
     Ok(match end.transport {
         Transport::Sivshm => (Box::new(channel_link(end, Role::Manager)?), None),
@@ -298,6 +351,14 @@ fn connect(end: &Endpoint) -> Result<Driven> {
                 }
             });
             (Box::new(a), Some(t))
+        }
+        Transport::ChannelLocal => {
+            let (m, w) = local_channel_pair(end, ring)?;
+            (Box::new(m), Some(serve_in_thread(w)))
+        }
+        Transport::Rtrb => {
+            let (a, b) = link::rtrb_pair(ring, timeout);
+            (Box::new(a), Some(serve_in_thread(b)))
         }
         Transport::Memcpy | Transport::ShmCopy => bail!(
             "{} has no peer: it measures throughput only",
@@ -331,13 +392,17 @@ fn run_throughput(
 }
 
 /// Runs `phases` against the driver's peer, then says goodbye.
-fn drive(end: &Endpoint, phases: impl FnOnce(&mut dyn Link) -> Result<()>) -> Result<()> {
-    let (mut link, thread) = connect(end)?;
+fn drive(
+    end: &Endpoint,
+    ring: usize,
+    phases: impl FnOnce(&mut dyn Link) -> Result<()>,
+) -> Result<()> {
+    let (mut link, thread) = connect(end, ring)?;
     phases(link.as_mut())?;
     proto::bye(link.as_mut())?;
     if let Some(t) = thread {
         t.join()
-            .map_err(|_| anyhow::anyhow!("the pipe peer panicked"))?;
+            .map_err(|_| anyhow::anyhow!("the in-process peer panicked"))?;
     }
     Ok(())
 }
@@ -346,16 +411,13 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Latency { end, lat, verify } => {
             let t = end.transport;
-            drive(&end, |l| run_latency(l, t, &lat, verify))
+            drive(&end, DEFAULT_RING, |l| run_latency(l, t, &lat, verify))
         }
         Cmd::Throughput { end, thr, verify } => {
             let t = end.transport;
             if t == Transport::Memcpy || t == Transport::ShmCopy {
                 let amount = thr.amount()?;
-                let region = thr
-                    .region_kib
-                    .checked_mul(1024)
-                    .context("--region-kib is too large")?;
+                let region = thr.region()?;
                 for &size in &thr.sizes {
                     let r = match t {
                         Transport::Memcpy => proto::memcpy(size, amount)?,
@@ -365,7 +427,7 @@ fn main() -> Result<()> {
                 }
                 return Ok(());
             }
-            drive(&end, |l| run_throughput(l, t, &thr, verify))
+            drive(&end, thr.region()?, |l| run_throughput(l, t, &thr, verify))
         }
         Cmd::Suite {
             end,
@@ -374,7 +436,7 @@ fn main() -> Result<()> {
             verify,
         } => {
             let t = end.transport;
-            drive(&end, |l| {
+            drive(&end, thr.region()?, |l| {
                 run_latency(l, t, &lat, verify)?;
                 run_throughput(l, t, &thr, verify)
             })
