@@ -529,14 +529,17 @@ impl Channel {
     ) -> Result<Reservation<'_>, Error> {
         self.live()?;
         self.check_len(len)?;
-        let deadline = timeout.and_then(deadline_after);
+        // The clock is read only once the call has to wait (a read costs more than a
+        // message in some guests).
+        let mut deadline = None;
         loop {
             let slot = self.tx.reserve(&self.w, len);
             if let Some(slot) = self.guard(slot)? {
                 self.reservations += 1;
                 return Ok(Reservation { ch: self, slot });
             }
-            self.block(Want::Space(len), deadline)?;
+            let d = *deadline.get_or_insert_with(|| timeout.and_then(deadline_after));
+            self.block(Want::Space(len), d)?;
         }
     }
 
@@ -591,14 +594,15 @@ impl Channel {
     /// `Duration::MAX`: as long as the peer lives).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Message<'_>, Error> {
         self.live()?;
-        let deadline = timeout.and_then(deadline_after);
+        let mut deadline = None;
         loop {
             let found = self.rx.peek(&self.w);
             if let Some(found) = self.guard(found)? {
                 self.messages += 1;
                 return Ok(Message { ch: self, found });
             }
-            self.block(Want::Data, deadline)?;
+            let d = *deadline.get_or_insert_with(|| timeout.and_then(deadline_after));
+            self.block(Want::Data, d)?;
         }
     }
 
@@ -701,11 +705,20 @@ impl Channel {
                 (Some(s), Some(d)) => Some(s.min(d)),
                 (s, d) => s.or(d),
             };
+            let mut polls = 0u32;
             while !passed(until) {
                 if self.ready(want)? {
                     return Ok(());
                 }
-                std::hint::spin_loop();
+                // A few quick looks, then the CPU is offered between looks: a peer that
+                // shares it (a loaded host, a guest with fewer CPUs than busy threads) runs
+                // instead of waiting out this side's time slice.
+                if polls < SPIN_POLLS {
+                    polls += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
         loop {
@@ -807,6 +820,10 @@ impl Drop for Channel {
         peer::leave(&self.w, layout::side_block(self.role));
     }
 }
+
+/// The looks at the ring a waiting side makes back to back before it yields the CPU between
+/// looks (see `wait_for`).
+const SPIN_POLLS: u32 = 128;
 
 /// When a wait of `timeout` from now ends; `None`: never (a timeout beyond what an
 /// `Instant` can hold, such as `Duration::MAX`, is as good as forever).
