@@ -218,7 +218,12 @@ fn poll_until(
 }
 
 /// Copies `src` to byte `at` of a chunk made of the slices `a` then `b`.
-fn chunk_put(a: &mut [std::mem::MaybeUninit<u8>], b: &mut [std::mem::MaybeUninit<u8>], at: usize, src: &[u8]) {
+fn chunk_put(
+    a: &mut [std::mem::MaybeUninit<u8>],
+    b: &mut [std::mem::MaybeUninit<u8>],
+    at: usize,
+    src: &[u8],
+) {
     let n = a.len().saturating_sub(at).min(src.len());
     // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the ranges are within the slices
     // (checked by the slicing) and do not overlap `src`, a private buffer.

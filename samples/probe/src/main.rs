@@ -320,7 +320,10 @@ fn local_channel_pair(end: &Endpoint, ring: usize) -> Result<(ChannelLink, Chann
     let timeout = Duration::from_secs(end.timeout);
     let m = Channel::new(map.clone(), 0, len, Role::Manager, lm, config.clone())?;
     let w = Channel::new(map, 0, len, Role::Worker, lw, config)?;
-    Ok((ChannelLink { ch: m, timeout }, ChannelLink { ch: w, timeout }))
+    Ok((
+        ChannelLink { ch: m, timeout },
+        ChannelLink { ch: w, timeout },
+    ))
 }
 
 /// Runs `serve` on `link` in a thread of this process.
