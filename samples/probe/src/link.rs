@@ -14,6 +14,12 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub trait Link {
     /// Sends one message (blocks while the link is full).
     fn send(&mut self, msg: &[u8]) -> Result<()>;
+    /// Sends one message of a one-way stream: a link may wake its peer for several at once
+    /// (the channel flushes every `--flush-every` messages); the next [`Link::send`] wakes
+    /// it for all. Blocks while the link is full.
+    fn send_streamed(&mut self, msg: &[u8]) -> Result<()> {
+        self.send(msg)
+    }
     /// Receives the next message into `buf` (resized to it).
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()>;
     /// Receives the next message; a link that can read it in place returns the length and

@@ -100,6 +100,10 @@ struct Endpoint {
     /// `Config::spin`; default its default).
     #[arg(long)]
     spin_us: Option<u64>,
+    /// sivshm, channel-local: a streaming sender (throughput) flushes, waking the peer if it
+    /// sleeps, once every this many messages (1: after every message, as `send` does).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    flush_every: u32,
     /// sivshm: the longest poll, in microseconds, of a side whose recent waits were short
     /// (`Config::spin_max`; at most --spin-us: no adaptation; default the channel's).
     #[arg(long)]
@@ -219,10 +223,44 @@ enum Cmd {
 struct ChannelLink {
     ch: Channel,
     timeout: Duration,
+    /// Streamed messages committed per flush (`--flush-every`).
+    flush_every: u32,
+    /// Streamed messages committed since the last flush.
+    unflushed: u32,
+}
+
+impl ChannelLink {
+    fn new(ch: Channel, timeout: Duration, flush_every: u32) -> Self {
+        ChannelLink {
+            ch,
+            timeout,
+            flush_every: flush_every.max(1),
+            unflushed: 0,
+        }
+    }
 }
 
 impl Link for ChannelLink {
+    /// Reserve, write, commit; a flush (which wakes the peer if it sleeps) every
+    /// `flush_every` messages. A reservation that has to wait flushes first, and so does the
+    /// next [`Link::send`]: a sleeping peer never misses what was committed.
+    fn send_streamed(&mut self, msg: &[u8]) -> Result<()> {
+        let mut r = self
+            .ch
+            .reserve(msg.len(), Some(self.timeout))
+            .context("reserving on the channel")?;
+        r.write(0, msg)?;
+        r.commit()?;
+        self.unflushed += 1;
+        if self.unflushed >= self.flush_every {
+            self.unflushed = 0;
+            self.ch.flush().context("flushing the channel")?;
+        }
+        Ok(())
+    }
+
     fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.unflushed = 0;
         self.ch
             .send(msg, Some(self.timeout))
             .context("sending on the channel")
@@ -293,7 +331,7 @@ fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
         .with_context(|| format!("opening a channel on {}", end.device))?;
     ch.wait_for_peer(timeout)
         .context("waiting for the peer to attach")?;
-    Ok(ChannelLink { ch, timeout })
+    Ok(ChannelLink::new(ch, timeout, end.flush_every))
 }
 
 /// A driver's link, and the thread serving its other end if that is in this process (pipe).
@@ -321,8 +359,8 @@ fn local_channel_pair(end: &Endpoint, ring: usize) -> Result<(ChannelLink, Chann
     let m = Channel::new(map.clone(), 0, len, Role::Manager, lm, config.clone())?;
     let w = Channel::new(map, 0, len, Role::Worker, lw, config)?;
     Ok((
-        ChannelLink { ch: m, timeout },
-        ChannelLink { ch: w, timeout },
+        ChannelLink::new(m, timeout, end.flush_every),
+        ChannelLink::new(w, timeout, end.flush_every),
     ))
 }
 
@@ -484,9 +522,9 @@ mod tests {
             presence: None,
         };
         let timeout = Duration::from_secs(20);
-        let open = |role, links| ChannelLink {
-            ch: Channel::new(map.clone(), 0, len, role, links, Config::default()).unwrap(),
-            timeout,
+        let open = |role, links| {
+            let ch = Channel::new(map.clone(), 0, len, role, links, Config::default()).unwrap();
+            ChannelLink::new(ch, timeout, 64)
         };
         let m = open(Role::Manager, links(&to_w, &to_m, 0));
         let w = open(Role::Worker, links(&to_m, &to_w, 1));
