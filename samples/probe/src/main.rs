@@ -11,7 +11,12 @@
 //!          sivshm-probe latency --transport pipe      (the floor: two threads of this VM)
 //!          sivshm-probe throughput --transport memcpy (the ceiling: plain copies in this VM)
 //!          sivshm-probe throughput --transport shm-copy (the sender's copy into a ring alone)
+//!          sivshm-probe throughput --transport channel-local (the channel between two threads)
+//!          sivshm-probe throughput --transport rtrb  (an SPSC ring crate between two threads)
 //! ```
+//!
+//! A streaming sender over the channel flushes (wakes the peer if it sleeps) once every
+//! `--flush-every` messages (64; 1: after each, as `Channel::send` does).
 //!
 //! `--spin-us` and `--spin-max-us` set the channel's [`Config::spin`] and
 //! [`Config::spin_max`] on the side that is given them (give both sides the same).
