@@ -570,6 +570,33 @@ mod tests {
         assert!(end.transport == Transport::ShmCopy && thr.region_kib == 1024);
     }
 
+    /// The in-process references stream checked messages of every size through a ring of
+    /// the size asked, and print the line the host parses.
+    #[test]
+    fn channel_local_and_rtrb_stream_checked_messages() {
+        for name in ["channel-local", "rtrb"] {
+            let cli = Cli::try_parse_from(["sivshm-probe", "throughput", "--transport", name]);
+            let Cmd::Throughput { end, .. } = cli.unwrap().cmd else {
+                unreachable!()
+            };
+            let (mut link, thread) = connect(&end, 1 << 20).unwrap();
+            for size in [24, 64, 4096, 65536, (512 << 10) - 8] {
+                let t =
+                    proto::throughput(link.as_mut(), size, Amount::Messages(300), true).unwrap();
+                assert_eq!(t.messages, 300);
+                let line = t.line(end.transport.name());
+                assert!(
+                    line.starts_with(&format!("throughput {name}: size={size} messages=300 ")),
+                    "{line}"
+                );
+            }
+            let e = proto::throughput(link.as_mut(), 1 << 20, Amount::Messages(1), false);
+            assert!(e.unwrap_err().to_string().contains("largest message"));
+            proto::bye(link.as_mut()).unwrap();
+            thread.unwrap().join().unwrap();
+        }
+    }
+
     #[test]
     fn the_probes_run_over_a_channel_and_count_its_doorbells() {
         let (mut m, mut w) = channel_pair(4 << 20);
