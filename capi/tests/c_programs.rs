@@ -386,7 +386,8 @@ fn a_c_manager_serves_its_honest_worker_on_while_a_hostile_one_scribbles() {
     let first = ch.recv(Some(Duration::from_secs(60))).unwrap().len();
     assert_eq!(first, batches::BATCH_HEADER + BYTES);
     let map = Mapping::new(hostile.shm.as_fd(), 0, LEN).unwrap();
-    map.write(0x180, &(1u64 << 40).to_le_bytes()).unwrap();
+    // Ring 1 (the worker's) head: 0x200 in layout version 2.
+    map.write(0x200, &(1u64 << 40).to_le_bytes()).unwrap();
     map.write(0x1000, &vec![0x5a; LEN - 0x1000]).unwrap();
     rustix::io::write(&hostile.to_manager, &1u64.to_ne_bytes()).unwrap();
     let m = ended("c manager", manager);

@@ -5,20 +5,25 @@
 //! 0x000  header: magic, version, header size, both rings' offset and size, format nonce
 //! 0x040  side block of the manager   (version spoken, state, generation, heartbeat, peer id)
 //! 0x080  side block of the worker
-//! 0x100  ring 0 (manager -> worker): producer line (head, producer waiting)
-//! 0x140                               consumer line (tail, consumer waiting)
-//! 0x180  ring 1 (worker -> manager): producer line, then 0x1c0 consumer line
+//! 0x100  ring 0 (manager -> worker): head (the producer's index)
+//! 0x140                               tail (the consumer's index)
+//! 0x180                               producer waiting (flag)
+//! 0x1c0                               consumer waiting (flag)
+//! 0x200  ring 1 (worker -> manager): the same four lines, to 0x2ff
 //! 0x1000 ring 0's data, then ring 1's data
 //! ```
 //!
-//! Each index is written by one side only and sits on its own 64-byte line, so that producer
-//! and consumer never write the same cache line.
+//! Each index and each flag sits alone on its 64-byte line. An index is written by one side
+//! only, so producer and consumer never write the same line while messages flow; a flag is
+//! written only around a sleep, so the side that looks at it after every publication finds
+//! the line in its cache (version 1 kept each flag beside an index, and every look at a
+//! flag fetched the line the other side had just written its index to).
 
 use super::{Error, Role, Window};
 
 pub(super) const MAGIC: u64 = u64::from_le_bytes(*b"SIVSHMCH");
 /// Bumped on any change a peer of the previous version would misread.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub(super) const HEADER_SIZE: usize = 4096;
 
 const OFF_MAGIC: usize = 0x00;
@@ -27,7 +32,7 @@ const OFF_HEADER_SIZE: usize = 0x0c;
 const OFF_RINGS: usize = 0x10; // ring r: offset at +16r, size at +16r+8
 const OFF_NONCE: usize = 0x30;
 const OFF_SIDES: usize = 0x40; // side s at +64s
-const OFF_CONTROL: usize = 0x100; // ring r: producer line at +128r, consumer line at +128r+64
+const OFF_CONTROL: usize = 0x100; // ring r: four lines from +256r: head, tail, the two flags
 
 /// The smallest ring: a few small messages.
 pub(super) const MIN_RING: usize = 256;
@@ -65,19 +70,19 @@ pub(super) fn side_block(role: Role) -> usize {
 }
 
 pub(super) fn head(ring: usize) -> usize {
-    OFF_CONTROL + 128 * ring
-}
-
-pub(super) fn producer_waiting(ring: usize) -> usize {
-    head(ring) + 8
+    OFF_CONTROL + 256 * ring
 }
 
 pub(super) fn tail(ring: usize) -> usize {
-    OFF_CONTROL + 128 * ring + 64
+    head(ring) + 64
+}
+
+pub(super) fn producer_waiting(ring: usize) -> usize {
+    head(ring) + 128
 }
 
 pub(super) fn consumer_waiting(ring: usize) -> usize {
-    tail(ring) + 8
+    head(ring) + 192
 }
 
 /// Where a ring's data lies in the window.
@@ -209,6 +214,22 @@ pub(super) fn magic_present(w: &Window) -> Result<bool, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_index_and_flag_has_a_line_of_its_own_inside_the_header() {
+        let mut offsets: Vec<usize> = (0..2)
+            .flat_map(|r| [head(r), tail(r), producer_waiting(r), consumer_waiting(r)])
+            .collect();
+        offsets.extend([OFF_SIDES, OFF_SIDES + 64]);
+        assert!(offsets
+            .iter()
+            .all(|o| o % 64 == 0 && *o >= OFF_CONTROL.min(OFF_SIDES)));
+        assert!(offsets.iter().all(|o| o + 64 <= HEADER_SIZE));
+        let mut lines = offsets.clone();
+        lines.sort_unstable();
+        lines.dedup();
+        assert_eq!(lines.len(), offsets.len(), "two fields share a line");
+    }
 
     #[test]
     fn plan_gives_replies_an_eighth_and_keeps_rings_apart() {

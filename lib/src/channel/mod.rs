@@ -118,6 +118,10 @@ pub struct Config {
     /// brings the poll back to `spin`: an idle channel sleeps. At most `spin` turns the
     /// adaptation off; a zero `spin` still means sleep at once, whatever this says.
     pub spin_max: Duration,
+    /// Whether a polling side offers the CPU between its looks after the first few (128):
+    /// a peer that shares the CPU (a loaded host, a guest with fewer CPUs than busy threads)
+    /// then runs instead of waiting out this side's time slice. Off: the poll holds the CPU.
+    pub spin_yield: bool,
 }
 
 impl Default for Config {
@@ -132,6 +136,7 @@ impl Default for Config {
             check_interval: Duration::from_millis(100),
             spin: Duration::from_micros(100),
             spin_max: Duration::from_millis(5),
+            spin_yield: true,
         }
     }
 }
@@ -529,14 +534,17 @@ impl Channel {
     ) -> Result<Reservation<'_>, Error> {
         self.live()?;
         self.check_len(len)?;
-        let deadline = timeout.and_then(deadline_after);
+        // The clock is read only once the call has to wait (a read costs more than a
+        // message in some guests).
+        let mut deadline = None;
         loop {
             let slot = self.tx.reserve(&self.w, len);
             if let Some(slot) = self.guard(slot)? {
                 self.reservations += 1;
                 return Ok(Reservation { ch: self, slot });
             }
-            self.block(Want::Space(len), deadline)?;
+            let d = *deadline.get_or_insert_with(|| timeout.and_then(deadline_after));
+            self.block(Want::Space(len), d)?;
         }
     }
 
@@ -567,14 +575,29 @@ impl Channel {
     /// sends a message twice because of one. The one error is [`Error::DeviceGone`] (the
     /// messages are lost with the device); a peer that published an id no doorbell reaches
     /// gets its channel [`Error::Corrupt`] from the next call.
+    ///
+    /// It also gives back the room of released messages that this side still holds back
+    /// (see [`Message::release`]), and wakes the peer if it waits for room.
     pub fn flush(&mut self) -> Result<(), Error> {
         self.live()?;
-        if !self.unflushed {
+        let released = self.rx.publish(&self.w);
+        let released = self.guard(released)?;
+        let committed = std::mem::take(&mut self.unflushed);
+        if !committed && !released {
             return Ok(());
         }
-        self.unflushed = false;
+        // One fence for both: the stores of `head` and `tail` before it, the loads of the
+        // waiting flags after it.
         fence(SeqCst);
-        let r = self.notify_if_waiting(layout::consumer_waiting(self.tx.ring()));
+        let data = match committed {
+            true => self.notify_if_waiting(layout::consumer_waiting(self.tx.ring())),
+            false => Ok(()),
+        };
+        let room = match released {
+            true => self.notify_if_waiting(layout::producer_waiting(self.rx.ring())),
+            false => Ok(()),
+        };
+        let r = data.and(room);
         self.guard(r)
     }
 
@@ -591,14 +614,15 @@ impl Channel {
     /// `Duration::MAX`: as long as the peer lives).
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Message<'_>, Error> {
         self.live()?;
-        let deadline = timeout.and_then(deadline_after);
+        let mut deadline = None;
         loop {
             let found = self.rx.peek(&self.w);
             if let Some(found) = self.guard(found)? {
                 self.messages += 1;
                 return Ok(Message { ch: self, found });
             }
-            self.block(Want::Data, deadline)?;
+            let d = *deadline.get_or_insert_with(|| timeout.and_then(deadline_after));
+            self.block(Want::Data, d)?;
         }
     }
 
@@ -701,11 +725,20 @@ impl Channel {
                 (Some(s), Some(d)) => Some(s.min(d)),
                 (s, d) => s.or(d),
             };
+            let mut polls = 0u32;
             while !passed(until) {
                 if self.ready(want)? {
                     return Ok(());
                 }
-                std::hint::spin_loop();
+                // A few quick looks, then the CPU is offered between looks: a peer that
+                // shares it (a loaded host, a guest with fewer CPUs than busy threads) runs
+                // instead of waiting out this side's time slice.
+                if polls < SPIN_POLLS || !self.config.spin_yield {
+                    polls += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
         loop {
@@ -803,10 +836,19 @@ impl Channel {
 impl Drop for Channel {
     fn drop(&mut self) {
         self.heartbeat = None;
+        // The room released and not yet given back: a successor resumes from here.
+        if self.poisoned.is_none() && matches!(self.rx.publish(&self.w), Ok(true)) {
+            fence(SeqCst);
+            let _ = self.notify_if_waiting(layout::producer_waiting(self.rx.ring()));
+        }
         let _ = self.lower_flags();
         peer::leave(&self.w, layout::side_block(self.role));
     }
 }
+
+/// The looks at the ring a waiting side makes back to back before it yields the CPU between
+/// looks (see `wait_for`).
+const SPIN_POLLS: u32 = 128;
 
 /// When a wait of `timeout` from now ends; `None`: never (a timeout beyond what an
 /// `Instant` can hold, such as `Duration::MAX`, is as good as forever).
@@ -929,12 +971,26 @@ impl Message<'_> {
         }
     }
 
-    /// Gives the message's room back to the sender (and wakes it if it waits for room).
+    /// Gives the message's room back to the sender (and wakes it if it waits for room): at
+    /// once when this was the last message this side had seen, else once a sixteenth of the
+    /// ring is released, or at this side's next flush, wait ([`Channel::recv`],
+    /// [`Channel::reserve`], [`Channel::arm`]) or close, whichever comes first. A busy
+    /// receiver so publishes its position (and looks whether the sender sleeps, behind a
+    /// fence) once per batch, not per message. A receiver that stops in the middle of a
+    /// backlog holds back at most that sixteenth, and a successor that resumes after a crash
+    /// may see those messages again.
     pub fn release(self) -> Result<(), Error> {
         let ch = self.ch;
-        let r = ch.rx.release(&ch.w, self.found);
+        let r = ch.rx.release(self.found);
         ch.guard(r)?;
         ch.stats.received += 1;
+        if !ch.rx.publish_due() {
+            return Ok(());
+        }
+        let r = ch.rx.publish(&ch.w);
+        if !ch.guard(r)? {
+            return Ok(());
+        }
         fence(SeqCst);
         let r = ch.notify_if_waiting(layout::producer_waiting(ch.rx.ring()));
         ch.guard(r)

@@ -7,7 +7,8 @@
 //! starts again at offset 0. A message therefore needs at most twice its record size of free
 //! space, which is why the largest message is half the ring.
 //!
-//! Each side keeps its own index in private memory and only publishes it; what it reads of
+//! Each side keeps its own index in private memory and only publishes it (the producer at
+//! every commit, the consumer in batches of released room, see [`Consumer`]); what it reads of
 //! the other side's index is checked (monotonic, at most `size` ahead, 8-byte aligned) before
 //! use, and a record header is read once and checked against what was published. A peer that
 //! breaks any of this gets [`Error::Corrupt`], never an access outside the ring.
@@ -37,6 +38,13 @@ fn record_header(kind: u64, len: u64) -> u64 {
 /// The largest payload a ring of `size` bytes always accepts.
 pub(super) fn max_message(size: usize) -> usize {
     (size / 2 - RECORD_HEADER as usize) & !7
+}
+
+/// The room a consumer releases before it publishes its tail even though it has more messages
+/// in hand: a sixteenth of the ring (every message in the smallest rings), so that a producer
+/// waiting for room sees it come in steps a fraction of the ring, however long the backlog.
+fn release_batch(size: usize) -> u64 {
+    (size as u64 / 16).max(1)
 }
 
 /// `pos + n`, or the error of a position that would overflow.
@@ -173,11 +181,21 @@ impl Producer {
 }
 
 /// The consuming side of a ring.
+///
+/// Released room is given back in batches: `tail` moves at every release (and pad skipped),
+/// the shared index only at [`Self::publish`], which the channel calls when this side has
+/// caught up with what it saw of the producer, when [`Self::publish_due`] says a batch is
+/// complete, and before it waits, flushes or leaves. So a busy consumer stores the index
+/// (and looks at the producer's waiting flag behind a fence) once per batch, not per message.
 pub(super) struct Consumer {
     ring: usize,
     area: RingArea,
-    /// Next position to read; published when a message is released.
+    /// Next position to read.
     tail: u64,
+    /// The tail as last published.
+    published: u64,
+    /// Released bytes after which the tail is published even though messages remain.
+    batch: u64,
     /// The producer's head as last read and checked.
     head: u64,
 }
@@ -198,8 +216,28 @@ impl Consumer {
             ring,
             area,
             tail,
+            published: tail,
+            batch: release_batch(area.size),
             head,
         })
+    }
+
+    /// Publishes the tail if it moved since it was last published; true if it did (the
+    /// caller then looks at the producer's waiting flag, behind a fence).
+    pub(super) fn publish(&mut self, w: &Window) -> Result<bool, Error> {
+        if self.tail == self.published {
+            return Ok(false);
+        }
+        w.u64(layout::tail(self.ring))?.store(self.tail, Release);
+        self.published = self.tail;
+        Ok(true)
+    }
+
+    /// Whether the released room should be published now: this side has caught up with
+    /// what it saw of the producer (it will look for more, and maybe wait, next), or a
+    /// batch of room is held back.
+    pub(super) fn publish_due(&self) -> bool {
+        self.tail == self.head || self.tail - self.published >= self.batch
     }
 
     pub(super) fn ring(&self) -> usize {
@@ -236,8 +274,8 @@ impl Consumer {
                 KIND_PAD
                     if off != 0 && len + RECORD_HEADER == contiguous && contiguous <= available =>
                 {
+                    // Published with the message after it.
                     self.tail = advance(self.tail, contiguous)?;
-                    w.u64(layout::tail(self.ring))?.store(self.tail, Release);
                 }
                 KIND_MESSAGE => {
                     let len = len as usize;
@@ -258,10 +296,10 @@ impl Consumer {
         Err(Error::Corrupt("two pad records in a row"))
     }
 
-    /// Gives the space of the message `found` (the one [`Self::peek`] returned) back.
-    pub(super) fn release(&mut self, w: &Window, found: Found) -> Result<(), Error> {
+    /// Gives the space of the message `found` (the one [`Self::peek`] returned) back, to be
+    /// published by [`Self::publish`].
+    pub(super) fn release(&mut self, found: Found) -> Result<(), Error> {
         self.tail = advance(self.tail, found.record)?;
-        w.u64(layout::tail(self.ring))?.store(self.tail, Release);
         Ok(())
     }
 

@@ -215,28 +215,44 @@ fn a_worker_without_a_manager_is_told_so() {
 
 #[test]
 fn another_version_is_refused_on_both_ends() {
-    let p = pair(1 << 16);
-    let (mut m, w) = open(&p, 1 << 16, quick());
-    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
-    // The worker's side says it speaks version 2.
-    win.u32(layout::side_block(Role::Worker) + layout::side::VERSION)
-        .unwrap()
-        .store(2, SeqCst);
-    let e = m.check_peer().unwrap_err();
-    assert_eq!(e, Error::Version { ours: 1, theirs: 2 });
-    assert_eq!(m.send(b"x", SEC).unwrap_err(), e, "the channel stays dead");
-    drop(w);
-    // A header of version 2: a worker refuses it.
-    win.u32(8).unwrap().store(2, SeqCst);
-    let e = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Worker,
-        Links::default(),
-        quick(),
-    );
-    assert_eq!(e.err(), Some(Error::Version { ours: 1, theirs: 2 }));
+    // The next version, and the previous one (version 1 kept each waiting flag beside an
+    // index: its peers must not meet ours).
+    for other in [VERSION + 1, VERSION - 1] {
+        let p = pair(1 << 16);
+        let (mut m, w) = open(&p, 1 << 16, quick());
+        let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+        // The worker's side says it speaks another version.
+        win.u32(layout::side_block(Role::Worker) + layout::side::VERSION)
+            .unwrap()
+            .store(other, SeqCst);
+        let e = m.check_peer().unwrap_err();
+        assert_eq!(
+            e,
+            Error::Version {
+                ours: VERSION,
+                theirs: other
+            }
+        );
+        assert_eq!(m.send(b"x", SEC).unwrap_err(), e, "the channel stays dead");
+        drop(w);
+        // A header of another version: a worker refuses it.
+        win.u32(8).unwrap().store(other, SeqCst);
+        let e = Channel::new(
+            p.map.clone(),
+            0,
+            1 << 16,
+            Role::Worker,
+            Links::default(),
+            quick(),
+        );
+        assert_eq!(
+            e.err(),
+            Some(Error::Version {
+                ours: VERSION,
+                theirs: other
+            })
+        );
+    }
 }
 
 #[test]
@@ -617,11 +633,24 @@ fn a_streaming_consumer_keeps_polling_between_messages() {
         }
         (m.stats(), consumer.join().unwrap())
     }
-    let (ms, ws) = stream(quick());
+    // The poll holds the CPU, as it did before polls yielded: on a loaded host a yield lets
+    // the producer run on this CPU until it has sent, and no poll ever ends in a sleep.
+    let holding = Config {
+        spin_yield: false,
+        ..quick()
+    };
+    let (ms, ws) = stream(holding.clone());
     let (fixed, _) = stream(Config {
         spin_max: Duration::ZERO,
-        ..quick()
+        ..holding
     });
+    // Yielding (the default) sleeps no more often than holding the CPU may.
+    let (yielding, _) = stream(quick());
+    assert!(
+        yielding.rings * 4 < u64::from(N),
+        "{} rings for {N} messages with yields",
+        yielding.rings
+    );
     eprintln!("adaptive: {ms:?} {ws:?}; fixed spin: {fixed:?}");
     assert_eq!(ws.received, u64::from(N));
     // Far fewer: about none on an idle machine; a loaded one preempts the producer now and
@@ -931,4 +960,104 @@ fn duration_max_means_forever() {
         w.recv(Some(Duration::MAX)).unwrap().to_vec().unwrap(),
         b"bye"
     );
+}
+
+/// Released room is given back in batches: while the receiver has more messages in hand,
+/// the shared tail stays where it was (up to a sixteenth of the ring); it moves when the
+/// receiver has caught up with what it saw, at a flush, and when the receiver closes.
+#[test]
+fn released_room_is_published_in_batches_and_never_lost() {
+    let len = 1 << 16;
+    let p = pair(len);
+    let (mut m, mut w) = open(&p, len, quick());
+    let win = Window::new(p.map.clone(), 0, len).unwrap();
+    let tail = || win.u64(layout::tail(0)).unwrap().load(SeqCst);
+    for i in 0..8u8 {
+        m.send(&[i; 40], SEC).unwrap();
+    }
+    // A backlog of eight: the first releases are held back.
+    for i in 0..3u8 {
+        let msg = w.recv(SEC).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), [i; 40]);
+        msg.release().unwrap();
+    }
+    assert_eq!(tail(), 0, "held back while messages remain");
+    w.flush().unwrap();
+    assert_eq!(tail(), 3 * 48, "a flush gives the room back");
+    // Caught up: the last release publishes at once.
+    for i in 3..8u8 {
+        let msg = w.recv(SEC).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), [i; 40]);
+        msg.release().unwrap();
+    }
+    assert_eq!(tail(), 8 * 48);
+    // A sixteenth of the ring released in a backlog is published without a flush.
+    let ring = ((len - layout::HEADER_SIZE) - ((len - layout::HEADER_SIZE) / 8).max(4096)) & !63;
+    let per = ring / 16 / 48 + 1;
+    for _ in 0..per + 4 {
+        m.send(&[9; 40], SEC).unwrap();
+    }
+    for _ in 0..per {
+        w.recv(SEC).unwrap().release().unwrap();
+    }
+    assert!(tail() > (8 * 48) as u64, "a full batch is published");
+    // The receiver closes with released room unpublished: its successor starts after it.
+    let before = tail();
+    w.recv(SEC).unwrap().release().unwrap();
+    assert_eq!(tail(), before, "held back: messages remain");
+    drop(w);
+    assert_eq!(
+        tail(),
+        (8 + per as u64 + 1) * 48,
+        "closing gives all the room back"
+    );
+}
+
+/// A receiver that never waits on the channel (try_recv only, sleeping elsewhere) still gives
+/// room back to a sender that sleeps for it: with no periodic look (an hour between liveness
+/// looks), a release held back for good would hang the sender and fail the watchdog.
+#[test]
+fn a_receiver_that_never_waits_still_wakes_a_sender_waiting_for_room() {
+    let len = 4096 + 2048;
+    let p = pair(len);
+    let config = Config {
+        reply_ring_bytes: Some(256),
+        check_interval: Duration::from_secs(3600),
+        spin: Duration::ZERO,
+        spin_max: Duration::ZERO,
+        peer_timeout: Duration::from_secs(3600),
+        ..quick()
+    };
+    let (mut m, mut w) = open(&p, len, config);
+    let n = 20_000u32;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        for i in 0..n {
+            let size = 4 + (i as usize * 29) % 500;
+            let mut r = m.reserve(size, None).unwrap();
+            r.write(0, &i.to_le_bytes()).unwrap();
+            r.commit().unwrap();
+            m.flush().unwrap();
+        }
+        done_tx.send(m.stats()).unwrap();
+        m
+    });
+    let mut got = 0u32;
+    while got < n {
+        match w.try_recv().unwrap() {
+            Some(msg) => {
+                let mut b = [0u8; 4];
+                msg.read(0, &mut b).unwrap();
+                assert_eq!(u32::from_le_bytes(b), got);
+                msg.release().unwrap();
+                got += 1;
+            }
+            None => std::thread::yield_now(),
+        }
+    }
+    let ms = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("room released was never given back: the sender hung");
+    assert_eq!(ms.sent, u64::from(n));
+    drop(sender.join().unwrap());
 }

@@ -14,6 +14,12 @@ pub const MAX_FRAME: usize = 64 << 20;
 pub trait Link {
     /// Sends one message (blocks while the link is full).
     fn send(&mut self, msg: &[u8]) -> Result<()>;
+    /// Sends one message of a one-way stream: a link may wake its peer for several at once
+    /// (the channel flushes every `--flush-every` messages); the next [`Link::send`] wakes
+    /// it for all. Blocks while the link is full.
+    fn send_streamed(&mut self, msg: &[u8]) -> Result<()> {
+        self.send(msg)
+    }
     /// Receives the next message into `buf` (resized to it).
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()>;
     /// Receives the next message; a link that can read it in place returns the length and
@@ -163,6 +169,170 @@ pub fn pipe_pair() -> Result<(PipeLink, PipeLink)> {
     Ok((StreamLink::new(ar, bw), StreamLink::new(br, aw)))
 }
 
+/// Messages over the `rtrb` SPSC ring of bytes, between two threads of one process: the
+/// reference an in-process ring sets for the channel (`--transport rtrb`). Each message is a
+/// little-endian `u32` length and its bytes, copied into the ring in one chunk and published
+/// by one commit, as the channel publishes a record. The receiver reads a plain data
+/// message's stamps in place and releases it, as the channel's does ([`Link::recv_data`]);
+/// other messages are copied out. A side that finds the ring full or empty polls, yielding
+/// the CPU between looks (there is no doorbell), and gives up after the timeout.
+pub struct RtrbLink {
+    tx: rtrb::Producer<u8>,
+    rx: rtrb::Consumer<u8>,
+    capacity: usize,
+    timeout: Duration,
+}
+
+/// Two connected rtrb links, each direction a ring of `capacity` bytes.
+pub fn rtrb_pair(capacity: usize, timeout: Duration) -> (RtrbLink, RtrbLink) {
+    let (atx, brx) = rtrb::RingBuffer::new(capacity);
+    let (btx, arx) = rtrb::RingBuffer::new(capacity);
+    let link = |tx, rx| RtrbLink {
+        tx,
+        rx,
+        capacity,
+        timeout,
+    };
+    (link(atx, arx), link(btx, brx))
+}
+
+/// Polls `ready` until it is true: spinning a little, then yielding between looks; an error
+/// after `timeout` or once the other end is gone.
+fn poll_until(
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+    abandoned: impl Fn() -> bool,
+) -> Result<()> {
+    let mut deadline = None;
+    let mut spins = 0u32;
+    while !ready() {
+        if spins < 256 {
+            spins += 1;
+            std::hint::spin_loop();
+            continue;
+        }
+        if abandoned() {
+            bail!("the rtrb peer is gone");
+        }
+        let d = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+        if Instant::now() >= d {
+            bail!("the rtrb peer did not answer within {timeout:?}");
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
+/// Copies `src` to byte `at` of a chunk made of the slices `a` then `b`.
+fn chunk_put(
+    a: &mut [std::mem::MaybeUninit<u8>],
+    b: &mut [std::mem::MaybeUninit<u8>],
+    at: usize,
+    src: &[u8],
+) {
+    let n = a.len().saturating_sub(at).min(src.len());
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the ranges are within the slices
+    // (checked by the slicing) and do not overlap `src`, a private buffer.
+    unsafe {
+        if n > 0 {
+            let dst = &mut a[at..at + n];
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), n);
+        }
+        let rest = &src[n..];
+        if !rest.is_empty() {
+            let from = (at + n) - a.len();
+            let dst = &mut b[from..from + rest.len()];
+            std::ptr::copy_nonoverlapping(rest.as_ptr(), dst.as_mut_ptr().cast::<u8>(), rest.len());
+        }
+    }
+}
+
+/// Copies byte `at` on of a chunk made of the slices `a` then `b` into `dst`.
+fn chunk_get(a: &[u8], b: &[u8], at: usize, dst: &mut [u8]) {
+    let n = a.len().saturating_sub(at).min(dst.len());
+    if n > 0 {
+        dst[..n].copy_from_slice(&a[at..at + n]);
+    }
+    if n < dst.len() {
+        let from = at + n - a.len();
+        let rest = dst.len() - n;
+        dst[n..].copy_from_slice(&b[from..from + rest]);
+    }
+}
+
+impl RtrbLink {
+    /// Waits for the next message; its length.
+    fn next_len(&mut self) -> Result<usize> {
+        let (timeout, rx) = (self.timeout, &mut self.rx);
+        poll_until(timeout, || rx.slots() >= 4, || rx.is_abandoned())?;
+        let chunk = self.rx.read_chunk(4)?;
+        let (a, b) = chunk.as_slices();
+        let mut len = [0u8; 4];
+        chunk_get(a, b, 0, &mut len);
+        // Dropped uncommitted: the length stays in the ring, with its message.
+        Ok(u32::from_le_bytes(len) as usize)
+    }
+
+    /// Waits until the whole message of `len` bytes is in the ring.
+    fn whole(&mut self, len: usize) -> Result<rtrb::chunks::ReadChunk<'_, u8>> {
+        let (timeout, rx) = (self.timeout, &mut self.rx);
+        poll_until(timeout, || rx.slots() >= 4 + len, || rx.is_abandoned())?;
+        Ok(self.rx.read_chunk(4 + len)?)
+    }
+}
+
+impl Link for RtrbLink {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        if msg.len() > self.max_message() {
+            bail!("message of {} bytes exceeds the ring's half", msg.len());
+        }
+        let need = 4 + msg.len();
+        let (timeout, tx) = (self.timeout, &mut self.tx);
+        poll_until(timeout, || tx.slots() >= need, || tx.is_abandoned())?;
+        let mut chunk = self.tx.write_chunk_uninit(need)?;
+        let (a, b) = chunk.as_mut_slices();
+        chunk_put(a, b, 0, &(msg.len() as u32).to_le_bytes());
+        chunk_put(a, b, 4, msg);
+        // SAFETY: all `need` bytes were written just above.
+        unsafe { chunk.commit_all() };
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        let len = self.next_len()?;
+        buf.resize(len, 0);
+        let chunk = self.whole(len)?;
+        let (a, b) = chunk.as_slices();
+        chunk_get(a, b, 4, buf);
+        chunk.commit_all();
+        Ok(())
+    }
+
+    fn recv_data(&mut self, buf: &mut Vec<u8>) -> Result<Option<(usize, u64)>> {
+        let len = self.next_len()?;
+        let chunk = self.whole(len)?;
+        let (a, b) = chunk.as_slices();
+        if len >= crate::proto::MIN_SIZE {
+            let (mut header, mut trailer) = ([0u8; crate::proto::HEADER], [0u8; 8]);
+            chunk_get(a, b, 4, &mut header);
+            chunk_get(a, b, 4 + len - 8, &mut trailer);
+            if let Some(seq) = crate::proto::plain_data_stamps(len, &header, trailer)? {
+                chunk.commit_all();
+                return Ok(Some((len, seq)));
+            }
+        }
+        buf.resize(len, 0);
+        chunk_get(a, b, 4, buf);
+        chunk.commit_all();
+        Ok(None)
+    }
+
+    /// Half the ring, as the channel's largest message is half of its.
+    fn max_message(&self) -> usize {
+        self.capacity / 2 - 8
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +365,28 @@ mod tests {
         aw.write_all(&(MAX_FRAME as u32 + 1).to_le_bytes()).unwrap();
         let err = link.recv(&mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("announced"), "{err:#}");
+    }
+
+    #[test]
+    fn rtrb_messages_keep_their_bounds_and_bytes_across_the_wrap() {
+        let (mut a, mut b) = rtrb_pair(1000, Duration::from_secs(10));
+        let t = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            for _ in 0..300 {
+                b.recv(&mut buf).unwrap();
+                got.push(buf.clone());
+            }
+            got
+        });
+        let sent: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| (0..(i * 7 % 490)).map(|k| (k ^ i) as u8).collect())
+            .collect();
+        for m in &sent {
+            a.send(m).unwrap();
+        }
+        assert_eq!(t.join().unwrap(), sent);
+        assert!(a.send(&[0; 600]).is_err(), "more than half the ring");
     }
 
     #[test]

@@ -11,7 +11,12 @@
 //!          sivshm-probe latency --transport pipe      (the floor: two threads of this VM)
 //!          sivshm-probe throughput --transport memcpy (the ceiling: plain copies in this VM)
 //!          sivshm-probe throughput --transport shm-copy (the sender's copy into a ring alone)
+//!          sivshm-probe throughput --transport channel-local (the channel between two threads)
+//!          sivshm-probe throughput --transport rtrb  (an SPSC ring crate between two threads)
 //! ```
+//!
+//! A streaming sender over the channel flushes (wakes the peer if it sleeps) once every
+//! `--flush-every` messages (64; 1: after each, as `Channel::send` does).
 //!
 //! `--spin-us` and `--spin-max-us` set the channel's [`Config::spin`] and
 //! [`Config::spin_max`] on the side that is given them (give both sides the same).
@@ -56,6 +61,14 @@ enum Transport {
     /// The sender's copy alone: copies into a shared mapping laid out as a channel's data
     /// ring (`--region-kib`), with the crate's volatile copy, in this VM; throughput only.
     ShmCopy,
+    /// The same channel between two threads of this process over a memfd, eventfds for
+    /// doorbells: what the channel's design costs without a VM boundary. Its ring is as
+    /// large as shm-copy's region (`--region-kib`).
+    ChannelLocal,
+    /// The `rtrb` SPSC ring crate between two threads of this process, a ring of
+    /// `--region-kib` bytes each way, every message's bytes copied in and its stamps read in
+    /// place as over the channel: what an in-process ring costs.
+    Rtrb,
 }
 
 impl Transport {
@@ -66,6 +79,8 @@ impl Transport {
             Transport::Pipe => "pipe",
             Transport::Memcpy => "memcpy",
             Transport::ShmCopy => "shm-copy",
+            Transport::ChannelLocal => "channel-local",
+            Transport::Rtrb => "rtrb",
         }
     }
 }
@@ -90,6 +105,10 @@ struct Endpoint {
     /// `Config::spin`; default its default).
     #[arg(long)]
     spin_us: Option<u64>,
+    /// sivshm, channel-local: a streaming sender (throughput) flushes, waking the peer if it
+    /// sleeps, once every this many messages (1: after every message, as `send` does).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    flush_every: u32,
     /// sivshm: the longest poll, in microseconds, of a side whose recent waits were short
     /// (`Config::spin_max`; at most --spin-us: no adaptation; default the channel's).
     #[arg(long)]
@@ -134,13 +153,23 @@ struct ThroughputArgs {
     /// Stream exactly this many messages of each size instead.
     #[arg(long)]
     messages: Option<u64>,
-    /// shm-copy: KiB of the ring the copies cycle through (7168: the data ring of an 8 MiB
-    /// channel segment, roughly).
+    /// shm-copy: KiB of the ring the copies cycle through; channel-local and rtrb: KiB of
+    /// their ring (7168: the data ring of an 8 MiB channel segment, roughly).
     #[arg(long, default_value_t = 7168)]
     region_kib: usize,
 }
 
+/// The ring of an in-process link (channel-local, rtrb) when no `--region-kib` is given.
+const DEFAULT_RING: usize = 7168 << 10;
+
 impl ThroughputArgs {
+    /// `--region-kib` in bytes.
+    fn region(&self) -> Result<usize> {
+        self.region_kib
+            .checked_mul(1024)
+            .context("--region-kib is too large")
+    }
+
     fn amount(&self) -> Result<Amount> {
         match self.messages {
             Some(0) => bail!("--messages must be at least 1"),
@@ -199,10 +228,44 @@ enum Cmd {
 struct ChannelLink {
     ch: Channel,
     timeout: Duration,
+    /// Streamed messages committed per flush (`--flush-every`).
+    flush_every: u32,
+    /// Streamed messages committed since the last flush.
+    unflushed: u32,
+}
+
+impl ChannelLink {
+    fn new(ch: Channel, timeout: Duration, flush_every: u32) -> Self {
+        ChannelLink {
+            ch,
+            timeout,
+            flush_every: flush_every.max(1),
+            unflushed: 0,
+        }
+    }
 }
 
 impl Link for ChannelLink {
+    /// Reserve, write, commit; a flush (which wakes the peer if it sleeps) every
+    /// `flush_every` messages. A reservation that has to wait flushes first, and so does the
+    /// next [`Link::send`]: a sleeping peer never misses what was committed.
+    fn send_streamed(&mut self, msg: &[u8]) -> Result<()> {
+        let mut r = self
+            .ch
+            .reserve(msg.len(), Some(self.timeout))
+            .context("reserving on the channel")?;
+        r.write(0, msg)?;
+        r.commit()?;
+        self.unflushed += 1;
+        if self.unflushed >= self.flush_every {
+            self.unflushed = 0;
+            self.ch.flush().context("flushing the channel")?;
+        }
+        Ok(())
+    }
+
     fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.unflushed = 0;
         self.ch
             .send(msg, Some(self.timeout))
             .context("sending on the channel")
@@ -273,14 +336,50 @@ fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
         .with_context(|| format!("opening a channel on {}", end.device))?;
     ch.wait_for_peer(timeout)
         .context("waiting for the peer to attach")?;
-    Ok(ChannelLink { ch, timeout })
+    Ok(ChannelLink::new(ch, timeout, end.flush_every))
 }
 
 /// A driver's link, and the thread serving its other end if that is in this process (pipe).
 type Driven = (Box<dyn Link>, Option<std::thread::JoinHandle<()>>);
 
-/// The driver's link to its peer.
-fn connect(end: &Endpoint) -> Result<Driven> {
+/// Both ends of a channel over a memfd whose ring 0 (the driver's) has `ring` bytes, each
+/// end ringing the other's eventfd: two VMs' segment and doorbells, inside one process.
+fn local_channel_pair(end: &Endpoint, ring: usize) -> Result<(ChannelLink, ChannelLink)> {
+    use std::os::fd::AsFd;
+    use std::sync::Arc;
+    const REPLY: usize = 64 << 10;
+    let len = ring
+        .checked_add(4096 + REPLY)
+        .context("--region-kib is too large")?;
+    let fd = rustix::fs::memfd_create("sivshm-probe", rustix::fs::MemfdFlags::CLOEXEC)
+        .context("creating a memfd")?;
+    rustix::fs::ftruncate(&fd, len as u64).context("sizing the memfd")?;
+    let map = Arc::new(sivshm::Mapping::new(fd.as_fd(), 0, len).context("mapping the memfd")?);
+    let (lm, lw) = sivshm::channel::Links::in_process_pair()?;
+    let config = Config {
+        reply_ring_bytes: Some(REPLY),
+        ..channel_config(end)
+    };
+    let timeout = Duration::from_secs(end.timeout);
+    let m = Channel::new(map.clone(), 0, len, Role::Manager, lm, config.clone())?;
+    let w = Channel::new(map, 0, len, Role::Worker, lw, config)?;
+    Ok((
+        ChannelLink::new(m, timeout, end.flush_every),
+        ChannelLink::new(w, timeout, end.flush_every),
+    ))
+}
+
+/// Runs `serve` on `link` in a thread of this process.
+fn serve_in_thread<L: Link + Send + 'static>(mut link: L) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Err(e) = proto::serve(&mut link) {
+            eprintln!("sivshm-probe: the in-process peer failed: {e:#}");
+        }
+    })
+}
+
+/// The driver's link to its peer; `ring`: the bytes of an in-process ring.
+fn connect(end: &Endpoint, ring: usize) -> Result<Driven> {
     let timeout = Duration::from_secs(end.timeout);
     Ok(match end.transport {
         Transport::Sivshm => (Box::new(channel_link(end, Role::Manager)?), None),
@@ -298,6 +397,14 @@ fn connect(end: &Endpoint) -> Result<Driven> {
                 }
             });
             (Box::new(a), Some(t))
+        }
+        Transport::ChannelLocal => {
+            let (m, w) = local_channel_pair(end, ring)?;
+            (Box::new(m), Some(serve_in_thread(w)))
+        }
+        Transport::Rtrb => {
+            let (a, b) = link::rtrb_pair(ring, timeout);
+            (Box::new(a), Some(serve_in_thread(b)))
         }
         Transport::Memcpy | Transport::ShmCopy => bail!(
             "{} has no peer: it measures throughput only",
@@ -331,13 +438,17 @@ fn run_throughput(
 }
 
 /// Runs `phases` against the driver's peer, then says goodbye.
-fn drive(end: &Endpoint, phases: impl FnOnce(&mut dyn Link) -> Result<()>) -> Result<()> {
-    let (mut link, thread) = connect(end)?;
+fn drive(
+    end: &Endpoint,
+    ring: usize,
+    phases: impl FnOnce(&mut dyn Link) -> Result<()>,
+) -> Result<()> {
+    let (mut link, thread) = connect(end, ring)?;
     phases(link.as_mut())?;
     proto::bye(link.as_mut())?;
     if let Some(t) = thread {
         t.join()
-            .map_err(|_| anyhow::anyhow!("the pipe peer panicked"))?;
+            .map_err(|_| anyhow::anyhow!("the in-process peer panicked"))?;
     }
     Ok(())
 }
@@ -346,16 +457,13 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Latency { end, lat, verify } => {
             let t = end.transport;
-            drive(&end, |l| run_latency(l, t, &lat, verify))
+            drive(&end, DEFAULT_RING, |l| run_latency(l, t, &lat, verify))
         }
         Cmd::Throughput { end, thr, verify } => {
             let t = end.transport;
             if t == Transport::Memcpy || t == Transport::ShmCopy {
                 let amount = thr.amount()?;
-                let region = thr
-                    .region_kib
-                    .checked_mul(1024)
-                    .context("--region-kib is too large")?;
+                let region = thr.region()?;
                 for &size in &thr.sizes {
                     let r = match t {
                         Transport::Memcpy => proto::memcpy(size, amount)?,
@@ -365,7 +473,7 @@ fn main() -> Result<()> {
                 }
                 return Ok(());
             }
-            drive(&end, |l| run_throughput(l, t, &thr, verify))
+            drive(&end, thr.region()?, |l| run_throughput(l, t, &thr, verify))
         }
         Cmd::Suite {
             end,
@@ -374,7 +482,7 @@ fn main() -> Result<()> {
             verify,
         } => {
             let t = end.transport;
-            drive(&end, |l| {
+            drive(&end, thr.region()?, |l| {
                 run_latency(l, t, &lat, verify)?;
                 run_throughput(l, t, &thr, verify)
             })
@@ -419,9 +527,9 @@ mod tests {
             presence: None,
         };
         let timeout = Duration::from_secs(20);
-        let open = |role, links| ChannelLink {
-            ch: Channel::new(map.clone(), 0, len, role, links, Config::default()).unwrap(),
-            timeout,
+        let open = |role, links| {
+            let ch = Channel::new(map.clone(), 0, len, role, links, Config::default()).unwrap();
+            ChannelLink::new(ch, timeout, 64)
         };
         let m = open(Role::Manager, links(&to_w, &to_m, 0));
         let w = open(Role::Worker, links(&to_m, &to_w, 1));
@@ -460,6 +568,33 @@ mod tests {
             unreachable!()
         };
         assert!(end.transport == Transport::ShmCopy && thr.region_kib == 1024);
+    }
+
+    /// The in-process references stream checked messages of every size through a ring of
+    /// the size asked, and print the line the host parses.
+    #[test]
+    fn channel_local_and_rtrb_stream_checked_messages() {
+        for name in ["channel-local", "rtrb"] {
+            let cli = Cli::try_parse_from(["sivshm-probe", "throughput", "--transport", name]);
+            let Cmd::Throughput { end, .. } = cli.unwrap().cmd else {
+                unreachable!()
+            };
+            let (mut link, thread) = connect(&end, 1 << 20).unwrap();
+            for size in [24, 64, 4096, 65536, (512 << 10) - 8] {
+                let t =
+                    proto::throughput(link.as_mut(), size, Amount::Messages(300), true).unwrap();
+                assert_eq!(t.messages, 300);
+                let line = t.line(end.transport.name());
+                assert!(
+                    line.starts_with(&format!("throughput {name}: size={size} messages=300 ")),
+                    "{line}"
+                );
+            }
+            let e = proto::throughput(link.as_mut(), 1 << 20, Amount::Messages(1), false);
+            assert!(e.unwrap_err().to_string().contains("largest message"));
+            proto::bye(link.as_mut()).unwrap();
+            thread.unwrap().join().unwrap();
+        }
     }
 
     #[test]

@@ -427,7 +427,7 @@ pub fn throughput(
     let mut sent = 0u64;
     while !clock.reached(amount, sent) {
         stamp(&mut m, sent);
-        link.send(&m)?;
+        link.send_streamed(&m)?;
         sent += 1;
     }
     let ours = link.rings().zip(rings0).map(|(a, b)| a - b);
