@@ -1,7 +1,8 @@
 //! Where `unsafe` may live, as the documents say (Documentation/driver.rst, channel.rst,
 //! host-and-tests.rst): in the module, only in `abstractions/`; in user space, only in
-//! `lib/src/mapping.rs`, `lib/src/sys.rs`, `lab/src/qemu/supervise.rs` (the child's `pre_exec`)
-//! and `capi/src/lib.rs` (the C API's entry points: the caller's pointers and descriptors).
+//! `lib/src/mapping.rs`, `lib/src/sys.rs`, `lab/src/qemu/supervise.rs` (the child's `pre_exec`),
+//! `capi/src/lib.rs` (the C API's entry points: the caller's pointers and descriptors) and
+//! `samples/probe/src/link.rs` (the rtrb reference commits a chunk it wrote whole).
 //! Every `unsafe` block or impl has a `// SAFETY:` comment directly above it.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// What an unsafe block and an unsafe impl start with (spelt in two halves, so that this file,
+/// which names them, is not taken for one that has them).
+const BLOCK: &str = concat!("un", "safe {");
+const IMPL: &str = concat!("un", "safe impl");
+
 /// The line numbers of `unsafe` outside comments, and those of them that are blocks or impls
 /// without a `// SAFETY:` comment directly above (attributes may stand between).
 fn scan(text: &str) -> (Vec<usize>, Vec<usize>) {
@@ -50,7 +56,7 @@ fn scan(text: &str) -> (Vec<usize>, Vec<usize>) {
             .any(|w| w == "unsafe");
         if has {
             all.push(i + 1);
-            let block_or_impl = code.contains("unsafe {") || code.contains("unsafe impl");
+            let block_or_impl = code.contains(BLOCK) || code.contains(IMPL);
             if block_or_impl && !argued && !code.contains("SAFETY") {
                 unargued.push(i + 1);
             }
@@ -73,6 +79,7 @@ fn unsafe_lives_only_where_the_documents_say_and_is_argued() {
         "lib/src/sys.rs",
         "lab/src/qemu/supervise.rs",
         "capi/src/lib.rs",
+        "samples/probe/src/link.rs",
     ];
     let mut bad = Vec::new();
     for f in &files {
@@ -110,10 +117,13 @@ fn unsafe_lives_only_where_the_documents_say_and_is_argued() {
 
 #[test]
 fn the_scan_finds_what_it_must() {
-    let (all, unargued) = scan("fn f() {\n    unsafe { g() };\n}\n");
+    let bare = format!("fn f() {{\n    {BLOCK} g() }};\n}}\n");
+    let (all, unargued) = scan(&bare);
     assert_eq!((all, unargued), (vec![2], vec![2]));
-    let ok = "// SAFETY: g has no precondition.\nunsafe { g() };\n// SAFETY: Send.\n#[allow(x)]\nunsafe impl Send for X {}\n";
-    assert_eq!(scan(ok), (vec![2, 5], vec![]));
+    let ok = format!(
+        "// SAFETY: g has no precondition.\n{BLOCK} g() }};\n// SAFETY: Send.\n#[allow(x)]\n{IMPL} Send for X {{}}\n"
+    );
+    assert_eq!(scan(&ok), (vec![2, 5], vec![]));
     assert_eq!(
         scan("// unsafe in a comment\nlet s = 1; // unsafe here too\n"),
         (vec![], vec![])

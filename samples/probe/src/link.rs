@@ -23,7 +23,7 @@ pub trait Link {
     /// Receives the next message into `buf` (resized to it).
     fn recv(&mut self, buf: &mut Vec<u8>) -> Result<()>;
     /// Receives the next message; a link that can read it in place returns the length and
-    /// sequence number of a plain [`DATA`](crate::proto::DATA) message (no pattern) after
+    /// sequence number of a plain [`DATA`](crate::wire::DATA) message (no pattern) after
     /// checking its stamps where it lies, without copying its body: that is what a zero-copy
     /// consumer does. Anything else (and every message of a stream link, which must read all
     /// its bytes anyway) is copied into `buf`, and None returned.
@@ -231,19 +231,13 @@ fn chunk_put(
     src: &[u8],
 ) {
     let n = a.len().saturating_sub(at).min(src.len());
-    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the ranges are within the slices
-    // (checked by the slicing) and do not overlap `src`, a private buffer.
-    unsafe {
-        if n > 0 {
-            let dst = &mut a[at..at + n];
-            std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), n);
-        }
-        let rest = &src[n..];
-        if !rest.is_empty() {
-            let from = (at + n) - a.len();
-            let dst = &mut b[from..from + rest.len()];
-            std::ptr::copy_nonoverlapping(rest.as_ptr(), dst.as_mut_ptr().cast::<u8>(), rest.len());
-        }
+    if n > 0 {
+        a[at..at + n].write_copy_of_slice(&src[..n]);
+    }
+    let rest = &src[n..];
+    if !rest.is_empty() {
+        let from = (at + n) - a.len();
+        b[from..from + rest.len()].write_copy_of_slice(rest);
     }
 }
 
@@ -312,11 +306,11 @@ impl Link for RtrbLink {
         let len = self.next_len()?;
         let chunk = self.whole(len)?;
         let (a, b) = chunk.as_slices();
-        if len >= crate::proto::MIN_SIZE {
-            let (mut header, mut trailer) = ([0u8; crate::proto::HEADER], [0u8; 8]);
+        if len >= crate::wire::MIN_SIZE {
+            let (mut header, mut trailer) = ([0u8; crate::wire::HEADER], [0u8; 8]);
             chunk_get(a, b, 4, &mut header);
             chunk_get(a, b, 4 + len - 8, &mut trailer);
-            if let Some(seq) = crate::proto::plain_data_stamps(len, &header, trailer)? {
+            if let Some(seq) = crate::wire::plain_data_stamps(len, &header, trailer)? {
                 chunk.commit_all();
                 return Ok(Some((len, seq)));
             }

@@ -29,6 +29,7 @@
 
 mod link;
 mod proto;
+mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -118,10 +119,10 @@ struct Endpoint {
 /// A message size: every probe message carries its stamps, and a stream frame has a limit.
 fn message_size(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    if !(proto::MIN_SIZE..=link::MAX_FRAME).contains(&n) {
+    if !(wire::MIN_SIZE..=link::MAX_FRAME).contains(&n) {
         return Err(format!(
             "{n} bytes: a message size must be between {} and {}",
-            proto::MIN_SIZE,
+            wire::MIN_SIZE,
             link::MAX_FRAME
         ));
     }
@@ -288,11 +289,11 @@ impl Link for ChannelLink {
             .recv(Some(self.timeout))
             .context("receiving on the channel")?;
         let len = m.len();
-        if len >= proto::MIN_SIZE {
-            let (mut header, mut trailer) = ([0u8; proto::HEADER], [0u8; 8]);
+        if len >= wire::MIN_SIZE {
+            let (mut header, mut trailer) = ([0u8; wire::HEADER], [0u8; 8]);
             m.read(0, &mut header)?;
             m.read(len - 8, &mut trailer)?;
-            if let Some(seq) = proto::plain_data_stamps(len, &header, trailer)? {
+            if let Some(seq) = wire::plain_data_stamps(len, &header, trailer)? {
                 m.release()?;
                 return Ok(Some((len, seq)));
             }
