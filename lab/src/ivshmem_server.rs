@@ -261,7 +261,7 @@ pub fn listen(path: &Path) -> Result<UnixListener> {
 pub fn main(path: &Path, config: Config) -> Result<()> {
     config.check()?;
     let listener = listen(path)?;
-    let stop = crate::interrupt::StopPipe::new()?;
+    let stop = sivshm_host::stop::StopPipe::new()?;
     let result = (|| {
         let mut server = Server::new(config, Box::new(|l| eprintln!("ivshmem-server: {l}")))?;
         eprintln!(
@@ -270,7 +270,7 @@ pub fn main(path: &Path, config: Config) -> Result<()> {
             server.config.vectors,
             path.display()
         );
-        server.run(&listener, stop.fd())
+        server.run(&listener, &stop.fd())
     })();
     let _ = std::fs::remove_file(path);
     drop(stop);

@@ -3,8 +3,6 @@
 //! connect a VM to it. Only parses the command line and dispatches to the library
 //! (`sivshm_host`); the test guests and benchmarks are the lab's (`sivshm-lab`).
 
-mod stop;
-
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -40,7 +38,7 @@ fn main() -> Result<()> {
         Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
         Cmd::Serve { topology } => {
             // The handlers stay until serve has removed its sockets.
-            let stop = stop::StopPipe::new()?;
+            let stop = sivshm_host::stop::StopPipe::new()?;
             service::serve::main(&topology, stop.fd())
         }
         Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),

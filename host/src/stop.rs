@@ -1,5 +1,9 @@
-//! The product binary's process-wide state: `SIGTERM` and `SIGINT` for `serve`, which runs
-//! until told to stop. The library installs no handler; it takes the read end of this pipe.
+//! Stopping a server on `SIGTERM` and `SIGINT` (`serve`, and the lab's `ivshmem-server`),
+//! which run until told to stop.
+//!
+//! This is process-wide state, so nothing in this library creates it on its own: a binary
+//! that wants it makes a [`StopPipe`] (its `main` owns it), hands [`StopPipe::fd`] to the
+//! server's poll loop, and dropping the value removes the handlers again.
 
 use anyhow::Result;
 use signal_hook::consts::{SIGINT, SIGTERM};
