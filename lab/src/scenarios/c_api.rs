@@ -1,5 +1,6 @@
-//! c-api-manager and c-api-worker: the channel's C library (`capi/`) in the guests, against
-//! the Rust programs on the other side of the same channel, and under a hostile peer.
+//! c-api-manager: the channel's C library (`capi/`) in the guests, against a Rust worker on
+//! the other side of the same channel, and under a hostile peer. (The Rust manager with a C
+//! worker is the `distribute` scenario's worker 1.)
 
 use anyhow::Result;
 
@@ -40,35 +41,18 @@ impl Roles for CManager {
     }
 }
 
-/// The Rust manager (`sivshm-distribute manager`) and two C workers
-/// (`samples/c/sivshm_distribute_worker.c`): every batch verified on both sides.
-struct CWorkers;
-
-impl Roles for CWorkers {
-    fn manager(&self, bdfs: &[String], _layout: &Layout) -> String {
-        format!(
-            "sivshm-distribute manager --workers {} --rounds {ROUNDS} --bytes {BYTES}",
-            bdfs.join(",")
-        )
-    }
-
-    fn worker(&self, _index: usize, _layout: &Layout) -> String {
-        format!(
-            "sivshm_distribute_worker --timeout 120 /dev/sivshm0 > /tmp/worker.out 2>&1; \
-             rc=$?; cat /tmp/worker.out; test $rc = 0 \
-             && grep -q 'c-worker: received {ROUNDS} rounds from round 1' /tmp/worker.out"
-        )
-    }
+/// The guest command of a C worker (`samples/c/sivshm_distribute_worker.c`) that must see
+/// `rounds` rounds, every one matching, from round 1.
+pub(super) fn c_worker(rounds: u64) -> String {
+    format!(
+        "sivshm_distribute_worker --timeout 120 /dev/sivshm0 > /tmp/worker.out 2>&1; \
+         rc=$?; cat /tmp/worker.out; test $rc = 0 \
+         && grep -q 'c-worker: received {rounds} rounds from round 1' /tmp/worker.out"
+    )
 }
 
 pub(super) fn run_c_manager(s: &Suite<'_>) -> Result<Ran> {
     Ok(Ran::plain(
         Topology::new(2, 2 << 20, &CManager)?.run(s.machine, s.logdir, s.timeout)?,
-    ))
-}
-
-pub(super) fn run_c_workers(s: &Suite<'_>) -> Result<Ran> {
-    Ok(Ran::plain(
-        Topology::new(2, 2 << 20, &CWorkers)?.run(s.machine, s.logdir, s.timeout)?,
     ))
 }

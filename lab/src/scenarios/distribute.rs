@@ -2,17 +2,36 @@
 
 use anyhow::Result;
 
-use super::{Ran, Suite};
-use crate::layout::{Distribute, Topology};
+use super::{c_api::c_worker, Ran, Suite};
+use crate::layout::{Distribute, Layout, Roles, Topology};
+
+/// The main job with worker 1 written in C: the Rust manager and worker 0, and the C worker
+/// (`samples/c/sivshm_distribute_worker.c` on `libsivshm`) on the same kind of channel.
+struct RustAndC(Distribute);
+
+impl Roles for RustAndC {
+    fn manager(&self, bdfs: &[String], layout: &Layout) -> String {
+        self.0.manager(bdfs, layout)
+    }
+
+    fn worker(&self, index: usize, layout: &Layout) -> String {
+        if index == 1 {
+            c_worker(self.0.rounds)
+        } else {
+            self.0.worker(index, layout)
+        }
+    }
+}
 
 /// A manager and two workers on their own segments: the manager hands each worker data and
-/// checks what the worker computed from it; each worker sees exactly one device.
+/// checks what the worker computed from it; each worker sees exactly one device. Worker 1
+/// is the C program: the Rust manager verifies its answers as it does the Rust worker's.
 pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
-    let roles = Distribute {
+    let roles = RustAndC(Distribute {
         peer_timeout_s: None,
         rounds: 16,
         bytes: 512 << 10,
-    };
+    });
     Ok(Ran::plain(
         Topology::new(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)?,
     ))

@@ -99,15 +99,14 @@ impl Ran {
 type Scenario = fn(&Suite<'_>) -> Result<Ran>;
 
 /// Every scenario, in the order they run: (name, runner). `--filter` picks by name.
-const SCENARIOS: [(&str, Scenario); 13] = [
+const SCENARIOS: [(&str, Scenario); 12] = [
     ("single-vm", single_vm::run),
     ("two-vm-plain", two_vm_plain::run),
     ("two-vm-doorbell", two_vm_doorbell::run),
     ("distribute", distribute::run),
     ("distribute-ivshmem", distribute::run_ivshmem),
-    // The channel's C library against the Rust programs, and under a hostile peer.
+    // The channel's C library against a Rust worker, and under a hostile peer.
     ("c-api-manager", c_api::run_c_manager),
-    ("c-api-worker", c_api::run_c_workers),
     ("isolation-sivshm", isolation::run_sivshm),
     ("isolation-ivshmem", isolation::run_ivshmem),
     ("network", network::run),
