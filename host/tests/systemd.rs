@@ -44,7 +44,10 @@ fn the_unit_passes_systemd_analyze_verify() {
         .expect("FileDescriptorStoreMax=")
         .parse()
         .unwrap();
-    assert!(max >= sivshm_host::service::topology_file::MAX_WORKERS, "{max}");
+    assert!(
+        max >= sivshm_host::service::topology_file::MAX_WORKERS,
+        "{max}"
+    );
     // The check does check: a key systemd does not know, or a missing binary, fails.
     let bogus = UNIT.replace("[Service]\n", "[Service]\nServeHarder=yes\n");
     let (ok, out) = verify(dir.path(), &bogus, exe);

@@ -172,7 +172,8 @@ impl Server {
             log(line);
         }
         for name in std::mem::take(&mut keeping.stored.fds).into_keys() {
-            let mut line = format!("systemd's fd store held {name:?}, no segment of this topology: dropped");
+            let mut line =
+                format!("systemd's fd store held {name:?}, no segment of this topology: dropped");
             if let Some(target) = &keeping.notify {
                 if super::notify::unstore(target, &name).is_ok() {
                     line += " and removed from the store";

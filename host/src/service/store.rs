@@ -171,7 +171,11 @@ pub fn segment_name(topo: &str, worker: &str) -> String {
 }
 
 /// Where worker segments of `page` pages are kept as files, or why they cannot be.
-fn file_dir(t: &TopologyFile, places: &Places, page: PageSize) -> std::result::Result<PathBuf, String> {
+fn file_dir(
+    t: &TopologyFile,
+    places: &Places,
+    page: PageSize,
+) -> std::result::Result<PathBuf, String> {
     if page == PageSize::Base {
         if segments::on_tmpfs(&t.runtime_dir) {
             Ok(t.runtime_dir.join("segments"))
@@ -204,14 +208,21 @@ enum Plan {
 /// Every worker's segment of `t`: from `stored`, from files of an earlier start, or new.
 /// Everything is checked before anything is made (sizes, page sizes, free huge pages).
 /// Stored fds that are no segment of `t` are left in `stored`.
-pub fn open_segments(t: &TopologyFile, places: &Places, stored: &mut Stored) -> Result<Vec<Segment>> {
+pub fn open_segments(
+    t: &TopologyFile,
+    places: &Places,
+    stored: &mut Stored,
+) -> Result<Vec<Segment>> {
     let me = rustix::process::geteuid().as_raw();
     let mut plans = Vec::new();
     for w in &t.workers {
         let name = segment_name(&t.name, &w.name);
         let want = format!("{} MiB of {} pages", w.segment_size >> 20, w.page_size);
         let mismatch = |f: &File, what: &str, remedy: &str| -> Result<()> {
-            let size = f.metadata().with_context(|| format!("fstat of {what}"))?.len();
+            let size = f
+                .metadata()
+                .with_context(|| format!("fstat of {what}"))?
+                .len();
             let page = PageSize::of(f)?;
             if size != w.segment_size || page != w.page_size {
                 bail!(
@@ -276,9 +287,7 @@ pub fn open_segments(t: &TopologyFile, places: &Places, stored: &mut Stored) -> 
                         Plan::Reuse(path, f)
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Plan::CreateFile(path),
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("opening {}", path.display()))
-                    }
+                    Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
                 }
             }
         };
@@ -305,9 +314,7 @@ pub fn open_segments(t: &TopologyFile, places: &Places, stored: &mut Stored) -> 
                 segments::create_with(&name, w.segment_size, w.page_size)?,
                 Origin::Memfd(why),
             ),
-            Plan::CreateFile(path) => {
-                (create_file(&path, w.segment_size)?, Origin::Created(path))
-            }
+            Plan::CreateFile(path) => (create_file(&path, w.segment_size)?, Origin::Created(path)),
         };
         out.push(Segment { name, file, origin });
     }

@@ -209,7 +209,9 @@ pub struct FakeSystemd {
 
 impl FakeSystemd {
     pub fn bind(path: &Path) -> FakeSystemd {
-        use rustix::net::{bind, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        use rustix::net::{
+            bind, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+        };
         let sock = socket_with(
             AddressFamily::UNIX,
             SocketType::DGRAM,
@@ -229,7 +231,10 @@ impl FakeSystemd {
         use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
         use std::io::IoSliceMut;
         use std::mem::MaybeUninit;
-        let mut fds = [rustix::event::PollFd::new(&self.sock, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &self.sock,
+            rustix::event::PollFlags::IN,
+        )];
         let ten = rustix::event::Timespec {
             tv_sec: 10,
             tv_nsec: 0,
