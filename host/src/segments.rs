@@ -21,6 +21,12 @@ pub enum PageSize {
     Huge1G,
 }
 
+/// `statfs.f_type` as an `i64`, whatever its C type on this architecture.
+#[allow(clippy::unnecessary_cast)]
+fn fs_type(s: &rustix::fs::StatFs) -> i64 {
+    s.f_type as i64
+}
+
 /// `statfs.f_type` of hugetlbfs (memfds of `MFD_HUGETLB` live there too).
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
 /// `statfs.f_type` of tmpfs.
@@ -77,7 +83,7 @@ impl PageSize {
     /// (a tmpfs file is of base pages whatever `st_blksize` says of transparent huge pages).
     pub fn of(f: &impl AsFd) -> Result<Self> {
         let fs = rustix::fs::fstatfs(f).context("fstatfs")?;
-        if fs.f_type as i64 != HUGETLBFS_MAGIC {
+        if fs_type(&fs) != HUGETLBFS_MAGIC {
             return Ok(PageSize::Base);
         }
         let blk = rustix::fs::fstat(f).context("fstat")?.st_blksize as u64;
@@ -94,7 +100,7 @@ impl std::fmt::Display for PageSize {
 
 /// Whether `dir` is on tmpfs, where a segment file is memory as a memfd is.
 pub fn on_tmpfs(dir: &Path) -> bool {
-    rustix::fs::statfs(dir).is_ok_and(|s| s.f_type as i64 == TMPFS_MAGIC)
+    rustix::fs::statfs(dir).is_ok_and(|s| fs_type(&s) == TMPFS_MAGIC)
 }
 
 /// Checks that segment `size` bytes suit a PCI BAR and pages of `page`.
@@ -102,7 +108,7 @@ pub fn check_size(size: u64, page: PageSize) -> Result<()> {
     if !size.is_power_of_two() || size < 4096 {
         bail!("segment size {size} is not a power of two of at least 4096 bytes");
     }
-    if size % page.bytes() != 0 {
+    if !size.is_multiple_of(page.bytes()) {
         bail!("segment size {size} is not a multiple of its {page} pages");
     }
     Ok(())

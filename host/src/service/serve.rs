@@ -1,6 +1,8 @@
 //! `sivshm-host serve TOPOLOGY`: the long-running host side for the user's own VMs.
 //!
-//! Every segment (a memfd) and every eventfd is created once, at start. Each VM device
+//! Every segment and every eventfd is made once, at start; the segments are taken back from
+//! systemd's fd store or from the files of the last start where there are any (`store`), so
+//! that a restarted serve hands a restarted QEMU the same memory. Each VM device
 //! listens on a unix socket of its own (`devices`); a QEMU that connects there receives that
 //! device's complete setup stream at once (protocol version, its peer id, the segment, its
 //! peer's eventfds, its own), the same ids and eventfds on every connection, so a QEMU that
@@ -13,7 +15,8 @@
 //! reads, and a client that has not taken its stream within [`Options::send_timeout`] is
 //! dropped. A client that sends anything is dropped (QEMU never does). Each event is a log
 //! line; no client can stop the others from being served. On `SIGTERM` or `SIGINT` the
-//! sockets are removed and serve exits 0; the segments and eventfds go with the process.
+//! sockets are removed and serve exits 0; the eventfds go with the process, and so do the
+//! segments that are memfds not in systemd's fd store.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

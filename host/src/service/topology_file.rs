@@ -205,7 +205,7 @@ impl TopologyFile {
             }
             let page_size = pages(&w.hugepages)?.or(file_pages).unwrap_or_default();
             let segment_size = mib << 20;
-            if segment_size % page_size.bytes() != 0 {
+            if !segment_size.is_multiple_of(page_size.bytes()) {
                 let from = match (&w.hugepages, &raw.hugepages) {
                     (Some(h), _) | (None, Some(h)) => format!(
                         " (hugepages = \"{page_size}\" on line {})",
