@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{connect, Serve};
-use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 use rustix::process::Signal;
+use sivshm::Mapping;
 
 const POOL: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
 
@@ -78,55 +78,39 @@ fn huge_topology(dir: &Path) -> String {
     )
 }
 
-/// `KernelPageSize` of the mapping at `addr`, as `/proc/self/smaps` gives it.
-fn kernel_page_size(addr: usize) -> String {
+/// `KernelPageSize` of every mapping of this process whose path contains `name` (a memfd's
+/// is `/memfd:sivshm-NAME (deleted)`, a file's its path), as `/proc/self/smaps` gives it.
+fn kernel_page_sizes(name: &str) -> Vec<String> {
     let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
-    let head = format!("{addr:x}-");
-    let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head));
-    assert!(lines.next().is_some(), "no mapping at {addr:x}");
-    lines
-        .find_map(|l| l.strip_prefix("KernelPageSize:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// A shared mapping of `fd`'s `len` bytes.
-fn map(fd: &impl AsFd, len: usize) -> *mut u8 {
-    // SAFETY: a new shared mapping of a segment; nothing else in this process maps it here.
-    unsafe {
-        mmap(
-            std::ptr::null_mut(),
-            len,
-            ProtFlags::READ | ProtFlags::WRITE,
-            MapFlags::SHARED,
-            fd,
-            0,
-        )
-        .unwrap()
-        .cast()
+    let mut sizes = Vec::new();
+    let mut ours = false;
+    for l in smaps.lines() {
+        let first = l.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            ours = l.contains(name);
+        } else if let (true, Some(v)) = (ours, l.strip_prefix("KernelPageSize:")) {
+            sizes.push(v.trim().to_string());
+        }
     }
+    sizes
 }
 
-/// Writes `text` through the manager's device of `w0`, reads it through the worker's, and
-/// checks that both mappings are of 2 MiB pages.
-fn same_bytes_on_2m_pages(s: &Serve, text: &[u8], check_only: bool) {
+/// Writes `text` through the manager's device of `w0` (unless `check_only`), reads it
+/// through the worker's, and checks that both mappings, named `name` in smaps, are of 2 MiB
+/// pages.
+fn same_bytes_on_2m_pages(s: &Serve, name: &str, text: &[u8], check_only: bool) {
     let mgr = connect(&s.socket("mgr.w0"), 2);
     let w0 = connect(&s.socket("w0.mgr"), 2);
     assert_eq!(rustix::fs::fstat(&w0.shm).unwrap().st_size, 2 << 20);
-    let (a, b) = (map(&mgr.shm, 2 << 20), map(&w0.shm, 2 << 20));
-    assert_eq!(kernel_page_size(a as usize), "2048 kB");
-    assert_eq!(kernel_page_size(b as usize), "2048 kB");
-    // SAFETY: both map 2 MiB; the offsets are within.
-    unsafe {
-        if !check_only {
-            std::ptr::copy_nonoverlapping(text.as_ptr(), a.add(1 << 20), text.len());
-        }
-        let seen = std::slice::from_raw_parts(b.add(1 << 20), text.len());
-        assert_eq!(seen, text);
-        munmap(a.cast(), 2 << 20).unwrap();
-        munmap(b.cast(), 2 << 20).unwrap();
+    let a = Mapping::new(mgr.shm.as_fd(), 0, 2 << 20).unwrap();
+    let b = Mapping::new(w0.shm.as_fd(), 0, 2 << 20).unwrap();
+    assert_eq!(kernel_page_sizes(name), ["2048 kB", "2048 kB"]);
+    if !check_only {
+        a.write(1 << 20, text).unwrap();
     }
+    let mut seen = vec![0u8; text.len()];
+    b.read(1 << 20, &mut seen).unwrap();
+    assert_eq!(seen, text);
 }
 
 /// A hugetlbfs of 2 MiB pages mounted for the test, unmounted on drop.
@@ -164,7 +148,7 @@ fn a_segment_of_2m_pages_is_served_and_kept_on_hugetlbfs() {
         );
     }
     assert!(log.contains("segment it-w1: 1 MiB of 4K pages"), "{log}");
-    same_bytes_on_2m_pages(&s, b"on huge pages", false);
+    same_bytes_on_2m_pages(&s, "/memfd:sivshm-it-w0 ", b"on huge pages", false);
     s.signal(Signal::TERM);
     assert!(s.exit_within(5).success());
     drop(s);
@@ -196,7 +180,7 @@ fn a_segment_of_2m_pages_is_served_and_kept_on_hugetlbfs() {
         )),
         "{log}"
     );
-    same_bytes_on_2m_pages(&s, b"kept on hugetlbfs", false);
+    same_bytes_on_2m_pages(&s, "/sivshm-it/w0.seg", b"kept on hugetlbfs", false);
     s.signal(Signal::TERM);
     assert!(s.exit_within(5).success());
     drop(s);
@@ -209,7 +193,7 @@ fn a_segment_of_2m_pages_is_served_and_kept_on_hugetlbfs() {
         )),
         "{log}"
     );
-    same_bytes_on_2m_pages(&s, b"kept on hugetlbfs", true);
+    same_bytes_on_2m_pages(&s, "/sivshm-it/w0.seg", b"kept on hugetlbfs", true);
     // The worker's pages change: the file of 2M pages is named, and nothing changes.
     let base = huge_topology(dir.path()).replace("hugepages = \"2M\"\n", "");
     fs::write(dir.path().join("base.toml"), base).unwrap();

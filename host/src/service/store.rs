@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -122,13 +122,17 @@ impl Stored {
         let mut fds = BTreeMap::new();
         for i in 0..n {
             let raw = LISTEN_FDS_START + i as RawFd;
-            // SAFETY: sd_listen_fds(3): fds 3 .. 3 + LISTEN_FDS are this process's, passed
-            // for it to take; nothing else in the process uses them.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)
-                .with_context(|| format!("LISTEN_FDS: fd {raw} is not open"))?;
+            // Opened again through /proc (the same memfd or file, a new description that is
+            // close-on-exec), which needs no `unsafe` to own a raw fd; the fd systemd passed
+            // stays open, unused.
+            let proc = format!("/proc/self/fd/{raw}");
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&proc)
+                .with_context(|| format!("LISTEN_FDS={n}: opening fd {raw} again ({proc})"))?;
             let name = names.get(i).cloned().unwrap_or_else(|| "unknown".into());
-            fds.insert(name, fd);
+            fds.insert(name, OwnedFd::from(f));
         }
         Ok(Stored { fds })
     }
