@@ -192,7 +192,7 @@ pub fn check_huge_pages(sysfs_root: &Path, segments: &[(PageSize, u64)]) -> Resu
             let dir = sysfs_root.join(page.sysfs_dir().unwrap_or_default());
             bail!(
                 "{count} segment(s) of {page} pages need {need} huge pages of {page}, but the \
-                 host has {} free (of {} reserved): reserve {} more, as root: echo {} > {}",
+                 host has {} free (of {} in the pool): reserve {} more, as root: echo {} > {}",
                 have.available,
                 have.total,
                 need - have.available,
@@ -263,7 +263,7 @@ mod tests {
             e,
             format!(
                 "2 segment(s) of 2M pages need 8 huge pages of 2M, but the host has 6 free (of \
-                 10 reserved): reserve 2 more, as root: echo 12 > {}/hugepages-2048kB/nr_hugepages",
+                 10 in the pool): reserve 2 more, as root: echo 12 > {}/hugepages-2048kB/nr_hugepages",
                 root.display()
             )
         );

@@ -245,7 +245,7 @@ fn serve_refuses_without_enough_free_huge_pages() {
     assert!(
         err.contains(&format!(
             "1 segment(s) of 1G pages need 2 huge pages of 1G, but the host has 0 free (of {nr} \
-             reserved): reserve 2 more, as root: echo {} > {}/nr_hugepages",
+             in the pool): reserve 2 more, as root: echo {} > {}/nr_hugepages",
             nr + 2,
             pool.display()
         )),
