@@ -5,10 +5,9 @@
 mod common;
 
 use std::fs;
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
 const UNIT: &str = include_str!("../../packaging/systemd/sivshm-host@.service");
 
@@ -38,6 +37,17 @@ fn the_unit_passes_systemd_analyze_verify() {
     assert!(ok, "systemd-analyze verify:\n{out}");
     assert!(UNIT.contains("ExecStart=/usr/local/bin/sivshm-host serve /etc/sivshm/%i.toml"));
     assert!(UNIT.contains("Type=notify"));
+    // Room for every segment of the largest topology in the fd store.
+    let max: usize = UNIT
+        .lines()
+        .find_map(|l| l.strip_prefix("FileDescriptorStoreMax="))
+        .expect("FileDescriptorStoreMax=")
+        .parse()
+        .unwrap();
+    assert!(
+        max >= sivshm_host::service::topology_file::MAX_WORKERS,
+        "{max}"
+    );
     // The check does check: a key systemd does not know, or a missing binary, fails.
     let bogus = UNIT.replace("[Service]\n", "[Service]\nServeHarder=yes\n");
     let (ok, out) = verify(dir.path(), &bogus, exe);
@@ -52,10 +62,7 @@ fn serve_tells_systemd_it_is_ready_once_every_socket_listens() {
     let file = dir.path().join("it.toml");
     fs::write(&file, common::topology(dir.path())).unwrap();
     let notify = dir.path().join("notify");
-    let systemd = UnixDatagram::bind(&notify).unwrap();
-    systemd
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let systemd = common::FakeSystemd::bind(&notify);
     let mut child = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
         .arg("serve")
         .arg(&file)
@@ -63,9 +70,8 @@ fn serve_tells_systemd_it_is_ready_once_every_socket_listens() {
         .stderr(fs::File::create(dir.path().join("serve.log")).unwrap())
         .spawn()
         .unwrap();
-    let mut buf = [0u8; 64];
-    let got = systemd.recv(&mut buf);
-    let ready = got.as_ref().map(|&n| &buf[..n]);
+    // Each segment goes to the fd store before READY=1.
+    let stored = systemd.until_ready();
     let connected: Vec<bool> = ["mgr.w0", "w0.mgr", "mgr.w1", "w1.mgr"]
         .iter()
         .map(|n| UnixStream::connect(dir.path().join("run").join(format!("{n}.sock"))).is_ok())
@@ -73,6 +79,17 @@ fn serve_tells_systemd_it_is_ready_once_every_socket_listens() {
     let _ = child.kill();
     let _ = child.wait();
     let log = fs::read_to_string(dir.path().join("serve.log")).unwrap();
-    assert_eq!(ready.ok(), Some(&b"READY=1"[..]), "{got:?}\n{log}");
     assert_eq!(connected, [true; 4], "{log}");
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["it-w0", "it-w1"], "{log}");
+    let sizes: Vec<i64> = stored
+        .iter()
+        .map(|(_, fd)| rustix::fs::fstat(fd).unwrap().st_size)
+        .collect();
+    assert_eq!(sizes, [2 << 20, 1 << 20]);
+    assert!(
+        log.contains("segment it-w0: 2 MiB of 4K pages, created as a memfd, lost when serve stops")
+            && log.contains("put in systemd's fd store as it-w0"),
+        "{log}"
+    );
 }

@@ -29,12 +29,14 @@ pub fn check(path: &Path) -> Result<Vec<String>> {
     for vm in t.vm_names() {
         for d in t.devices_of(vm) {
             out.push(format!(
-                "{vm}: {} peer id {} <-> {} (peer id {}), {} MiB, {} vector(s), socket {}",
+                "{vm}: {} peer id {} <-> {} (peer id {}), {} MiB of {} pages, {} vector(s), \
+                 socket {}",
                 d.bdf(),
                 d.own_id,
                 d.peer,
                 d.peer_id,
                 d.segment_size >> 20,
+                t.workers[d.worker].page_size,
                 d.vectors,
                 d.socket.display()
             ));
@@ -53,17 +55,22 @@ mod tests {
         let p = dir.path().join("t.toml");
         std::fs::write(
             &p,
-            "name = \"t\"\n[manager]\nname = \"m\"\n[[worker]]\nname = \"w\"\nsegment_mib = 2\n",
+            "name = \"t\"\n[manager]\nname = \"m\"\n[[worker]]\nname = \"w\"\nsegment_mib = 2\n\
+             [[worker]]\nname = \"h\"\nsegment_mib = 2\nhugepages = \"2M\"\n",
         )
         .unwrap();
         assert_eq!(
             check(&p).unwrap(),
             [
-                "topology t: a manager and 1 worker(s), sockets in /run/sivshm/t",
-                "m: 0000:00:04.0 peer id 0 <-> w (peer id 1), 2 MiB, 1 vector(s), socket \
+                "topology t: a manager and 2 worker(s), sockets in /run/sivshm/t",
+                "m: 0000:00:04.0 peer id 0 <-> w (peer id 1), 2 MiB of 4K pages, 1 vector(s), socket \
                  /run/sivshm/t/m.w.sock",
-                "w: 0000:00:04.0 peer id 1 <-> m (peer id 0), 2 MiB, 1 vector(s), socket \
+                "m: 0000:00:05.0 peer id 0 <-> h (peer id 2), 2 MiB of 2M pages, 1 vector(s), socket \
+                 /run/sivshm/t/m.h.sock",
+                "w: 0000:00:04.0 peer id 1 <-> m (peer id 0), 2 MiB of 4K pages, 1 vector(s), socket \
                  /run/sivshm/t/w.m.sock",
+                "h: 0000:00:04.0 peer id 2 <-> m (peer id 0), 2 MiB of 2M pages, 1 vector(s), socket \
+                 /run/sivshm/t/h.m.sock",
             ]
         );
     }

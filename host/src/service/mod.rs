@@ -9,4 +9,5 @@ pub mod notify;
 pub mod owner;
 pub mod runtime_dir;
 pub mod serve;
+pub mod store;
 pub mod topology_file;

@@ -1,6 +1,8 @@
 //! `sivshm-host serve TOPOLOGY`: the long-running host side for the user's own VMs.
 //!
-//! Every segment (a memfd) and every eventfd is created once, at start. Each VM device
+//! Every segment and every eventfd is made once, at start; the segments are taken back from
+//! systemd's fd store or from the files of the last start where there are any (`store`), so
+//! that a restarted serve hands a restarted QEMU the same memory. Each VM device
 //! listens on a unix socket of its own (`devices`); a QEMU that connects there receives that
 //! device's complete setup stream at once (protocol version, its peer id, the segment, its
 //! peer's eventfds, its own), the same ids and eventfds on every connection, so a QEMU that
@@ -13,7 +15,8 @@
 //! reads, and a client that has not taken its stream within [`Options::send_timeout`] is
 //! dropped. A client that sends anything is dropped (QEMU never does). Each event is a log
 //! line; no client can stop the others from being served. On `SIGTERM` or `SIGINT` the
-//! sockets are removed and serve exits 0; the segments and eventfds go with the process.
+//! sockets are removed and serve exits 0; the eventfds go with the process, and so do the
+//! segments that are memfds not in systemd's fd store.
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -30,9 +33,9 @@ use rustix::net::{
 use super::devices::DeviceSpec;
 use super::owner::{self, Ids};
 use super::runtime_dir::RuntimeDir;
+use super::store::{self, Places, Segment, Stored};
 use super::topology_file::TopologyFile;
 use crate::protocol::{buffer_for, send_message, setup_messages, Message, PeerVectors};
-use crate::segments;
 
 /// Clients one device serves at once: a restarting QEMU overlaps its predecessor briefly;
 /// more than this is refused, so that no client can make serve run out of fds.
@@ -66,17 +69,14 @@ struct Channels {
 }
 
 impl Channels {
-    fn new(t: &TopologyFile) -> Result<Self> {
+    /// The channels of `t` over its workers' `segments`, with new eventfds.
+    fn new(t: &TopologyFile, segments: Vec<Segment>) -> Result<Self> {
         let mut c = Channels {
-            segments: Vec::new(),
+            segments: segments.into_iter().map(|s| s.file).collect(),
             manager_side: Vec::new(),
             worker_side: Vec::new(),
         };
         for (i, w) in t.workers.iter().enumerate() {
-            c.segments.push(segments::create(
-                &format!("{}-{}", t.name, w.name),
-                w.segment_size,
-            )?);
             c.manager_side.push(PeerVectors::new(0, w.vectors)?);
             c.worker_side
                 .push(PeerVectors::new(i as u16 + 1, w.vectors)?);
@@ -89,6 +89,27 @@ impl Channels {
         let (m, w) = (&self.manager_side[d.worker], &self.worker_side[d.worker]);
         let (own, peer) = if d.own_id == 0 { (m, w) } else { (w, m) };
         setup_messages(own, self.segments[d.worker].as_fd(), &[peer])
+    }
+}
+
+/// Where serve keeps its segments across restarts (`store`).
+#[derive(Debug, Default)]
+pub struct Keeping {
+    /// The host's tmpfs, hugetlbfs mounts and huge page pools.
+    pub places: Places,
+    /// Segments systemd handed back.
+    pub stored: Stored,
+    /// `$NOTIFY_SOCKET`: where to store the segments, if systemd runs serve.
+    pub notify: Option<String>,
+}
+
+impl Keeping {
+    /// This host's places, and no systemd.
+    pub fn host() -> Self {
+        Keeping {
+            places: Places::host(),
+            ..Default::default()
+        }
     }
 }
 
@@ -121,12 +142,49 @@ impl Server {
     pub fn new(
         topo: TopologyFile,
         options: Options,
+        log: Box<dyn FnMut(String) + Send>,
+    ) -> Result<Self> {
+        Self::with_keeping(topo, options, log, Keeping::host())
+    }
+
+    /// As [`Server::new`], with the segments taken from and kept as `keeping` says.
+    pub fn with_keeping(
+        topo: TopologyFile,
+        options: Options,
         mut log: Box<dyn FnMut(String) + Send>,
+        mut keeping: Keeping,
     ) -> Result<Self> {
         let ids = owner::resolve(&topo)?;
         let dir = RuntimeDir::lock(&topo.runtime_dir, &topo.name, ids)?;
         let devices = topo.devices();
-        let channels = Channels::new(&topo)?;
+        let segments = store::open_segments(&topo, &keeping.places, &mut keeping.stored)?;
+        for (seg, w) in segments.iter().zip(&topo.workers) {
+            let mut line = format!(
+                "segment {}: {} MiB of {} pages, {}",
+                seg.name,
+                w.segment_size >> 20,
+                w.page_size,
+                seg.origin
+            );
+            if let Some(target) = &keeping.notify {
+                if seg.origin != store::Origin::FdStore {
+                    store::keep_in_fdstore(target, seg)?;
+                    line += &format!("; put in systemd's fd store as {}", seg.name);
+                }
+            }
+            log(line);
+        }
+        for name in std::mem::take(&mut keeping.stored.fds).into_keys() {
+            let mut line =
+                format!("systemd's fd store held {name:?}, no segment of this topology: dropped");
+            if let Some(target) = &keeping.notify {
+                if super::notify::unstore(target, &name).is_ok() {
+                    line += " and removed from the store";
+                }
+            }
+            log(line);
+        }
+        let channels = Channels::new(&topo, segments)?;
         let mut server = Server {
             topo,
             devices,
@@ -414,11 +472,19 @@ fn listener(path: &Path, ids: Ids) -> Result<OwnedFd> {
 /// readable on `SIGTERM` or `SIGINT`; the library installs no signal handler), then removes
 /// the sockets.
 pub fn main(path: &Path, stop: BorrowedFd<'_>) -> Result<()> {
+    // Taken first, so that the fds systemd passed are ours whatever else fails.
+    let stored = Stored::take_from_env()?;
     let topo = TopologyFile::load(path)?;
-    let mut server = Server::new(
+    let keeping = Keeping {
+        places: Places::host(),
+        stored,
+        notify: super::notify::socket(),
+    };
+    let mut server = Server::with_keeping(
         topo,
         Options::default(),
         Box::new(|l| eprintln!("serve: {l}")),
+        keeping,
     )?;
     super::notify::ready()?;
     let result = server.run(&stop);

@@ -7,6 +7,7 @@
 //! runtime_dir = "/run/sivshm/lab"  # optional
 //! user = "libvirt-qemu"            # optional: owner of the sockets (a name or a number)
 //! group = "kvm"                    # optional: their group
+//! hugepages = "2M"                 # optional: every segment of huge pages, "2M" or "1G"
 //!
 //! [manager]
 //! name = "manager"
@@ -15,6 +16,7 @@
 //! name = "w0"
 //! segment_mib = 4                  # a power of two
 //! vectors = 2                      # optional, 1 to 64, default 1
+//! hugepages = "1G"                 # optional: this worker's pages ("4K": none)
 //! ```
 //!
 //! Everything is checked on load, and every error names the file, the line and the problem.
@@ -26,6 +28,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::protocol::MAX_VECTORS;
+use crate::segments::PageSize;
 
 /// Workers a served topology takes: as many as the harness's manager, whose devices sit on
 /// bus 0 and then behind PCI bridges (`topology::manager_slot`; `qemu-args` and
@@ -72,6 +75,8 @@ pub struct Worker {
     pub segment_size: u64,
     /// Interrupt vectors of the channel, on both sides.
     pub vectors: u16,
+    /// The pages of the segment: the worker's `hugepages`, else the file's, else base pages.
+    pub page_size: PageSize,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +86,7 @@ struct RawFile {
     runtime_dir: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
+    hugepages: Option<Spanned<String>>,
     manager: Spanned<RawManager>,
     #[serde(default)]
     worker: Vec<Spanned<RawWorker>>,
@@ -98,6 +104,7 @@ struct RawWorker {
     name: Spanned<String>,
     segment_mib: Spanned<u64>,
     vectors: Option<Spanned<u16>>,
+    hugepages: Option<Spanned<String>>,
 }
 
 /// The 1-based line of byte `offset` of `text`.
@@ -138,6 +145,19 @@ impl TopologyFile {
                 "no [[worker]]: a topology needs at least one worker".into(),
             ));
         }
+        let pages = |h: &Option<Spanned<String>>| -> Result<Option<PageSize>> {
+            let Some(h) = h else { return Ok(None) };
+            PageSize::from_name(h.get_ref()).map(Some).ok_or_else(|| {
+                at(
+                    h.span().start,
+                    format!(
+                        "hugepages = {:?} is not \"2M\" or \"1G\" (or \"4K\": no huge pages)",
+                        h.get_ref()
+                    ),
+                )
+            })
+        };
+        let file_pages = pages(&raw.hugepages)?;
         let mut workers = Vec::new();
         for (i, w) in raw.worker.iter().enumerate() {
             let w_at = w.span().start;
@@ -183,10 +203,26 @@ impl TopologyFile {
                     format!("vectors = {vectors} is not from 1 to {MAX_VECTORS}"),
                 ));
             }
+            let page_size = pages(&w.hugepages)?.or(file_pages).unwrap_or_default();
+            let segment_size = mib << 20;
+            if !segment_size.is_multiple_of(page_size.bytes()) {
+                let from = match (&w.hugepages, &raw.hugepages) {
+                    (Some(h), _) | (None, Some(h)) => format!(
+                        " (hugepages = \"{page_size}\" on line {})",
+                        line_of(text, h.span().start)
+                    ),
+                    (None, None) => String::new(),
+                };
+                return Err(at(
+                    w.segment_mib.span().start,
+                    format!("segment_mib = {mib} is not a multiple of its {page_size} pages{from}"),
+                ));
+            }
             workers.push(Worker {
                 name,
-                segment_size: mib << 20,
+                segment_size,
                 vectors,
+                page_size,
             });
         }
 
@@ -324,12 +360,14 @@ segment_mib = 1
                 Worker {
                     name: "w0".into(),
                     segment_size: 4 << 20,
-                    vectors: 2
+                    vectors: 2,
+                    page_size: PageSize::Base,
                 },
                 Worker {
                     name: "w1".into(),
                     segment_size: 1 << 20,
-                    vectors: 1
+                    vectors: 1,
+                    page_size: PageSize::Base,
                 }
             ]
         );
@@ -382,6 +420,63 @@ segment_mib = 1
         );
         let bad_user = GOOD.replace("\"libvirt-qemu\"", "\"a:b\"");
         assert_eq!(err(&bad_user), "line 3: user \"a:b\" is not a valid name");
+    }
+
+    #[test]
+    fn huge_pages_for_the_file_or_a_worker() {
+        let pages = |text: &str| -> Vec<PageSize> {
+            TopologyFile::parse(text)
+                .unwrap()
+                .workers
+                .iter()
+                .map(|w| w.page_size)
+                .collect()
+        };
+        let big = GOOD.replace("segment_mib = 1\n", "segment_mib = 2048\n");
+        assert_eq!(pages(&big), [PageSize::Base, PageSize::Base]);
+        // For the whole file (before [manager]), and a worker's own value overrides it.
+        let all = big.replace("group = \"kvm\"", "group = \"kvm\"\nhugepages = \"2M\"");
+        assert_eq!(pages(&all), [PageSize::Huge2M, PageSize::Huge2M]);
+        let w1 = all.replace(
+            "segment_mib = 2048",
+            "segment_mib = 2048\nhugepages = \"1G\"",
+        );
+        assert_eq!(pages(&w1), [PageSize::Huge2M, PageSize::Huge1G]);
+        let w0_base = all.replace("vectors = 2", "vectors = 2\nhugepages = \"4K\"");
+        assert_eq!(pages(&w0_base), [PageSize::Base, PageSize::Huge2M]);
+        let only_w0 = big.replace("vectors = 2", "vectors = 2\nhugepages = \"2M\"");
+        assert_eq!(pages(&only_w0), [PageSize::Huge2M, PageSize::Base]);
+
+        let bad = big.replace("vectors = 2", "vectors = 2\nhugepages = \"2MB\"");
+        assert_eq!(
+            err(&bad),
+            "line 13: hugepages = \"2MB\" is not \"2M\" or \"1G\" (or \"4K\": no huge pages)"
+        );
+        let bad_top = big.replace("group = \"kvm\"", "group = \"kvm\"\nhugepages = \"huge\"");
+        assert!(
+            err(&bad_top).starts_with("line 5: hugepages = \"huge\" is not"),
+            "{}",
+            err(&bad_top)
+        );
+        let number = big.replace("vectors = 2", "vectors = 2\nhugepages = 2");
+        assert!(
+            err(&number).starts_with("line 13: invalid type"),
+            "{}",
+            err(&number)
+        );
+        // w0 has 4 MiB: a multiple of 2M pages, not of 1G ones; w1 (1 MiB) not even of 2M.
+        let w0_1g = GOOD.replace("vectors = 2", "vectors = 2\nhugepages = \"1G\"");
+        assert_eq!(
+            err(&w0_1g),
+            "line 11: segment_mib = 4 is not a multiple of its 1G pages (hugepages = \"1G\" on \
+             line 13)"
+        );
+        let file_2m = GOOD.replace("group = \"kvm\"", "group = \"kvm\"\nhugepages = \"2M\"");
+        assert_eq!(
+            err(&file_2m),
+            "line 17: segment_mib = 1 is not a multiple of its 2M pages (hugepages = \"2M\" on \
+             line 5)"
+        );
     }
 
     #[test]

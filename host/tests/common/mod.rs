@@ -200,3 +200,80 @@ pub fn same_eventfd(a: &OwnedFd, b: &OwnedFd) -> bool {
     drain(a);
     same
 }
+
+/// A stand-in for systemd's notify socket: a unix datagram socket the test binds.
+pub struct FakeSystemd {
+    pub sock: OwnedFd,
+    pub path: PathBuf,
+}
+
+impl FakeSystemd {
+    pub fn bind(path: &Path) -> FakeSystemd {
+        use rustix::net::{
+            bind, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
+        };
+        let sock = socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        bind(&sock, &SocketAddrUnix::new(path).unwrap()).unwrap();
+        FakeSystemd {
+            sock,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The next datagram and the fd it carries, within 10 s.
+    pub fn recv(&self) -> Option<(String, Option<OwnedFd>)> {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        use std::io::IoSliceMut;
+        use std::mem::MaybeUninit;
+        let mut fds = [rustix::event::PollFd::new(
+            &self.sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let ten = rustix::event::Timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
+        };
+        if rustix::event::poll(&mut fds, Some(&ten)).ok()? == 0 {
+            return None;
+        }
+        let mut buf = [0u8; 4096];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let r = recvmsg(
+            &self.sock,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+        .ok()?;
+        let mut got = None;
+        for m in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = m {
+                got = fds.next();
+            }
+        }
+        Some((String::from_utf8_lossy(&buf[..r.bytes]).into_owned(), got))
+    }
+
+    /// Datagrams up to and with `READY=1`: the fd store's `(FDNAME, fd)`s, in order.
+    pub fn until_ready(&self) -> Vec<(String, OwnedFd)> {
+        let mut stored = Vec::new();
+        loop {
+            let (msg, fd) = self.recv().expect("no READY=1 within 10 s");
+            if msg == "READY=1" {
+                assert!(fd.is_none());
+                return stored;
+            }
+            let name = msg
+                .strip_prefix("FDSTORE=1\nFDNAME=")
+                .unwrap_or_else(|| panic!("unexpected notification {msg:?}"));
+            stored.push((name.to_string(), fd.expect("FDSTORE=1 without its fd")));
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! A restarted `serve` hands a restarted QEMU the same segment: taken back from systemd's
+//! fd store (`LISTEN_FDS`), or from the files of the last start when systemd is not there.
+
+mod common;
+
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+use common::{connect, topology, FakeSystemd, Serve};
+use rustix::process::Signal;
+
+/// serve of `file` started as systemd starts a unit with an fd store: `fds` at 3, 4, ...,
+/// `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` its own pid (the shell's `$$`, which
+/// `exec` keeps).
+fn spawn_with_fds(file: &Path, log: &Path, notify: &Path, fds: Vec<(String, OwnedFd)>) -> Child {
+    let names: Vec<&str> = fds.iter().map(|(n, _)| n.as_str()).collect();
+    let names = names.join(":");
+    let n = fds.len();
+    let mappings = fds
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, fd))| FdMapping {
+            parent_fd: fd,
+            child_fd: 3 + i as i32,
+        })
+        .collect();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" serve \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg(file)
+        .env("LISTEN_FDS", n.to_string())
+        .env("LISTEN_FDNAMES", names)
+        .env("NOTIFY_SOCKET", notify)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(log).unwrap());
+    cmd.fd_mappings(mappings).unwrap();
+    cmd.spawn().unwrap()
+}
+
+fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "serve still runs after {secs} s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_log(log: &Path, what: &str, child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        if text.contains(what) {
+            return text;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("serve exited ({st}) before logging {what:?}:\n{text}");
+        }
+        assert!(Instant::now() < deadline, "no {what:?} in:\n{text}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_serve_started_with_the_fd_store_reuses_its_segments() {
+    // /tmp is no tmpfs here, and if it is, the files go: only the fd store keeps them.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("it.toml");
+    fs::write(&file, topology(dir.path())).unwrap();
+    let systemd = FakeSystemd::bind(&dir.path().join("notify"));
+    let log1 = dir.path().join("first.log");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg("serve")
+        .arg(&file)
+        .env("NOTIFY_SOCKET", &systemd.path)
+        .stderr(fs::File::create(&log1).unwrap())
+        .spawn()
+        .unwrap();
+    let stored = systemd.until_ready();
+    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["it-w0", "it-w1"]);
+    let run = dir.path().join("run");
+    let w0 = connect(&run.join("w0.mgr.sock"), 2);
+    rustix::io::pwrite(&w0.shm, b"kept by systemd", 8192).unwrap();
+    drop(w0);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first.id() as i32).unwrap(),
+        Signal::TERM,
+    )
+    .unwrap();
+    assert!(wait_exit(&mut first, 5).success());
+    let _ = fs::remove_dir_all(run.join("segments"));
+
+    // A size the store does not hold: an error, and nothing changes.
+    let bigger = dir.path().join("bigger.toml");
+    fs::write(
+        &bigger,
+        topology(dir.path()).replace("segment_mib = 2", "segment_mib = 4"),
+    )
+    .unwrap();
+    let dup = |v: &Vec<(String, OwnedFd)>| -> Vec<(String, OwnedFd)> {
+        v.iter()
+            .map(|(n, fd)| (n.clone(), fd.try_clone().unwrap()))
+            .collect()
+    };
+    let log_bad = dir.path().join("bad.log");
+    let mut bad = spawn_with_fds(&bigger, &log_bad, &systemd.path, dup(&stored));
+    let st = wait_exit(&mut bad, 10);
+    let text = fs::read_to_string(&log_bad).unwrap();
+    assert_eq!(st.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "segment it-w0: the segment in systemd's fd store is 2097152 bytes of 4K pages, but \
+             the topology asks for 4 MiB of 4K pages"
+        ) && text.contains("nothing was changed"),
+        "{text}"
+    );
+
+    // The unit starts again: serve takes the segments back and stores nothing anew.
+    let log2 = dir.path().join("second.log");
+    let mut second = spawn_with_fds(&file, &log2, &systemd.path, dup(&stored));
+    assert!(systemd.until_ready().is_empty(), "stored again");
+    let text = wait_log(&log2, "serving topology it", &mut second);
+    assert!(
+        text.contains("segment it-w0: 2 MiB of 4K pages, taken back from systemd's fd store")
+            && text
+                .contains("segment it-w1: 1 MiB of 4K pages, taken back from systemd's fd store"),
+        "{text}"
+    );
+    let w0 = connect(&run.join("w0.mgr.sock"), 2);
+    let mut buf = [0u8; 15];
+    rustix::io::pread(&w0.shm, &mut buf, 8192).unwrap();
+    assert_eq!(&buf, b"kept by systemd");
+    let mgr = connect(&run.join("mgr.w0.sock"), 2);
+    rustix::io::pread(&mgr.shm, &mut buf, 8192).unwrap();
+    assert_eq!(&buf, b"kept by systemd");
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+#[test]
+fn without_systemd_a_restarted_serve_reuses_its_segment_files() {
+    // The files need tmpfs, as /run is.
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let mut s = Serve::start(dir.path());
+    let segs = dir.path().join("run/segments");
+    let w0_file = segs.join("w0.seg");
+    let text = s.log();
+    assert!(
+        text.contains(&format!(
+            "segment it-w0: 2 MiB of 4K pages, created as {}",
+            w0_file.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        fs::metadata(&segs).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let m = fs::metadata(&w0_file).unwrap();
+    assert_eq!((m.mode() & 0o777, m.len()), (0o600, 2 << 20));
+    let mgr = connect(&s.socket("mgr.w0"), 2);
+    rustix::io::pwrite(&mgr.shm, b"kept in a file", 4096).unwrap();
+    s.signal(Signal::TERM);
+    assert!(s.exit_within(5).success());
+    drop(mgr);
+
+    // A size that does not match: an error, and the file stays as it is.
+    let bigger = topology(dir.path()).replace("segment_mib = 2", "segment_mib = 4");
+    fs::write(dir.path().join("bigger.toml"), &bigger).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg("serve")
+        .arg(dir.path().join("bigger.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "segment it-w0: {} is 2097152 bytes of 4K pages, but the topology asks for 4 MiB of \
+             4K pages: to start it afresh (its contents are lost), remove {}",
+            w0_file.display(),
+            w0_file.display()
+        )) && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(fs::metadata(&w0_file).unwrap().len(), 2 << 20);
+
+    let mut again = Serve::start(dir.path());
+    let text = again.log();
+    assert!(
+        text.contains(&format!(
+            "segment it-w0: 2 MiB of 4K pages, reused from {}",
+            w0_file.display()
+        )),
+        "{text}"
+    );
+    let w0 = connect(&again.socket("w0.mgr"), 2);
+    let mut buf = [0u8; 14];
+    rustix::io::pread(&w0.shm, &mut buf, 4096).unwrap();
+    assert_eq!(&buf, b"kept in a file");
+    again.check_alive();
+}
