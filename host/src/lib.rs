@@ -3,10 +3,11 @@
 //! ivshmem protocol (`protocol`), makes the shared-memory segments (`segments`) and decides
 //! where every device and PCI bridge sits in a guest (`pci`).
 //!
-//! The `sivshm-host` binary (`src/bin/sivshm-host`) is a thin command line over this
+//! The `sivshm-host` binary (`src/bin/sivshm-host`) is a thin command line (`cli`) over this
 //! library; it alone installs signal handlers. The test and benchmark lab (`lab/`, package
 //! `sivshm-lab`) builds on the library; nothing here depends on the lab.
 
+pub mod cli;
 pub mod pci;
 pub mod protocol;
 pub mod segments;
