@@ -9,12 +9,22 @@
 # modules_install, then depmod), the UAPI header in $(DESTDIR)$(INCLUDEDIR)/linux/, the udev
 # rule in $(DESTDIR)$(UDEVRULESDIR)/ and the sivshm group's sysusers.d file in
 # $(DESTDIR)$(SYSUSERSDIR)/. `install-udev` installs the last two alone (no kernel needed).
+# It also installs sivshmctl's man pages in $(DESTDIR)$(MANDIR)/man1/ and its bash, zsh and
+# fish completions; `install-sivshmctl-docs` installs these alone (no kernel needed). They
+# are generated from sivshmctl's command line (packaging/man, packaging/completions:
+# `cargo run -p sivshm-gen-docs`); sivshm-host's are installed on the host
+# (Documentation/install.rst).
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
 DESTDIR ?=
 INCLUDEDIR ?= /usr/include
 UDEVRULESDIR ?= /usr/lib/udev/rules.d
 SYSUSERSDIR ?= /usr/lib/sysusers.d
+MANDIR ?= /usr/share/man
+BASHCOMPDIR ?= /usr/share/bash-completion/completions
+# Debian's zsh searches vendor-completions; Fedora's and Arch's: ZSHCOMPDIR=/usr/share/zsh/site-functions.
+ZSHCOMPDIR ?= /usr/share/zsh/vendor-completions
+FISHCOMPDIR ?= /usr/share/fish/vendor_completions.d
 # Where the udev rule runs sivshmctl from (it prints each device's PCI address).
 SIVSHMCTL ?= /usr/local/bin/sivshmctl
 
@@ -36,7 +46,7 @@ check-kdir:
 	@test -f $(KDIR)/Makefile || { echo "sivshm: no kernel build at KDIR=$(KDIR) (make KDIR=<kernel build dir>)" >&2; exit 1; }
 	@grep -qx 'CONFIG_RUST=y' $(KDIR)/.config || { echo "sivshm: the kernel at KDIR=$(KDIR) is not built with CONFIG_RUST=y; sivshm.ko needs a Rust-enabled kernel" >&2; exit 1; }
 
-install: install-module install-uapi install-udev
+install: install-module install-uapi install-udev install-sivshmctl-docs
 
 install-module:
 	@test -f sivshm.ko || { echo "sivshm: build the module first: make KDIR=$(KDIR)" >&2; exit 1; }
@@ -53,4 +63,12 @@ install-udev:
 	chmod 0644 $(DESTDIR)$(UDEVRULESDIR)/60-sivshm.rules
 	install -m 0644 packaging/sysusers/sivshm.conf $(DESTDIR)$(SYSUSERSDIR)/sivshm.conf
 
-.PHONY: all modules modules_install clean check-kdir install install-module install-uapi install-udev
+install-sivshmctl-docs:
+	install -d $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	install -m 0644 packaging/man/sivshmctl.1 packaging/man/sivshmctl-*.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 packaging/completions/bash/sivshmctl $(DESTDIR)$(BASHCOMPDIR)/sivshmctl
+	install -m 0644 packaging/completions/zsh/_sivshmctl $(DESTDIR)$(ZSHCOMPDIR)/_sivshmctl
+	install -m 0644 packaging/completions/fish/sivshmctl.fish $(DESTDIR)$(FISHCOMPDIR)/sivshmctl.fish
+
+.PHONY: all modules modules_install clean check-kdir install install-module install-uapi install-udev \
+	install-sivshmctl-docs

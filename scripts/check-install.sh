@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # check-install.sh KERNEL_BUILD: `make install DESTDIR=...` from a copy of the sources installs
-# exactly the module (with its modinfo), the UAPI header, the udev rule and the sysusers.d file;
-# and the Makefile's refusals (no kernel, a kernel without Rust, install before build, a
+# exactly the module (with its modinfo), the UAPI header, the udev rule, the sysusers.d file and
+# sivshmctl's man pages and bash/zsh/fish completions; and the Makefile's refusals (no kernel, a kernel without Rust, install before build, a
 # relative SIVSHMCTL) are clear errors.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -13,7 +13,7 @@ trap 'rm -rf "$t"' EXIT
 src=$t/src dest=$t/dest
 mkdir -p "$src" "$dest"
 (cd "$SIVSHM_ROOT" && cp -r --parents Makefile Kbuild sivshm.rs driver abstractions uapi/linux/sivshm.h \
-	packaging/udev packaging/sysusers "$src/")
+	packaging/udev packaging/sysusers packaging/man packaging/completions "$src/")
 
 # $1: what the error must say; the rest: make's arguments.
 refused() {
@@ -38,12 +38,18 @@ make -s -C "$src" KDIR="$kb" $(kmake_args) DESTDIR="$dest" install >/dev/null
 files=$(cd "$dest" && find . -type f | sed 's|^\./||' | LC_ALL=C sort)
 echo "installed into DESTDIR:"
 sed 's/^/  /' <<<"$files"
+# sivshmctl's pages: one for the command and one for each subcommand, as generated.
+pages=$(cd "$SIVSHM_ROOT/packaging/man" && printf 'usr/share/man/man1/%s\n' sivshmctl.1 sivshmctl-*.1)
 # depmod's index files come with the module; nothing else may appear.
 want=$(LC_ALL=C sort <<WANT
 lib/modules/$kver/updates/sivshm.ko
 usr/include/linux/sivshm.h
 usr/lib/sysusers.d/sivshm.conf
 usr/lib/udev/rules.d/60-sivshm.rules
+$pages
+usr/share/bash-completion/completions/sivshmctl
+usr/share/zsh/vendor-completions/_sivshmctl
+usr/share/fish/vendor_completions.d/sivshmctl.fish
 WANT
 )
 got=$(grep -v "^lib/modules/$kver/modules\." <<<"$files")
@@ -56,9 +62,11 @@ done
 cmp "$src/uapi/linux/sivshm.h" "$dest/usr/include/linux/sivshm.h"
 grep -qF 'IMPORT{program}="/usr/local/bin/sivshmctl info --udev $devnode"' \
 	"$dest/usr/lib/udev/rules.d/60-sivshm.rules" || die "the installed rule does not run /usr/local/bin/sivshmctl"
-for f in usr/include/linux/sivshm.h usr/lib/sysusers.d/sivshm.conf usr/lib/udev/rules.d/60-sivshm.rules; do
+for f in $(grep -v "^lib/modules/" <<<"$want"); do
 	[ "$(stat -c %a "$dest/$f")" = 644 ] || die "$f is not mode 0644"
 done
+cmp "$src/packaging/man/sivshmctl.1" "$dest/usr/share/man/man1/sivshmctl.1"
+cmp "$src/packaging/completions/bash/sivshmctl" "$dest/usr/share/bash-completion/completions/sivshmctl"
 # The header compiles on its own as user space includes it.
 printf '#include <linux/sivshm.h>\nint main(void) { return sizeof(struct sivshm_info) == 0; }\n' >"$t/h.c"
 gcc -Wall -Werror -I"$dest/usr/include" -o "$t/h" "$t/h.c"

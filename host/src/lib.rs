@@ -3,11 +3,13 @@
 //! ivshmem protocol (`protocol`), makes the shared-memory segments (`segments`) and decides
 //! where every device and PCI bridge sits in a guest (`pci`).
 //!
-//! The `sivshm-host` binary (`src/bin/sivshm-host`) is a thin command line over this
+//! The `sivshm-host` binary (`src/bin/sivshm-host`) is a thin command line (`cli`) over this
 //! library. The library installs no signal handler of its own accord: [`stop::StopPipe`]
-//! does, only when a binary creates one, and removes them when it is dropped. The test and benchmark lab (`lab/`, package
+//! does, only when a binary creates one, and removes them when it is dropped. The test and
+//! benchmark lab (`lab/`, package
 //! `sivshm-lab`) builds on the library; nothing here depends on the lab.
 
+pub mod cli;
 pub mod pci;
 pub mod protocol;
 pub mod segments;

@@ -24,6 +24,9 @@ pub enum Cmd {
         /// Worker counts, comma separated.
         #[arg(long, value_delimiter = ',', default_values_t = [16, 64, 256, 1024])]
         workers: Vec<usize>,
+        /// The same figures as one JSON object (schema "sivshm-lab/wiring-bench/1").
+        #[arg(long)]
+        json: bool,
     },
     /// What wiring costs on the boot path, apart from the guest's boot: a manager and N
     /// workers launched paused (-S, no kernel), from launch to every QEMU answering QMP with

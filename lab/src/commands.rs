@@ -16,13 +16,18 @@ pub fn accel(guest: &GuestArgs) -> Result<()> {
 }
 
 /// `wiring-bench`.
-pub fn wiring_bench(workers: &[usize]) -> Result<()> {
+pub fn wiring_bench(workers: &[usize], json: bool) -> Result<()> {
     anyhow::ensure!(
         !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),
         "--workers must list counts from 1 to 65535"
     );
-    for l in wiring::bench(workers)? {
-        println!("{l}");
+    let figures = wiring::measure(workers)?;
+    if json {
+        println!("{}", wiring::json(&figures));
+    } else {
+        for l in wiring::table(&figures) {
+            println!("{l}");
+        }
     }
     Ok(())
 }

@@ -56,7 +56,7 @@ fn main() -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Accel { guest } => commands::accel(&guest),
-        Cmd::WiringBench { workers } => commands::wiring_bench(&workers),
+        Cmd::WiringBench { workers, json } => commands::wiring_bench(&workers, json),
         Cmd::RealiseBench { options } => commands::realise_bench(&options),
         Cmd::IvshmemServer {
             socket,

@@ -92,8 +92,36 @@ fn ivshmem(workers: usize) -> Result<(Cost, f64)> {
     Ok((cost, secs))
 }
 
-/// Prints the table for each worker count.
-pub fn bench(counts: &[usize]) -> Result<Vec<String>> {
+/// The `schema` field of `wiring-bench --json`: changes when a member is removed, renamed or
+/// changes its type or meaning; members may be added without a change.
+pub const JSON_SCHEMA: &str = "sivshm-lab/wiring-bench/1";
+
+/// One worker count's figures: what each side's wiring cost and how long it took.
+#[derive(Debug)]
+pub struct Row {
+    pub workers: usize,
+    pub sivshm: Cost,
+    pub sivshm_secs: f64,
+    pub ivshmem: Cost,
+    pub ivshmem_secs: f64,
+}
+
+impl Row {
+    /// The central server's messages per SIVSHM message.
+    pub fn message_ratio(&self) -> f64 {
+        self.ivshmem.messages as f64 / self.sivshm.messages as f64
+    }
+}
+
+/// The measurements: RLIMIT_NOFILE before it was raised (soft, hard), and a row for each
+/// worker count.
+pub struct Figures {
+    pub nofile: (Option<u64>, Option<u64>),
+    pub rows: Vec<Row>,
+}
+
+/// Wires each worker count both ways.
+pub fn measure(counts: &[usize]) -> Result<Figures> {
     // Both sides hold every fd of a topology at once.
     let (soft, hard) = rlimit_nofile();
     let _ = rustix::process::setrlimit(
@@ -103,6 +131,27 @@ pub fn bench(counts: &[usize]) -> Result<Vec<String>> {
             maximum: hard,
         },
     );
+    let mut rows = Vec::with_capacity(counts.len());
+    for &n in counts {
+        let (s, st) = sivshm(n).with_context(|| format!("SIVSHM wiring of {n} workers"))?;
+        let (i, it) = ivshmem(n).with_context(|| format!("IVSHMEM wiring of {n} workers"))?;
+        rows.push(Row {
+            workers: n,
+            sivshm: s,
+            sivshm_secs: st,
+            ivshmem: i,
+            ivshmem_secs: it,
+        });
+    }
+    Ok(Figures {
+        nofile: (soft, hard),
+        rows,
+    })
+}
+
+/// The table `wiring-bench` prints.
+pub fn table(f: &Figures) -> Vec<String> {
+    let (soft, hard) = f.nofile;
     let mut out = vec![
         format!(
             "# wiring a manager and N workers, 1 vector per peer, no VM booted (RLIMIT_NOFILE \
@@ -112,23 +161,56 @@ pub fn bench(counts: &[usize]) -> Result<Vec<String>> {
          fds made, messages, fds sent | messages IVSHMEM/SIVSHM"
             .into(),
     ];
-    for &n in counts {
-        let (s, st) = sivshm(n).with_context(|| format!("SIVSHM wiring of {n} workers"))?;
-        let (i, it) = ivshmem(n).with_context(|| format!("IVSHMEM wiring of {n} workers"))?;
+    for r in &f.rows {
+        let (s, i) = (&r.sivshm, &r.ivshmem);
         out.push(format!(
-            "{n:>9} | {:.1} ms, {}, {}, {} | {:.1} ms, {}, {}, {} | {:.1}",
-            st * 1e3,
+            "{:>9} | {:.1} ms, {}, {}, {} | {:.1} ms, {}, {}, {} | {:.1}",
+            r.workers,
+            r.sivshm_secs * 1e3,
             s.fds_created,
             s.messages,
             s.fds_sent,
-            it * 1e3,
+            r.ivshmem_secs * 1e3,
             i.fds_created,
             i.messages,
             i.fds_sent,
-            i.messages as f64 / s.messages as f64
+            r.message_ratio()
         ));
     }
-    Ok(out)
+    out
+}
+
+/// What `wiring-bench --json` prints: the table's figures as one JSON object, on one line
+/// (schema [`JSON_SCHEMA`], Documentation/host-and-tests.rst). Times are in seconds, not
+/// rounded; an RLIMIT_NOFILE without limit is `null`.
+pub fn json(f: &Figures) -> String {
+    let cost = |c: &Cost, secs: f64| {
+        serde_json::json!({
+            "secs": secs,
+            "fds_created": c.fds_created,
+            "messages": c.messages,
+            "fds_sent": c.fds_sent,
+        })
+    };
+    let rows: Vec<_> = f
+        .rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "workers": r.workers,
+                "sivshm": cost(&r.sivshm, r.sivshm_secs),
+                "ivshmem": cost(&r.ivshmem, r.ivshmem_secs),
+                "message_ratio": r.message_ratio(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "schema": JSON_SCHEMA,
+        "vectors_per_peer": 1,
+        "rlimit_nofile": { "soft": f.nofile.0, "hard": f.nofile.1 },
+        "rows": rows,
+    })
+    .to_string()
 }
 
 fn rlimit_nofile() -> (Option<u64>, Option<u64>) {
@@ -151,5 +233,37 @@ mod tests {
         assert_eq!(i4.fds_sent, 5 + 5 + 5 * 4);
         let (i8, _) = ivshmem(8).unwrap();
         assert_eq!(i8.messages, 9 * 3 + 9 + 9 * 8);
+    }
+
+    #[test]
+    fn the_json_says_what_the_table_says() {
+        let f = measure(&[2, 4]).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json(&f)).unwrap();
+        assert_eq!(v["schema"], "sivshm-lab/wiring-bench/1");
+        assert_eq!(v["vectors_per_peer"], 1);
+        let rows = v["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        let table = table(&f);
+        assert_eq!(table.len(), 2 + 2);
+        for ((row, r), line) in rows.iter().zip(&f.rows).zip(&table[2..]) {
+            assert_eq!(row["workers"], r.workers);
+            for (side, c, secs) in [
+                ("sivshm", &r.sivshm, r.sivshm_secs),
+                ("ivshmem", &r.ivshmem, r.ivshmem_secs),
+            ] {
+                assert_eq!(row[side]["fds_created"], c.fds_created);
+                assert_eq!(row[side]["messages"], c.messages);
+                assert_eq!(row[side]["fds_sent"], c.fds_sent);
+                assert_eq!(row[side]["secs"].as_f64().unwrap(), secs);
+                assert!(line.contains(&format!(
+                    "{}, {}, {}",
+                    c.fds_created, c.messages, c.fds_sent
+                )));
+            }
+            assert_eq!(row["message_ratio"].as_f64().unwrap(), r.message_ratio());
+        }
+        // The figures of 4 workers, as the test above counts them.
+        assert_eq!(rows[1]["ivshmem"]["messages"], 5 * 3 + 5 + 5 * 4);
+        assert_eq!(rows[1]["sivshm"]["messages"], 4 * 2 * 5);
     }
 }

@@ -37,14 +37,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug, PartialEq, Eq)]
 pub enum Cmd {
-    /// Every device, one per line: node, PCI address, size, peer id, vectors.
-    List,
+    /// Every device, one per line: node, PCI address, size, peer id, vectors, memory type.
+    List {
+        /// As one JSON array of the objects `info --json` prints (schema "sivshmctl/1").
+        #[arg(long)]
+        json: bool,
+    },
     /// One device, one key=value per line.
     Info {
         dev: String,
         /// As udev properties (SIVSHM_PCI=0000:00:04.0, ...) for a rule's IMPORT{program}.
         #[arg(long)]
         udev: bool,
+        /// As one JSON object (schema "sivshmctl/1": schema, node, index, pci, size,
+        /// doorbell, peer, vectors, memtype).
+        #[arg(long, conflicts_with = "udev")]
+        json: bool,
     },
     /// Ring VECTOR of peer PEER through DEV's doorbell.
     Ring { dev: String, peer: u32, vector: u32 },
@@ -126,19 +134,33 @@ mod tests {
 
     #[test]
     fn every_command_parses() {
-        assert_eq!(parse(&["list"]).unwrap(), Cmd::List);
+        assert_eq!(parse(&["list"]).unwrap(), Cmd::List { json: false });
+        assert_eq!(
+            parse(&["list", "--json"]).unwrap(),
+            Cmd::List { json: true }
+        );
         assert_eq!(
             parse(&["info", "0"]).unwrap(),
             Cmd::Info {
                 dev: "0".into(),
-                udev: false
+                udev: false,
+                json: false
             }
         );
         assert_eq!(
             parse(&["info", "--udev", "/dev/sivshm2"]).unwrap(),
             Cmd::Info {
                 dev: "/dev/sivshm2".into(),
-                udev: true
+                udev: true,
+                json: false
+            }
+        );
+        assert_eq!(
+            parse(&["info", "0", "--json"]).unwrap(),
+            Cmd::Info {
+                dev: "0".into(),
+                udev: false,
+                json: true
             }
         );
         assert_eq!(
@@ -184,6 +206,7 @@ mod tests {
             &["wait", "0", "--timeout", "-1"],
             &["dump", "0", "0xzz", "16"],
             &["dump", "0", "0"],
+            &["info", "0", "--json", "--udev"],
             &["frobnicate"],
             &[],
         ] {

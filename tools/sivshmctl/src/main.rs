@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! sivshmctl list                          every device: node, PCI address, size, peer id, vectors
+//! sivshmctl list --json                   the same as a JSON array (schema sivshmctl/1)
 //! sivshmctl info DEV                      one device, key=value lines
+//! sivshmctl info --json DEV               the same as one JSON object (schema sivshmctl/1)
 //! sivshmctl info --udev DEV               the same as udev properties (SIVSHM_PCI=...)
 //! sivshmctl ring DEV PEER VECTOR          ring a peer's vector
 //! sivshmctl wait DEV [VECTOR] [--timeout S]   wait for an interrupt, print how many came
@@ -10,17 +12,17 @@
 //! ```
 //!
 //! Exit codes: 0 ok, 1 timeout (`wait`), 2 usage, 3 no such device or it cannot be opened,
-//! 4 the device refused the operation ([`args::exit`]). Errors go to stderr, one line each.
+//! 4 the device refused the operation ([`sivshmctl::args::exit`]). Errors go to stderr, one line each.
 
-mod args;
 mod hexdump;
 
 use std::io::Write;
 
 use clap::Parser;
+use serde::Serialize;
 use sivshm::{mem_type_name, Device, Info};
 
-use args::{dev_spec, exit, Cli, Cmd, DevSpec};
+use sivshmctl::args::{dev_spec, exit, Cli, Cmd, DevSpec};
 
 /// Why a command failed, with its exit code.
 struct Failure {
@@ -126,13 +128,59 @@ fn udev_lines(i: &Info) -> Vec<String> {
         .collect()
 }
 
+/// The `schema` field of `list --json` and `info --json` (Documentation/sivshmctl.rst). A
+/// reader checks it; it changes when a field is removed, renamed or changes its type or
+/// meaning. Fields may be added without a change.
+const JSON_SCHEMA: &str = "sivshmctl/1";
+
+/// What `info --json` prints of a device, and `list --json` of each: the `info` fields with
+/// JSON types (numbers, a boolean, `null` for no peer id).
+#[derive(Serialize, Debug)]
+struct DeviceJson {
+    schema: &'static str,
+    node: String,
+    index: u32,
+    pci: String,
+    size: u64,
+    doorbell: bool,
+    peer: Option<u32>,
+    vectors: u16,
+    memtype: &'static str,
+}
+
+fn device_json(i: &Info) -> DeviceJson {
+    DeviceJson {
+        schema: JSON_SCHEMA,
+        node: node(i),
+        index: i.index,
+        pci: i.pci.to_string(),
+        size: i.shm_size,
+        doorbell: i.doorbell,
+        peer: i.peer_id,
+        vectors: i.nr_vectors,
+        memtype: mem_type_name(i.mem_type),
+    }
+}
+
+/// The `info --json` line: one object.
+fn info_json(i: &Info) -> String {
+    serde_json::to_string(&device_json(i)).expect("plain fields serialize")
+}
+
+/// The `list --json` line: an array of `info --json` objects, `[]` without devices.
+fn list_json(devices: &[DeviceJson]) -> String {
+    serde_json::to_string(devices).expect("plain fields serialize")
+}
+
 fn run(cmd: Cmd) -> Result<i32, Failure> {
     let refused = |what: String| move |e| fail(exit::DEVICE_ERROR, format!("{what}: {e}"));
     match cmd {
-        Cmd::List => {
+        Cmd::List { json } => {
             let mut code = exit::OK;
+            let mut devices = Vec::new();
             for path in Device::list() {
                 match Device::open(&path) {
+                    Ok(d) if json => devices.push(device_json(d.info())),
                     Ok(d) => println!("{}", list_line(d.info())),
                     Err(e) => {
                         eprintln!("sivshmctl: cannot open {}: {e}", path.display());
@@ -140,9 +188,19 @@ fn run(cmd: Cmd) -> Result<i32, Failure> {
                     }
                 }
             }
+            if json {
+                println!("{}", list_json(&devices));
+            }
             Ok(code)
         }
-        Cmd::Info { dev, udev } => {
+        Cmd::Info {
+            dev, json: true, ..
+        } => {
+            let d = open(&dev)?;
+            println!("{}", info_json(d.info()));
+            Ok(exit::OK)
+        }
+        Cmd::Info { dev, udev, .. } => {
             let d = open(&dev)?;
             let lines = if udev { udev_lines } else { info_lines };
             for l in lines(d.info()) {
@@ -265,6 +323,57 @@ mod tests {
                 "SIVSHM_MEMTYPE=unknown"
             ]
         );
+    }
+
+    #[test]
+    fn info_and_list_json_parse_back() {
+        use serde_json::{json, Value};
+        let with_peer: Value = serde_json::from_str(&info_json(&info(Some(3)))).unwrap();
+        assert_eq!(
+            with_peer,
+            json!({
+                "schema": "sivshmctl/1",
+                "node": "/dev/sivshm1",
+                "index": 1,
+                "pci": "0000:00:05.0",
+                "size": 4194304,
+                "doorbell": true,
+                "peer": 3,
+                "vectors": 2,
+                "memtype": "write-back"
+            })
+        );
+        let plain: Value = serde_json::from_str(&info_json(&info(None))).unwrap();
+        assert_eq!(plain["peer"], Value::Null);
+        assert_eq!(plain["doorbell"], false);
+        assert_eq!(plain["memtype"], "unknown");
+        // One line: a script reads it with a line-based tool as well.
+        assert!(!info_json(&info(None)).contains('\n'));
+
+        // list: an array of the info objects, in order; none is [].
+        let list: Value = serde_json::from_str(&list_json(&[
+            device_json(&info(Some(3))),
+            device_json(&info(None)),
+        ]))
+        .unwrap();
+        assert_eq!(list, json!([with_peer, plain]));
+        assert_eq!(list_json(&[]), "[]");
+        // The JSON says what the text says.
+        let text = info_lines(&info(Some(3)));
+        for (k, v) in with_peer.as_object().unwrap() {
+            if k == "schema" {
+                continue;
+            }
+            let v = match v {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+                v => v.to_string(),
+            };
+            assert!(
+                text.contains(&format!("{k}={v}")),
+                "{k}={v} not in {text:?}"
+            );
+        }
     }
 
     #[test]

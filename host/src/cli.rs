@@ -1,0 +1,79 @@
+//! The `sivshm-host` command line: what the binary (`src/bin/sivshm-host`) parses, and what
+//! the man page and shell completions generator (`tools/gen-docs`, package
+//! `sivshm-gen-docs`) builds `packaging/man/` and `packaging/completions/` from.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "sivshm-host", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug, PartialEq, Eq)]
+pub enum Cmd {
+    /// Check a topology file (the TOML file `serve` reads) and print every VM's devices.
+    CheckTopology { topology: PathBuf },
+    /// Serve a topology file to the user's own VMs: every segment and eventfd made once, one
+    /// unix socket per VM device, each QEMU that connects gets its device's setup at once.
+    /// Runs until SIGTERM or SIGINT, then removes the sockets.
+    Serve { topology: PathBuf },
+    /// Print the QEMU arguments (-chardev, -device) that connect VM to a served topology,
+    /// one device per line, at fixed PCI addresses.
+    QemuArgs { topology: PathBuf, vm: String },
+    /// Print the libvirt elements that connect VM to a served topology: <controller>s and
+    /// <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges' window that
+    /// makes the shared memory write-back).
+    LibvirtXml { topology: PathBuf, vm: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sivshm-host").chain(args.iter().copied()))
+            .map(|c| c.cmd)
+    }
+
+    #[test]
+    fn every_subcommand_parses() {
+        assert_eq!(
+            parse(&["serve", "t.toml"]).unwrap(),
+            Cmd::Serve {
+                topology: "t.toml".into()
+            }
+        );
+        assert_eq!(
+            parse(&["check-topology", "t.toml"]).unwrap(),
+            Cmd::CheckTopology {
+                topology: "t.toml".into()
+            }
+        );
+        assert_eq!(
+            parse(&["qemu-args", "t.toml", "vm0"]).unwrap(),
+            Cmd::QemuArgs {
+                topology: "t.toml".into(),
+                vm: "vm0".into()
+            }
+        );
+        assert_eq!(
+            parse(&["libvirt-xml", "t.toml", "vm0"]).unwrap(),
+            Cmd::LibvirtXml {
+                topology: "t.toml".into(),
+                vm: "vm0".into()
+            }
+        );
+        assert!(parse(&["serve"]).is_err());
+        assert!(parse(&[]).is_err());
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

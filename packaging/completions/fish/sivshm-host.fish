@@ -1,0 +1,42 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_sivshm_host_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_sivshm_host_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_sivshm_host_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_sivshm_host_using_subcommand
+    set -l cmd (__fish_sivshm_host_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c sivshm-host -n "__fish_sivshm_host_needs_command" -s h -l help -d 'Print help'
+complete -c sivshm-host -n "__fish_sivshm_host_needs_command" -s V -l version -d 'Print version'
+complete -c sivshm-host -n "__fish_sivshm_host_needs_command" -f -a "check-topology" -d 'Check a topology file (the TOML file `serve` reads) and print every VM\'s devices'
+complete -c sivshm-host -n "__fish_sivshm_host_needs_command" -f -a "serve" -d 'Serve a topology file to the user\'s own VMs: every segment and eventfd made once, one unix socket per VM device, each QEMU that connects gets its device\'s setup at once. Runs until SIGTERM or SIGINT, then removes the sockets'
+complete -c sivshm-host -n "__fish_sivshm_host_needs_command" -f -a "qemu-args" -d 'Print the QEMU arguments (-chardev, -device) that connect VM to a served topology, one device per line, at fixed PCI addresses'
+complete -c sivshm-host -n "__fish_sivshm_host_needs_command" -f -a "libvirt-xml" -d 'Print the libvirt elements that connect VM to a served topology: <controller>s and <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges\' window that makes the shared memory write-back)'
+complete -c sivshm-host -n "__fish_sivshm_host_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand check-topology" -s h -l help -d 'Print help'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand qemu-args" -s h -l help -d 'Print help'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand libvirt-xml" -s h -l help -d 'Print help'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand help; and not __fish_seen_subcommand_from check-topology serve qemu-args libvirt-xml help" -f -a "check-topology" -d 'Check a topology file (the TOML file `serve` reads) and print every VM\'s devices'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand help; and not __fish_seen_subcommand_from check-topology serve qemu-args libvirt-xml help" -f -a "serve" -d 'Serve a topology file to the user\'s own VMs: every segment and eventfd made once, one unix socket per VM device, each QEMU that connects gets its device\'s setup at once. Runs until SIGTERM or SIGINT, then removes the sockets'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand help; and not __fish_seen_subcommand_from check-topology serve qemu-args libvirt-xml help" -f -a "qemu-args" -d 'Print the QEMU arguments (-chardev, -device) that connect VM to a served topology, one device per line, at fixed PCI addresses'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand help; and not __fish_seen_subcommand_from check-topology serve qemu-args libvirt-xml help" -f -a "libvirt-xml" -d 'Print the libvirt elements that connect VM to a served topology: <controller>s and <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges\' window that makes the shared memory write-back)'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand help; and not __fish_seen_subcommand_from check-topology serve qemu-args libvirt-xml help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
