@@ -1,0 +1,200 @@
+//! The channel benchmark's tables, from the `sivshm-probe` result lines of one run.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+
+use super::ProbeOptions;
+
+/// One `latency NAME: k=v ...` or `throughput NAME: k=v ...` line of `sivshm-probe`.
+#[derive(Debug)]
+pub(super) struct Probe {
+    pub(super) kind: String,
+    pub(super) transport: String,
+    pub(super) values: HashMap<String, f64>,
+}
+
+pub(super) fn parse_probe(line: &str) -> Option<Probe> {
+    let (head, rest) = line.split_once(": ")?;
+    let (kind, transport) = head.split_once(' ')?;
+    if kind != "latency" && kind != "throughput" {
+        return None;
+    }
+    let values = rest
+        .split_whitespace()
+        .filter_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect();
+    Some(Probe {
+        kind: kind.to_string(),
+        transport: transport.to_string(),
+        values,
+    })
+}
+
+pub(super) fn size_name(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
+/// The table of one run's probe lines (see Documentation/results.rst): throughput per size, round trips,
+/// the ratios and the sivshm channel's rings per message; then, where the run has them, the
+/// shm-copy reference (the sender's copy alone) and what it says: sivshm / shm-copy is what
+/// the channel costs beyond its copy, shm-copy / memcpy what the volatile copy into a
+/// ring-sized area costs against a plain one.
+pub(super) fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
+    let find = |kind: &str, transport: &str, size: usize| {
+        probes
+            .iter()
+            .find(|p| {
+                p.kind == kind
+                    && p.transport == transport
+                    && p.values.get("size") == Some(&(size as f64))
+            })
+            .with_context(|| format!("no {kind} figure for {transport} at {size} bytes"))
+    };
+    let get = |p: &Probe, k: &str| {
+        p.values
+            .get(k)
+            .copied()
+            .with_context(|| format!("{} {}: no {k}", p.kind, p.transport))
+    };
+    let mut t = vec![
+        "| | sivshm channel | TCP over virtio-net | in-VM reference: memcpy, pipe for round \
+         trips | sivshm / TCP | sivshm / reference | sivshm rings per message \
+         | in-VM shm-copy (the sender's copy alone) | sivshm / shm-copy | shm-copy / memcpy |"
+            .to_string(),
+        "|---|---|---|---|---|---|---|---|---|---|".to_string(),
+    ];
+    for &size in &o.sizes {
+        let (s, n, c) = (
+            find("throughput", "sivshm", size)?,
+            find("throughput", "tcp", size)?,
+            find("throughput", "memcpy", size)?,
+        );
+        let cell = |p: &Probe| -> Result<String> {
+            Ok(format!(
+                "{:.1} MiB/s ({:.0} msg/s)",
+                get(p, "mib_s")?,
+                get(p, "msgs_s")?
+            ))
+        };
+        let copy = match find("throughput", "shm-copy", size) {
+            Ok(k) => format!(
+                "{} | {:.2} | {:.2}",
+                cell(k)?,
+                get(s, "mib_s")? / get(k, "mib_s")?,
+                get(k, "mib_s")? / get(c, "mib_s")?
+            ),
+            Err(_) => "n/a | |".to_string(),
+        };
+        t.push(format!(
+            "| throughput, {} messages | {} | {} | {} | {:.1}x | {:.2} | {:.3} | {copy} |",
+            size_name(size),
+            cell(s)?,
+            cell(n)?,
+            cell(c)?,
+            get(s, "mib_s")? / get(n, "mib_s")?,
+            get(s, "mib_s")? / get(c, "mib_s")?,
+            get(s, "rings_per_msg")?,
+        ));
+    }
+    let size = o.round_trip_size;
+    let (s, n, f) = (
+        find("latency", "sivshm", size)?,
+        find("latency", "tcp", size)?,
+        find("latency", "pipe", size)?,
+    );
+    for q in ["p50", "p99"] {
+        t.push(format!(
+            "| round trip {q}, {} | {:.0} us | {:.0} us | {:.0} us | \
+             TCP / sivshm {:.1}x | {:.1}x the floor | {} | | | |",
+            size_name(size),
+            get(s, q)?,
+            get(n, q)?,
+            get(f, q)?,
+            get(n, q)? / get(s, q)?,
+            get(s, q)? / get(f, q)?,
+            if q == "p50" {
+                format!("{:.2} per round trip", get(s, "rings_per_rt")?)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    Ok(t)
+}
+
+/// Issue 25's targets for the channel between two VMs, by message size: at least this share
+/// of (shm-copy, the rtrb crate between two threads, the same channel between two threads).
+fn targets(size: usize) -> (f64, f64, f64) {
+    match size {
+        s if s <= 64 => (0.5, 0.5, 0.9),
+        s if s < 65536 => (0.8, 0.0, 0.9),
+        _ => (0.9, 0.0, 0.9),
+    }
+}
+
+/// The channel between the VMs against the in-VM references of the same run, message rates
+/// and ratios, each ratio marked with its target: the sender's copy alone (shm-copy), an SPSC
+/// ring crate between two threads (rtrb), the same channel between two threads
+/// (channel-local: what the VM boundary costs). Sizes a run has no reference for say n/a.
+pub(super) fn references(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
+    let rate = |transport: &str, size: usize| {
+        probes
+            .iter()
+            .find(|p| {
+                p.kind == "throughput"
+                    && p.transport == transport
+                    && p.values.get("size") == Some(&(size as f64))
+            })
+            .and_then(|p| p.values.get("msgs_s").copied())
+    };
+    let mut t = vec![
+        "| message | sivshm (msg/s) | channel-local | rtrb | shm-copy | sivshm / channel-local \
+         | sivshm / rtrb | sivshm / shm-copy |"
+            .to_string(),
+        "|---|---|---|---|---|---|---|---|".to_string(),
+    ];
+    let ratio = |s: f64, r: Option<f64>, target: f64| match r {
+        Some(r) if r > 0.0 => {
+            let q = s / r;
+            let mark = if target == 0.0 {
+                ""
+            } else if q >= target {
+                " (target met)"
+            } else {
+                " (below target)"
+            };
+            format!("{q:.2} (>= {target}){mark}").replace(" (>= 0)", "")
+        }
+        _ => "n/a".to_string(),
+    };
+    for &size in &o.sizes {
+        let s = rate("sivshm", size)
+            .with_context(|| format!("no sivshm throughput at {size} bytes"))?;
+        let (c, r, k) = (
+            rate("channel-local", size),
+            rate("rtrb", size),
+            rate("shm-copy", size),
+        );
+        let (tk, tr, tc) = targets(size);
+        let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+        t.push(format!(
+            "| {} | {s:.0} | {} | {} | {} | {} | {} | {} |",
+            size_name(size),
+            cell(c),
+            cell(r),
+            cell(k),
+            ratio(s, c, tc),
+            ratio(s, r, tr),
+            ratio(s, k, tk),
+        ));
+    }
+    Ok(t)
+}
