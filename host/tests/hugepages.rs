@@ -200,13 +200,7 @@ fn a_segment_of_2m_pages_is_served_and_kept_on_hugetlbfs() {
     s.signal(Signal::TERM);
     assert!(s.exit_within(5).success());
     drop(s);
-    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
-        .arg("serve")
-        .arg(dir.path().join("base.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = common::serve_refuses(&dir.path().join("base.toml"));
     assert!(
         err.contains(&format!(
             "segment it-w0: {} holds it with 2M pages, but the topology asks for 2 MiB of 4K \
@@ -234,13 +228,7 @@ fn serve_refuses_without_enough_free_huge_pages() {
         "segment_mib = 2048\nvectors = 2\nhugepages = \"1G\"\n",
     );
     fs::write(dir.path().join("it.toml"), text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
-        .arg("serve")
-        .arg(dir.path().join("it.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = common::serve_refuses(&dir.path().join("it.toml"));
     let nr = read_num(&pool.join("nr_hugepages"));
     assert!(
         err.contains(&format!(

@@ -177,13 +177,7 @@ fn without_systemd_a_restarted_serve_reuses_its_segment_files() {
     // A size that does not match: an error, and the file stays as it is.
     let bigger = topology(dir.path()).replace("segment_mib = 2", "segment_mib = 4");
     fs::write(dir.path().join("bigger.toml"), &bigger).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
-        .arg("serve")
-        .arg(dir.path().join("bigger.toml"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = common::serve_refuses(&dir.path().join("bigger.toml"));
     assert!(
         err.contains(&format!(
             "segment it-w0: {} is 2097152 bytes of 4K pages, but the topology asks for 4 MiB of \

@@ -7,7 +7,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{connect, same_eventfd, spawn, topology, Serve};
@@ -137,13 +136,7 @@ fn a_bad_topology_file_is_a_clear_error() {
     let file = dir.path().join("bad.toml");
     let text = topology(dir.path()).replace("segment_mib = 2", "segment_mib = 3");
     fs::write(&file, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
-        .arg("serve")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let err = common::serve_refuses(&file);
     assert!(
         err.contains(&format!(
             "{}: line 9: segment_mib = 3 is not a power of two",

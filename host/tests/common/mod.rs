@@ -277,3 +277,21 @@ impl FakeSystemd {
         }
     }
 }
+
+/// Runs `sivshm-host serve FILE`, which must refuse it: exit code 1. Its stderr.
+#[allow(dead_code)] // not every test binary refuses a file
+pub fn serve_refuses(file: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg("serve")
+        .arg(file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "serve {}: {err}",
+        file.display()
+    );
+    err
+}
