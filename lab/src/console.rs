@@ -83,11 +83,6 @@ impl ResultLine {
         self.values.get(key).map(String::as_str)
     }
 
-    /// The value of `key` as a number, if the line has one.
-    pub fn num(&self, key: &str) -> Option<u64> {
-        self.get(key)?.parse().ok()
-    }
-
     /// The line as its program printed it (keys in order): `program k=v ...`.
     pub fn to_line(&self) -> String {
         let mut s = self.program.clone();
@@ -205,10 +200,7 @@ pub fn parse(log: &str) -> Report {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("id="))
                 .map(str::to_string);
-        } else if let Some(rest) = line
-            .strip_prefix(RESULT)
-            .and_then(|r| r.strip_prefix(' '))
-        {
+        } else if let Some(rest) = line.strip_prefix(RESULT).and_then(|r| r.strip_prefix(' ')) {
             // A result counts wherever it is printed (a background program's too), and is
             // part of the command's output as well.
             r.results.extend(ResultLine::parse(rest));
@@ -408,8 +400,10 @@ unreferenced object 0xffff888003 (size 64):\n";
              SIVSHM-END rc=0\r\n",
         );
         assert_eq!(r.results.len(), 2, "{:?}", r.results);
-        let m = r.result("distribute-manager").expect("the manager's result");
-        assert_eq!(m.num("verified"), Some(120));
+        let m = r
+            .result("distribute-manager")
+            .expect("the manager's result");
+        assert_eq!(m.get("verified"), Some("120"));
         assert_eq!(m.get("restarts"), Some("1"));
         assert_eq!(m.get("missing"), None);
         let w: Vec<_> = r.results_of("distribute-manager-worker").collect();
@@ -424,7 +418,10 @@ unreferenced object 0xffff888003 (size 64):\n";
             r#"{"program": "distribute-manager", "batches": "120", "restarts": "1", "verified": "120"}"#
         );
         // The results are output too; the TAP line still counts.
-        assert!(r.output.iter().any(|l| l.starts_with("SIVSHM-RESULT distribute-manager ")));
+        assert!(r
+            .output
+            .iter()
+            .any(|l| l.starts_with("SIVSHM-RESULT distribute-manager ")));
         assert_eq!(r.tap.len(), 1);
         assert_eq!(
             ResultLine::parse("a=1 b=2"),

@@ -56,6 +56,12 @@ fn main() -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Accel { guest } => commands::accel(&guest),
+        Cmd::Results {
+            log,
+            json,
+            program,
+            get,
+        } => commands::results(&log, json, program.as_deref(), get.as_deref()),
         Cmd::WiringBench { workers, json } => commands::wiring_bench(&workers, json),
         Cmd::RealiseBench { options } => commands::realise_bench(&options),
         Cmd::IvshmemServer {
