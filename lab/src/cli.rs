@@ -62,6 +62,9 @@ pub enum Cmd {
         /// Only the results of this program.
         #[arg(long)]
         program: Option<String>,
+        /// Only the results with this value (`index=1`); repeatable.
+        #[arg(long, value_name = "KEY=VALUE")]
+        pick: Vec<String>,
         /// Print only this key's value of the last result (of --program); fails if no
         /// result has it.
         #[arg(long)]

@@ -83,7 +83,7 @@ impl ResultLine {
         self.values.get(key).map(String::as_str)
     }
 
-    /// The line as its program printed it (keys in order): `program k=v ...`.
+    /// The line as `program k=v ...`, keys sorted.
     pub fn to_line(&self) -> String {
         let mut s = self.program.clone();
         for (k, v) in &self.values {

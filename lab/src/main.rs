@@ -60,8 +60,9 @@ fn run(cmd: Cmd) -> Result<()> {
             log,
             json,
             program,
+            pick,
             get,
-        } => commands::results(&log, json, program.as_deref(), get.as_deref()),
+        } => commands::results(&log, json, program.as_deref(), &pick, get.as_deref()),
         Cmd::WiringBench { workers, json } => commands::wiring_bench(&workers, json),
         Cmd::RealiseBench { options } => commands::realise_bench(&options),
         Cmd::IvshmemServer {
