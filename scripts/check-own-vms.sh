@@ -11,7 +11,8 @@
 # batch of both workers. Then SIGTERM ends serve, which must remove its sockets.
 #
 # Needs the product (target/release/sivshm-host, for serve and qemu-args), the lab
-# (target/release/sivshm-lab, only for the accelerator it picks) and the guest initramfs
+# (target/release/sivshm-lab, for the accelerator it picks and to read the programs'
+# SIVSHM-RESULT lines) and the guest initramfs
 # (scripts/test.sh builds both first).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -129,18 +130,29 @@ grep -q "SIVSHM-END rc=0" "$t/w1-second.log" || fail "the restarted w1 failed"
 # itself when the run was done.
 [ "$(grep -c SIVSHM-BOOTED "$t/mgr.log")" = 1 ] || fail "the manager booted more than once"
 wait "$mgr" || fail "the manager's QEMU exited with $?"
-grep -q "manager: 120 of 120 batches verified" "$t/mgr.log" || fail "not every batch was verified"
-grep -q "manager: 1 worker restart(s)" "$t/mgr.log" || fail "the manager did not see w1 restart"
-grep -q "manager: worker 1 re-attached" "$t/mgr.log" || fail "the manager did not report w1 back"
+# What the programs report as data (SIVSHM-RESULT lines, parsed by the lab): result LOG
+# PROGRAM KEY [KEY=VALUE...] prints KEY of PROGRAM's last result (with those values) in LOG.
+result() {
+	local log=$1 program=$2 key=$3 picks=()
+	shift 3
+	for p in "$@"; do picks+=(--pick "$p"); done
+	"$lab" results "$log" --program "$program" "${picks[@]}" --get "$key" 2>/dev/null || echo none
+}
+mgr_result() { result "$t/mgr.log" distribute-manager "$1" impl=rust; }
+[ "$(mgr_result verified)/$(mgr_result batches)" = 120/120 ] ||
+	fail "not every batch was verified ($(mgr_result verified) of $(mgr_result batches))"
+[ "$(mgr_result restarts)" = 1 ] || fail "the manager did not see w1 restart ($(mgr_result restarts))"
+[ "$(result "$t/mgr.log" distribute-manager-worker reattached impl=rust index=1)" = 1 ] ||
+	fail "the manager did not report w1 back"
 # Each worker saw only its own device; the second w1 took over mid-stream.
-grep -q "worker: sees 1 sivshm device(s)" "$t/w1-second.log" || fail "w1 saw other devices"
-grep -q "worker: took over the channel at round" "$t/w1-second.log" || fail "the new w1 started from round 1"
+w1_result() { result "$t/w1-second.log" distribute-worker "$1" impl=rust; }
+[ "$(w1_result devices)" = 1 ] || fail "w1 saw other devices ($(w1_result devices))"
+[ "$(w1_result took_over)" = 1 ] || fail "the new w1 started from round $(w1_result first_round)"
 # Doorbells crossed both ways: the manager was woken, the workers were woken.
-woken=$(sed -n 's/.* \([0-9]*\) wake-ups, \([0-9]*\) rings for .*/\1 \2/p' "$t/mgr.log")
-read -r mw mr <<<"$woken"
-[ "${mw:-0}" -gt 0 ] && [ "${mr:-0}" -gt 0 ] || fail "no doorbells between manager and workers ($woken)"
-ww=$(sed -n 's/.*woken \([0-9]*\) times by the doorbell.*/\1/p' "$t/w1-second.log")
-[ "${ww:-0}" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
+mw=$(mgr_result wakeups) mr=$(mgr_result rings) ww=$(w1_result woken)
+[ "$mw" != none ] && [ "$mw" -gt 0 ] && [ "$mr" != none ] && [ "$mr" -gt 0 ] ||
+	fail "no doorbells between manager and workers ($mw wake-ups, $mr rings)"
+[ "$ww" != none ] && [ "$ww" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
 # Every device of every VM, wired as qemu-args prints it, is write-back (guest/init's
 # SIVSHM-MEMTYPE lines: the driver's GET_INFO and the PAT's pat_memtype_list).
 for log in "$t/mgr.log" "$t/w0.log" "$t/w1-second.log"; do
@@ -162,4 +174,5 @@ wait "$serve" || fail "serve exited with $? on SIGTERM"
 left=$(ls -A "$t/run" | grep -vx serve.lock || true)
 [ -z "$left" ] || fail "serve left $left behind"
 grep -h "^manager: \|^worker: took\|^worker: received" "$t/mgr.log" "$t/w1-second.log"
+for log in "$t/mgr.log" "$t/w1-second.log"; do "$lab" results "$log"; done
 echo "# own VMs: done in $(($(date +%s) - started)) s"

@@ -50,6 +50,26 @@ pub enum Cmd {
         #[arg(long, default_value_t = 1)]
         vectors: u16,
     },
+    /// Print the results in a log (a guest's serial log, a program's output): its
+    /// `SIVSHM-RESULT <program> key=value ...` lines as parsed, one `program key=value ...`
+    /// line each (or one JSON object each). For scripts: they read results here, not prose.
+    Results {
+        /// The log to read.
+        log: PathBuf,
+        /// One JSON object a line: {"program": ..., "key": "value", ...}.
+        #[arg(long)]
+        json: bool,
+        /// Only the results of this program.
+        #[arg(long)]
+        program: Option<String>,
+        /// Only the results with this value (`index=1`); repeatable.
+        #[arg(long, value_name = "KEY=VALUE")]
+        pick: Vec<String>,
+        /// Print only this key's value of the last result (of --program); fails if no
+        /// result has it.
+        #[arg(long)]
+        get: Option<String>,
+    },
     /// Print the accelerator (kvm or tcg) guests get here, as the other commands choose it
     /// (a cached probe boot with --accel auto); why on stderr. For users' own QEMU lines.
     Accel {

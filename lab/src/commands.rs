@@ -15,6 +15,55 @@ pub fn accel(guest: &GuestArgs) -> Result<()> {
     Ok(())
 }
 
+/// `results`: a log's `SIVSHM-RESULT` lines as parsed (`console::parse`).
+pub fn results(
+    log: &Path,
+    json: bool,
+    program: Option<&str>,
+    pick: &[String],
+    get: Option<&str>,
+) -> Result<()> {
+    let pick = pick
+        .iter()
+        .map(|p| {
+            p.split_once('=')
+                .with_context(|| format!("--pick {p}: not KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let text = std::fs::read(log).with_context(|| format!("reading {}", log.display()))?;
+    let r = console::parse(&String::from_utf8_lossy(&text));
+    let lines: Vec<_> = r
+        .results
+        .iter()
+        .filter(|l| program.is_none_or(|p| l.program == p))
+        .filter(|l| pick.iter().all(|&(k, v)| l.get(k) == Some(v)))
+        .collect();
+    if let Some(key) = get {
+        let v = lines
+            .iter()
+            .rev()
+            .find_map(|l| l.get(key))
+            .with_context(|| {
+                format!(
+                    "no SIVSHM-RESULT {} line{} with {key}= in {}",
+                    program.unwrap_or("<any program>"),
+                    if pick.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" with {pick:?}")
+                    },
+                    log.display()
+                )
+            })?;
+        println!("{v}");
+        return Ok(());
+    }
+    for l in lines {
+        println!("{}", if json { l.to_json() } else { l.to_line() });
+    }
+    Ok(())
+}
+
 /// `wiring-bench`.
 pub fn wiring_bench(workers: &[usize], json: bool) -> Result<()> {
     anyhow::ensure!(

@@ -1,5 +1,8 @@
 //! Reads a guest's serial log: the test command's TAP results and anything the kernel
-//! reported that must fail a run (oops, WARN, BUG, lockdep, sleeping in atomic, leaks).
+//! reported that must fail a run (oops, WARN, BUG, lockdep, sleeping in atomic, leaks),
+//! and the programs' machine-readable results (`SIVSHM-RESULT` lines).
+
+use std::collections::BTreeMap;
 
 /// One `ok`/`not ok` line of the guest command's TAP output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,90 @@ pub struct Report {
     pub mem_types: Vec<MemTypeLine>,
     /// The driver's warnings that a device's memory is not write-back, by PCI address.
     pub not_write_back_warnings: Vec<String>,
+    /// The programs' results (`SIVSHM-RESULT` lines), in the order they were printed.
+    pub results: Vec<ResultLine>,
+}
+
+/// The prefix of a program's machine-readable result line:
+/// `SIVSHM-RESULT <program> key=value key=value ...` (values without spaces). A program
+/// prints one per result, besides its human output; the host reads them here and nowhere
+/// else (Documentation/host-and-tests.rst, "Reading results").
+pub const RESULT: &str = "SIVSHM-RESULT";
+
+/// One `SIVSHM-RESULT <program> key=value ...` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultLine {
+    pub program: String,
+    pub values: BTreeMap<String, String>,
+}
+
+impl ResultLine {
+    /// Parses what follows `SIVSHM-RESULT ` (None without a program name, or with a word
+    /// that is not `key=value`).
+    pub fn parse(rest: &str) -> Option<Self> {
+        let mut words = rest.split_whitespace();
+        let program = words.next()?.to_string();
+        if program.contains('=') {
+            return None;
+        }
+        let values = words
+            .map(|w| {
+                let (k, v) = w.split_once('=')?;
+                (!k.is_empty()).then(|| (k.to_string(), v.to_string()))
+            })
+            .collect::<Option<_>>()?;
+        Some(ResultLine { program, values })
+    }
+
+    /// The value of `key`, if the line has it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// The line as `program k=v ...`, keys sorted.
+    pub fn to_line(&self) -> String {
+        let mut s = self.program.clone();
+        for (k, v) in &self.values {
+            s.push_str(&format!(" {k}={v}"));
+        }
+        s
+    }
+
+    /// The line as a JSON object: `{"program": ..., "k": "v", ...}` (values as strings).
+    pub fn to_json(&self) -> String {
+        let q = |s: &str| {
+            let mut o = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' | '\\' => {
+                        o.push('\\');
+                        o.push(c);
+                    }
+                    c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => o.push(c),
+                }
+            }
+            o.push('"');
+            o
+        };
+        let mut parts = vec![format!("{}: {}", q("program"), q(&self.program))];
+        for (k, v) in &self.values {
+            parts.push(format!("{}: {}", q(k), q(v)));
+        }
+        format!("{{{}}}", parts.join(", "))
+    }
+}
+
+impl Report {
+    /// The results `program` printed, in order.
+    pub fn results_of<'a>(&'a self, program: &'a str) -> impl Iterator<Item = &'a ResultLine> {
+        self.results.iter().filter(move |r| r.program == program)
+    }
+
+    /// The last result `program` printed (a program prints its summary once).
+    pub fn result(&self, program: &str) -> Option<&ResultLine> {
+        self.results.iter().rfind(|r| r.program == program)
+    }
 }
 
 /// One `SIVSHM-MEMTYPE bdf=... bar=... driver=... pat=...` line of guest/init: a device's
@@ -113,6 +200,13 @@ pub fn parse(log: &str) -> Report {
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("id="))
                 .map(str::to_string);
+        } else if let Some(rest) = line.strip_prefix(RESULT).and_then(|r| r.strip_prefix(' ')) {
+            // A result counts wherever it is printed (a background program's too), and is
+            // part of the command's output as well.
+            r.results.extend(ResultLine::parse(rest));
+            if inside {
+                r.output.push(line.to_string());
+            }
         } else if let Some(rest) = line.strip_prefix("SIVSHM-MEMTYPE ") {
             r.mem_types.extend(MemTypeLine::parse(rest));
         } else if line.contains(NOT_WRITE_BACK) && line.contains("sivshm ") {
@@ -289,6 +383,50 @@ unreferenced object 0xffff888003 (size 64):\n";
         assert!(
             r.splats.is_empty(),
             "a memory type warning is not a kernel bug"
+        );
+    }
+
+    #[test]
+    fn result_lines_are_read() {
+        let r = parse(
+            "SIVSHM-BEGIN\r\n\
+             manager: 120 of 120 batches verified\r\n\
+             SIVSHM-RESULT distribute-manager-worker index=1 verified=60 status=ok\r\n\
+             SIVSHM-RESULT distribute-manager verified=120 batches=120 restarts=1\r\n\
+             SIVSHM-RESULT\r\n\
+             SIVSHM-RESULT broken key=value word\r\n\
+             SIVSHM-RESULTS x=1\r\n\
+             ok 1 a\r\n\
+             SIVSHM-END rc=0\r\n",
+        );
+        assert_eq!(r.results.len(), 2, "{:?}", r.results);
+        let m = r
+            .result("distribute-manager")
+            .expect("the manager's result");
+        assert_eq!(m.get("verified"), Some("120"));
+        assert_eq!(m.get("restarts"), Some("1"));
+        assert_eq!(m.get("missing"), None);
+        let w: Vec<_> = r.results_of("distribute-manager-worker").collect();
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].get("status"), Some("ok"));
+        assert_eq!(
+            w[0].to_line(),
+            "distribute-manager-worker index=1 status=ok verified=60"
+        );
+        assert_eq!(
+            m.to_json(),
+            r#"{"program": "distribute-manager", "batches": "120", "restarts": "1", "verified": "120"}"#
+        );
+        // The results are output too; the TAP line still counts.
+        assert!(r
+            .output
+            .iter()
+            .any(|l| l.starts_with("SIVSHM-RESULT distribute-manager ")));
+        assert_eq!(r.tap.len(), 1);
+        assert_eq!(
+            ResultLine::parse("a=1 b=2"),
+            None,
+            "a result names its program first"
         );
     }
 

@@ -56,6 +56,13 @@ fn main() -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Accel { guest } => commands::accel(&guest),
+        Cmd::Results {
+            log,
+            json,
+            program,
+            pick,
+            get,
+        } => commands::results(&log, json, program.as_deref(), &pick, get.as_deref()),
         Cmd::WiringBench { workers, json } => commands::wiring_bench(&workers, json),
         Cmd::RealiseBench { options } => commands::realise_bench(&options),
         Cmd::IvshmemServer {

@@ -197,6 +197,22 @@ int main(int argc, char **argv)
 			bad = 1;
 		}
 	}
+	/* The results as data (Documentation/host-and-tests.rst, "Reading results"), with the
+	 * Rust manager's keys: one line per worker, then the run's. */
+	int removed = 0;
+	for (int i = 0; i < n; i++) {
+		const char *status = !w[i].error ? "ok" :
+				     w[i].error == SIVSHM_ERR_DEVICE_GONE ? "removed" : "failed";
+		removed += w[i].error == SIVSHM_ERR_DEVICE_GONE;
+		printf("SIVSHM-RESULT distribute-manager-worker impl=c index=%d verified=%llu "
+		       "status=%s code=%d\n", i, (unsigned long long)w[i].verified, status,
+		       w[i].error);
+	}
+	printf("SIVSHM-RESULT distribute-manager impl=c verified=%llu batches=%llu workers=%d "
+	       "batch_bytes=%llu wakeups=%llu rings=%llu removed=%d failed=%d\n",
+	       (unsigned long long)verified, rounds * (unsigned long long)n, n, bytes,
+	       (unsigned long long)wakeups, (unsigned long long)rings, removed, bad);
+	fflush(stdout);
 	/* The workers read Done even after this side leaves (committed messages are delivered
 	 * before a peer's leaving is reported). */
 	for (int i = 0; i < n; i++)

@@ -116,6 +116,13 @@ int main(int argc, char **argv)
 	       "doorbell, rang %llu times\n", who, (unsigned long long)rounds,
 	       (unsigned long long)first, (unsigned long long)bytes,
 	       (unsigned long long)wakeups, (unsigned long long)rings);
+	/* The result as data (Documentation/host-and-tests.rst, "Reading results"), with the
+	 * Rust worker's keys. */
+	printf("SIVSHM-RESULT distribute-worker impl=c rounds=%llu first_round=%llu bytes=%llu "
+	       "woken=%llu rang=%llu took_over=%d mismatched=%llu\n", (unsigned long long)rounds,
+	       (unsigned long long)first, (unsigned long long)bytes, (unsigned long long)wakeups,
+	       (unsigned long long)rings, first > 1, (unsigned long long)mismatched);
+	fflush(stdout);
 	sivshm_channel_close(ch);
 	free(buf);
 	if (mismatched) {

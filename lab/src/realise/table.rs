@@ -22,7 +22,7 @@ impl Sample {
     /// The machine-readable line of this result.
     pub fn line(&self, accel: Accel) -> String {
         format!(
-            "SIVSHM-RESULT bench=realise mode={} workers={} run={} seconds={:.6} \
+            "SIVSHM-RESULT realise-bench mode={} workers={} run={} seconds={:.6} \
              manager_seconds={:.6} prepare_seconds={:.6} qemus={} accel={}",
             self.wiring.key(),
             self.workers,

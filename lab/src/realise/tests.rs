@@ -107,9 +107,14 @@ fn the_result_line_is_one_line_of_key_value_pairs() {
     let l = sample(Wiring::Ivshmem, 2, 0.5).line(Accel::Tcg);
     assert_eq!(
         l,
-        "SIVSHM-RESULT bench=realise mode=ivshmem workers=8 run=2 seconds=0.500000 \
+        "SIVSHM-RESULT realise-bench mode=ivshmem workers=8 run=2 seconds=0.500000 \
          manager_seconds=0.250000 prepare_seconds=0.001000 qemus=9 accel=tcg"
     );
+    // It is read as every program's result line is.
+    let r = crate::console::parse(&l);
+    assert_eq!(r.results.len(), 1);
+    assert_eq!(r.results[0].program, "realise-bench");
+    assert_eq!(r.results[0].get("qemus"), Some("9"));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 
+use super::results::{check, pairs, Expect};
 use super::{Ran, Suite};
 use crate::layout::{Layout, Roles, Topology};
 
@@ -14,7 +15,9 @@ const BYTES: usize = 256 << 10;
 /// The C manager (`samples/c/sivshm_distribute_manager.c`) serves an honest Rust worker 0
 /// (`sivshm-distribute worker`) and a hostile worker 1 that storms the doorbell and scribbles
 /// over its channel (`sivshm_hostile storm`). The C manager must verify every batch of
-/// worker 0, report worker 1's channel failed with an error code (exit 1), and not crash.
+/// worker 0, report worker 1's channel failed with an error code (exit 1), and not crash:
+/// the guest command checks the exit status, the host the manager's `SIVSHM-RESULT` lines
+/// ([`c_manager_results`]).
 struct CManager;
 
 impl Roles for CManager {
@@ -24,9 +27,7 @@ impl Roles for CManager {
         format!(
             "(sleep 2; sivshmctl ring {hostile} 2 0) & \
              sivshm_distribute_manager --workers {honest},{hostile} --rounds {ROUNDS} \
-             --bytes {BYTES} --progress {ROUNDS} --timeout 120 > /tmp/manager.out 2>&1; rc=$?; cat /tmp/manager.out; \
-             test $rc = 1 && grep -q 'worker 0: {ROUNDS} rounds verified' /tmp/manager.out \
-             && grep -q 'worker 1 failed after' /tmp/manager.out",
+             --bytes {BYTES} --progress {ROUNDS} --timeout 120; test $? = 1",
             honest = bdfs[0],
             hostile = bdfs[1],
         )
@@ -41,18 +42,70 @@ impl Roles for CManager {
     }
 }
 
-/// The guest command of a C worker (`samples/c/sivshm_distribute_worker.c`) that must see
-/// `rounds` rounds, every one matching, from round 1.
-pub(super) fn c_worker(rounds: u64) -> String {
-    format!(
-        "sivshm_distribute_worker --timeout 120 /dev/sivshm0 > /tmp/worker.out 2>&1; \
-         rc=$?; cat /tmp/worker.out; test $rc = 0 \
-         && grep -q 'c-worker: received {rounds} rounds from round 1' /tmp/worker.out"
-    )
+/// What the C manager must report as data: every batch of the honest worker 0 verified,
+/// the hostile worker 1's channel failed (an error code, not a removal).
+fn c_manager_results() -> Vec<Expect> {
+    let e = |program, pick: &[(&'static str, &str)], want: &[(&'static str, &str)], what: &str| {
+        Expect {
+            vm: "manager".into(),
+            program,
+            pick: pairs(pick),
+            want: pairs(want),
+            what: what.into(),
+        }
+    };
+    let rounds = ROUNDS.to_string();
+    vec![
+        e(
+            "distribute-manager-worker",
+            &[("impl", "c"), ("index", "0")],
+            &[("verified", &rounds), ("status", "ok")],
+            &format!("the C manager verified all {ROUNDS} rounds of the honest Rust worker 0"),
+        ),
+        e(
+            "distribute-manager-worker",
+            &[("impl", "c"), ("index", "1")],
+            &[("status", "failed")],
+            "the C manager reported the hostile worker 1's channel failed with an error code",
+        ),
+        e(
+            "distribute-manager",
+            &[("impl", "c")],
+            &[("failed", "1"), ("removed", "0")],
+            "the C manager's run ended with a worker failed and none removed",
+        ),
+    ]
+}
+
+/// The guest command of a C worker (`samples/c/sivshm_distribute_worker.c`); what it must
+/// report is [`c_worker_result`].
+pub(super) fn c_worker() -> String {
+    "sivshm_distribute_worker --timeout 120 /dev/sivshm0".to_string()
+}
+
+/// What the C worker on VM `vm` must report as data: `rounds` rounds received, every one
+/// matching its checksum, from round 1.
+pub(super) fn c_worker_result(vm: &str, rounds: u64) -> Expect {
+    Expect {
+        vm: vm.into(),
+        program: "distribute-worker",
+        pick: pairs(&[("impl", "c")]),
+        want: pairs(&[
+            ("rounds", rounds),
+            ("first_round", 1),
+            ("took_over", 0),
+            ("mismatched", 0),
+        ]),
+        what: format!(
+            "the C worker received {rounds} rounds from round 1, each matching its checksum"
+        ),
+    }
 }
 
 pub(super) fn run_c_manager(s: &Suite<'_>) -> Result<Ran> {
-    Ok(Ran::plain(
-        Topology::new(2, 2 << 20, &CManager)?.run(s.machine, s.logdir, s.timeout)?,
-    ))
+    let finished = Topology::new(2, 2 << 20, &CManager)?.run(s.machine, s.logdir, s.timeout)?;
+    Ok(Ran {
+        host: check("c-api-manager", &finished, &c_manager_results()),
+        ..Ran::plain(finished)
+    })
 }

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 
-use super::{c_api::c_worker, Ran, Suite};
+use super::c_api::{c_worker, c_worker_result};
+use super::results::{check, pairs, Expect};
+use super::{Ran, Suite};
 use crate::layout::{Distribute, Layout, Roles, Topology};
 
 /// The main job with worker 1 written in C: the Rust manager and worker 0, and the C worker
@@ -16,7 +18,7 @@ impl Roles for RustAndC {
 
     fn worker(&self, index: usize, layout: &Layout) -> String {
         if index == 1 {
-            c_worker(self.0.rounds)
+            c_worker()
         } else {
             self.0.worker(index, layout)
         }
@@ -27,14 +29,30 @@ impl Roles for RustAndC {
 /// checks what the worker computed from it; each worker sees exactly one device. Worker 1
 /// is the C program: the Rust manager verifies its answers as it does the Rust worker's.
 pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
+    let rounds = 16;
     let roles = RustAndC(Distribute {
         peer_timeout_s: None,
-        rounds: 16,
+        rounds,
         bytes: 512 << 10,
     });
-    Ok(Ran::plain(
-        Topology::new(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)?,
-    ))
+    let finished = Topology::new(2, 2 << 20, &roles)?.run(s.machine, s.logdir, s.timeout)?;
+    let expect = [
+        c_worker_result("worker1", rounds),
+        Expect {
+            vm: "manager".into(),
+            program: "distribute-manager",
+            pick: pairs(&[("impl", "rust")]),
+            want: pairs(&[("verified", 2 * rounds), ("batches", 2 * rounds)]),
+            what: format!(
+                "the Rust manager verified all {} batches of the Rust and the C worker",
+                2 * rounds
+            ),
+        },
+    ];
+    Ok(Ran {
+        host: check("distribute", &finished, &expect),
+        ..Ran::plain(finished)
+    })
 }
 
 /// The same job on the IVSHMEM baseline: one region, a central server; data verified too.

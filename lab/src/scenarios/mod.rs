@@ -16,6 +16,7 @@ mod hotplug;
 mod isolation;
 mod judge;
 mod network;
+mod results;
 mod single_vm;
 mod stress_fuzz;
 mod stress_hostile_peer;

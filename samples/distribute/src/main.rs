@@ -324,6 +324,32 @@ fn manager(
             r.restarts, r.repeats
         );
     }
+    // The results as data (Documentation/host-and-tests.rst, "Reading results"): one line
+    // per worker, then the run's.
+    for (i, w) in r.workers.iter().enumerate() {
+        println!(
+            "SIVSHM-RESULT distribute-manager-worker impl=rust index={i} verified={} \
+             status={} reattached={}",
+            w.verified,
+            if w.removed { "removed" } else { "ok" },
+            w.reattached
+        );
+    }
+    println!(
+        "SIVSHM-RESULT distribute-manager impl=rust verified={} batches={} workers={n} \
+         batch_bytes={} mode={mode} wakeups={} rings={} restarts={} repeats={} reattached={} \
+         removed={} elapsed_s={secs:.3} mib_per_s={:.1}",
+        r.verified,
+        rounds * n,
+        o.bytes,
+        r.wakeups,
+        r.rings,
+        r.restarts,
+        r.repeats,
+        r.workers.iter().map(|w| w.reattached).sum::<u64>(),
+        r.removed.len(),
+        total as f64 / (1 << 20) as f64 / secs,
+    );
     Ok(())
 }
 
@@ -380,6 +406,20 @@ fn worker(
     println!(
         "worker: received {} rounds{from}, {} bytes; woken {} times by the doorbell, rang {} times",
         r.rounds, r.bytes, r.wakeups, r.rings
+    );
+    // The result as data (Documentation/host-and-tests.rst, "Reading results").
+    let first = r.first.unwrap_or(0);
+    println!(
+        "SIVSHM-RESULT distribute-worker impl=rust rounds={} first_round={first} bytes={} \
+         woken={} rang={} took_over={} mismatched={} devices={} manager_left={}",
+        r.rounds,
+        r.bytes,
+        r.wakeups,
+        r.rings,
+        u8::from(first > 1),
+        r.mismatched,
+        visible.len(),
+        u8::from(r.manager_left.is_some()),
     );
     if r.mismatched > 0 {
         bail!(

@@ -72,6 +72,8 @@ struct Worker {
     repeats: u64,
     /// Whether the worker is known to have stopped (rejoin).
     gone: bool,
+    /// Times a stopped worker's successor attached (rejoin).
+    reattached: u64,
 }
 
 /// What the run achieved.
@@ -90,6 +92,19 @@ pub struct Report {
     pub repeats: u64,
     /// Workers whose device was removed, with the rounds verified before.
     pub removed: Vec<(usize, u64)>,
+    /// What each worker achieved, by index.
+    pub workers: Vec<WorkerReport>,
+}
+
+/// What one worker achieved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Rounds verified (repeats not counted).
+    pub verified: u64,
+    /// Its device was removed: it was served no more.
+    pub removed: bool,
+    /// Times a successor re-attached after it stopped (rejoin).
+    pub reattached: u64,
 }
 
 /// Fails unless a batch of `o.bytes` fits worker `i`'s channel.
@@ -130,6 +145,7 @@ pub fn run(
             done_sent: false,
             repeats: 0,
             gone: false,
+            reattached: 0,
         })
         .collect();
     let mut last_progress = Instant::now();
@@ -202,6 +218,14 @@ pub fn run(
             .filter(|&i| workers[i].removed)
             .map(|i| (i, workers[i].acked))
             .collect(),
+        workers: workers
+            .iter()
+            .map(|w| WorkerReport {
+                verified: w.acked,
+                removed: w.removed,
+                reattached: w.reattached,
+            })
+            .collect(),
     };
     let mut worker_wakeups = 0;
     for s in workers
@@ -263,6 +287,7 @@ fn look_at_peer(i: usize, w: &mut Worker, o: &Options) -> Result<()> {
     match channel(w).check_peer() {
         Ok(true) if w.gone => {
             w.gone = false;
+            w.reattached += 1;
             println!(
                 "manager: worker {i} re-attached (restart {}); carrying on from round {}",
                 channel(w).stats().peer_restarts,

@@ -231,6 +231,8 @@ fn with_rejoin_a_stopped_worker_s_successor_carries_on_and_nothing_is_lost() {
     assert_eq!(r.restarts, 1);
     // Round 11 was answered by both.
     assert_eq!(r.repeats, 1);
+    assert_eq!(r.workers.len(), 1);
+    assert_eq!((r.workers[0].verified, r.workers[0].removed), (40, false));
 }
 
 #[test]
@@ -320,6 +322,8 @@ fn a_worker_whose_device_is_removed_is_dropped_and_the_others_carry_on() {
     // Rounds 1-5 were answered and released; round 6 answered and maybe seen before the end.
     assert!((5..=6).contains(&verified), "{verified}");
     assert_eq!(r.verified, 60 + verified);
+    let w: Vec<_> = r.workers.iter().map(|w| (w.verified, w.removed)).collect();
+    assert_eq!(w, [(60, false), (verified, true)]);
 }
 
 /// Worker 1's device is not there at the start (hot-plugged later): the manager serves worker
