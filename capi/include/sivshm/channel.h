@@ -252,75 +252,6 @@ const char *sivshm_strerror(int code);
 const char *sivshm_last_error(void);
 
 /**
- * Opens a sivshm device node (e.g. "/dev/sivshm0") into *out.
- * Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_OS (open, GET_INFO), SIVSHM_ERR_DEVICE_GONE.
- *
- * # Safety
- * `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
- */
-int sivshm_device_open(const char *path, struct sivshm_device **out);
-
-/**
- * Opens the sivshm device at PCI address `pci` (as sysfs spells it, "0000:00:04.0") into
- * *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_NO_DEVICE.
- *
- * # Safety
- * `pci` is NULL or a NUL-terminated string; `out` is NULL or writable.
- */
-int sivshm_device_find(const char *pci, struct sivshm_device **out);
-
-/**
- * Closes a device (channels attached through it keep what they need). NULL is ignored.
- *
- * # Safety
- * `dev` is NULL or from sivshm_device_open, not closed before.
- */
-void sivshm_device_close(struct sivshm_device *dev);
-
-/**
- * Bytes of the device's shared memory, or 0 for NULL.
- *
- * # Safety
- * `dev` is NULL or an open device.
- */
-uint64_t sivshm_device_shm_size(const struct sivshm_device *dev);
-
-/**
- * A configuration with the defaults (see sivshm_option); free it with sivshm_config_free.
- */
-struct sivshm_config *sivshm_config_new(void);
-
-/**
- * Sets one option (a sivshm_option) to `value`.
- * Errors: SIVSHM_ERR_INVALID (NULL, unknown option, vector above 2^32-1).
- *
- * # Safety
- * `cfg` is NULL or from sivshm_config_new, not freed.
- */
-int sivshm_config_set(struct sivshm_config *cfg, int option, uint64_t value);
-
-/**
- * For sivshm_channel_attach_fd: the channel calls `gone(user)` whenever a check fails, a
- * wait wakes with nothing to show, or the peer looks absent; non-zero means the memory is
- * gone, and the channel then answers SIVSHM_ERR_DEVICE_GONE (instead of, say,
- * SIVSHM_ERR_CORRUPT). It is called only from inside calls on the channel, on the calling
- * thread. NULL `gone` removes the callback.
- *
- * # Safety
- * `cfg` is NULL or a live configuration; `gone`, if not NULL, may be called with `user`
- * for as long as any channel attached with this configuration lives.
- */
-int sivshm_config_set_presence(struct sivshm_config *cfg, sivshm_presence_fn gone, void *user);
-
-/**
- * Frees a configuration (channels made with it are not affected). NULL is ignored.
- *
- * # Safety
- * `cfg` is NULL or from sivshm_config_new, not freed before.
- */
-void sivshm_config_free(struct sivshm_config *cfg);
-
-/**
  * Attaches a channel over the device's whole segment, as `role` (a sivshm_role), with
  * `cfg` (NULL: defaults), into *out. The manager formats (or resumes what a previous
  * manager left); the worker waits up to the attach timeout for a manager.
@@ -382,6 +313,140 @@ const char *sivshm_channel_last_error(const struct sivshm_channel *ch);
  * `ch` is NULL or a live channel.
  */
 size_t sivshm_channel_max_message(const struct sivshm_channel *ch);
+
+/**
+ * A configuration with the defaults (see sivshm_option); free it with sivshm_config_free.
+ */
+struct sivshm_config *sivshm_config_new(void);
+
+/**
+ * Sets one option (a sivshm_option) to `value`.
+ * Errors: SIVSHM_ERR_INVALID (NULL, unknown option, vector above 2^32-1).
+ *
+ * # Safety
+ * `cfg` is NULL or from sivshm_config_new, not freed.
+ */
+int sivshm_config_set(struct sivshm_config *cfg, int option, uint64_t value);
+
+/**
+ * For sivshm_channel_attach_fd: the channel calls `gone(user)` whenever a check fails, a
+ * wait wakes with nothing to show, or the peer looks absent; non-zero means the memory is
+ * gone, and the channel then answers SIVSHM_ERR_DEVICE_GONE (instead of, say,
+ * SIVSHM_ERR_CORRUPT). It is called only from inside calls on the channel, on the calling
+ * thread. NULL `gone` removes the callback.
+ *
+ * # Safety
+ * `cfg` is NULL or a live configuration; `gone`, if not NULL, may be called with `user`
+ * for as long as any channel attached with this configuration lives.
+ */
+int sivshm_config_set_presence(struct sivshm_config *cfg, sivshm_presence_fn gone, void *user);
+
+/**
+ * Frees a configuration (channels made with it are not affected). NULL is ignored.
+ *
+ * # Safety
+ * `cfg` is NULL or from sivshm_config_new, not freed before.
+ */
+void sivshm_config_free(struct sivshm_config *cfg);
+
+/**
+ * Opens a sivshm device node (e.g. "/dev/sivshm0") into *out.
+ * Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_OS (open, GET_INFO), SIVSHM_ERR_DEVICE_GONE.
+ *
+ * # Safety
+ * `path` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+int sivshm_device_open(const char *path, struct sivshm_device **out);
+
+/**
+ * Opens the sivshm device at PCI address `pci` (as sysfs spells it, "0000:00:04.0") into
+ * *out, looking through /dev/sivshm*. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_NO_DEVICE.
+ *
+ * # Safety
+ * `pci` is NULL or a NUL-terminated string; `out` is NULL or writable.
+ */
+int sivshm_device_find(const char *pci, struct sivshm_device **out);
+
+/**
+ * Closes a device (channels attached through it keep what they need). NULL is ignored.
+ *
+ * # Safety
+ * `dev` is NULL or from sivshm_device_open, not closed before.
+ */
+void sivshm_device_close(struct sivshm_device *dev);
+
+/**
+ * Bytes of the device's shared memory, or 0 for NULL.
+ *
+ * # Safety
+ * `dev` is NULL or an open device.
+ */
+uint64_t sivshm_device_shm_size(const struct sivshm_device *dev);
+
+/**
+ * The oldest message into *out, waiting up to `timeout_ms` (-1: as long as the peer lives;
+ * 0: SIVSHM_ERR_AGAIN at once if there is none). One message at a time per channel.
+ * Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_BUSY, SIVSHM_ERR_AGAIN, SIVSHM_ERR_TIMED_OUT,
+ * SIVSHM_ERR_PEER_CLOSED, SIVSHM_ERR_PEER_GONE, the fatal ones.
+ *
+ * # Safety
+ * `ch` is a live channel used by this thread only; `out` writable.
+ */
+int sivshm_channel_recv(struct sivshm_channel *ch, int timeout_ms, struct sivshm_message **out);
+
+/**
+ * Bytes of the message, 0 for NULL.
+ *
+ * # Safety
+ * `msg` is NULL or a live message.
+ */
+size_t sivshm_message_len(const struct sivshm_message *msg);
+
+/**
+ * Copies `len` bytes of the message at `offset` into `buf`, straight from the shared ring
+ * (no pointer into shared memory is handed out). The peer may change them while they are
+ * read: check what you read. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_TOO_LARGE (past the
+ * end), the fatal ones.
+ *
+ * # Safety
+ * `msg` is a live message (its channel live, both used by this thread only); `buf` is
+ * valid for writes of `len` bytes (NULL if 0).
+ */
+int sivshm_message_read(struct sivshm_message *msg, size_t offset, void *buf, size_t len);
+
+/**
+ * Gives the message's room back to the sender (waking it if it waits) and frees the
+ * message (whatever the result). Errors: SIVSHM_ERR_INVALID, the fatal ones.
+ *
+ * # Safety
+ * `msg` is a live message whose channel lives; it is freed here.
+ */
+int sivshm_message_release(struct sivshm_message *msg);
+
+/**
+ * Frees the message handle and leaves the message in the ring: the next receive returns
+ * it again. NULL is ignored.
+ *
+ * # Safety
+ * `msg` is NULL or a live message whose channel lives; it is freed here.
+ */
+void sivshm_message_leave(struct sivshm_message *msg);
+
+/**
+ * Receives the oldest message into `buf` (up to `cap` bytes) and releases it, waiting up
+ * to `timeout_ms` as sivshm_channel_recv; *len_out is set to the message's length. A
+ * message longer than `cap` stays in the ring: SIVSHM_ERR_TOO_LARGE, *len_out says how
+ * much room it needs. Errors: as sivshm_channel_recv, SIVSHM_ERR_TOO_LARGE.
+ *
+ * # Safety
+ * `ch` is a live channel used by this thread only; `buf` valid for writes of `cap` bytes;
+ * `len_out` NULL or writable.
+ */
+int sivshm_channel_receive(struct sivshm_channel *ch,
+                           void *buf,
+                           size_t cap,
+                           size_t *len_out,
+                           int timeout_ms);
 
 /**
  * Reserves room for a message of `len` bytes into *out, waiting up to `timeout_ms` (-1: as
@@ -457,71 +522,6 @@ int sivshm_channel_flush(struct sivshm_channel *ch);
  * `ch` is a live channel used by this thread only; `buf` valid for `len` bytes.
  */
 int sivshm_channel_send(struct sivshm_channel *ch, const void *buf, size_t len, int timeout_ms);
-
-/**
- * The oldest message into *out, waiting up to `timeout_ms` (-1: as long as the peer lives;
- * 0: SIVSHM_ERR_AGAIN at once if there is none). One message at a time per channel.
- * Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_BUSY, SIVSHM_ERR_AGAIN, SIVSHM_ERR_TIMED_OUT,
- * SIVSHM_ERR_PEER_CLOSED, SIVSHM_ERR_PEER_GONE, the fatal ones.
- *
- * # Safety
- * `ch` is a live channel used by this thread only; `out` writable.
- */
-int sivshm_channel_recv(struct sivshm_channel *ch, int timeout_ms, struct sivshm_message **out);
-
-/**
- * Bytes of the message, 0 for NULL.
- *
- * # Safety
- * `msg` is NULL or a live message.
- */
-size_t sivshm_message_len(const struct sivshm_message *msg);
-
-/**
- * Copies `len` bytes of the message at `offset` into `buf`, straight from the shared ring
- * (no pointer into shared memory is handed out). The peer may change them while they are
- * read: check what you read. Errors: SIVSHM_ERR_INVALID, SIVSHM_ERR_TOO_LARGE (past the
- * end), the fatal ones.
- *
- * # Safety
- * `msg` is a live message (its channel live, both used by this thread only); `buf` is
- * valid for writes of `len` bytes (NULL if 0).
- */
-int sivshm_message_read(struct sivshm_message *msg, size_t offset, void *buf, size_t len);
-
-/**
- * Gives the message's room back to the sender (waking it if it waits) and frees the
- * message (whatever the result). Errors: SIVSHM_ERR_INVALID, the fatal ones.
- *
- * # Safety
- * `msg` is a live message whose channel lives; it is freed here.
- */
-int sivshm_message_release(struct sivshm_message *msg);
-
-/**
- * Frees the message handle and leaves the message in the ring: the next receive returns
- * it again. NULL is ignored.
- *
- * # Safety
- * `msg` is NULL or a live message whose channel lives; it is freed here.
- */
-void sivshm_message_leave(struct sivshm_message *msg);
-
-/**
- * Receives the oldest message into `buf` (up to `cap` bytes) and releases it, waiting up
- * to `timeout_ms` as sivshm_channel_recv; *len_out is set to the message's length. A
- * message longer than `cap` stays in the ring: SIVSHM_ERR_TOO_LARGE, *len_out says how
- * much room it needs. Errors: as sivshm_channel_recv, SIVSHM_ERR_TOO_LARGE.
- *
- * # Safety
- * `ch` is a live channel used by this thread only; `buf` valid for writes of `cap` bytes;
- * `len_out` NULL or writable.
- */
-int sivshm_channel_receive(struct sivshm_channel *ch,
-                           void *buf,
-                           size_t cap,
-                           size_t *len_out,
-                           int timeout_ms);
 
 /**
  * The eventfd the peer's doorbell signals, for the caller's poll/epoll loop (readable:
