@@ -47,6 +47,8 @@ fail() {
 		echo "--- $(basename "$f")" >&2
 		tail -n 25 "$f" >&2
 	done
+	# Again at the end, where a caller that shows only the last lines sees it.
+	echo "check-own-vms: $*" >&2
 	exit 1
 }
 # wait_for FILE TEXT: until FILE has a line containing TEXT (or the deadline).
