@@ -47,8 +47,10 @@ fail() {
 		echo "--- $(basename "$f")" >&2
 		tail -n 25 "$f" >&2
 	done
+	# The whole logs stay for a look afterwards.
+	mkdir -p "$SIVSHM_ROOT/build/logs/own-vms" && cp "$t"/*.log "$SIVSHM_ROOT/build/logs/own-vms/" 2>/dev/null
 	# Again at the end, where a caller that shows only the last lines sees it.
-	echo "check-own-vms: $*" >&2
+	echo "check-own-vms: $* (logs in build/logs/own-vms/)" >&2
 	exit 1
 }
 # wait_for FILE TEXT: until FILE has a line containing TEXT (or the deadline).
