@@ -146,8 +146,10 @@ mgr_result() { result "$t/mgr.log" distribute-manager "$1" impl=rust; }
 [ "$(mgr_result verified)/$(mgr_result batches)" = 120/120 ] ||
 	fail "not every batch was verified ($(mgr_result verified) of $(mgr_result batches))"
 [ "$(mgr_result restarts)" = 1 ] || fail "the manager did not see w1 restart ($(mgr_result restarts))"
-[ "$(result "$t/mgr.log" distribute-manager-worker reattached impl=rust index=1)" = 1 ] ||
-	fail "the manager did not report w1 back"
+# w1 came back at least once: a worker that boots later than the peer timeout is also
+# reported stopped and then re-attached before its first round, so more than one is fine.
+w1_back=$(result "$t/mgr.log" distribute-manager-worker reattached impl=rust index=1)
+[ "$w1_back" != none ] && [ "$w1_back" -ge 1 ] || fail "the manager did not report w1 back"
 # Each worker saw only its own device; the second w1 took over mid-stream.
 w1_result() { result "$t/w1-second.log" distribute-worker "$1" impl=rust; }
 [ "$(w1_result devices)" = 1 ] || fail "w1 saw other devices ($(w1_result devices))"
