@@ -15,6 +15,7 @@ mod ivshmem_server;
 mod layout;
 mod net;
 mod pair;
+mod plot;
 mod qemu;
 mod realise;
 mod scale;
