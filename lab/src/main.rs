@@ -57,8 +57,12 @@ fn main() -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Accel { guest } => commands::accel(&guest),
-        Cmd::WiringBench { workers, json } => commands::wiring_bench(&workers, json),
-        Cmd::RealiseBench { options } => commands::realise_bench(&options),
+        Cmd::WiringBench {
+            workers,
+            json,
+            plot,
+        } => commands::wiring_bench(&workers, json, plot.as_deref()),
+        Cmd::RealiseBench { options, plot } => commands::realise_bench(&options, plot.as_deref()),
         Cmd::IvshmemServer {
             socket,
             size_mib,
@@ -82,7 +86,8 @@ fn run(cmd: Cmd) -> Result<()> {
             what,
             exchanges,
             probe,
-        } => commands::bench(&guest, what, exchanges, &probe),
+            plot,
+        } => commands::bench(&guest, what, exchanges, &probe, plot.as_deref()),
         Cmd::Demo {
             guest,
             mode,

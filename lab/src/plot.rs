@@ -47,7 +47,9 @@ fn colour(i: usize) -> RGBColor {
 fn log_span(v: impl Iterator<Item = f64>) -> Result<Range<f64>> {
     let (lo, hi) = v
         .filter(|x| x.is_finite() && *x > 0.0)
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
     anyhow::ensure!(hi > 0.0, "nothing positive to plot on a log scale");
     Ok(lo / 1.5..hi * 1.5)
 }
@@ -129,9 +131,7 @@ where
     for (i, l) in lines.iter().enumerate() {
         let c = colour(i);
         chart
-            .draw_series(
-                LineSeries::new(l.points.iter().copied(), c.stroke_width(2)).point_size(3),
-            )
+            .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)).point_size(3))
             .map_err(err)?
             .label(l.label.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
@@ -331,9 +331,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/channel.svg");
         let sizes = [64.0, 4096.0, 65536.0, 1048576.0];
-        let line = |name: &str, k: f64| {
-            Line::new(name, sizes.iter().map(|&s| (s, k * 1e8 / s)).collect())
-        };
+        let line =
+            |name: &str, k: f64| Line::new(name, sizes.iter().map(|&s| (s, k * 1e8 / s)).collect());
         let lines = [
             line("sivshm", 1.0),
             line("tcp", 0.2),
@@ -365,7 +364,10 @@ mod tests {
             &[(16, 160, 340), (64, 640, 4420), (256, 2560, 67000)],
         )
         .unwrap();
-        check(&path, &["SIVSHM (pre-filled streams)", "IVSHMEM (central server)"]);
+        check(
+            &path,
+            &["SIVSHM (pre-filled streams)", "IVSHMEM (central server)"],
+        );
     }
 
     #[test]
@@ -373,10 +375,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("realise.svg");
         let lines = [
-            Line::new("SIVSHM (pre-wired)", vec![(1.0, 0.10), (2.0, 0.12), (4.0, 0.2)]),
-            Line::new("no device (floor)", vec![(1.0, 0.08), (2.0, 0.09), (4.0, 0.15)]),
+            Line::new(
+                "SIVSHM (pre-wired)",
+                vec![(1.0, 0.10), (2.0, 0.12), (4.0, 0.2)],
+            ),
+            Line::new(
+                "no device (floor)",
+                vec![(1.0, 0.08), (2.0, 0.09), (4.0, 0.15)],
+            ),
         ];
         realise(&path, "realise", &lines).unwrap();
-        check(&path, &["SIVSHM (pre-wired)", "no device (floor)", "seconds"]);
+        check(
+            &path,
+            &["SIVSHM (pre-wired)", "no device (floor)", "seconds"],
+        );
     }
 }
