@@ -64,20 +64,23 @@ fn points(lines: &[Line]) -> impl Iterator<Item = &(f64, f64)> {
     lines.iter().flat_map(|l| &l.points)
 }
 
-/// Labels of a log axis: plain numbers, with byte units where the axis is in bytes.
+/// An axis label: whole numbers up to 9999 as they are, larger ones in k or M, fractions
+/// to three places, without trailing zeros.
 fn number(v: f64) -> String {
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
     if v >= 1e6 {
-        format!("{:.3}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.3}k", v / 1e3)
-    } else if v >= 1.0 {
-        format!("{v:.3}")
+        trim(format!("{:.2}", v / 1e6)) + "M"
+    } else if v >= 1e4 {
+        trim(format!("{:.2}", v / 1e3)) + "k"
     } else {
-        format!("{v:.3}")
+        trim(format!("{v:.3}"))
     }
-    .trim_end_matches('0')
-    .trim_end_matches('.')
-    .to_string()
 }
 
 fn bytes(v: f64) -> String {
@@ -353,6 +356,16 @@ mod tests {
             ],
         );
         assert!(throughput(&path, "channel", &lines[1..], "sivshm").is_err());
+    }
+
+    #[test]
+    fn axis_labels_are_short() {
+        let got: Vec<String> = [0.05, 1.0, 16.0, 1024.0, 65536.0, 1e6, 2.5e6]
+            .into_iter()
+            .map(number)
+            .collect();
+        assert_eq!(got, ["0.05", "1", "16", "1024", "65.54k", "1M", "2.5M"]);
+        assert_eq!(bytes(65536.0), "64 KiB");
     }
 
     #[test]
