@@ -98,13 +98,15 @@ struct Axis<'a> {
     label: fn(f64) -> String,
 }
 
-/// Draws `lines` on `area` with a legend; `x` and `y` are the coordinates (log or linear).
+/// Draws `lines` on `area` with a legend; `x` and `y` are the coordinates (log or linear);
+/// line `i` gets colour `colours[i]` (its own index where `colours` is shorter).
 fn panel<DB, X, Y>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     caption: &str,
     (x, xa): (X, Axis),
     (y, ya): (Y, Axis),
     lines: &[Line],
+    colours: &[usize],
     legend: SeriesLabelPosition,
 ) -> Result<()>
 where
@@ -132,7 +134,7 @@ where
         .draw()
         .map_err(err)?;
     for (i, l) in lines.iter().enumerate() {
-        let c = colour(i);
+        let c = colour(colours.get(i).copied().unwrap_or(i));
         chart
             .draw_series(LineSeries::new(l.points.iter().copied(), c.stroke_width(2)).point_size(3))
             .map_err(err)?
@@ -175,10 +177,11 @@ pub fn throughput(path: &Path, title: &str, lines: &[Line], reference: &str) -> 
         .iter()
         .find(|l| l.label == reference)
         .with_context(|| format!("no {reference} line to take ratios of"))?;
-    let ratios: Vec<Line> = lines
+    let (ratios, colours): (Vec<Line>, Vec<usize>) = lines
         .iter()
-        .filter(|l| l.label != reference)
-        .map(|l| {
+        .enumerate()
+        .filter(|(_, l)| l.label != reference)
+        .map(|(i, l)| {
             let points = ours
                 .points
                 .iter()
@@ -187,10 +190,10 @@ pub fn throughput(path: &Path, title: &str, lines: &[Line], reference: &str) -> 
                     (*r > 0.0).then_some((x, s / r))
                 })
                 .collect();
-            Line::new(format!("{reference} / {}", l.label), points)
+            (Line::new(format!("{reference} / {}", l.label), points), i)
         })
-        .filter(|l| !l.points.is_empty())
-        .collect();
+        .filter(|(l, _)| !l.points.is_empty())
+        .unzip();
     let xs = log_span(points(lines).map(|p| p.0))?;
     let ys = log_span(points(lines).map(|p| p.1))?;
     svg(path, HEIGHT * 2 - 80, |root| {
@@ -213,6 +216,7 @@ pub fn throughput(path: &Path, title: &str, lines: &[Line], reference: &str) -> 
                 },
             ),
             lines,
+            &[],
             SeriesLabelPosition::UpperRight,
         )?;
         if ratios.is_empty() {
@@ -238,6 +242,7 @@ pub fn throughput(path: &Path, title: &str, lines: &[Line], reference: &str) -> 
                 },
             ),
             &ratios,
+            &colours,
             SeriesLabelPosition::LowerRight,
         )
     })
@@ -277,6 +282,7 @@ pub fn wiring(path: &Path, rows: &[(usize, u64, u64)]) -> Result<()> {
                 },
             ),
             &lines,
+            &[],
             SeriesLabelPosition::UpperLeft,
         )
     })
@@ -306,6 +312,7 @@ pub fn realise(path: &Path, title: &str, lines: &[Line]) -> Result<()> {
                 },
             ),
             lines,
+            &[],
             SeriesLabelPosition::UpperLeft,
         )
     })
