@@ -10,6 +10,8 @@
 #               alone) and the pipe floor, as one table; --spin-us, --spin-max-us set the
 #               channel's spin on both VMs
 #     all (the default): both
+#   The channel table is also drawn as build/channel.svg (messages/s against size per
+#   transport, and sivshm's ratio to each) unless --plot FILE.svg says where.
 #
 #   scripts/bench.sh --what realise [--workers 1,2,4,8,16,32,64] [--runs N]
 #                    [--modes sivshm,ivshmem,none] [--accel tcg|kvm] [--segment-mib M]
@@ -21,11 +23,12 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 # realise boots no guest: only the lab (sivshm-lab) is built.
-args=() what=
+args=() what= plot=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--what) [ $# -ge 2 ] || die "--what needs a value"; what=$2; args+=("$1" "$2"); shift 2 ;;
 	--what=*) what=${1#--what=}; args+=("$1"); shift ;;
+	--plot|--plot=*) plot=given; args+=("$1"); shift ;;
 	*) args+=("$1"); shift ;;
 	esac
 done
@@ -41,5 +44,9 @@ if [ "$what" = realise ]; then
 	done
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
 	exec "$SIVSHM_ROOT/target/release/sivshm-lab" realise-bench ${rest[@]+"${rest[@]}"}
+fi
+# The channel's plot (pingpong has none).
+if [ "$what" != pingpong ] && [ -z "$plot" ]; then
+	args+=(--plot "$SIVSHM_ROOT/build/channel.svg")
 fi
 run_lab bench ${args[@]+"${args[@]}"}

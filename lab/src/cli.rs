@@ -27,6 +27,9 @@ pub enum Cmd {
         /// The same figures as one JSON object (schema "sivshm-lab/wiring-bench/1").
         #[arg(long)]
         json: bool,
+        /// Also draw the messages against N, both sides, as an SVG file here.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// What wiring costs on the boot path, apart from the guest's boot: a manager and N
     /// workers launched paused (-S, no kernel), from launch to every QEMU answering QMP with
@@ -35,6 +38,9 @@ pub enum Cmd {
     RealiseBench {
         #[command(flatten)]
         options: realise::Options,
+        /// Also draw the table's medians (seconds against N, per wiring) as an SVG file here.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// The IVSHMEM baseline's central server, as QEMU's contrib/ivshmem-server: VMs connect
     /// with `-chardev socket,path=SOCKET`; each gets the region and every other VM's
@@ -119,6 +125,10 @@ pub enum Cmd {
         exchanges: u32,
         #[command(flatten)]
         probe: bench::ProbeOptions,
+        /// channel: also draw the throughput table (messages/s against size per transport,
+        /// and sivshm's ratio to each) as an SVG file here.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// SIVSHM against IVSHMEM in one run: throughput of the distribution job, or boot time of
     /// a manager and N workers (with no device as the floor). Prints figures.

@@ -65,7 +65,7 @@ pub fn results(
 }
 
 /// `wiring-bench`.
-pub fn wiring_bench(workers: &[usize], json: bool) -> Result<()> {
+pub fn wiring_bench(workers: &[usize], json: bool, plot: Option<&Path>) -> Result<()> {
     anyhow::ensure!(
         !workers.is_empty() && workers.iter().all(|&n| (1..=65535).contains(&n)),
         "--workers must list counts from 1 to 65535"
@@ -78,12 +78,19 @@ pub fn wiring_bench(workers: &[usize], json: bool) -> Result<()> {
             println!("{l}");
         }
     }
+    if let Some(path) = plot {
+        wiring::plot(&figures, path)?;
+    }
     Ok(())
 }
 
 /// `realise-bench`.
-pub fn realise_bench(options: &realise::Options) -> Result<()> {
-    realise::bench(options, |l| println!("{l}"))
+pub fn realise_bench(options: &realise::Options, plot: Option<&Path>) -> Result<()> {
+    let samples = realise::bench(options, |l| println!("{l}"))?;
+    if let Some(path) = plot {
+        realise::plot(options, &samples, path)?;
+    }
+    Ok(())
 }
 
 /// `compare`.
@@ -160,6 +167,7 @@ pub fn bench(
     what: BenchWhat,
     exchanges: u32,
     probe: &bench::ProbeOptions,
+    plot: Option<&Path>,
 ) -> Result<()> {
     let machine = guest.machine()?;
     let timeout = Duration::from_secs(guest.timeout);
@@ -169,7 +177,7 @@ pub fn bench(
         }
     }
     if what != BenchWhat::Pingpong {
-        for l in bench::channel_vs_network(&machine, &guest.logdir, timeout, probe)? {
+        for l in bench::channel_vs_network(&machine, &guest.logdir, timeout, probe, plot)? {
             println!("{l}");
         }
     }

@@ -15,6 +15,7 @@ mod ivshmem_server;
 mod layout;
 mod net;
 mod pair;
+mod plot;
 mod qemu;
 mod realise;
 mod scale;
@@ -63,8 +64,12 @@ fn run(cmd: Cmd) -> Result<()> {
             pick,
             get,
         } => commands::results(&log, json, program.as_deref(), &pick, get.as_deref()),
-        Cmd::WiringBench { workers, json } => commands::wiring_bench(&workers, json),
-        Cmd::RealiseBench { options } => commands::realise_bench(&options),
+        Cmd::WiringBench {
+            workers,
+            json,
+            plot,
+        } => commands::wiring_bench(&workers, json, plot.as_deref()),
+        Cmd::RealiseBench { options, plot } => commands::realise_bench(&options, plot.as_deref()),
         Cmd::IvshmemServer {
             socket,
             size_mib,
@@ -88,7 +93,8 @@ fn run(cmd: Cmd) -> Result<()> {
             what,
             exchanges,
             probe,
-        } => commands::bench(&guest, what, exchanges, &probe),
+            plot,
+        } => commands::bench(&guest, what, exchanges, &probe, plot.as_deref()),
         Cmd::Demo {
             guest,
             mode,

@@ -132,8 +132,8 @@ impl Options {
 }
 
 /// Runs the benchmark; every line (results, then each count's table row) goes to `emit` as
-/// soon as it is known, progress to stderr.
-pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<()> {
+/// soon as it is known, progress to stderr. Returns every sample, for the plot.
+pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<Vec<Sample>> {
     o.check()?;
     let accel = o.accel()?;
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
@@ -158,6 +158,7 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<()> {
     ));
     emit(header(&wirings));
     let mut rows = Vec::new();
+    let mut all = Vec::new();
     for &n in &o.workers {
         let mut samples = Vec::new();
         for run in 0..o.runs {
@@ -183,6 +184,7 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<()> {
         rows.push(row(n, &wirings, &samples));
         rows.push(prepare_row(n, &wirings, &samples));
         emit(rows[rows.len() - 2].clone());
+        all.extend(samples);
     }
     // The whole table once more, in one piece, with the preparation apart.
     emit(header(&wirings));
@@ -192,7 +194,21 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<()> {
     for r in rows.iter().filter(|r| r.starts_with('#')) {
         emit(r.clone());
     }
-    Ok(())
+    Ok(all)
+}
+
+/// What `realise-bench --plot` draws: the table's medians, seconds against N per wiring.
+pub fn plot(o: &Options, samples: &[Sample], path: &Path) -> Result<()> {
+    let lines: Vec<_> = o
+        .wirings()
+        .into_iter()
+        .map(|w| crate::plot::Line::new(w.title(), table::medians(w, &o.workers, samples)))
+        .collect();
+    let title = format!(
+        "Realising a manager and N workers, paused: launch to all ready ({}, {} run(s) per point)",
+        o.accel, o.runs
+    );
+    crate::plot::realise(path, &title, &lines)
 }
 
 /// Roles for guests that never run.

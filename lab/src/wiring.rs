@@ -213,6 +213,16 @@ pub fn json(f: &Figures) -> String {
     .to_string()
 }
 
+/// What `wiring-bench --plot` draws: the table's messages against N, both sides.
+pub fn plot(f: &Figures, path: &std::path::Path) -> Result<()> {
+    let rows: Vec<_> = f
+        .rows
+        .iter()
+        .map(|r| (r.workers, r.sivshm.messages, r.ivshmem.messages))
+        .collect();
+    crate::plot::wiring(path, &rows)
+}
+
 fn rlimit_nofile() -> (Option<u64>, Option<u64>) {
     let r = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     (r.current, r.maximum)

@@ -14,7 +14,7 @@ use sivshm_host::pci::PciSlot;
 use sivshm_host::segments;
 
 mod table;
-use table::{parse_probe, references, table};
+use table::{parse_probe, references, table, throughput_lines};
 
 /// One `pingpong NAME: n=.. p50=X us p99=Y us ...` line of the guest.
 struct Figures {
@@ -199,6 +199,7 @@ pub fn channel_vs_network(
     logdir: &Path,
     timeout: Duration,
     o: &ProbeOptions,
+    plot: Option<&Path>,
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
@@ -238,6 +239,15 @@ pub fn channel_vs_network(
     }
     out.extend(table(&probes, o)?);
     out.extend(references(&probes, o)?);
+    if let Some(path) = plot {
+        let title = format!(
+            "sivshm channel between two VMs and its references ({}, {} s per size)",
+            m.accel.name(),
+            o.seconds
+        );
+        crate::plot::throughput(path, &title, &throughput_lines(&probes, o), "sivshm")?;
+        out.push(format!("# plot: {}", path.display()));
+    }
     out.push(
         "# Under TCG both VMs and the network are emulated on the same 2 host cores: \
          compare the ratios of one run, not the absolute figures."

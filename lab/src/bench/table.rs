@@ -198,3 +198,33 @@ pub(super) fn references(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<Strin
     }
     Ok(t)
 }
+
+/// The throughput figures the tables are made of, as plot lines: messages/s against size,
+/// one line per transport in the order the run printed them (sivshm first), at `o.sizes`.
+pub(super) fn throughput_lines(probes: &[Probe], o: &ProbeOptions) -> Vec<crate::plot::Line> {
+    let mut names: Vec<&str> = vec!["sivshm"];
+    for p in probes.iter().filter(|p| p.kind == "throughput") {
+        if !names.contains(&p.transport.as_str()) {
+            names.push(&p.transport);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let points = o
+                .sizes
+                .iter()
+                .filter_map(|&size| {
+                    let p = probes.iter().find(|p| {
+                        p.kind == "throughput"
+                            && p.transport == name
+                            && p.values.get("size") == Some(&(size as f64))
+                    })?;
+                    Some((size as f64, *p.values.get("msgs_s")?))
+                })
+                .collect();
+            crate::plot::Line::new(name, points)
+        })
+        .filter(|l| !l.points.is_empty())
+        .collect()
+}

@@ -165,3 +165,35 @@ fn the_references_table_gives_each_ratio_against_its_target() {
     // No sivshm figure at a size is an error, not a row of n/a.
     assert!(super::table::references(&probes[1..4], &o).is_err());
 }
+
+#[test]
+fn the_plot_lines_are_the_throughput_figures_per_transport_sivshm_first() {
+    let o = ProbeOptions {
+        round_trips: 10,
+        round_trip_size: 64,
+        seconds: 1.0,
+        sizes: vec![64, 4096],
+        segment_mib: 8,
+        spin_us: None,
+        spin_max_us: None,
+    };
+    let lines = [
+        "throughput memcpy: size=64 mib_s=50.00 msgs_s=819200",
+        "throughput sivshm: size=64 mib_s=4.00 msgs_s=65536",
+        "throughput sivshm: size=4096 mib_s=400.00 msgs_s=102400",
+        "throughput rtrb: size=4096 mib_s=800.00 msgs_s=204800",
+        "throughput rtrb: size=65536 mib_s=800.00 msgs_s=12800",
+        "latency sivshm: size=64 n=10 p50=100.0 us p99=300.0 us",
+    ];
+    let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
+    let got = super::table::throughput_lines(&probes, &o);
+    let want = [
+        ("sivshm", vec![(64.0, 65536.0), (4096.0, 102400.0)]),
+        ("memcpy", vec![(64.0, 819200.0)]),
+        ("rtrb", vec![(4096.0, 204800.0)]),
+    ];
+    assert_eq!(got.len(), want.len());
+    for (l, (name, points)) in got.iter().zip(want) {
+        assert_eq!((l.label.as_str(), &l.points), (name, &points));
+    }
+}

@@ -75,6 +75,23 @@ impl Spread {
     }
 }
 
+/// `wiring`'s median launch-to-ready seconds at each of `counts` that has samples, as the
+/// table's rows give them: (N, seconds).
+pub fn medians(wiring: Wiring, counts: &[usize], samples: &[Sample]) -> Vec<(f64, f64)> {
+    counts
+        .iter()
+        .filter_map(|&n| {
+            Spread::of(
+                samples
+                    .iter()
+                    .filter(|s| s.wiring == wiring && s.workers == n)
+                    .map(|s| s.ready),
+            )
+            .map(|s| (n as f64, s.median))
+        })
+        .collect()
+}
+
 /// The table's header for `wirings` (in table order).
 pub fn header(wirings: &[Wiring]) -> String {
     let mut h = String::from("#       N");

@@ -158,3 +158,23 @@ fn the_paused_line_is_the_harness_line_without_the_boot_and_with_s() {
         .iter()
         .any(|a| a.starts_with("unix:") && a.contains("manager.qmp")));
 }
+
+#[test]
+fn the_plot_draws_the_rows_medians() {
+    let samples = [
+        sample(Wiring::Sivshm, 1, 0.100),
+        sample(Wiring::Sivshm, 2, 0.120),
+        sample(Wiring::Sivshm, 3, 0.110),
+        sample(Wiring::None, 1, 0.090),
+    ];
+    assert_eq!(
+        table::medians(Wiring::Sivshm, &[4, 8], &samples),
+        vec![(8.0, 0.110)]
+    );
+    let o = parse(&["--workers", "4,8", "--modes", "sivshm,none"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("realise.svg");
+    plot(&o, &samples, &path).unwrap();
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.contains("SIVSHM (pre-wired)") && svg.contains("no device (floor)"));
+}
