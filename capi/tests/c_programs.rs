@@ -269,6 +269,30 @@ fn c_program(dir: &Path, name: &str) -> Command {
     c
 }
 
+/// The C worker on the channel `w` wires, as a parent that passed it the descriptors runs it.
+fn spawn_c_worker(dir: &Path, w: &Wires) -> Child {
+    c_program(dir, "sivshm_distribute_worker")
+        .args(["--timeout", "60", "--fd", &w.arg(Role::Worker)])
+        .spawn()
+        .unwrap()
+}
+
+/// The C manager serving one worker per channel of `workers`, ROUNDS batches of BYTES each.
+fn spawn_c_manager(dir: &Path, workers: &[&Wires]) -> Child {
+    let mut cmd = c_program(dir, "sivshm_distribute_manager");
+    cmd.args([
+        "--rounds",
+        &ROUNDS.to_string(),
+        "--bytes",
+        &BYTES.to_string(),
+    ])
+    .args(["--timeout", "60"]);
+    for w in workers {
+        cmd.args(["--fd", &w.arg(Role::Manager)]);
+    }
+    cmd.spawn().unwrap()
+}
+
 #[test]
 fn the_c_api_test_passes_under_asan_and_ubsan_with_a_hostile_peer_and_a_removal() {
     let Some(dir) = programs() else { return };
@@ -282,20 +306,8 @@ fn the_c_api_test_passes_under_asan_and_ubsan_with_a_hostile_peer_and_a_removal(
 fn c_manager_and_c_worker_verify_every_batch() {
     let Some(dir) = programs() else { return };
     let w = Wires::new();
-    let worker = c_program(&dir, "sivshm_distribute_worker")
-        .args(["--timeout", "60", "--fd", &w.arg(Role::Worker)])
-        .spawn()
-        .unwrap();
-    let manager = c_program(&dir, "sivshm_distribute_manager")
-        .args([
-            "--rounds",
-            &ROUNDS.to_string(),
-            "--bytes",
-            &BYTES.to_string(),
-        ])
-        .args(["--timeout", "60", "--fd", &w.arg(Role::Manager)])
-        .spawn()
-        .unwrap();
+    let worker = spawn_c_worker(&dir, &w);
+    let manager = spawn_c_manager(&dir, &[&w]);
     let m = finish("c manager", manager);
     let wo = finish("c worker", worker);
     assert!(has_result(
@@ -314,10 +326,7 @@ fn c_manager_and_c_worker_verify_every_batch() {
 fn a_c_worker_answers_a_rust_manager_in_sivshm_distribute_s_format() {
     let Some(dir) = programs() else { return };
     let w = Wires::new();
-    let worker = c_program(&dir, "sivshm_distribute_worker")
-        .args(["--timeout", "60", "--fd", &w.arg(Role::Worker)])
-        .spawn()
-        .unwrap();
+    let worker = spawn_c_worker(&dir, &w);
     let mut ch = w.channel(Role::Manager);
     let t = Some(Duration::from_secs(60));
     for round in 1..=ROUNDS {
@@ -347,16 +356,7 @@ fn a_c_worker_answers_a_rust_manager_in_sivshm_distribute_s_format() {
 fn a_rust_worker_answers_a_c_manager_in_sivshm_distribute_s_format() {
     let Some(dir) = programs() else { return };
     let w = Wires::new();
-    let manager = c_program(&dir, "sivshm_distribute_manager")
-        .args([
-            "--rounds",
-            &ROUNDS.to_string(),
-            "--bytes",
-            &BYTES.to_string(),
-        ])
-        .args(["--timeout", "60", "--fd", &w.arg(Role::Manager)])
-        .spawn()
-        .unwrap();
+    let manager = spawn_c_manager(&dir, &[&w]);
     let mut ch = w.channel(Role::Worker);
     let t = Some(Duration::from_secs(60));
     let mut last = 0;
@@ -394,22 +394,8 @@ fn a_rust_worker_answers_a_c_manager_in_sivshm_distribute_s_format() {
 fn a_c_manager_serves_its_honest_worker_on_while_a_hostile_one_scribbles() {
     let Some(dir) = programs() else { return };
     let (honest, hostile) = (Wires::new(), Wires::new());
-    let worker = c_program(&dir, "sivshm_distribute_worker")
-        .args(["--timeout", "60", "--fd", &honest.arg(Role::Worker)])
-        .spawn()
-        .unwrap();
-    let manager = c_program(&dir, "sivshm_distribute_manager")
-        .args([
-            "--rounds",
-            &ROUNDS.to_string(),
-            "--bytes",
-            &BYTES.to_string(),
-        ])
-        .args(["--timeout", "60"])
-        .args(["--fd", &honest.arg(Role::Manager)])
-        .args(["--fd", &hostile.arg(Role::Manager)])
-        .spawn()
-        .unwrap();
+    let worker = spawn_c_worker(&dir, &honest);
+    let manager = spawn_c_manager(&dir, &[&honest, &hostile]);
     // The hostile worker attaches, takes the first batch, then writes what no honest peer
     // writes: its ring's head far ahead, garbage over the rest, and rings the manager.
     let mut ch = hostile.channel(Role::Worker);
