@@ -211,53 +211,14 @@ impl Wires {
     }
 }
 
-/// sivshm-distribute's batch format (samples/distribute/src/batches.rs), for the Rust end.
-mod batches {
-    pub const BATCH_HEADER: usize = 24;
+/// sivshm-distribute's batch format, the very file the sample compiles, for the Rust end.
+#[path = "../../samples/distribute/src/batches.rs"]
+#[allow(dead_code)] // the test uses the writing half and the checksum
+mod batches;
 
-    pub fn batch_header(round: u64, sum: u64) -> [u8; BATCH_HEADER] {
-        let mut h = [0u8; BATCH_HEADER];
-        h[..4].copy_from_slice(&1u32.to_le_bytes());
-        h[8..16].copy_from_slice(&round.to_le_bytes());
-        h[16..].copy_from_slice(&sum.to_le_bytes());
-        h
-    }
-
-    pub fn done(rounds: u64) -> [u8; 16] {
-        let mut m = [0u8; 16];
-        m[..4].copy_from_slice(&2u32.to_le_bytes());
-        m[8..].copy_from_slice(&rounds.to_le_bytes());
-        m
-    }
-
-    pub fn ack(round: u64, sum: u64) -> [u8; 16] {
-        let mut m = [0u8; 16];
-        m[..8].copy_from_slice(&round.to_le_bytes());
-        m[8..].copy_from_slice(&sum.to_le_bytes());
-        m
-    }
-
-    pub fn word(m: &[u8], at: usize) -> u64 {
-        u64::from_le_bytes(m[at..at + 8].try_into().unwrap())
-    }
-
-    pub fn fnv1a(data: &[u8]) -> u64 {
-        data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
-    }
-
-    pub fn payload(worker: usize, round: u64, len: usize) -> Vec<u8> {
-        let mut x = (worker as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round;
-        let mut v = Vec::with_capacity(len);
-        while v.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.extend_from_slice(&x.to_le_bytes()[..(len - v.len()).min(8)]);
-        }
-        v
-    }
+/// The little-endian u64 at byte `at` of a message.
+fn word(m: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(m[at..at + 8].try_into().unwrap())
 }
 
 const ROUNDS: u64 = 20;
@@ -339,7 +300,7 @@ fn a_c_worker_answers_a_rust_manager_in_sivshm_distribute_s_format() {
         ch.flush().unwrap();
         let a = ch.recv(t).unwrap().to_vec().unwrap();
         assert_eq!(a.len(), 16);
-        assert_eq!((batches::word(&a, 0), batches::word(&a, 8)), (round, sum));
+        assert_eq!((word(&a, 0), word(&a, 8)), (round, sum));
         ch.recv(t).unwrap().release().unwrap();
     }
     ch.send(&batches::done(ROUNDS), t).unwrap();
@@ -365,7 +326,7 @@ fn a_rust_worker_answers_a_c_manager_in_sivshm_distribute_s_format() {
         let m = msg.to_vec().unwrap();
         match u32::from_le_bytes(m[..4].try_into().unwrap()) {
             1 => {
-                let (round, sum) = (batches::word(&m, 8), batches::word(&m, 16));
+                let (round, sum) = (word(&m, 8), word(&m, 16));
                 let data = &m[batches::BATCH_HEADER..];
                 assert_eq!(data, batches::payload(0, round, BYTES), "the C payload");
                 assert_eq!(batches::fnv1a(data), sum, "the C checksum");
@@ -375,7 +336,7 @@ fn a_rust_worker_answers_a_c_manager_in_sivshm_distribute_s_format() {
                 last = round;
             }
             2 => {
-                assert_eq!((m.len(), batches::word(&m, 8)), (16, ROUNDS));
+                assert_eq!((m.len(), word(&m, 8)), (16, ROUNDS));
                 ch.recv(t).unwrap().release().unwrap();
                 break;
             }
