@@ -164,14 +164,11 @@ pub(super) fn references(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<Strin
     let ratio = |s: f64, r: Option<f64>, target: f64| match r {
         Some(r) if r > 0.0 => {
             let q = s / r;
-            let mark = if target == 0.0 {
-                ""
-            } else if q >= target {
-                " (target met)"
-            } else {
-                " (below target)"
-            };
-            format!("{q:.2} (>= {target}){mark}").replace(" (>= 0)", "")
+            match target {
+                0.0 => format!("{q:.2}"),
+                t if q >= t => format!("{q:.2} (>= {t}) (target met)"),
+                t => format!("{q:.2} (>= {t}) (below target)"),
+            }
         }
         _ => "n/a".to_string(),
     };

@@ -137,13 +137,15 @@ fn the_references_table_gives_each_ratio_against_its_target() {
         round_trips: 10,
         round_trip_size: 64,
         seconds: 1.0,
-        sizes: vec![64, 65536],
+        sizes: vec![64, 65536, 4096],
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
     };
     let lines = [
         "throughput sivshm: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=400000",
+        "throughput sivshm: size=4096 messages=1 seconds=1.000 mib_s=1.00 msgs_s=1000",
+        "throughput rtrb: size=4096 messages=1 seconds=1.000 mib_s=1.00 msgs_s=2000",
         "throughput channel-local: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=500000",
         "throughput rtrb: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=1000000",
         "throughput shm-copy: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=8000000",
@@ -151,7 +153,12 @@ fn the_references_table_gives_each_ratio_against_its_target() {
     ];
     let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
     let t = super::table::references(&probes, &o).unwrap();
-    assert_eq!(t.len(), 4, "{t:?}");
+    assert_eq!(t.len(), 5, "{t:?}");
+    // No target against rtrb at 4 KiB: the bare ratio.
+    assert_eq!(
+        t[4],
+        "| 4 KiB | 1000 | n/a | 2000 | n/a | n/a | 0.50 | n/a |"
+    );
     assert_eq!(
         t[2],
         "| 64 B | 400000 | 500000 | 1000000 | 8000000 | 0.80 (>= 0.9) (below target) \
@@ -163,7 +170,7 @@ fn the_references_table_gives_each_ratio_against_its_target() {
         "| 64 KiB | 16000 | n/a | n/a | n/a | n/a | n/a | n/a |"
     );
     // No sivshm figure at a size is an error, not a row of n/a.
-    assert!(super::table::references(&probes[1..4], &o).is_err());
+    assert!(super::table::references(&probes[3..6], &o).is_err());
 }
 
 #[test]
