@@ -130,7 +130,10 @@ cp "$initrd" "$t/initramfs.cpio.gz"
 chmod 0644 "$t/bzImage" "$t/initramfs.cpio.gz"
 
 # domain VM RUN: the domain XML of VM, running RUN in the guest (guest/init's SIVSHM_RUN),
-# with the parts `sivshm-host libvirt-xml` prints for it.
+# with the parts `sivshm-host libvirt-xml` prints for it. ACPI is on (libvirt 9.0 would pass
+# QEMU 10 the -no-acpi it no longer has, and the hot-plug is ACPI's); the guest ends with
+# `reboot -f`, which -no-reboot turns into the end of its QEMU (libvirt 9.0 passes none for
+# on_reboot='destroy' and would act only on QEMU's reset event, after the reboot began).
 domain() {
 	local vm=$1 run=$2 xml devices override
 	xml=$("$host" libvirt-xml "$t/own.toml" "$vm")
@@ -148,6 +151,9 @@ domain() {
     <initrd>$t/initramfs.cpio.gz</initrd>
     <cmdline>console=ttyS0 panic=-1 SIVSHM_RUN="$run"</cmdline>
   </os>
+  <features>
+    <acpi/>
+  </features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
@@ -162,6 +168,9 @@ domain() {
 $devices
   </devices>
 $override
+  <qemu:commandline>
+    <qemu:arg value='-no-reboot'/>
+  </qemu:commandline>
 </domain>
 EOF
 }
