@@ -328,17 +328,26 @@ fn manager(
     let n = channels.len() as u64;
     let r = manager::run(channels, o, &mut open_late)?;
     let secs = r.elapsed.as_secs_f64();
-    let (rounds, total) = (r.rounds, o.bytes as u64 * r.rounds * n);
+    // A manager that took channels over sent only the batches after the workers' positions:
+    // the others were its predecessor's.
+    let resumed: u64 = r.workers.iter().map(|w| w.resumed_after).sum();
+    let rounds = r.rounds;
+    let total = o.bytes as u64 * (rounds * n - resumed);
+    let before = if resumed > 0 {
+        format!(" ({resumed} answered before this manager took over)")
+    } else {
+        String::new()
+    };
     println!(
-        "manager: {} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
+        "manager: {} of {} batches verified{before}, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
          {mode}, {} wake-ups, {} rings for {} batches",
         r.verified,
-        rounds * n,
+        rounds * n - resumed,
         total as f64 / (1 << 20) as f64,
         total as f64 / (1 << 20) as f64 / secs,
         r.wakeups,
         r.rings,
-        rounds * n
+        rounds * n - resumed
     );
     for (i, verified) in &r.removed {
         println!("manager: worker {i} was removed (device gone) after {verified} verified rounds");
@@ -366,7 +375,7 @@ fn manager(
     println!(
         "SIVSHM-RESULT distribute-manager impl=rust verified={} batches={} workers={n} \
          batch_bytes={} mode={mode} wakeups={} rings={} restarts={} repeats={} reattached={} \
-         removed={} elapsed_s={secs:.3} mib_per_s={:.1}",
+         removed={} resumed_after={resumed} elapsed_s={secs:.3} mib_per_s={:.1}",
         r.verified,
         rounds * n,
         o.bytes,
