@@ -62,6 +62,9 @@ cleanup() {
 	rm -f /var/log/libvirt/qemu/"$prefix"-*.log
 }
 trap cleanup EXIT
+# A signal ends the script through its EXIT trap too.
+trap "exit 143" TERM
+trap "exit 130" INT
 deadline=$((started + 480))
 
 fail() {
