@@ -95,7 +95,10 @@ else
 	/usr/sbin/virtlogd --daemon --pid-file "$t/virtlogd.pid"
 	/usr/sbin/libvirtd --daemon --pid-file "$t/libvirtd.pid"
 	for f in virtlogd libvirtd; do
-		until [ -s "$t/$f.pid" ]; do sleep 0.1; done
+		until [ -s "$t/$f.pid" ]; do
+			[ "$(date +%s)" -lt "$deadline" ] || fail "$f wrote no pid file"
+			sleep 0.1
+		done
 		daemons+=("$(cat "$t/$f.pid")")
 	done
 	until virsh uri >/dev/null 2>&1; do
