@@ -414,7 +414,7 @@ fn a_restarted_manager_takes_the_channel_over_and_the_worker_carries_on() {
     predecessor_that_dies(map.clone(), ml.clone(), len, 6, 3);
     // Long enough for the worker to see its manager's heartbeat stand still (not a
     // measurement: the test holds either way, this makes it take the waiting path).
-    std::thread::sleep(PEER_TIMEOUT * 5);
+    std::thread::sleep(PEER_TIMEOUT * 10);
     let m = Channel::new(map, 0, len, Role::Manager, ml, config()).unwrap();
     assert!(m.resumed());
     let r = run_all(vec![m], &options(40, 3000)).unwrap();
