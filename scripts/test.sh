@@ -87,6 +87,8 @@ if ! cargo build --release -q -p sivshm-host -p sivshm-lab; then
 fi
 check "own VMs: QEMU command lines from qemu-args against serve; a worker's QEMU killed and started again mid-run, the manager carries on" \
 	scripts/check-own-vms.sh "$kb/arch/x86/boot/bzImage" "$initrd"
+check "libvirt: three TCG domains from libvirt-xml started by virsh, the job verified; a worker's device detached and attached again live, the manager's QEMU killed and its domain started again, no worker restarted; everything undefined" \
+	scripts/check-libvirt.sh "$kb/arch/x86/boot/bzImage" "$initrd"
 echo "# guest tests start at $(elapsed)"
 target/release/sivshm-lab test --kernel "$kb/arch/x86/boot/bzImage" --initrd "$initrd" \
 	--cache "$SIVSHM_CACHE" --logdir build/logs "${host_args[@]}" | tee build/guest-tests.tap

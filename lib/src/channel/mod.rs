@@ -246,6 +246,8 @@ pub struct Channel {
     /// other was handed out since.
     reservations: u64,
     messages: u64,
+    /// This manager took over a header (and rings) that a previous manager left.
+    resumed: bool,
 }
 
 impl Channel {
@@ -293,12 +295,12 @@ impl Channel {
         config: Config,
     ) -> Result<Self, Error> {
         let w = Window::new(map, offset, len)?;
-        let (header, tx, rx) = match role {
+        let (header, tx, rx, resumed) = match role {
             Role::Manager => Self::format_or_resume(&w, &config)?,
             Role::Worker => {
                 let h = Self::wait_for_header(&w, config.attach_timeout)?;
                 let (tx, rx) = Self::attach_rings(&w, role, &h)?;
-                (h, tx, rx)
+                (h, tx, rx, false)
             }
         };
         let block = layout::side_block(role);
@@ -327,6 +329,7 @@ impl Channel {
             stats: Stats::default(),
             reservations: 0,
             messages: 0,
+            resumed,
         })
     }
 
@@ -343,14 +346,15 @@ impl Channel {
         ))
     }
 
-    /// The manager keeps a valid header whose rings it can take over, and formats otherwise.
+    /// The manager keeps a valid header whose rings it can take over (true), and formats
+    /// otherwise (false).
     fn format_or_resume(
         w: &Window,
         config: &Config,
-    ) -> Result<(layout::Header, Producer, Consumer), Error> {
+    ) -> Result<(layout::Header, Producer, Consumer, bool), Error> {
         if let Ok(Some(h)) = layout::read(w) {
             if let Ok((tx, rx)) = Self::attach_rings(w, Role::Manager, &h) {
-                return Ok((h, tx, rx));
+                return Ok((h, tx, rx, true));
             }
         }
         let rings = layout::plan(w.len(), config.reply_ring_bytes)?;
@@ -358,7 +362,7 @@ impl Channel {
         layout::format(w, rings, nonce)?;
         let h = layout::Header { rings, nonce };
         let (tx, rx) = Self::attach_rings(w, Role::Manager, &h)?;
-        Ok((h, tx, rx))
+        Ok((h, tx, rx, false))
     }
 
     fn wait_for_header(w: &Window, timeout: Duration) -> Result<layout::Header, Error> {
@@ -376,6 +380,17 @@ impl Channel {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Whether this manager took over a channel that a previous manager left (its header,
+    /// the messages still in both rings, the positions), instead of formatting a new one: a
+    /// manager that restarted finds what it had sent and not yet seen answered still queued,
+    /// and the worker, which sees a new generation of its peer, carries on. What the previous
+    /// manager had sent before that, and which answers it had already read, the channel does
+    /// not know: the application asks its worker (the distribution sample's `Where`). Always
+    /// false for a worker.
+    pub fn resumed(&self) -> bool {
+        self.resumed
     }
 
     pub fn role(&self) -> Role {

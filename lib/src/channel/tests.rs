@@ -1061,3 +1061,90 @@ fn a_receiver_that_never_waits_still_wakes_a_sender_waiting_for_room() {
     assert_eq!(ms.sent, u64::from(n));
     drop(sender.join().unwrap());
 }
+
+/// A manager that stops (`crash`: its heartbeat stands still and it never says it leaves, as
+/// when its VM is killed; else it closes) and a new manager process over the same memory:
+/// the new one takes the channel over with what was queued both ways, and the worker, which
+/// saw its manager gone, carries on with it without restarting.
+fn a_manager_restart(crash: bool) {
+    let p = pair(1 << 16);
+    let worker_config = Config {
+        peer_timeout: Duration::from_millis(300),
+        ..quick()
+    };
+    let first_config = Config {
+        heartbeat: if crash { None } else { quick().heartbeat },
+        ..quick()
+    };
+    let (mut m, _) = open(&p, 1 << 16, first_config);
+    assert!(!m.resumed(), "a fresh segment is formatted");
+    let mut w = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Worker,
+        p.worker_links.clone(),
+        worker_config,
+    )
+    .unwrap();
+    for i in 0..3u8 {
+        m.send(&[i], SEC).unwrap();
+    }
+    let msg = w.recv(SEC).unwrap();
+    assert_eq!(msg.to_vec().unwrap(), [0]);
+    msg.release().unwrap();
+    w.send(b"ack 0", SEC).unwrap();
+    if crash {
+        // No Drop: nothing announces the end, the heartbeat (none) stands still.
+        std::mem::forget(m);
+    } else {
+        drop(m);
+    }
+    // The worker drains what was queued, then sees its manager gone.
+    for i in 1..3u8 {
+        let msg = w.recv(SEC).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), [i]);
+        msg.release().unwrap();
+    }
+    let gone = w.recv(SEC).err();
+    let expected = if crash {
+        Error::PeerGone
+    } else {
+        Error::PeerClosed
+    };
+    assert_eq!(gone, Some(expected));
+    assert_eq!(w.check_peer().err(), Some(expected));
+    // The new manager process.
+    let mut m2 = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Manager,
+        p.manager_links.clone(),
+        quick(),
+    )
+    .unwrap();
+    assert!(m2.resumed(), "the valid header is taken over");
+    // The answer its predecessor never read is there for it.
+    let msg = m2.recv(SEC).unwrap();
+    assert_eq!(msg.to_vec().unwrap(), b"ack 0");
+    msg.release().unwrap();
+    m2.send(b"after the restart", SEC).unwrap();
+    let msg = w.recv(SEC).unwrap();
+    assert_eq!(msg.to_vec().unwrap(), b"after the restart");
+    msg.release().unwrap();
+    assert!(w.check_peer().unwrap());
+    assert_eq!(w.stats().peer_restarts, 1);
+    w.send(b"ack 3", SEC).unwrap();
+    assert_eq!(m2.recv(SEC).unwrap().to_vec().unwrap(), b"ack 3");
+}
+
+#[test]
+fn a_crashed_manager_s_successor_resumes_and_the_worker_carries_on() {
+    a_manager_restart(true);
+}
+
+#[test]
+fn a_closed_manager_s_successor_resumes_and_the_worker_carries_on() {
+    a_manager_restart(false);
+}

@@ -75,6 +75,11 @@ enum Role {
         /// Print a line each time a worker has N more rounds verified (0: never).
         #[arg(long, default_value_t = 0, value_name = "N")]
         progress: u64,
+        /// SIVSHM: a worker whose device is removed is looked for again and, once its device
+        /// is back, served from where it stopped (after asking the worker), instead of being
+        /// dropped.
+        #[arg(long, conflicts_with = "region")]
+        replug: bool,
     },
     /// Receive rounds until the manager is done, answering each with its checksum.
     Worker {
@@ -98,8 +103,16 @@ enum Role {
         /// A manager that leaves (stops beating or closes: its device removed, its VM
         /// stopped; or the channel is found set up anew after it left) ends the run,
         /// successfully if a round was verified, instead of failing it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "wait_for_manager")]
         until_manager_leaves: bool,
+        /// A manager that leaves (stops beating or closes: its VM killed or restarted, its
+        /// device removed) is waited for, up to --timeout; when a manager attaches again the
+        /// worker tells it the last round it answered and carries on.
+        #[arg(long)]
+        wait_for_manager: bool,
+        /// Seconds without the manager's heartbeat after which it counts as gone.
+        #[arg(long, default_value_t = 30)]
+        peer_timeout: u64,
     },
 }
 
@@ -142,6 +155,7 @@ fn main() -> Result<()> {
             peer_timeout,
             late,
             progress,
+            replug,
         } => {
             let (bdfs, windows) = match region {
                 // One device per worker, each channel its whole segment.
@@ -182,6 +196,7 @@ fn main() -> Result<()> {
                 rejoin,
                 stop_file,
                 progress,
+                replug,
             };
             manager(
                 &bdfs,
@@ -199,17 +214,27 @@ fn main() -> Result<()> {
             timeout,
             progress,
             until_manager_leaves,
+            wait_for_manager,
+            peer_timeout,
         } => {
             let window = slot
                 .zip(slot_size)
                 .map(|(i, size)| ((i * size) as u64, size));
+            let gone = match (until_manager_leaves, wait_for_manager) {
+                (true, _) => worker::OnManagerGone::End,
+                (_, true) => worker::OnManagerGone::Wait,
+                _ => worker::OnManagerGone::Fail,
+            };
             worker(
                 &device,
                 only_device,
                 window,
-                Duration::from_secs(timeout),
+                (
+                    Duration::from_secs(timeout),
+                    Duration::from_secs(peer_timeout),
+                ),
                 progress,
-                until_manager_leaves,
+                gone,
             )
         }
     }
@@ -303,17 +328,26 @@ fn manager(
     let n = channels.len() as u64;
     let r = manager::run(channels, o, &mut open_late)?;
     let secs = r.elapsed.as_secs_f64();
-    let (rounds, total) = (r.rounds, o.bytes as u64 * r.rounds * n);
+    // A manager that took channels over sent only the batches after the workers' positions:
+    // the others were its predecessor's.
+    let resumed: u64 = r.workers.iter().map(|w| w.resumed_after).sum();
+    let rounds = r.rounds;
+    let total = o.bytes as u64 * (rounds * n - resumed);
+    let before = if resumed > 0 {
+        format!(" ({resumed} answered before this manager took over)")
+    } else {
+        String::new()
+    };
     println!(
-        "manager: {} of {} batches verified, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
+        "manager: {} of {} batches verified{before}, {:.1} MiB in {secs:.2} s ({:.1} MiB/s), \
          {mode}, {} wake-ups, {} rings for {} batches",
         r.verified,
-        rounds * n,
+        rounds * n - resumed,
         total as f64 / (1 << 20) as f64,
         total as f64 / (1 << 20) as f64 / secs,
         r.wakeups,
         r.rings,
-        rounds * n
+        rounds * n - resumed
     );
     for (i, verified) in &r.removed {
         println!("manager: worker {i} was removed (device gone) after {verified} verified rounds");
@@ -329,16 +363,19 @@ fn manager(
     for (i, w) in r.workers.iter().enumerate() {
         println!(
             "SIVSHM-RESULT distribute-manager-worker impl=rust index={i} verified={} \
-             status={} reattached={}",
+             status={} reattached={} resumed_after={} recovered={} replugged={}",
             w.verified,
             if w.removed { "removed" } else { "ok" },
-            w.reattached
+            w.reattached,
+            w.resumed_after,
+            w.recovered,
+            w.replugged
         );
     }
     println!(
         "SIVSHM-RESULT distribute-manager impl=rust verified={} batches={} workers={n} \
          batch_bytes={} mode={mode} wakeups={} rings={} restarts={} repeats={} reattached={} \
-         removed={} elapsed_s={secs:.3} mib_per_s={:.1}",
+         removed={} resumed_after={resumed} elapsed_s={secs:.3} mib_per_s={:.1}",
         r.verified,
         rounds * n,
         o.bytes,
@@ -357,9 +394,9 @@ fn worker(
     device: &str,
     only_device: bool,
     window: Option<(u64, usize)>,
-    timeout: Duration,
+    (timeout, peer_timeout): (Duration, Duration),
     progress: u64,
-    until_manager_leaves: bool,
+    gone: worker::OnManagerGone,
 ) -> Result<()> {
     let visible = Device::list();
     if only_device && visible.len() != 1 {
@@ -387,10 +424,10 @@ fn worker(
         len,
         End::Worker,
         links(&dev)?,
-        config(timeout, Duration::from_secs(30)),
+        config(timeout, peer_timeout),
     )
     .context("attaching to the manager's channel")?;
-    let r = worker::run(ch, timeout, progress, until_manager_leaves)?;
+    let r = worker::run(ch, timeout, progress, gone)?;
     if let Some(why) = &r.manager_left {
         println!(
             "worker: the manager left ({why}) after {} verified rounds",
@@ -411,7 +448,8 @@ fn worker(
     let first = r.first.unwrap_or(0);
     println!(
         "SIVSHM-RESULT distribute-worker impl=rust rounds={} first_round={first} bytes={} \
-         woken={} rang={} took_over={} mismatched={} devices={} manager_left={}",
+         woken={} rang={} took_over={} mismatched={} devices={} manager_left={} \
+         manager_back={} positions={}",
         r.rounds,
         r.bytes,
         r.wakeups,
@@ -420,6 +458,8 @@ fn worker(
         r.mismatched,
         visible.len(),
         u8::from(r.manager_left.is_some()),
+        r.manager_back,
+        r.positions,
     );
     if r.mismatched > 0 {
         bail!(

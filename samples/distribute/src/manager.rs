@@ -16,7 +16,17 @@
 //! A worker whose device is removed (hot-unplug) is dropped: the library reports its channel
 //! [`Error::DeviceGone`] (the device answers `ENODEV`, and the mapping shows the driver's
 //! stand-in page instead of faulting), and the manager says so and serves the others. A worker whose device is not there yet (hot-plugged later) is served
-//! from the moment it appears.
+//! from the moment it appears. With [`Options::replug`] a removed worker's device is looked
+//! for again, and once it is back the worker is served from where it stopped.
+//!
+//! **Taking a channel over.** A manager that finds a channel a previous manager left (the
+//! library's [`Channel::resumed`]: this manager restarted, its VM with it) does not know what
+//! was sent before; nor, after its device was removed and plugged in again, does a manager
+//! know which of its last batches reached the segment (writes into a removed device's
+//! mapping are lost). So it first asks the worker (`Where`) and sends nothing else until the
+//! answer: the worker answers every batch still queued before the question, each answer is
+//! checked against the data of its round (reproducible from the round and the worker), and
+//! then the worker's `Position`, the last round it answered, says where to carry on.
 
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
@@ -26,7 +36,7 @@ use anyhow::{bail, Context, Result};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use sivshm::channel::{Channel, Error};
 
-use crate::batches::{self, ACK_LEN, BATCH_HEADER};
+use crate::batches::{self, Answer, ACK_LEN, BATCH_HEADER, POSITION_LEN};
 
 /// What the manager sends and how it treats its workers.
 #[derive(Clone, Debug)]
@@ -47,6 +57,9 @@ pub struct Options {
     pub stop_file: Option<std::path::PathBuf>,
     /// Print a line each time a worker's verified rounds reach a multiple of this (0: never).
     pub progress: u64,
+    /// A worker whose device is removed is looked for again and served from where it
+    /// stopped once its device is back (see the module comment), instead of being dropped.
+    pub replug: bool,
 }
 
 /// Opens worker `i`'s channel if its device is there now (`Ok(None)`: not yet).
@@ -74,6 +87,25 @@ struct Worker {
     gone: bool,
     /// Times a stopped worker's successor attached (rejoin).
     reattached: u64,
+    /// Taking the channel over (see the module comment).
+    takeover: Takeover,
+    /// Rounds the worker had answered before this manager took its channel over (counted in
+    /// `acked`, but verified by a previous manager).
+    base: u64,
+    /// Answers to batches sent before a takeover, checked during it.
+    recovered: u64,
+    /// Times the device came back after a removal (replug).
+    replugged: u64,
+}
+
+/// Where a manager taking a channel over stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Takeover {
+    No,
+    /// `Where` is to be sent.
+    Ask,
+    /// `Where` was sent; the worker's position is awaited.
+    Asked,
 }
 
 /// What the run achieved.
@@ -105,6 +137,14 @@ pub struct WorkerReport {
     pub removed: bool,
     /// Times a successor re-attached after it stopped (rejoin).
     pub reattached: u64,
+    /// Rounds the worker had answered before this manager took its channel over (a
+    /// restarted manager), verified by the previous one and not counted in `verified`.
+    pub resumed_after: u64,
+    /// Answers to a previous manager's (or this manager's, before a removal) batches, checked
+    /// while taking the channel over.
+    pub recovered: u64,
+    /// Times its device came back after a removal (replug).
+    pub replugged: u64,
 }
 
 /// Fails unless a batch of `o.bytes` fits worker `i`'s channel.
@@ -135,7 +175,21 @@ pub fn run(
     let start = Instant::now();
     let mut workers: Vec<Worker> = channels
         .into_iter()
-        .map(|ch| Worker {
+        .enumerate()
+        .map(|(i, ch)| Worker {
+            takeover: match &ch {
+                Some(ch) if ch.resumed() => {
+                    println!(
+                        "manager: worker {i}'s channel was left by a previous manager; asking the \
+                         worker where it stands"
+                    );
+                    Takeover::Ask
+                }
+                _ => Takeover::No,
+            },
+            base: 0,
+            recovered: 0,
+            replugged: 0,
             ch,
             removed: false,
             next: 1,
@@ -182,7 +236,7 @@ pub fn run(
                 continue;
             }
             let r = step(i, w, o);
-            progress |= unless_removed(i, w, r)?.unwrap_or(true);
+            progress |= unless_removed(i, w, o, r)?.unwrap_or(true);
         }
         if progress {
             last_progress = Instant::now();
@@ -202,13 +256,13 @@ pub fn run(
         }
         for (i, w) in workers.iter_mut().enumerate() {
             let r = look_at_peer(i, w, o);
-            unless_removed(i, w, r)?;
+            unless_removed(i, w, o, r)?;
         }
         wakeups += sleep(&mut workers, o)?;
     }
     let mut r = Report {
         rounds: o.rounds,
-        verified: workers.iter().map(|w| w.acked).sum(),
+        verified: workers.iter().map(|w| w.acked - w.base).sum(),
         elapsed: start.elapsed(),
         rings: 0,
         wakeups: 0,
@@ -221,9 +275,12 @@ pub fn run(
         workers: workers
             .iter()
             .map(|w| WorkerReport {
-                verified: w.acked,
+                verified: w.acked - w.base,
                 removed: w.removed,
                 reattached: w.reattached,
+                resumed_after: w.base,
+                recovered: w.recovered,
+                replugged: w.replugged,
             })
             .collect(),
     };
@@ -247,7 +304,24 @@ fn appear(i: usize, w: &mut Worker, o: &Options, open_late: &mut Opener<'_>) -> 
         return Ok(false);
     };
     check_fits(i, &ch, o)?;
-    println!("manager: worker {i}'s device appeared; serving it");
+    if w.next > 1 {
+        // Served before its device was removed: what reached the segment is asked.
+        w.replugged += 1;
+        println!(
+            "manager: worker {i}'s device is back; asking the worker where it stands (sent up \
+             to round {})",
+            w.next - 1
+        );
+        w.takeover = Takeover::Ask;
+    } else if ch.resumed() {
+        println!(
+            "manager: worker {i}'s device appeared with a channel a previous manager left; \
+             asking the worker where it stands"
+        );
+        w.takeover = Takeover::Ask;
+    } else {
+        println!("manager: worker {i}'s device appeared; serving it");
+    }
     w.ch = Some(ch);
     w.due = Instant::now();
     Ok(true)
@@ -255,9 +329,19 @@ fn appear(i: usize, w: &mut Worker, o: &Options, open_late: &mut Opener<'_>) -> 
 
 /// The result of serving worker `i`, unless its device was removed: then the worker is
 /// dropped (`Ok(None)`) and the others are served on.
-fn unless_removed<T>(i: usize, w: &mut Worker, r: Result<T>) -> Result<Option<T>> {
+fn unless_removed<T>(i: usize, w: &mut Worker, o: &Options, r: Result<T>) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
+        Err(e) if e.downcast_ref::<Error>() == Some(&Error::DeviceGone) && o.replug => {
+            println!(
+                "manager: worker {i}'s device was removed after {} verified rounds; serving \
+                 the others until it is back",
+                w.acked
+            );
+            w.ch = None;
+            w.takeover = Takeover::No;
+            Ok(None)
+        }
         Err(e) if e.downcast_ref::<Error>() == Some(&Error::DeviceGone) => {
             println!(
                 "manager: worker {i}'s device was removed after {} verified rounds; serving \
@@ -318,7 +402,11 @@ fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
     let Some(ch) = w.ch.as_mut() else {
         return Ok(false);
     };
-    while w.next <= o.rounds && Instant::now() >= w.due {
+    if w.takeover == Takeover::Ask && ch.try_send(&batches::where_query())? {
+        w.takeover = Takeover::Asked;
+        moved = true;
+    }
+    while w.takeover == Takeover::No && w.next <= o.rounds && Instant::now() >= w.due {
         let Some(mut r) = ch.try_reserve(BATCH_HEADER + o.bytes)? else {
             break;
         };
@@ -336,21 +424,52 @@ fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
     }
     // With rejoin, Done waits for every answer: a successor must not find Done first and
     // leave with batches unanswered.
-    let all_sent = w.next > o.rounds && (!o.rejoin || w.unacked.is_empty());
+    let all_sent =
+        w.next > o.rounds && (!o.rejoin || w.unacked.is_empty()) && w.takeover == Takeover::No;
     if all_sent && !w.done_sent && ch.try_send(&batches::done(o.rounds))? {
         w.done_sent = true;
         moved = true;
     }
     ch.flush()?;
+    let mut position = None;
     while let Some(msg) = ch.try_recv()? {
-        if msg.len() != ACK_LEN {
-            bail!("an answer of {} bytes, not an acknowledgement", msg.len());
+        if msg.len() != ACK_LEN && msg.len() != POSITION_LEN {
+            bail!(
+                "an answer of {} bytes, not an acknowledgement or a position",
+                msg.len()
+            );
         }
-        let mut a = [0u8; ACK_LEN];
-        msg.read(0, &mut a)?;
+        let mut a = [0u8; POSITION_LEN];
+        msg.read(0, &mut a[..msg.len()])?;
+        let answer = batches::parse_answer(&a[..msg.len()])?;
         msg.release()?;
-        let (round, sum) = batches::parse_ack(&a);
+        moved = true;
+        let (round, sum) = match answer {
+            Answer::Ack { round, sum } => (round, sum),
+            // Acted on after the loop (which borrows the channel); what follows it is read
+            // in the next step.
+            Answer::Position { last } => {
+                position = Some(last);
+                break;
+            }
+        };
         let oldest = w.unacked.front().map_or(w.next, |u| u.0);
+        // Taking over, an answer to a batch sent before (by a previous manager, or by this
+        // one before its device was removed) is checked against the data of its round.
+        if w.takeover != Takeover::No && w.unacked.front().map(|u| u.0) != Some(round) {
+            if !(1..=o.rounds).contains(&round) {
+                bail!(
+                    "round {round} answered, but the run has rounds 1 to {}",
+                    o.rounds
+                );
+            }
+            let expected = batches::fnv1a(&batches::payload(i, round, o.bytes));
+            if sum != expected {
+                bail!("round {round} answered with checksum {sum:016x}, not {expected:016x}");
+            }
+            w.recovered += 1;
+            continue;
+        }
         let repeat = o.rejoin && (1..oldest).contains(&round) && restarted(ch);
         match w.unacked.front() {
             Some(&(r, s)) if r == round => {
@@ -378,9 +497,51 @@ fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
             ),
             None => bail!("round {round} acknowledged but never sent"),
         }
-        moved = true;
+    }
+    if let Some(last) = position {
+        take_over_at(i, w, o, last)?;
     }
     Ok(moved)
+}
+
+/// The worker's answer to `Where`: it answered every round up to `last`, and the next batch
+/// it is sent is `last + 1`.
+fn take_over_at(i: usize, w: &mut Worker, o: &Options, last: u64) -> Result<()> {
+    if w.takeover != Takeover::Asked {
+        bail!("a position (round {last}) that was not asked for");
+    }
+    if last > o.rounds {
+        bail!(
+            "the worker says it answered round {last}, but the run has {}",
+            o.rounds
+        );
+    }
+    // Batches this manager sent that never reached the segment (written after its device
+    // was removed) are sent again.
+    while w.unacked.back().is_some_and(|u| u.0 > last) {
+        w.unacked.pop_back();
+    }
+    if let Some(&(r, _)) = w.unacked.front() {
+        bail!("the worker says it answered up to round {last}, but round {r} was never answered");
+    }
+    if w.next == 1 && w.acked == 0 {
+        // A manager new to this channel: what came before was its predecessor's.
+        w.base = last;
+        w.acked = last;
+    } else if last < w.acked {
+        bail!(
+            "the worker says it answered up to round {last}, but {} were verified",
+            w.acked
+        );
+    }
+    w.next = last + 1;
+    w.due = Instant::now();
+    w.takeover = Takeover::No;
+    println!(
+        "manager: worker {i} answered up to round {last}; carrying on from round {}",
+        last + 1
+    );
+    Ok(())
 }
 
 /// Whether the channel's worker has been replaced since the channel opened (looking at the
@@ -398,7 +559,7 @@ fn sleep(workers: &mut [Worker], o: &Options) -> Result<u64> {
     for (i, w) in workers.iter_mut().enumerate() {
         if let Some(ch) = w.ch.as_mut() {
             let r = ch.arm().map_err(anyhow::Error::from);
-            ready |= !unless_removed(i, w, r)?.unwrap_or(true);
+            ready |= !unless_removed(i, w, o, r)?.unwrap_or(true);
         }
     }
     let now = Instant::now();
@@ -438,7 +599,7 @@ fn sleep(workers: &mut [Worker], o: &Options) -> Result<u64> {
     for (i, w) in workers.iter_mut().enumerate() {
         if let Some(ch) = w.ch.as_mut() {
             let r = ch.disarm().map_err(anyhow::Error::from);
-            unless_removed(i, w, r)?;
+            unless_removed(i, w, o, r)?;
         }
     }
     Ok(woken)

@@ -8,6 +8,7 @@ use sivshm::channel::{Channel, Config, Doorbell, Links, Role};
 
 use crate::batches::{self, Received, BATCH_HEADER};
 use crate::manager::Options;
+use crate::worker::OnManagerGone;
 use sivshm::model::{ModelDevice, Segment};
 use sivshm::{EventFd, Mapping};
 
@@ -46,6 +47,7 @@ fn options(rounds: u64, bytes: usize) -> Options {
         rejoin: false,
         stop_file: None,
         progress: 0,
+        replug: false,
     }
 }
 
@@ -59,7 +61,9 @@ fn exchange(manager_side: Vec<Channel>, worker_side: Vec<Channel>, rounds: u64, 
     let t = Duration::from_secs(20);
     let workers: Vec<_> = worker_side
         .into_iter()
-        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0, false).unwrap()))
+        .map(|ch| {
+            std::thread::spawn(move || crate::worker::run(ch, t, 0, OnManagerGone::Fail).unwrap())
+        })
         .collect();
     let n = manager_side.len() as u64;
     let r = run_all(manager_side, &options(rounds, bytes)).unwrap();
@@ -215,7 +219,7 @@ fn run_with_a_stopping_worker(rejoin: bool) -> anyhow::Result<crate::manager::Re
     // The successor: a new process attaching to the same memory.
     let successor = std::thread::spawn(move || {
         let ch = Channel::new(map, 0, 1 << 18, Role::Worker, wl, config()).unwrap();
-        crate::worker::run(ch, Duration::from_secs(5), 0, false)
+        crate::worker::run(ch, Duration::from_secs(5), 0, OnManagerGone::Fail)
     });
     let r = manager.join().unwrap();
     let s = successor.join().unwrap().unwrap();
@@ -260,7 +264,9 @@ fn the_stop_file_ends_a_long_run_with_every_batch_verified() {
     let t = Duration::from_secs(20);
     let threads: Vec<_> = workers
         .into_iter()
-        .map(|ch| std::thread::spawn(move || crate::worker::run(ch, t, 0, false).unwrap()))
+        .map(|ch| {
+            std::thread::spawn(move || crate::worker::run(ch, t, 0, OnManagerGone::Fail).unwrap())
+        })
         .collect();
     let o = Options {
         pace: Some(Duration::from_millis(5)),
@@ -302,7 +308,8 @@ fn a_worker_whose_device_is_removed_is_dropped_and_the_others_carry_on() {
     let (_d0, m0, w0) = own_segment(1 << 18);
     let (d1, m1, w1) = own_segment(1 << 18);
     let t = Duration::from_secs(20);
-    let steady = std::thread::spawn(move || crate::worker::run(w0, t, 0, false).unwrap());
+    let steady =
+        std::thread::spawn(move || crate::worker::run(w0, t, 0, OnManagerGone::Fail).unwrap());
     let removed = std::thread::spawn(move || {
         let answered = worker_that_stops_after(w1, 5);
         d1.remove().unwrap();
@@ -333,7 +340,8 @@ fn a_late_worker_is_served_once_its_device_appears() {
     let (_fd0, m0, w0) = own_segment(1 << 18);
     let (_fd1, m1, w1) = own_segment(1 << 18);
     let t = Duration::from_secs(20);
-    let threads = [w0, w1].map(|w| std::thread::spawn(move || crate::worker::run(w, t, 0, false)));
+    let threads = [w0, w1]
+        .map(|w| std::thread::spawn(move || crate::worker::run(w, t, 0, OnManagerGone::Fail)));
     let mut late = Some(m1);
     let mut looks = 0;
     let mut open = |i: usize| {
@@ -353,4 +361,208 @@ fn a_late_worker_is_served_once_its_device_appears() {
         let w = w.join().unwrap().unwrap();
         assert_eq!((w.rounds, w.mismatched), (30, 0));
     }
+}
+
+/// How long a worker here waits for a silent manager's heartbeat before it counts it gone.
+const PEER_TIMEOUT: Duration = Duration::from_millis(200);
+
+fn impatient() -> Config {
+    Config {
+        peer_timeout: PEER_TIMEOUT,
+        ..config()
+    }
+}
+
+/// A manager that sends rounds 1 to `sent` and reads the first `read` answers, then stops
+/// as a killed VM's would: no heartbeat (it never beat), no goodbye.
+fn predecessor_that_dies(map: Arc<Mapping>, links: Links, len: usize, sent: u64, read: u64) {
+    let t = Some(Duration::from_secs(20));
+    let c = Config {
+        heartbeat: None,
+        ..config()
+    };
+    let mut ch = Channel::new(map, 0, len, Role::Manager, links, c).unwrap();
+    assert!(!ch.resumed());
+    for round in 1..=sent {
+        let data = batches::payload(0, round, 3000);
+        let mut m = batches::batch_header(round, batches::fnv1a(&data)).to_vec();
+        m.extend_from_slice(&data);
+        ch.send(&m, t).unwrap();
+    }
+    for _ in 0..read {
+        ch.recv(t).unwrap().release().unwrap();
+    }
+    std::mem::forget(ch);
+}
+
+/// The manager's VM is killed mid-run and its program started again (the same command line):
+/// the new manager takes the channel over (the library's `resumed`), asks the worker where it
+/// stands, checks the answers to its predecessor's batches still queued, and carries the run
+/// to its end. The worker, never restarted, reports its manager gone, waits, and carries on.
+#[test]
+fn a_restarted_manager_takes_the_channel_over_and_the_worker_carries_on() {
+    let len = 1 << 18;
+    let map = memfd(len);
+    let (ml, wl) = links();
+    let worker = {
+        let map = map.clone();
+        std::thread::spawn(move || {
+            let w = Channel::new(map, 0, len, Role::Worker, wl, impatient()).unwrap();
+            crate::worker::run(w, Duration::from_secs(20), 0, OnManagerGone::Wait)
+        })
+    };
+    predecessor_that_dies(map.clone(), ml.clone(), len, 6, 3);
+    // Long enough for the worker to see its manager's heartbeat stand still (not a
+    // measurement: the test holds either way, this makes it take the waiting path).
+    std::thread::sleep(PEER_TIMEOUT * 10);
+    let m = Channel::new(map, 0, len, Role::Manager, ml, config()).unwrap();
+    assert!(m.resumed());
+    let r = run_all(vec![m], &options(40, 3000)).unwrap();
+    let w = worker.join().unwrap().unwrap();
+    // Every round reached the worker once, in order, and matched its checksum.
+    assert_eq!((w.first, w.rounds, w.mismatched), (Some(1), 40, 0));
+    assert_eq!((w.manager_back, w.positions), (1, 1));
+    // The worker had answered 6; those the predecessor did not read (3 at least: it may not
+    // have published its reading of the others) were checked by the new manager.
+    let s = &r.workers[0];
+    assert_eq!((s.resumed_after, s.verified), (6, 34));
+    assert!((3..=6).contains(&s.recovered), "{}", s.recovered);
+    assert_eq!(r.verified, 34);
+}
+
+/// Without a previous manager, nothing is asked: a fresh segment is formatted.
+#[test]
+fn a_manager_on_a_fresh_segment_asks_nothing() {
+    let len = 1 << 18;
+    let map = memfd(len);
+    let (ml, wl) = links();
+    let m = Channel::new(map.clone(), 0, len, Role::Manager, ml, config()).unwrap();
+    let w = Channel::new(map, 0, len, Role::Worker, wl, config()).unwrap();
+    let worker = std::thread::spawn(move || {
+        crate::worker::run(w, Duration::from_secs(20), 0, OnManagerGone::Wait)
+    });
+    let r = run_all(vec![m], &options(10, 3000)).unwrap();
+    let w = worker.join().unwrap().unwrap();
+    assert_eq!((w.positions, w.manager_back, w.rounds), (0, 0, 10));
+    assert_eq!((r.workers[0].resumed_after, r.workers[0].recovered), (0, 0));
+}
+
+/// A worker that does not wait for its manager fails when it goes.
+#[test]
+fn a_worker_that_does_not_wait_fails_when_its_manager_dies() {
+    let len = 1 << 18;
+    let map = memfd(len);
+    let (ml, wl) = links();
+    let worker = {
+        let map = map.clone();
+        std::thread::spawn(move || {
+            let w = Channel::new(map, 0, len, Role::Worker, wl, impatient()).unwrap();
+            crate::worker::run(w, Duration::from_secs(20), 0, OnManagerGone::Fail)
+        })
+    };
+    predecessor_that_dies(map, ml, len, 2, 0);
+    let e = worker.join().unwrap().err().unwrap();
+    assert!(format!("{e:#}").contains("stopped"), "{e:#}");
+}
+
+/// The manager's device for worker 1 is removed mid-run and plugged in again (the same
+/// segment, a new device): with `replug` the manager serves worker 0 meanwhile, asks worker
+/// 1 where it stands once its device is back (batches written after the removal never
+/// reached the segment) and carries it to the end; worker 1, waiting for its manager, is
+/// never restarted. Every round of both reaches its worker once and checks out.
+#[test]
+fn with_replug_a_removed_worker_is_served_again_once_its_device_is_back() {
+    let len = 1 << 18;
+    let (_d0, m0, w0) = own_segment(len);
+    let seg = Segment::new(len).unwrap();
+    let (md, wd) = (seg.device(0).unwrap(), seg.device(1).unwrap());
+    let m1 = Channel::new(
+        md.map().unwrap(),
+        0,
+        len,
+        Role::Manager,
+        md.links(),
+        config(),
+    )
+    .unwrap();
+    let w1 = Channel::new(
+        wd.map().unwrap(),
+        0,
+        len,
+        Role::Worker,
+        wd.links(),
+        impatient(),
+    )
+    .unwrap();
+    let t = Duration::from_secs(20);
+    let steady = std::thread::spawn(move || crate::worker::run(w0, t, 0, OnManagerGone::Fail));
+    let waiting = std::thread::spawn(move || crate::worker::run(w1, t, 0, OnManagerGone::Wait));
+    let remover = {
+        let md = md.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            md.remove().unwrap();
+        })
+    };
+    let mut looks = 0;
+    let mut open = |i: usize| {
+        assert_eq!(i, 1, "only the removed worker is looked for");
+        looks += 1;
+        if looks < 3 {
+            return Ok(None);
+        }
+        let d = seg.device(0).unwrap();
+        Ok(Some(Channel::new(
+            d.map().unwrap(),
+            0,
+            len,
+            Role::Manager,
+            d.links(),
+            config(),
+        )?))
+    };
+    let o = Options {
+        pace: Some(Duration::from_millis(5)),
+        replug: true,
+        ..options(60, 3000)
+    };
+    let r = crate::manager::run(vec![Some(m0), Some(m1)], &o, &mut open).unwrap();
+    remover.join().unwrap();
+    assert_eq!(looks, 3);
+    assert!(r.removed.is_empty());
+    assert_eq!(r.verified, 120);
+    assert_eq!((r.workers[1].replugged, r.workers[1].verified), (1, 60));
+    let s = steady.join().unwrap().unwrap();
+    assert_eq!((s.rounds, s.mismatched), (60, 0));
+    let w = waiting.join().unwrap().unwrap();
+    assert_eq!(
+        (w.first, w.rounds, w.mismatched, w.positions),
+        (Some(1), 60, 0, 1)
+    );
+}
+
+/// Without `replug` the same removal drops the worker for good (as before).
+#[test]
+fn without_replug_a_removed_worker_is_not_looked_for_again() {
+    let len = 1 << 18;
+    let (_d0, m0, w0) = own_segment(len);
+    let (d1, m1, w1) = own_segment(len);
+    let t = Duration::from_secs(20);
+    let steady = std::thread::spawn(move || crate::worker::run(w0, t, 0, OnManagerGone::Fail));
+    let removed = std::thread::spawn(move || {
+        let answered = worker_that_stops_after(w1, 3);
+        d1.remove().unwrap();
+        answered
+    });
+    let o = Options {
+        pace: Some(Duration::from_millis(2)),
+        ..options(30, 3000)
+    };
+    let r = crate::manager::run(vec![Some(m0), Some(m1)], &o, &mut |_| {
+        panic!("a removed worker was looked for")
+    })
+    .unwrap();
+    assert_eq!(removed.join().unwrap(), 4);
+    assert_eq!(steady.join().unwrap().unwrap().rounds, 30);
+    assert_eq!(r.removed.len(), 1);
 }

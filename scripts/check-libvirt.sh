@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# check-libvirt.sh KERNEL INITRD: sivshm with VMs that libvirt runs.
+#
+# Installs Debian's libvirtd and its QEMU driver if missing (scripts/setup-libvirt.sh), starts
+# virtlogd and libvirtd itself unless a libvirtd already answers on qemu:///system (this
+# machine has no systemd to socket-activate them), and serves a topology (a manager, workers w0
+# and w1) whose sockets belong to libvirt-qemu, the user libvirt's QEMU runs as. Three TCG
+# domains (type='qemu') are defined from XML that contains what `sivshm-host libvirt-xml`
+# prints for each VM, checked by virt-xml-validate, and started with `virsh start`. The
+# manager streams paced batches to both workers (`--rejoin --replug`; the workers
+# `--wait-for-manager`), and while it runs:
+#   1. the manager's device for w1 is detached (`virsh detach-device --live`, the <shmem>
+#      element libvirt-xml printed): the manager reports it removed and serves w0 on, w1
+#      reports its manager gone; the same element is attached again (`attach-device
+#      --live`): the manager asks w1 where it stands and carries it on;
+#   2. the manager's QEMU is killed (SIGKILL) and the domain started again (`virsh start`,
+#      the same command line): both workers report their manager gone, the new manager takes
+#      both channels over (asks each worker where it stands) and ends the run.
+# Every batch of both workers reaches them once, in order, and checks out; neither worker
+# restarts. Then every domain is destroyed and undefined, serve and the daemons this check
+# started are stopped, and nothing is left: the trap does the same on any failure.
+#
+# Needs the product (target/release/sivshm-host), the lab (target/release/sivshm-lab, to
+# read the programs' SIVSHM-RESULT lines) and the guest initramfs (scripts/test.sh builds
+# them first). As root.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+[ $# = 2 ] || die "usage: check-libvirt.sh KERNEL INITRD"
+kernel=$1 initrd=$2
+host=$SIVSHM_ROOT/target/release/sivshm-host
+lab=$SIVSHM_ROOT/target/release/sivshm-lab
+[ -x "$host" ] || die "$host is not built (cargo build --release -p sivshm-host)"
+[ -x "$lab" ] || die "$lab is not built (cargo build --release -p sivshm-lab)"
+[ -f "$kernel" ] && [ -f "$initrd" ] || die "no kernel $kernel or initramfs $initrd"
+started=$(date +%s)
+install_s=$("$SIVSHM_ROOT/scripts/setup-libvirt.sh" | tail -n1)
+echo "# libvirt packages and user ready in $install_s s"
+
+virsh() { command virsh -q -c qemu:///system "$@"; }
+# Everything of this run: QEMU (as libvirt-qemu) reads the kernel and initramfs from here
+# and connects to the sockets under it, so every directory on the way must let it through.
+t=$(mktemp -d /tmp/sivshm-libvirt.XXXXXX)
+chmod 0755 "$t"
+prefix=sivshm-check-$$
+vms=(mgr w0 w1)
+daemons=()
+cleanup() {
+	local vm p
+	for vm in "${vms[@]}"; do
+		virsh destroy "$prefix-$vm" >/dev/null 2>&1 || true
+		virsh undefine "$prefix-$vm" >/dev/null 2>&1 || true
+	done
+	[ -z "${serve:-}" ] || kill -TERM "$serve" 2>/dev/null || true
+	for p in "${daemons[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	for p in "${daemons[@]}"; do
+		while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+	done
+	rm -rf "$t"
+	rm -f /var/log/libvirt/qemu/"$prefix"-*.log
+}
+trap cleanup EXIT
+# A signal ends the script through its EXIT trap too.
+trap "exit 143" TERM
+trap "exit 130" INT
+deadline=$((started + 480))
+
+fail() {
+	echo "check-libvirt: $*" >&2
+	mkdir -p "$SIVSHM_ROOT/build/logs/libvirt"
+	for f in "$t"/*.log /var/log/libvirt/qemu/"$prefix"-*.log; do
+		[ -f "$f" ] || continue
+		echo "--- $(basename "$f")" >&2
+		tail -n 25 "$f" >&2
+		cp "$f" "$SIVSHM_ROOT/build/logs/libvirt/"
+	done
+	echo "check-libvirt: $* (logs in build/logs/libvirt/)" >&2
+	exit 1
+}
+wait_for() {
+	until grep -qF -- "$2" "$1" 2>/dev/null; do
+		[ "$(date +%s)" -lt "$deadline" ] || fail "no \"$2\" in $(basename "$1") after $(($(date +%s) - started)) s"
+		sleep 0.2
+	done
+}
+# count FILE TEXT: lines of FILE containing TEXT.
+count() { grep -cF -- "$2" "$1" 2>/dev/null || true; }
+
+# --- the daemons: the machine's if one answers, else our own --------------------------------
+if virsh uri >/dev/null 2>&1; then
+	echo "# using the running libvirtd"
+else
+	/usr/sbin/virtlogd --daemon --pid-file "$t/virtlogd.pid"
+	/usr/sbin/libvirtd --daemon --pid-file "$t/libvirtd.pid"
+	for f in virtlogd libvirtd; do
+		until [ -s "$t/$f.pid" ]; do
+			[ "$(date +%s)" -lt "$deadline" ] || fail "$f wrote no pid file"
+			sleep 0.1
+		done
+		daemons+=("$(cat "$t/$f.pid")")
+	done
+	until virsh uri >/dev/null 2>&1; do
+		[ "$(date +%s)" -lt "$deadline" ] || fail "libvirtd did not answer"
+		sleep 0.2
+	done
+	echo "# started virtlogd and libvirtd after $(($(date +%s) - started)) s"
+fi
+virsh version | sed 's/^/# /'
+
+# --- the topology, served ------------------------------------------------------------------
+cat >"$t/own.toml" <<EOF
+name = "lv$$"
+runtime_dir = "$t/run"
+user = "libvirt-qemu"
+group = "libvirt-qemu"
+
+[manager]
+name = "mgr"
+
+[[worker]]
+name = "w0"
+segment_mib = 2
+
+[[worker]]
+name = "w1"
+segment_mib = 2
+EOF
+"$host" check-topology "$t/own.toml" >"$t/check-topology.out"
+"$host" serve "$t/own.toml" 2>"$t/serve.log" &
+serve=$!
+wait_for "$t/serve.log" "serving topology"
+cp "$kernel" "$t/bzImage"
+cp "$initrd" "$t/initramfs.cpio.gz"
+chmod 0644 "$t/bzImage" "$t/initramfs.cpio.gz"
+
+# domain VM RUN: the domain XML of VM, running RUN in the guest (guest/init's SIVSHM_RUN),
+# with the parts `sivshm-host libvirt-xml` prints for it. ACPI is on (libvirt 9.0 would pass
+# QEMU 10 the -no-acpi it no longer has, and the hot-plug is ACPI's); the guest ends with
+# `reboot -f`, which -no-reboot turns into the end of its QEMU (libvirt 9.0 passes none for
+# on_reboot='destroy' and would act only on QEMU's reset event, after the reboot began).
+domain() {
+	local vm=$1 run=$2 xml devices override
+	xml=$("$host" libvirt-xml "$t/own.toml" "$vm")
+	# The first part (after its comment) goes into <devices>, the second into <domain>.
+	devices=$(printf '%s\n' "$xml" | awk '/^<!-- sivshm: the part for <domain>/ { exit } !/^<!--/')
+	override=$(printf '%s\n' "$xml" | awk 'p && !/^<!--/ { print } /^<!-- sivshm: the part for <domain>/ { p = 1 }')
+	cat <<EOF
+<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>$prefix-$vm</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>$t/bzImage</kernel>
+    <initrd>$t/initramfs.cpio.gz</initrd>
+    <cmdline>console=ttyS0 panic=-1 SIVSHM_RUN="$run"</cmdline>
+  </os>
+  <features>
+    <acpi/>
+  </features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' model='none'/>
+    <memballoon model='none'/>
+    <serial type='file'>
+      <source path='$t/$vm.log' append='on'/>
+      <target port='0'/>
+    </serial>
+$devices
+  </devices>
+$override
+  <qemu:commandline>
+    <qemu:arg value='-no-reboot'/>
+  </qemu:commandline>
+</domain>
+EOF
+}
+
+# The manager's device for worker i, as libvirt-xml places it (slot 4 + i on bus 0).
+bdfs=$("$host" libvirt-xml "$t/own.toml" mgr |
+	sed -n "s/.*<address type='pci' domain='0x0000' bus='0x00' slot='0x\([0-9a-f]*\)'.*/\1/p" |
+	grep -v '^1c$' | while read -r slot; do printf '0000:00:%02x.0,' "0x$slot"; done)
+bdfs=${bdfs%,}
+[ "$(echo "$bdfs" | tr ',' '\n' | grep -c .)" = 2 ] || fail "libvirt-xml mgr did not give two devices: $bdfs"
+rounds=100
+domain mgr "sivshm-distribute manager --workers $bdfs --rounds $rounds --bytes 65536 --pace-ms 100 --rejoin --replug --peer-timeout 3 --timeout 240 --progress 5" >"$t/mgr.xml"
+for w in w0 w1; do
+	domain "$w" "sivshm-distribute worker --only-device --wait-for-manager --peer-timeout 3 --timeout 240" >"$t/$w.xml"
+done
+# The manager's <shmem> for w1 alone: what is detached and attached again.
+"$host" libvirt-xml "$t/own.toml" mgr | awk "/<shmem name='sivshm-lv$$-mgr-w1'>/ { p = 1 } p { print } p && /<\/shmem>/ { exit }" >"$t/mgr-w1.xml"
+grep -q '<server path=' "$t/mgr-w1.xml" || fail "no <shmem> for w1 in libvirt-xml mgr"
+
+for vm in "${vms[@]}"; do
+	virt-xml-validate "$t/$vm.xml" domain >/dev/null || fail "$vm.xml does not validate"
+	virsh define "$t/$vm.xml" >/dev/null || fail "virsh define $vm failed"
+done
+for vm in "${vms[@]}"; do
+	virsh start "$prefix-$vm" >/dev/null || fail "virsh start $vm failed"
+done
+echo "# three domains started after $(($(date +%s) - started)) s"
+# The confinement exercised: each QEMU runs as libvirt-qemu (libvirt's DAC driver), in a mount
+# namespace of its own (libvirt's private /dev).
+for vm in "${vms[@]}"; do
+	pid=$(cat "/run/libvirt/qemu/$prefix-$vm.pid")
+	user=$(ps -o user= -p "$pid")
+	[ "$user" = libvirt-qemu ] || fail "$vm's QEMU runs as $user, not libvirt-qemu"
+	[ "$(readlink "/proc/$pid/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ] ||
+		fail "$vm's QEMU shares the host's mount namespace"
+done
+
+# 1. w1's device detached from the running manager and attached again.
+wait_for "$t/mgr.log" "manager: worker 1: 10 rounds verified"
+t_detach=$(date +%s)
+virsh detach-device "$prefix-mgr" "$t/mgr-w1.xml" --live >/dev/null || fail "virsh detach-device failed"
+wait_for "$t/mgr.log" "manager: worker 1's device was removed"
+echo "# w1's device removed in the guest $(($(date +%s) - t_detach)) s after virsh detach-device began"
+# libvirt has the device gone once the guest released it.
+until ! virsh dumpxml "$prefix-mgr" | grep -q "sivshm-lv$$-mgr-w1"; do
+	[ "$(date +%s)" -lt "$deadline" ] || fail "the detached device is still in the manager's live XML"
+	sleep 0.2
+done
+w0_before=$(count "$t/mgr.log" "manager: worker 0: ")
+wait_for "$t/w1.log" "worker: the manager left"
+# The manager serves w0 meanwhile: 10 more of its rounds verified while w1 is away.
+until [ "$(count "$t/mgr.log" "manager: worker 0: ")" -ge $((w0_before + 2)) ]; do
+	[ "$(date +%s)" -lt "$deadline" ] || fail "the manager did not serve w0 while w1 was detached"
+	sleep 0.2
+done
+echo "# w1 detached after $(($(date +%s) - started)) s; w0 served on"
+virsh attach-device "$prefix-mgr" "$t/mgr-w1.xml" --live >/dev/null || fail "virsh attach-device failed"
+wait_for "$t/mgr.log" "manager: worker 1's device is back"
+wait_for "$t/mgr.log" "manager: worker 1 answered up to round"
+wait_for "$t/w1.log" "worker: a manager attached again"
+echo "# w1 attached again after $(($(date +%s) - started)) s"
+
+# 2. The manager's QEMU killed and its domain started again, once w1 has 10 more rounds
+# verified since it came back.
+w1_back=$(count "$t/mgr.log" "manager: worker 1: ")
+until [ "$(count "$t/mgr.log" "manager: worker 1: ")" -ge $((w1_back + 2)) ]; do
+	[ "$(date +%s)" -lt "$deadline" ] || fail "the manager did not serve w1 after it came back"
+	sleep 0.2
+done
+pid=$(cat "/run/libvirt/qemu/$prefix-mgr.pid")
+kill -9 "$pid"
+until [ "$(virsh domstate "$prefix-mgr")" = "shut off" ]; do
+	[ "$(date +%s)" -lt "$deadline" ] || fail "the killed manager's domain is not shut off"
+	sleep 0.2
+done
+echo "# manager killed after $(($(date +%s) - started)) s"
+wait_for "$t/w0.log" "worker: the manager left"
+until [ "$(count "$t/w1.log" "worker: the manager left")" -ge 2 ]; do
+	[ "$(date +%s)" -lt "$deadline" ] || fail "w1 did not report its manager gone a second time"
+	sleep 0.2
+done
+virsh start "$prefix-mgr" >/dev/null || fail "virsh start mgr (again) failed"
+for f in mgr w0 w1; do wait_for "$t/$f.log" "SIVSHM-END"; done
+echo "# job done after $(($(date +%s) - started)) s"
+
+grep -q "SIVSHM-END rc=0" "$t/mgr.log" || fail "the manager failed"
+grep -q "SIVSHM-END rc=0" "$t/w0.log" || fail "w0 failed"
+grep -q "SIVSHM-END rc=0" "$t/w1.log" || fail "w1 failed"
+[ "$(count "$t/mgr.log" SIVSHM-BOOTED)" = 2 ] || fail "the manager did not boot exactly twice"
+for w in w0 w1; do
+	[ "$(count "$t/$w.log" SIVSHM-BOOTED)" = 1 ] || fail "$w restarted"
+done
+result() {
+	local log=$1 program=$2 key=$3 picks=()
+	shift 3
+	for p in "$@"; do picks+=(--pick "$p"); done
+	"$lab" results "$log" --program "$program" "${picks[@]}" --get "$key" 2>/dev/null || echo none
+}
+for i in 0 1; do
+	w=w$i
+	# The worker got every round once, in order, each matching the manager's checksum.
+	wr() { result "$t/$w.log" distribute-worker "$1" impl=rust; }
+	[ "$(wr rounds)/$(wr first_round)/$(wr mismatched)" = "$rounds/1/0" ] ||
+		fail "$w: rounds $(wr rounds) from $(wr first_round), $(wr mismatched) mismatched"
+	[ "$(wr devices)" = 1 ] || fail "$w saw other devices ($(wr devices))"
+	# Its manager went away and came back: once for w0 (the restart), twice for w1 (the
+	# detach too); each new manager asked where it stood.
+	want=$((i + 1))
+	[ "$(wr manager_back)/$(wr positions)" = "$want/$want" ] ||
+		fail "$w: manager back $(wr manager_back) times, $(wr positions) positions asked (want $want)"
+	# The restarted manager verified the rest of the run after the worker's position.
+	mr() { result "$t/mgr.log" distribute-manager-worker "$1" impl=rust index=$i; }
+	after=$(mr resumed_after) verified=$(mr verified)
+	[ "$after" != none ] && [ "$after" -gt 0 ] && [ $((after + verified)) = $rounds ] ||
+		fail "$w: the restarted manager took over after round $after and verified $verified"
+	[ "$(mr status)" = ok ] || fail "$w: status $(mr status)"
+done
+# Every device of every VM is write-back (guest/init's SIVSHM-MEMTYPE lines).
+for vm in "${vms[@]}"; do
+	n=$(count "$t/$vm.log" "SIVSHM-MEMTYPE ")
+	[ "$n" -ge 1 ] || fail "$vm: no memory type reported"
+	bad=$(grep '^SIVSHM-MEMTYPE ' "$t/$vm.log" | grep -v 'driver=write-back pat=write-back' || true)
+	[ -z "$bad" ] || fail "$vm: not write-back: $bad"
+done
+# serve set up the manager's device for w1 three times (boot, attach, restart) and w0's
+# twice; the workers' once.
+[ "$(grep -c '^serve: mgr.w1: pid .*connected: sent its setup' "$t/serve.log")" = 3 ] ||
+	fail "serve did not send mgr.w1's setup three times"
+[ "$(grep -c '^serve: mgr.w0: pid .*connected: sent its setup' "$t/serve.log")" = 2 ] ||
+	fail "serve did not send mgr.w0's setup twice"
+for w in w0 w1; do
+	[ "$(grep -c "^serve: $w.mgr: pid .*connected: sent its setup" "$t/serve.log")" = 1 ] ||
+		fail "$w's device was set up again"
+done
+grep -h "^manager: \|^worker: " "$t/mgr.log" "$t/w1.log" | grep -v "rounds verified$" || true
+
+# Nothing left behind: the domains go, serve removes its sockets.
+for vm in "${vms[@]}"; do
+	virsh destroy "$prefix-$vm" >/dev/null 2>&1 || true
+	virsh undefine "$prefix-$vm" >/dev/null || fail "virsh undefine $vm failed"
+done
+kill -TERM "$serve"
+wait "$serve" || fail "serve exited with $? on SIGTERM"
+serve=
+left=$(ls -A "$t/run" | grep -vx serve.lock || true)
+[ -z "$left" ] || fail "serve left $left behind"
+[ -z "$(virsh list --all --name | grep "^$prefix-" || true)" ] || fail "a domain is left"
+echo "# libvirt: done in $(($(date +%s) - started)) s (install $install_s s)"
