@@ -63,8 +63,7 @@ impl TopologyFile {
                 socket: self.runtime_dir.join(format!("{vm}.{peer}.sock")),
             };
             // `parse` takes at most `MAX_WORKERS` workers, and each of those has a slot.
-            let slot =
-                manager_slot(w.index()).expect("a worker's id is at most MAX_WORKERS");
+            let slot = manager_slot(w.index()).expect("a worker's id is at most MAX_WORKERS");
             v.push(spec(&self.manager, &w.name, 0, worker_id, slot));
             v.push(spec(
                 &w.name,

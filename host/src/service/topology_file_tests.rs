@@ -242,7 +242,9 @@ fn ids_are_file_order_unless_given_and_given_ones_are_kept() {
     assert_eq!(ids, [2, 1, 3]);
     let m = t.devices_of("m");
     assert_eq!(
-        m.iter().map(|d| (d.peer.as_str(), d.bdf())).collect::<Vec<_>>(),
+        m.iter()
+            .map(|d| (d.peer.as_str(), d.bdf()))
+            .collect::<Vec<_>>(),
         [
             ("w2", "0000:00:04.0".to_string()),
             ("w1", "0000:00:05.0".into()),
@@ -252,7 +254,10 @@ fn ids_are_file_order_unless_given_and_given_ones_are_kept() {
     assert_eq!(t.devices_of("w1")[0].own_id, 2);
     assert_eq!(t.worker("w3").unwrap().index(), 2);
     let twice = text.replace("name = \"w3\"\n", "name = \"w3\"\nid = 2\n");
-    assert_eq!(err(&twice), "line 13: id = 2 is worker \"w1\"'s too (line 4)");
+    assert_eq!(
+        err(&twice),
+        "line 13: id = 2 is worker \"w1\"'s too (line 4)"
+    );
     let zero = text.replace("id = 2", "id = 0");
     assert_eq!(
         err(&zero),

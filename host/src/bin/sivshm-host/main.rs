@@ -14,8 +14,9 @@ fn main() -> Result<()> {
         Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
         Cmd::Serve { topology } => {
             // The handlers stay until serve has removed its sockets.
-            let stop = sivshm_host::stop::StopPipe::new()?;
-            service::serve::main(&topology, stop.fd())
+            let stop = sivshm_host::stop::SignalPipe::new()?;
+            let reload = sivshm_host::stop::SignalPipe::reload()?;
+            service::serve::main(&topology, stop.fd(), reload.fd())
         }
         Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
         Cmd::LibvirtXml { topology, vm } => print_lines(service::cli::libvirt_xml(&topology, &vm)?),
