@@ -1,7 +1,8 @@
 //! `sivshm_host`: the host side of sivshm that users install. It serves a topology file's
 //! segments and doorbell wiring to the user's own QEMU VMs (`service`), speaks QEMU's
 //! ivshmem protocol (`protocol`), makes the shared-memory segments (`segments`) and decides
-//! where every device and PCI bridge sits in a guest (`pci`).
+//! where every device and PCI bridge sits in a guest (`pci`); `hotplug` adds and removes a
+//! running manager's devices over QMP.
 //!
 //! The `sivshm-host` binary (`src/bin/sivshm-host`) is a thin command line (`cli`) over this
 //! library. The library installs no signal handler of its own accord: [`stop::StopPipe`]
@@ -10,6 +11,7 @@
 //! `sivshm-lab`) builds on the library; nothing here depends on the lab.
 
 pub mod cli;
+pub mod hotplug;
 pub mod pci;
 pub mod protocol;
 pub mod segments;
