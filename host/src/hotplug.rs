@@ -105,6 +105,9 @@ pub fn device_add(d: &HotDevice) -> qmp::device_add {
     }
 }
 
+/// How long a QEMU may take to greet a QMP client.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
 type Stream = qapi::Stream<BufReader<UnixStream>, UnixStream>;
 
 /// A QMP connection to a running QEMU (the manager's).
@@ -123,11 +126,28 @@ impl Monitor {
             )
         })?;
         // A QEMU that stops answering must not hang the caller.
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        // QEMU greets a client at once, unless another client holds the socket (a QMP
+        // socket serves one at a time): then it greets no one.
+        s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
         let r = BufReader::new(s.try_clone()?);
-        let mut qmp = qapi::Qmp::new(qapi::Stream::new(r, s));
-        qmp.handshake()
-            .with_context(|| format!("QMP handshake on {}", path.display()))?;
+        let mut qmp = qapi::Qmp::new(qapi::Stream::new(r, s.try_clone()?));
+        qmp.handshake().map_err(|e| {
+            let timed_out = matches!(&e, qapi::ExecuteError::Io(io) if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ));
+            let why = if timed_out {
+                format!(
+                    "QEMU did not greet within {} s: another client holds its QMP socket \
+                     (QEMU serves one at a time); close it and try again",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )
+            } else {
+                e.to_string()
+            };
+            anyhow!("QMP handshake on {}: {why}", path.display())
+        })?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Monitor {
             qmp,
             path: path.to_path_buf(),
