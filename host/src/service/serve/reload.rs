@@ -94,15 +94,18 @@ fn unchanged(old: &Worker, new: &Worker) -> Result<()> {
 
 impl Server {
     /// Reads the topology file at `path` again and applies it ([`Server::reload`]); logs what
-    /// changed, or why nothing did. Tells systemd (`RELOADING=1`, then `READY=1`) when it runs
-    /// serve. Whether it was applied.
+    /// changed, or why nothing did. Tells systemd (`RELOADING=1` with `MONOTONIC_USEC`, then
+    /// `READY=1`) when it runs serve. Whether it was applied.
     pub fn reload_file(&mut self, path: &Path) -> bool {
         let tell = |msg: &str, target: &Option<String>| {
             if let Some(t) = target {
                 let _ = crate::service::notify::send(t, msg, None);
             }
         };
-        tell("RELOADING=1", &self.notify);
+        // What sd_notify(3) asks of a reload: the time it began, on CLOCK_MONOTONIC.
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1000;
+        tell(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"), &self.notify);
         let r = TopologyFile::load(path).and_then(|t| self.reload(t));
         let ok = r.is_ok();
         let line = match r {
