@@ -7,8 +7,12 @@
 # manager streams paced batches to both workers over the channel, with doorbells, and
 # `--rejoin`. Once w1 has answered batches, its QEMU is killed (SIGKILL, as a crash) and,
 # after the manager has reported it stopped, started again: the new w1 must take over the
-# channel where the old one stopped and the manager, never restarted, must verify every
-# batch of both workers. Then SIGTERM ends serve, which must remove its sockets.
+# channel where the old one stopped. Meanwhile a third worker, w2, is added while
+# everything runs: the topology file gains it, serve reloads it (SIGHUP), `sivshm-host
+# hotplug add` plugs its channel into the running manager over the manager's QMP socket
+# (named in the file; qemu-args gives the manager its -qmp), and w2's QEMU boots from
+# qemu-args. The manager, never restarted, must verify every batch of all three workers.
+# Then SIGTERM ends serve, which must remove its sockets.
 #
 # Needs the product (target/release/sivshm-host, for serve and qemu-args), the lab
 # (target/release/sivshm-lab, for the accelerator it picks and to read the programs'
@@ -69,6 +73,7 @@ group = "$(id -g)"
 
 [manager]
 name = "mgr"
+qmp = "$t/mgr.qmp"
 
 [[worker]]
 name = "w0"
@@ -79,6 +84,9 @@ name = "w1"
 segment_mib = 2
 EOF
 "$host" check-topology "$t/own.toml" >"$t/check-topology.out"
+# The file once w2 is added (serve reloads it mid-run).
+cp "$t/own.toml" "$t/own-with-w2.toml"
+printf '\n[[worker]]\nname = "w2"\nsegment_mib = 2\n' >>"$t/own-with-w2.toml"
 
 "$host" serve "$t/own.toml" 2>"$t/serve.log" &
 serve=$!
@@ -107,8 +115,13 @@ bdfs=$("$host" qemu-args "$t/own.toml" mgr | sed -n 's/.*id=sivshm-\(w[01]\),.*a
 	sort | while read -r _ slot; do printf '0000:00:%02x.0,' "0x$slot"; done)
 bdfs=${bdfs%,}
 [ "$(echo "$bdfs" | tr ',' '\n' | grep -c .)" = 2 ] || fail "qemu-args mgr did not give two devices: $bdfs"
+# w2's device in the manager, where hotplug will put it: read back from the later file.
+w2_bdf=$("$host" qemu-args "$t/own-with-w2.toml" mgr | sed -n 's/.*id=sivshm-w2,.*addr=0x\([0-9a-f]*\)\.0.*/\1/p' |
+	while read -r slot; do printf '0000:00:%02x.0' "0x$slot"; done)
+[ -n "$w2_bdf" ] || fail "qemu-args of the later file gave the manager no device for w2"
 
-boot mgr "$t/mgr.log" "sivshm-distribute manager --workers $bdfs --rounds 60 --bytes 65536 --pace-ms 100 --rejoin --peer-timeout 3 --timeout 240"
+# The manager serves w2 from when its device appears (--late).
+boot mgr "$t/mgr.log" "sivshm-distribute manager --workers $bdfs,$w2_bdf --late --rounds 60 --bytes 65536 --pace-ms 100 --rejoin --peer-timeout 3 --timeout 240"
 mgr=$booted
 boot w0 "$t/w0.log" "sivshm-distribute worker --only-device --timeout 240"
 boot w1 "$t/w1-first.log" "sivshm-distribute worker --only-device --timeout 240 --progress 5"
@@ -119,16 +132,28 @@ wait_for "$t/w1-first.log" "worker: round 10 verified and answered"
 kill -9 "$w1"
 wait "$w1" 2>/dev/null || true
 echo "# w1 killed after $(($(date +%s) - started)) s"
+# w2 added while everything runs: the file edited, serve reloaded, the manager's device
+# plugged in over QMP, w2's QEMU started. w0 and the manager see nothing of it but w2.
+cp "$t/own-with-w2.toml" "$t/own.toml"
+kill -HUP "$serve"
+wait_for "$t/serve.log" "serve: reloaded $t/own.toml: added w2, removed none"
+"$host" hotplug add "$t/own.toml" --worker w2 >"$t/hotplug.out" 2>&1 ||
+	fail "hotplug add w2: $(cat "$t/hotplug.out")"
+grep -qF "device sivshm-w2 at $w2_bdf" "$t/hotplug.out" || fail "hotplug add w2 said: $(cat "$t/hotplug.out")"
+echo "# w2 added and plugged into the manager after $(($(date +%s) - started)) s"
+boot w2 "$t/w2.log" "sivshm-distribute worker --only-device --timeout 240"
 wait_for "$t/mgr.log" "manager: worker 1 stopped"
 # The same command line again: serve gives the new QEMU the same segment and doorbells.
 boot w1 "$t/w1-second.log" "sivshm-distribute worker --only-device --timeout 240 --progress 5"
 wait_for "$t/mgr.log" "SIVSHM-END"
 wait_for "$t/w0.log" "SIVSHM-END"
 wait_for "$t/w1-second.log" "SIVSHM-END"
+wait_for "$t/w2.log" "SIVSHM-END"
 echo "# manager done after $(($(date +%s) - started)) s"
 
 grep -q "SIVSHM-END rc=0" "$t/mgr.log" || fail "the manager failed"
 grep -q "SIVSHM-END rc=0" "$t/w0.log" || fail "w0 failed"
+grep -q "SIVSHM-END rc=0" "$t/w2.log" || fail "w2, added by a reload and hot-plugged, failed"
 grep -q "SIVSHM-END rc=0" "$t/w1-second.log" || fail "the restarted w1 failed"
 # The manager was never restarted: its one QEMU, started first, booted once and ended by
 # itself when the run was done.
@@ -143,7 +168,7 @@ result() {
 	"$lab" results "$log" --program "$program" "${picks[@]}" --get "$key" 2>/dev/null || echo none
 }
 mgr_result() { result "$t/mgr.log" distribute-manager "$1" impl=rust; }
-[ "$(mgr_result verified)/$(mgr_result batches)" = 120/120 ] ||
+[ "$(mgr_result verified)/$(mgr_result batches)" = 180/180 ] ||
 	fail "not every batch was verified ($(mgr_result verified) of $(mgr_result batches))"
 [ "$(mgr_result restarts)" = 1 ] || fail "the manager did not see w1 restart ($(mgr_result restarts))"
 # w1 came back at least once: a worker that boots later than the peer timeout is also
@@ -161,7 +186,7 @@ mw=$(mgr_result wakeups) mr=$(mgr_result rings) ww=$(w1_result woken)
 [ "$ww" != none ] && [ "$ww" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
 # Every device of every VM, wired as qemu-args prints it, is write-back (guest/init's
 # SIVSHM-MEMTYPE lines: the driver's GET_INFO and the PAT's pat_memtype_list).
-for log in "$t/mgr.log" "$t/w0.log" "$t/w1-second.log"; do
+for log in "$t/mgr.log" "$t/w0.log" "$t/w1-second.log" "$t/w2.log"; do
 	n=$(grep -c '^SIVSHM-MEMTYPE ' "$log" || true)
 	[ "$n" -ge 1 ] || fail "$(basename "$log"): no memory type reported"
 	bad=$(grep '^SIVSHM-MEMTYPE ' "$log" | grep -v 'driver=write-back pat=write-back' || true)
@@ -173,12 +198,21 @@ done
 	fail "serve did not send w1's setup twice"
 [ "$(grep -c '^serve: mgr.w1: pid .*connected: sent its setup' "$t/serve.log")" = 1 ] ||
 	fail "the manager's device for w1 was set up again"
+# The reload touched no running device: the manager's device for w0 was set up once, and
+# its device for w2 once, by the hot-plug.
+[ "$(grep -c '^serve: mgr.w0: pid .*connected: sent its setup' "$t/serve.log")" = 1 ] ||
+	fail "the manager's device for w0 was set up again"
+[ "$(grep -c '^serve: mgr.w2: pid .*connected: sent its setup (peer id 0, peer w2 id 3,' "$t/serve.log")" = 1 ] ||
+	fail "the manager's hot-plugged device for w2 was not set up once"
+# Every one of w2's batches verified: the manager's report for worker index 2.
+w2_ok=$(result "$t/mgr.log" distribute-manager-worker verified impl=rust index=2)
+[ "$w2_ok" = 60 ] || fail "the manager verified $w2_ok of w2's 60 batches"
 
 kill -TERM "$serve"
 wait "$serve" || fail "serve exited with $? on SIGTERM"
 # The lock file stays by design (its flock goes with the process); the sockets must not.
 left=$(ls -A "$t/run" | grep -vx serve.lock || true)
 [ -z "$left" ] || fail "serve left $left behind"
-grep -h "^manager: \|^worker: took\|^worker: received" "$t/mgr.log" "$t/w1-second.log"
+grep -h "^manager: \|^worker: took\|^worker: received" "$t/mgr.log" "$t/w1-second.log" "$t/w2.log"
 for log in "$t/mgr.log" "$t/w1-second.log"; do "$lab" results "$log"; done
 echo "# own VMs: done in $(($(date +%s) - started)) s"

@@ -85,7 +85,7 @@ if ! cargo build --release -q -p sivshm-host -p sivshm-lab; then
 	echo "not ok - sivshm-host and sivshm-lab build"
 	fail=$((fail + 1)); finish
 fi
-check "own VMs: QEMU command lines from qemu-args against serve; a worker's QEMU killed and started again mid-run, the manager carries on" \
+check "own VMs: QEMU command lines from qemu-args against serve; a worker's QEMU killed and started again mid-run, a third worker added by a reload of serve and hot-plugged into the running manager, the manager carries on" \
 	scripts/check-own-vms.sh "$kb/arch/x86/boot/bzImage" "$initrd"
 check "libvirt: three TCG domains from libvirt-xml started by virsh, the job verified; a worker's device detached and attached again live, the manager's QEMU killed and its domain started again, no worker restarted; everything undefined" \
 	scripts/check-libvirt.sh "$kb/arch/x86/boot/bzImage" "$initrd"

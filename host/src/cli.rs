@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(name = "sivshm-host", version, about)]
@@ -19,8 +19,26 @@ pub enum Cmd {
     CheckTopology { topology: PathBuf },
     /// Serve a topology file to the user's own VMs: every segment and eventfd made once, one
     /// unix socket per VM device, each QEMU that connects gets its device's setup at once.
-    /// Runs until SIGTERM or SIGINT, then removes the sockets.
+    /// SIGHUP reloads the file: new workers are added, removed ones retired, the others
+    /// untouched (a file that would change what running VMs have is refused, nothing
+    /// changed). Runs until SIGTERM or SIGINT, then removes the sockets.
     Serve { topology: PathBuf },
+    /// Plug a worker's channel into the running manager QEMU (add), or unplug it (remove),
+    /// over the manager's QMP socket: the device qemu-args gives the manager for that worker.
+    /// Add after serve has the worker (its file reloaded); remove before reloading without it.
+    Hotplug {
+        action: HotplugAction,
+        topology: PathBuf,
+        /// The worker whose channel is plugged or unplugged.
+        #[arg(long)]
+        worker: String,
+        /// The manager QEMU's QMP socket (default: the file's [manager] qmp).
+        #[arg(long)]
+        qmp: Option<PathBuf>,
+        /// How long remove waits for the guest to release the device.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
     /// Print the QEMU arguments (-chardev, -device) that connect VM to a served topology,
     /// one device per line, at fixed PCI addresses.
     QemuArgs { topology: PathBuf, vm: String },
@@ -28,6 +46,13 @@ pub enum Cmd {
     /// <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges' window that
     /// makes the shared memory write-back).
     LibvirtXml { topology: PathBuf, vm: String },
+}
+
+/// What `hotplug` does.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotplugAction {
+    Add,
+    Remove,
 }
 
 #[cfg(test)]
@@ -67,6 +92,18 @@ mod tests {
                 vm: "vm0".into()
             }
         );
+        assert_eq!(
+            parse(&["hotplug", "add", "t.toml", "--worker", "w2"]).unwrap(),
+            Cmd::Hotplug {
+                action: HotplugAction::Add,
+                topology: "t.toml".into(),
+                worker: "w2".into(),
+                qmp: None,
+                timeout_s: 60
+            }
+        );
+        assert!(parse(&["hotplug", "plug", "t.toml", "--worker", "w2"]).is_err());
+        assert!(parse(&["hotplug", "remove", "t.toml"]).is_err());
         assert!(parse(&["serve"]).is_err());
         assert!(parse(&[]).is_err());
     }

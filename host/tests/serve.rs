@@ -110,6 +110,30 @@ fn a_second_serve_of_the_same_topology_is_refused() {
     // The first still serves, its sockets untouched.
     first.check_alive();
     assert_eq!(connect(&first.socket("w1.mgr"), 1).own, 2);
+
+    // Another topology on the same runtime directory, whose sockets would be the first's:
+    // refused the same way, nothing of the first's touched.
+    let other = dir.path().join("other.toml");
+    fs::write(
+        &other,
+        topology(dir.path()).replace("name = \"it\"", "name = \"other\""),
+    )
+    .unwrap();
+    let text = common::serve_refuses(&other);
+    assert!(
+        text.contains(&format!(
+            "topology other is already served (by pid {}, holding {}), or another topology \
+             with runtime_dir {}: its sockets are that serve's",
+            first.child.id(),
+            dir.path().join("run/serve.lock").display(),
+            dir.path().join("run").display()
+        )) && text.contains("nothing was changed"),
+        "{text}"
+    );
+    first.check_alive();
+    let again = connect(&first.socket("w0.mgr"), 2);
+    assert_eq!(again.own, 1);
+    assert!(!first.log().contains("removed stale socket"));
 }
 
 #[test]

@@ -37,6 +37,8 @@ fn the_unit_passes_systemd_analyze_verify() {
     assert!(ok, "systemd-analyze verify:\n{out}");
     assert!(UNIT.contains("ExecStart=/usr/local/bin/sivshm-host serve /etc/sivshm/%i.toml"));
     assert!(UNIT.contains("Type=notify"));
+    // systemctl reload sends serve SIGHUP.
+    assert!(UNIT.contains("\nExecReload=/bin/kill -HUP $MAINPID\n"));
     // Room for every segment of the largest topology in the fd store.
     let max: usize = UNIT
         .lines()
@@ -92,4 +94,64 @@ fn serve_tells_systemd_it_is_ready_once_every_socket_listens() {
             && log.contains("put in systemd's fd store as it-w0"),
         "{log}"
     );
+}
+
+#[test]
+fn a_reload_tells_systemd_and_keeps_the_fd_store_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("it.toml");
+    fs::write(&file, common::topology(dir.path())).unwrap();
+    let notify = dir.path().join("notify");
+    let systemd = common::FakeSystemd::bind(&notify);
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .arg("serve")
+        .arg(&file)
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    systemd.until_ready();
+    let hup = || {
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    };
+    // w1 goes, w2 comes: RELOADING=1, w2's segment into the store, w1's out, READY=1.
+    let text = common::topology(dir.path()).replace("\"w1\"", "\"w2\"");
+    fs::write(&file, text).unwrap();
+    hup();
+    let mut got = Vec::new();
+    loop {
+        let (msg, fd) = systemd.recv().expect("no READY=1 after the reload");
+        // RELOADING=1 carries the time the reload began: checked, then left out.
+        let msg = match msg.strip_prefix("RELOADING=1\nMONOTONIC_USEC=") {
+            Some(usec) => {
+                assert!(usec.parse::<u64>().unwrap() > 0, "{msg:?}");
+                "RELOADING=1".to_string()
+            }
+            None => msg,
+        };
+        got.push((
+            msg.clone(),
+            fd.map(|f| rustix::fs::fstat(&f).unwrap().st_size),
+        ));
+        if msg == "READY=1" {
+            break;
+        }
+    }
+    let want = [
+        ("RELOADING=1".to_string(), None),
+        ("FDSTORE=1\nFDNAME=it-w2".into(), Some(1 << 20)),
+        ("FDSTOREREMOVE=1\nFDNAME=it-w1".into(), None),
+        ("READY=1".into(), None),
+    ];
+    assert_eq!(got, want, "{}", fs::read_to_string(&log).unwrap());
+    // A refused reload is announced and ended all the same, with nothing in between.
+    fs::write(&file, "name = \"it\"\n[manager\n").unwrap();
+    hup();
+    let (a, b) = (systemd.recv().unwrap().0, systemd.recv().unwrap().0);
+    assert!(a.starts_with("RELOADING=1\nMONOTONIC_USEC="), "{a:?}");
+    assert_eq!(b, "READY=1");
+    let _ = child.kill();
+    let _ = child.wait();
 }

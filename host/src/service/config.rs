@@ -51,7 +51,8 @@ fn bridges(devices: &[DeviceSpec]) -> std::ops::Range<u8> {
 /// Arguments for `vm`, one line per device, shell-quoted: first a `-device pci-bridge` per
 /// bridge (QEMU needs a bus before the devices on it; bridge 0 always, with its
 /// `pref64-reserve` that puts the shared memory above 4 GiB), then
-/// `-chardev`/`-device` per device. The bridges' ids begin `sivshm-bridge.`, which no
+/// `-chardev`/`-device` per device, and for the manager of a file that names its `qmp`
+/// socket, the `-qmp` that `sivshm-host hotplug` drives. The bridges' ids begin `sivshm-bridge.`, which no
 /// device of the user should use; the VM must have no other PCI bridge on bus 0 at a slot
 /// below 0x1c, or the guest numbers the buses differently (`DeviceSpec::bdf`).
 pub fn qemu_args(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
@@ -76,6 +77,13 @@ pub fn qemu_args(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
             shell_word(&device)
         )
     }));
+    if let (true, Some(qmp)) = (vm == t.manager, &t.manager_qmp) {
+        let arg = format!(
+            "unix:{},server=on,wait=off",
+            qemu_value(&qmp.to_string_lossy())
+        );
+        out.push(format!("-qmp {}", shell_word(&arg)));
+    }
     Ok(out)
 }
 
@@ -214,6 +222,14 @@ mod tests {
                  ivshmem-doorbell,id=sivshm-m,chardev=sivshm-m,vectors=1,addr=0x4.0",
             ]
         );
+        let mut q = t.clone();
+        q.manager_qmp = Some("/run/sivshm/lab/m.qmp".into());
+        let a = qemu_args(&q, "m").unwrap();
+        assert_eq!(
+            a.last().unwrap(),
+            "-qmp unix:/run/sivshm/lab/m.qmp,server=on,wait=off"
+        );
+        assert_eq!(qemu_args(&q, "w1").unwrap(), qemu_args(&t, "w1").unwrap());
         let e = qemu_args(&t, "w2").unwrap_err().to_string();
         assert_eq!(e, "topology lab has no VM \"w2\" (its VMs: m, w0, w1)");
     }

@@ -1,7 +1,7 @@
 //! The `ivshmem-doorbell` devices a topology file implies, the same for `serve`, `qemu-args`
-//! and `libvirt-xml`: worker *i* (in file order) has one device at PCI slot 4 of bus 0 with
-//! peer id *i + 1*; the manager has one per worker with peer id 0, worker *i*'s at
-//! `topology::manager_slot(i)` (slot 4 + *i* of bus 0 for the first 24, then behind PCI
+//! and `libvirt-xml`: worker of peer id *n* (file position plus one unless the file gives
+//! its `id`) has one device at PCI slot 4 of bus 0; the manager has one per worker with peer
+//! id 0, worker *n*'s at `pci::manager_slot(n - 1)` (slot 4 + *i* of bus 0 for the first 24, then behind PCI
 //! bridges), as the harness's topology has them (`topology::Topology::new`). Both ends of a
 //! channel share the worker's segment and hold only each other's eventfds.
 //!
@@ -50,7 +50,7 @@ impl TopologyFile {
     pub fn devices(&self) -> Vec<DeviceSpec> {
         let mut v = Vec::new();
         for (i, w) in self.workers.iter().enumerate() {
-            let worker_id = i as u16 + 1;
+            let worker_id = w.id;
             let spec = |vm: &str, peer: &str, own_id, peer_id, slot| DeviceSpec {
                 vm: vm.to_string(),
                 peer: peer.to_string(),
@@ -63,7 +63,7 @@ impl TopologyFile {
                 socket: self.runtime_dir.join(format!("{vm}.{peer}.sock")),
             };
             // `parse` takes at most `MAX_WORKERS` workers, and each of those has a slot.
-            let slot = manager_slot(i).expect("a topology file has at most MAX_WORKERS workers");
+            let slot = manager_slot(w.index()).expect("a worker's id is at most MAX_WORKERS");
             v.push(spec(&self.manager, &w.name, 0, worker_id, slot));
             v.push(spec(
                 &w.name,

@@ -1,10 +1,12 @@
 //! Serving the user's own VMs: a topology file ([`topology_file`]), the devices it implies
 //! ([`devices`]), `sivshm-host serve` that hands each device's QEMU its setup stream
-//! (`serve`), and the lines to give QEMU or libvirt (`config`).
+//! (`serve`), the lines to give QEMU or libvirt (`config`), and plugging a worker's channel
+//! into the running manager (`hotplug`).
 
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod hotplug;
 pub mod notify;
 pub mod owner;
 pub mod runtime_dir;

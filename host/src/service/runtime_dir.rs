@@ -84,10 +84,12 @@ impl RuntimeDir {
                 let mut pid = String::new();
                 let _ = lock.read_to_string(&mut pid);
                 bail!(
-                    "topology {name} is already served (by pid {}, holding {}): stop that \
-                     sivshm-host serve first",
+                    "topology {name} is already served (by pid {}, holding {}), or another \
+                     topology with runtime_dir {}: its sockets are that serve's; stop it first, \
+                     or give this topology a runtime_dir of its own; nothing was changed",
                     pid.trim(),
-                    lock_path.display()
+                    lock_path.display(),
+                    path.display()
                 );
             }
             return Err(e).with_context(|| format!("locking {}", lock_path.display()));
@@ -115,10 +117,12 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "topology t is already served (by pid {}, holding {}): stop that sivshm-host \
-                 serve first",
+                "topology t is already served (by pid {}, holding {}), or another topology \
+                 with runtime_dir {}: its sockets are that serve's; stop it first, or give this \
+                 topology a runtime_dir of its own; nothing was changed",
                 std::process::id(),
-                rd.join(LOCK_FILE).display()
+                rd.join(LOCK_FILE).display(),
+                rd.display()
             )
         );
         drop(first);

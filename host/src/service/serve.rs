@@ -1,8 +1,9 @@
 //! `sivshm-host serve TOPOLOGY`: the long-running host side for the user's own VMs.
 //!
-//! Every segment and every eventfd is made once, at start; the segments are taken back from
-//! systemd's fd store or from the files of the last start where there are any (`store`), so
-//! that a restarted serve hands a restarted QEMU the same memory. Each VM device
+//! Every segment and every eventfd is made once, at start or when a reload adds its worker
+//! (`reload`: `SIGHUP`, which the binary turns into a readable fd); the segments are taken
+//! back from systemd's fd store or from the files of the last start where there are any
+//! (`store`), so that a restarted serve hands a restarted QEMU the same memory. Each VM device
 //! listens on a unix socket of its own (`devices`); a QEMU that connects there receives that
 //! device's complete setup stream at once (protocol version, its peer id, the segment, its
 //! peer's eventfds, its own), the same ids and eventfds on every connection, so a QEMU that
@@ -18,7 +19,7 @@
 //! sockets are removed and serve exits 0; the eventfds go with the process, and so do the
 //! segments that are memfds not in systemd's fd store.
 
-use std::fs::File;
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
@@ -34,7 +35,7 @@ use super::devices::DeviceSpec;
 use super::owner::{self, Ids};
 use super::runtime_dir::RuntimeDir;
 use super::store::{self, Places, Segment, Stored};
-use super::topology_file::TopologyFile;
+use super::topology_file::{TopologyFile, Worker};
 use crate::protocol::{buffer_for, send_message, setup_messages, Message, PeerVectors};
 
 /// Clients one device serves at once: a restarting QEMU overlaps its predecessor briefly;
@@ -60,36 +61,44 @@ impl Default for Options {
     }
 }
 
-/// The segments and eventfds of every channel, made once.
-struct Channels {
-    segments: Vec<File>,
-    /// Per worker: the eventfds that interrupt the manager's device, and the worker's.
-    manager_side: Vec<PeerVectors>,
-    worker_side: Vec<PeerVectors>,
+/// One worker's channel: its segment and eventfds, made once (or when a reload adds it).
+struct Channel {
+    segment: Segment,
+    /// The eventfds that interrupt the manager's device, and the worker's.
+    manager_side: PeerVectors,
+    worker_side: PeerVectors,
 }
 
-impl Channels {
-    /// The channels of `t` over its workers' `segments`, with new eventfds.
-    fn new(t: &TopologyFile, segments: Vec<Segment>) -> Result<Self> {
-        let mut c = Channels {
-            segments: segments.into_iter().map(|s| s.file).collect(),
-            manager_side: Vec::new(),
-            worker_side: Vec::new(),
-        };
-        for (i, w) in t.workers.iter().enumerate() {
-            c.manager_side.push(PeerVectors::new(0, w.vectors)?);
-            c.worker_side
-                .push(PeerVectors::new(i as u16 + 1, w.vectors)?);
-        }
-        Ok(c)
+impl Channel {
+    fn new(w: &Worker, segment: Segment) -> Result<Self> {
+        Ok(Channel {
+            segment,
+            manager_side: PeerVectors::new(0, w.vectors)?,
+            worker_side: PeerVectors::new(w.id, w.vectors)?,
+        })
     }
 
-    /// The setup stream of device `d`.
+    /// The setup stream of device `d`, one of this channel's two.
     fn stream(&self, d: &DeviceSpec) -> Result<Vec<Message<'_>>> {
-        let (m, w) = (&self.manager_side[d.worker], &self.worker_side[d.worker]);
+        let (m, w) = (&self.manager_side, &self.worker_side);
         let (own, peer) = if d.own_id == 0 { (m, w) } else { (w, m) };
-        setup_messages(own, self.segments[d.worker].as_fd(), &[peer])
+        setup_messages(own, self.segment.file.as_fd(), &[peer])
     }
+}
+
+/// The worker at the other end of device `d`'s channel.
+fn worker_of(d: &DeviceSpec) -> &str {
+    if d.own_id == 0 {
+        &d.peer
+    } else {
+        &d.vm
+    }
+}
+
+/// One device served: what it is, and the socket it listens on.
+struct Served {
+    spec: DeviceSpec,
+    listener: OwnedFd,
 }
 
 /// Where serve keeps its segments across restarts (`store`).
@@ -127,12 +136,16 @@ struct Client {
 /// The served topology.
 pub struct Server {
     topo: TopologyFile,
-    devices: Vec<DeviceSpec>,
-    channels: Channels,
-    listeners: Vec<OwnedFd>,
+    /// By worker name.
+    channels: BTreeMap<String, Channel>,
+    /// In the topology's device order; a device is here once its socket is bound.
+    devices: Vec<Served>,
     clients: Vec<Client>,
     options: Options,
     log: Box<dyn FnMut(String) + Send>,
+    ids: Ids,
+    places: Places,
+    notify: Option<String>,
     _dir: RuntimeDir,
 }
 
@@ -156,65 +169,45 @@ impl Server {
     ) -> Result<Self> {
         let ids = owner::resolve(&topo)?;
         let dir = RuntimeDir::lock(&topo.runtime_dir, &topo.name, ids)?;
-        let devices = topo.devices();
         let segments = store::open_segments(&topo, &keeping.places, &mut keeping.stored)?;
+        let notify = keeping.notify.take();
         for (seg, w) in segments.iter().zip(&topo.workers) {
-            let mut line = format!(
-                "segment {}: {} MiB of {} pages, {}",
-                seg.name,
-                w.segment_size >> 20,
-                w.page_size,
-                seg.origin
-            );
-            if let Some(target) = &keeping.notify {
-                if seg.origin != store::Origin::FdStore {
-                    store::keep_in_fdstore(target, seg)?;
-                    line += &format!("; put in systemd's fd store as {}", seg.name);
-                }
-            }
-            log(line);
+            log(segment_line(seg, w, notify.as_deref())?);
         }
         for name in std::mem::take(&mut keeping.stored.fds).into_keys() {
             let mut line =
                 format!("systemd's fd store held {name:?}, no segment of this topology: dropped");
-            if let Some(target) = &keeping.notify {
+            if let Some(target) = &notify {
                 if super::notify::unstore(target, &name).is_ok() {
                     line += " and removed from the store";
                 }
             }
             log(line);
         }
-        let channels = Channels::new(&topo, segments)?;
+        let mut channels = BTreeMap::new();
+        for (seg, w) in segments.into_iter().zip(&topo.workers) {
+            channels.insert(w.name.clone(), Channel::new(w, seg)?);
+        }
         let mut server = Server {
             topo,
-            devices,
             channels,
-            listeners: Vec::new(),
+            devices: Vec::new(),
             clients: Vec::new(),
             options,
-            log: Box::new(|_| {}),
+            log,
+            ids,
+            places: keeping.places,
+            notify,
             _dir: dir,
         };
-        for d in &server.devices {
-            // Holding the lock, whatever socket is there was left by a serve that died.
-            match std::fs::symlink_metadata(&d.socket) {
-                Ok(m) if m.file_type().is_socket() => {
-                    std::fs::remove_file(&d.socket)
-                        .with_context(|| format!("removing {}", d.socket.display()))?;
-                    log(format!("removed stale socket {}", d.socket.display()));
-                }
-                Ok(_) => bail!(
-                    "{} exists and is not a socket: refusing to replace it",
-                    d.socket.display()
-                ),
-                Err(_) => {}
-            }
+        let specs = server.topo.devices();
+        for d in &specs {
+            remove_stale(&d.socket, &mut server.log)?;
         }
-        server.log = log;
         // Pushed one by one: a failure on the way removes the sockets bound so far (Drop).
-        for i in 0..server.devices.len() {
-            let l = listener(&server.devices[i].socket, ids)?;
-            server.listeners.push(l);
+        for spec in specs {
+            let listener = listener(&spec.socket, ids)?;
+            server.devices.push(Served { spec, listener });
         }
         let t = &server.topo;
         let line = format!(
@@ -230,6 +223,17 @@ impl Server {
 
     /// Serves until `stop` becomes readable.
     pub fn run(&mut self, stop: &impl AsFd) -> Result<()> {
+        self.run_reloading(stop, None)
+    }
+
+    /// Serves until `stop` becomes readable; each time `reload`'s fd becomes readable (the
+    /// binary makes it so on `SIGHUP`), reads what is there and reloads its topology file
+    /// ([`Server::reload_file`]).
+    pub fn run_reloading(
+        &mut self,
+        stop: &impl AsFd,
+        reload: Option<(BorrowedFd<'_>, &Path)>,
+    ) -> Result<()> {
         loop {
             let now = Instant::now();
             // Clients that did not take their stream in time.
@@ -261,8 +265,12 @@ impl Server {
                 }
             });
             let mut fds = vec![PollFd::new(stop, PollFlags::IN)];
-            for l in &self.listeners {
-                fds.push(PollFd::new(l, PollFlags::IN));
+            if let Some((hup, _)) = &reload {
+                fds.push(PollFd::new(hup, PollFlags::IN));
+            }
+            let first = fds.len();
+            for d in &self.devices {
+                fds.push(PollFd::new(&d.listener, PollFlags::IN));
             }
             for c in &self.clients {
                 let mut flags = PollFlags::IN;
@@ -281,10 +289,10 @@ impl Server {
             if !ready[0].is_empty() {
                 return Ok(());
             }
-            let nl = self.listeners.len();
+            let nl = self.devices.len();
             // Clients first, last to first so that indices stay valid; then new ones.
             for i in (0..self.clients.len()).rev() {
-                let r = ready[1 + nl + i];
+                let r = ready[first + nl + i];
                 if r.intersects(PollFlags::IN | PollFlags::HUP | PollFlags::ERR) {
                     self.read_client(i);
                 } else if r.contains(PollFlags::OUT) {
@@ -292,8 +300,16 @@ impl Server {
                 }
             }
             for d in 0..nl {
-                if !ready[1 + d].is_empty() {
+                if !ready[first + d].is_empty() {
                     self.accept(d);
+                }
+            }
+            // Last: a reload changes the devices the indices above refer to.
+            if let Some((hup, path)) = &reload {
+                if first == 2 && !ready[1].is_empty() {
+                    // What the signal wrote; a pipe read takes what is there and no more.
+                    let _ = rustix::io::read(hup, &mut [0u8; 64]);
+                    self.reload_file(path);
                 }
             }
         }
@@ -302,7 +318,7 @@ impl Server {
     fn accept(&mut self, device: usize) {
         loop {
             let fd = match accept_with(
-                &self.listeners[device],
+                &self.devices[device].listener,
                 SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             ) {
                 Ok(fd) => fd,
@@ -327,7 +343,7 @@ impl Server {
                 (self.log)(line);
                 continue;
             }
-            let total = match self.channels.stream(&self.devices[device]) {
+            let total = match self.stream(device) {
                 Ok(m) => m.len(),
                 Err(e) => {
                     let line = format!("{}: {who}: no stream: {e:#}", self.name(device));
@@ -360,8 +376,8 @@ impl Server {
     /// Sends what the client's socket takes of the rest of its stream.
     fn pump(&mut self, i: usize) {
         let c = &self.clients[i];
-        let d = &self.devices[c.device];
-        let msgs = match self.channels.stream(d) {
+        let d = &self.devices[c.device].spec;
+        let msgs = match self.stream(c.device) {
             Ok(m) => m,
             Err(e) => {
                 let why = format!("no stream: {e:#}");
@@ -429,17 +445,68 @@ impl Server {
 
     /// How log lines name device `d`.
     fn name(&self, d: usize) -> String {
-        let d = &self.devices[d];
+        let d = &self.devices[d].spec;
         format!("{}.{}", d.vm, d.peer)
+    }
+
+    /// The setup stream of device `d`.
+    fn stream(&self, d: usize) -> Result<Vec<Message<'_>>> {
+        let spec = &self.devices[d].spec;
+        let ch = self
+            .channels
+            .get(worker_of(spec))
+            .with_context(|| format!("no channel of worker {}", worker_of(spec)))?;
+        ch.stream(spec)
+    }
+
+    /// The topology served now.
+    pub fn topology(&self) -> &TopologyFile {
+        &self.topo
     }
 }
 
 impl Drop for Server {
     /// The sockets go; the segments and eventfds go with their last fd.
     fn drop(&mut self) {
-        for d in self.devices.iter().take(self.listeners.len()) {
-            let _ = std::fs::remove_file(&d.socket);
+        for d in &self.devices {
+            let _ = std::fs::remove_file(&d.spec.socket);
         }
+    }
+}
+
+/// The log line of a worker's segment; puts it in systemd's fd store first if systemd runs
+/// serve (`notify`) and it did not come from there.
+fn segment_line(seg: &Segment, w: &Worker, notify: Option<&str>) -> Result<String> {
+    let mut line = format!(
+        "segment {}: {} MiB of {} pages, {}",
+        seg.name,
+        w.segment_size >> 20,
+        w.page_size,
+        seg.origin
+    );
+    if let Some(target) = notify {
+        if seg.origin != store::Origin::FdStore {
+            store::keep_in_fdstore(target, seg)?;
+            line += &format!("; put in systemd's fd store as {}", seg.name);
+        }
+    }
+    Ok(line)
+}
+
+/// Removes the socket a serve that died left at `path` (holding the lock, whatever socket is
+/// there is such); anything else there is an error.
+fn remove_stale(path: &Path, log: &mut Box<dyn FnMut(String) + Send>) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+            log(format!("removed stale socket {}", path.display()));
+            Ok(())
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket: refusing to replace it",
+            path.display()
+        ),
+        Err(_) => Ok(()),
     }
 }
 
@@ -469,9 +536,9 @@ fn listener(path: &Path, ids: Ids) -> Result<OwnedFd> {
 }
 
 /// `sivshm-host serve TOPOLOGY`: serves until `stop` becomes readable (the binary makes it
-/// readable on `SIGTERM` or `SIGINT`; the library installs no signal handler), then removes
-/// the sockets.
-pub fn main(path: &Path, stop: BorrowedFd<'_>) -> Result<()> {
+/// readable on `SIGTERM` or `SIGINT`; the library installs no signal handler), reloading the
+/// file each time `reload` becomes readable (on `SIGHUP`), then removes the sockets.
+pub fn main(path: &Path, stop: BorrowedFd<'_>, reload: BorrowedFd<'_>) -> Result<()> {
     // Taken first, so that the fds systemd passed are ours whatever else fails.
     let stored = Stored::take_from_env()?;
     let topo = TopologyFile::load(path)?;
@@ -487,11 +554,13 @@ pub fn main(path: &Path, stop: BorrowedFd<'_>) -> Result<()> {
         keeping,
     )?;
     super::notify::ready()?;
-    let result = server.run(&stop);
+    let result = server.run_reloading(&stop, Some((reload, path)));
     drop(server);
     eprintln!("serve: stopped; sockets removed");
     result
 }
+
+mod reload;
 
 #[cfg(test)]
 mod tests;

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::topology_file::TopologyFile;
+use super::topology_file::{TopologyFile, Worker};
 use crate::segments::{self, PageSize};
 
 /// Where serve's huge page pools are described.
@@ -199,6 +199,41 @@ fn file_dir(
                 if page == PageSize::Huge2M { "" } else { "-1G" }
             )),
         }
+    }
+}
+
+/// Where worker `w`'s segment is kept as a file, if it can be (not whether it is).
+pub fn segment_file(t: &TopologyFile, places: &Places, w: &Worker) -> Option<PathBuf> {
+    file_dir(t, places, w.page_size)
+        .ok()
+        .map(|d| d.join(format!("{}.seg", w.name)))
+}
+
+/// Lets go of the segment of worker `w`, removed from topology `t`: its file goes (the memory
+/// stays as long as a QEMU maps it), and so does its fd in systemd's fd store (`notify`).
+/// Says what it did, for the log.
+pub fn retire(t: &TopologyFile, places: &Places, w: &Worker, notify: Option<&str>) -> String {
+    let mut done = Vec::new();
+    if let Some(p) = segment_file(t, places, w) {
+        match std::fs::remove_file(&p) {
+            Ok(()) => done.push(format!("removed {}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => done.push(format!("could not remove {} ({e})", p.display())),
+        }
+    }
+    if let Some(target) = notify {
+        let name = segment_name(&t.name, &w.name);
+        match super::notify::unstore(target, &name) {
+            Ok(()) => done.push(format!("taken out of systemd's fd store ({name})")),
+            Err(e) => done.push(format!(
+                "could not take {name} out of systemd's fd store ({e:#})"
+            )),
+        }
+    }
+    if done.is_empty() {
+        "a memfd, freed once no QEMU holds it".into()
+    } else {
+        format!("{}; freed once no QEMU holds it", done.join(", "))
     }
 }
 

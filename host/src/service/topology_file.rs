@@ -11,13 +11,21 @@
 //!
 //! [manager]
 //! name = "manager"
+//! qmp = "/run/sivshm/lab/manager.qmp"  # optional: the manager QEMU's QMP socket (hotplug)
 //!
 //! [[worker]]
 //! name = "w0"
 //! segment_mib = 4                  # a power of two
 //! vectors = 2                      # optional, 1 to 64, default 1
 //! hugepages = "1G"                 # optional: this worker's pages ("4K": none)
+//! id = 1                           # optional: its peer id, 1 to MAX_WORKERS
 //! ```
+//!
+//! A worker's peer id fixes its channel's place: the manager's device for worker id *n*
+//! sits at `pci::manager_slot(n - 1)`. Workers without an `id` take, in file order, the
+//! lowest ids no other worker has, which is the file position plus one when no worker has
+//! one; a reload that removes a worker keeps the others' places only if they keep their ids,
+//! so such a file gives them explicitly (`serve` says which).
 //!
 //! Everything is checked on load, and every error names the file, the line and the problem.
 
@@ -57,6 +65,8 @@ pub struct TopologyFile {
     /// Group of the sockets, as written, with its line.
     pub group: Option<Owner>,
     pub manager: String,
+    /// The manager QEMU's QMP socket, for `sivshm-host hotplug`.
+    pub manager_qmp: Option<PathBuf>,
     pub workers: Vec<Worker>,
 }
 
@@ -77,6 +87,15 @@ pub struct Worker {
     pub vectors: u16,
     /// The pages of the segment: the worker's `hugepages`, else the file's, else base pages.
     pub page_size: PageSize,
+    /// Its peer id (1 to [`MAX_WORKERS`]); the manager is peer 0.
+    pub id: u16,
+}
+
+impl Worker {
+    /// The index of its channel in the manager's PCI plan (`pci::manager_slot`).
+    pub fn index(&self) -> usize {
+        usize::from(self.id) - 1
+    }
 }
 
 #[derive(Deserialize)]
@@ -96,6 +115,7 @@ struct RawFile {
 #[serde(deny_unknown_fields)]
 struct RawManager {
     name: Spanned<String>,
+    qmp: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -105,6 +125,7 @@ struct RawWorker {
     segment_mib: Spanned<u64>,
     vectors: Option<Spanned<u16>>,
     hugepages: Option<Spanned<String>>,
+    id: Option<Spanned<u64>>,
 }
 
 /// The 1-based line of byte `offset` of `text`.
@@ -223,7 +244,37 @@ impl TopologyFile {
                 segment_size,
                 vectors,
                 page_size,
+                id: 0,
             });
+        }
+        // Explicit ids first, each at most once; then the others, lowest free first.
+        let mut taken: Vec<Option<usize>> = vec![None; MAX_WORKERS + 1];
+        for (i, w) in raw.worker.iter().enumerate() {
+            let Some(id) = &w.get_ref().id else { continue };
+            let n = *id.get_ref();
+            if n == 0 || n > MAX_WORKERS as u64 {
+                return Err(at(
+                    id.span().start,
+                    format!("id = {n} is not from 1 to {MAX_WORKERS} (the manager is peer 0)"),
+                ));
+            }
+            if let Some(other) = taken[n as usize] {
+                return Err(at(
+                    id.span().start,
+                    format!(
+                        "id = {n} is worker {:?}'s too (line {})",
+                        workers[other].name,
+                        line_of(text, raw.worker[other].span().start)
+                    ),
+                ));
+            }
+            taken[n as usize] = Some(i);
+            workers[i].id = n as u16;
+        }
+        let mut free = (1..=MAX_WORKERS).filter(|&n| taken[n].is_none());
+        for w in workers.iter_mut().filter(|w| w.id == 0) {
+            // At most MAX_WORKERS workers, so an id is left for each.
+            w.id = free.next().expect("at most MAX_WORKERS workers") as u16;
         }
 
         let (runtime_dir, dir_at) = match &raw.runtime_dir {
@@ -256,12 +307,29 @@ impl TopologyFile {
                 line: line_of(text, o.span().start),
             }))
         };
+        let manager_qmp = match &raw.manager.get_ref().qmp {
+            Some(q) => {
+                let p = PathBuf::from(q.get_ref());
+                if !p.is_absolute() || p.as_os_str().len() > MAX_SOCKET_PATH {
+                    return Err(at(
+                        q.span().start,
+                        format!(
+                            "qmp {:?} is not an absolute path of at most {MAX_SOCKET_PATH} bytes",
+                            q.get_ref()
+                        ),
+                    ));
+                }
+                Some(p)
+            }
+            None => None,
+        };
         let file = TopologyFile {
             user: owner(&raw.user, "user")?,
             group: owner(&raw.group, "group")?,
             name,
             runtime_dir,
             manager,
+            manager_qmp,
             workers,
         };
         // Every socket path must fit a sockaddr_un.
@@ -279,6 +347,11 @@ impl TopologyFile {
             }
         }
         Ok(file)
+    }
+
+    /// The worker named `name`.
+    pub fn worker(&self, name: &str) -> Option<&Worker> {
+        self.workers.iter().find(|w| w.name == name)
     }
 
     /// Every VM's name, the manager first.

@@ -46,12 +46,14 @@ fn a_good_file_is_read_with_defaults() {
                 segment_size: 4 << 20,
                 vectors: 2,
                 page_size: PageSize::Base,
+                id: 1,
             },
             Worker {
                 name: "w1".into(),
                 segment_size: 1 << 20,
                 vectors: 1,
                 page_size: PageSize::Base,
+                id: 2,
             }
         ]
     );
@@ -224,4 +226,55 @@ fn load_names_the_file() {
         TopologyFile::load(&dir.path().join("none")).unwrap_err()
     );
     assert!(e.contains("cannot read the topology file"), "{e}");
+}
+
+#[test]
+fn ids_are_file_order_unless_given_and_given_ones_are_kept() {
+    let t = TopologyFile::parse(GOOD).unwrap();
+    assert_eq!((t.workers[0].id, t.workers[1].id), (1, 2));
+    // w0 removed, w1 keeps id 2; a new worker takes the lowest free id, 1.
+    let text = "name = \"t\"\n[manager]\nname = \"m\"\n\
+                [[worker]]\nname = \"w1\"\nsegment_mib = 1\nid = 2\n\
+                [[worker]]\nname = \"w2\"\nsegment_mib = 1\n\
+                [[worker]]\nname = \"w3\"\nsegment_mib = 1\n";
+    let t = TopologyFile::parse(text).unwrap();
+    let ids: Vec<u16> = t.workers.iter().map(|w| w.id).collect();
+    assert_eq!(ids, [2, 1, 3]);
+    let m = t.devices_of("m");
+    assert_eq!(
+        m.iter()
+            .map(|d| (d.peer.as_str(), d.bdf()))
+            .collect::<Vec<_>>(),
+        [
+            ("w2", "0000:00:04.0".to_string()),
+            ("w1", "0000:00:05.0".into()),
+            ("w3", "0000:00:06.0".into())
+        ]
+    );
+    assert_eq!(t.devices_of("w1")[0].own_id, 2);
+    assert_eq!(t.worker("w3").unwrap().index(), 2);
+    let twice = text.replace("name = \"w3\"\n", "name = \"w3\"\nid = 2\n");
+    assert_eq!(
+        err(&twice),
+        "line 13: id = 2 is worker \"w1\"'s too (line 4)"
+    );
+    let zero = text.replace("id = 2", "id = 0");
+    assert_eq!(
+        err(&zero),
+        "line 7: id = 0 is not from 1 to 148 (the manager is peer 0)"
+    );
+}
+
+#[test]
+fn the_manager_may_name_its_qmp_socket() {
+    let t = TopologyFile::parse(GOOD).unwrap();
+    assert_eq!(t.manager_qmp, None);
+    let with = GOOD.replace("name = \"mgr\"\n", "name = \"mgr\"\nqmp = \"/run/m.qmp\"\n");
+    let t = TopologyFile::parse(&with).unwrap();
+    assert_eq!(t.manager_qmp.as_deref(), Some(Path::new("/run/m.qmp")));
+    let rel = GOOD.replace("name = \"mgr\"\n", "name = \"mgr\"\nqmp = \"m.qmp\"\n");
+    assert_eq!(
+        err(&rel),
+        "line 8: qmp \"m.qmp\" is not an absolute path of at most 107 bytes"
+    );
 }

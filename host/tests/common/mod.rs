@@ -33,8 +33,13 @@ pub fn topology_of(dir: &Path, n: usize) -> String {
     t
 }
 
+/// A worker's lines in a topology file.
+pub fn worker(name: &str, mib: u64, more: &str) -> String {
+    format!("[[worker]]\nname = \"{name}\"\nsegment_mib = {mib}\n{more}")
+}
+
 /// Topology `it` with its sockets in `dir/run`, and its manager `mgr`.
-fn header(dir: &Path) -> String {
+pub fn header(dir: &Path) -> String {
     format!(
         "name = \"it\"\nruntime_dir = \"{}\"\nuser = \"{}\"\ngroup = \"{}\"\n\
          [manager]\nname = \"mgr\"\n",
@@ -97,8 +102,13 @@ impl Serve {
     }
 
     pub fn wait_for_log(&mut self, what: &str) {
+        self.wait_for_logged(what, 1);
+    }
+
+    /// Until serve's log has `what` in `n` lines.
+    pub fn wait_for_logged(&mut self, what: &str, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.log().contains(what) {
+        while self.log().lines().filter(|l| l.contains(what)).count() < n {
             if let Some(st) = self.child.try_wait().unwrap() {
                 panic!(
                     "serve exited ({st}) before logging {what:?}:\n{}",
@@ -112,6 +122,21 @@ impl Serve {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Writes `text` as the topology file and reloads it (`SIGHUP`); serve's log line about
+    /// it, the `n`th reload.
+    pub fn reload(&mut self, text: &str, n: usize) -> String {
+        fs::write(self.dir.join("it.toml"), text).unwrap();
+        self.signal(Signal::HUP);
+        self.wait_for_logged("serve: reload", n);
+        self.check_alive();
+        self.log()
+            .lines()
+            .filter(|l| l.starts_with("serve: reload"))
+            .nth(n - 1)
+            .unwrap()
+            .to_string()
     }
 
     pub fn signal(&self, sig: Signal) {

@@ -11,9 +11,10 @@ use sivshm_host::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use sivshm_host::segments;
 
 use super::{CaseResult, Ran, Suite};
-use crate::hotplug::{HotDevice, Monitor, SetupSocket};
+use crate::hotplug::{chardev_id, SetupSocket};
 use crate::pair::channel;
 use crate::qemu::{Device, Running, Vm};
+use sivshm_host::hotplug::{HotDevice, Monitor};
 
 /// The hot-plugged worker's index: its channel sits behind the manager's first bridge.
 const HOT_INDEX: usize = 24;
@@ -46,8 +47,10 @@ pub(super) fn plan(churn: u32) -> Result<HotplugPlan> {
     )?;
     let cold_bdf = ch.a.bdf();
     let slot = manager_slot(HOT_INDEX)?;
+    let name = format!("worker{HOT_INDEX}");
     let hot = HotDevice {
-        name: format!("worker{HOT_INDEX}"),
+        chardev: chardev_id(&name),
+        id: name,
         socket: dir.path().join("hot.sock"),
         slot,
         vectors: 1,
@@ -174,7 +177,7 @@ pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
                         .map(|()| adds += 1)
                 }
                 "del" => m
-                    .remove(&p.hot.name, Duration::from_secs(60))
+                    .remove(&p.hot.id, &p.hot.chardev, Duration::from_secs(60))
                     .map(|()| removes += 1),
                 _ => Err(anyhow::anyhow!("unknown request {line:?}")),
             };
@@ -237,21 +240,26 @@ fn bad_input(m: &mut Monitor, p: &HotplugPlan) -> Result<Vec<CaseResult>> {
     check(
         "adding a worker whose name exists is refused, nothing changed",
         r,
-        "already has a worker channel",
+        "already has a device",
         m,
     )?;
-    let r = m.remove("worker-nobody", Duration::from_secs(5));
+    let r = m.remove(
+        "worker-nobody",
+        &chardev_id("worker-nobody"),
+        Duration::from_secs(5),
+    );
     check(
         "removing a worker that does not exist is refused, nothing changed",
         r,
-        "no worker channel named",
+        "has no device",
         m,
     )?;
     // A new name on the slot the hot channel holds: QEMU refuses the device, and the chardev
     // added for it is removed again.
     let mut other = SetupSocket::bind(&p.dir.path().join("clash.sock"))?;
     let clash = HotDevice {
-        name: "clash".into(),
+        id: "clash".into(),
+        chardev: chardev_id("clash"),
         socket: other.path().to_path_buf(),
         ..p.hot.clone()
     };

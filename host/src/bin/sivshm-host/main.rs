@@ -1,12 +1,12 @@
 //! `sivshm-host`: what users install and the systemd unit runs. It checks a topology file,
 //! serves it to the user's own VMs, and prints the QEMU arguments or libvirt elements that
-//! connect a VM to it. Only parses the command line (defined in `sivshm_host::cli`) and
+//! connect a VM to it, and plugs a new worker's channel into the running manager. Only parses the command line (defined in `sivshm_host::cli`) and
 //! dispatches to the library (`sivshm_host`); the test guests and benchmarks are the lab's
 //! (`sivshm-lab`).
 
 use anyhow::Result;
 use clap::Parser;
-use sivshm_host::cli::{Cli, Cmd};
+use sivshm_host::cli::{Cli, Cmd, HotplugAction};
 use sivshm_host::service;
 
 fn main() -> Result<()> {
@@ -14,8 +14,28 @@ fn main() -> Result<()> {
         Cmd::CheckTopology { topology } => print_lines(service::cli::check(&topology)?),
         Cmd::Serve { topology } => {
             // The handlers stay until serve has removed its sockets.
-            let stop = sivshm_host::stop::StopPipe::new()?;
-            service::serve::main(&topology, stop.fd())
+            let stop = sivshm_host::stop::SignalPipe::new()?;
+            let reload = sivshm_host::stop::SignalPipe::reload()?;
+            service::serve::main(&topology, stop.fd(), reload.fd())
+        }
+        Cmd::Hotplug {
+            action,
+            topology,
+            worker,
+            qmp,
+            timeout_s,
+        } => {
+            let qmp = qmp.as_deref();
+            let done = match action {
+                HotplugAction::Add => service::hotplug::add(&topology, &worker, qmp)?,
+                HotplugAction::Remove => service::hotplug::remove(
+                    &topology,
+                    &worker,
+                    qmp,
+                    std::time::Duration::from_secs(timeout_s),
+                )?,
+            };
+            print_lines(vec![done])
         }
         Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
         Cmd::LibvirtXml { topology, vm } => print_lines(service::cli::libvirt_xml(&topology, &vm)?),

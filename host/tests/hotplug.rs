@@ -1,0 +1,213 @@
+//! `sivshm-host hotplug`: a worker added by a reload of `serve` plugged into a running
+//! manager QEMU over its QMP socket, and the faults around it. The manager is a real QEMU
+//! started from what `qemu-args` prints, held paused (`-S`: no guest is needed to realise a
+//! device, and none runs); that a guest then uses the device is `scripts/check-own-vms.sh`'s.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{header, worker, Serve};
+use sivshm_host::hotplug::Monitor;
+
+/// A QEMU killed when dropped.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The manager `mgr` of the file at `file`, as a user starts it with `qemu-args`, paused.
+fn manager(file: &Path, log: &Path) -> Qemu {
+    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .args(["qemu-args"])
+        .arg(file)
+        .arg("mgr")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let args = String::from_utf8(out.stdout).unwrap();
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-M", "pc", "-accel", "tcg", "-m", "64", "-S", "-nodefaults"])
+        .args(["-no-user-config", "-display", "none"])
+        .args(args.split_whitespace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("qemu-system-x86_64 cannot run ({e}): scripts/setup.sh"));
+    Qemu(child)
+}
+
+/// A QMP connection once QEMU listens.
+fn monitor(qmp: &Path, qemu: &mut Qemu, log: &Path) -> Monitor {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(m) = Monitor::connect(qmp) {
+            return m;
+        }
+        if let Some(st) = qemu.0.try_wait().unwrap() {
+            panic!(
+                "QEMU exited ({st}): {}",
+                std::fs::read_to_string(log).unwrap()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "QEMU's QMP socket never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// QEMU's devices and chardevs with an id. (QEMU serves one QMP client at a time: the test's
+/// connects, looks and goes.)
+fn state(qmp: &Path, q: &mut Qemu, log: &Path) -> (Vec<String>, Vec<String>) {
+    let mut m = monitor(qmp, q, log);
+    (m.devices().unwrap(), m.chardevs().unwrap())
+}
+
+/// `sivshm-host hotplug ACTION FILE --worker W [MORE]`: (success, stdout, stderr).
+fn hotplug(action: &str, file: &Path, w: &str, more: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
+        .args(["hotplug", action])
+        .arg(file)
+        .args(["--worker", w])
+        .args(more)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn refused(r: (bool, String, String), want: &str) {
+    assert!(!r.0, "not refused: {}", r.1);
+    assert!(
+        r.2.contains(want) && r.2.contains("nothing was changed"),
+        "{want:?} not in: {}",
+        r.2
+    );
+}
+
+#[test]
+fn a_worker_added_by_a_reload_is_plugged_into_the_running_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let qmp: PathBuf = d.join("mgr.qmp");
+    let head = header(d).replace(
+        "name = \"mgr\"\n",
+        &format!("name = \"mgr\"\nqmp = \"{}\"\n", qmp.display()),
+    );
+    let one = format!("{head}{}", worker("w0", 1, ""));
+    let mut s = Serve::start_with(d, &one);
+    let file = d.join("it.toml");
+    let qlog = d.join("qemu.log");
+    let mut q = manager(&file, &qlog);
+    let qemu_pid = q.0.id();
+    let booted = state(&qmp, &mut q, &qlog);
+    s.wait_for_log("serve: mgr.w0: pid");
+    assert!(booted.0.contains(&"sivshm-w0".to_string()), "{booted:?}");
+
+    // Not in the file yet; in the file but serve not reloaded.
+    refused(
+        hotplug("add", &file, "w1", &[]),
+        "topology it has no worker \"w1\" (its workers: w0)",
+    );
+    let two = format!("{one}{}", worker("w1", 2, "vectors = 2\n"));
+    std::fs::write(&file, &two).unwrap();
+    refused(
+        hotplug("add", &file, "w1", &[]),
+        &format!(
+            "serve has no socket {} for worker \"w1\": start serve, or reload it",
+            s.socket("mgr.w1").display()
+        ),
+    );
+    assert_eq!(state(&qmp, &mut q, &qlog), booted);
+
+    // Reloaded: plugged, and QEMU got its setup from serve on the manager's socket for w1.
+    let line = s.reload(&two, 1);
+    assert!(line.contains("added w1, removed none"), "{line}");
+    let (ok, out, err) = hotplug("add", &file, "w1", &[]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "worker w1's channel plugged into manager mgr: device sivshm-w1 at 0000:00:05.0 \
+         (worker peer id 2)"
+    );
+    s.wait_for_log(&format!("serve: mgr.w1: pid {qemu_pid} uid"));
+    assert!(s
+        .log()
+        .contains("(peer id 0, peer w1 id 2, 2 vector(s), 2 MiB, 7 messages)"));
+    let plugged = state(&qmp, &mut q, &qlog);
+    assert!(plugged.0.contains(&"sivshm-w1".to_string()), "{plugged:?}");
+    assert!(plugged.1.contains(&"sivshm-w1".to_string()), "{plugged:?}");
+
+    // Faults: each refused, nothing changed in QEMU or serve.
+    refused(
+        hotplug("add", &file, "w1", &[]),
+        "the manager already has a device \"sivshm-w1\"",
+    );
+    refused(
+        hotplug("add", &file, "w0", &[]),
+        "the manager already has a device \"sivshm-w0\"",
+    );
+    let gone = d.join("nobody.qmp");
+    let r = hotplug("add", &file, "w1", &["--qmp", gone.to_str().unwrap()]);
+    assert!(
+        !r.0 && r
+            .2
+            .contains("the manager is not running: nothing answers on its QMP socket"),
+        "{}",
+        r.2
+    );
+    // A QMP socket another client holds: a clear error, not a hang.
+    let holder = monitor(&qmp, &mut q, &qlog);
+    let r = hotplug("add", &file, "w1", &[]);
+    drop(holder);
+    assert!(
+        !r.0 && r.2.contains("another client holds its QMP socket"),
+        "{}",
+        r.2
+    );
+    // w2 in the file and served, never plugged; w3 behind a bridge the manager lacks.
+    let four = format!(
+        "{two}{}{}",
+        worker("w2", 1, ""),
+        worker("w3", 1, "id = 60\n")
+    );
+    let line = s.reload(&four, 2);
+    assert!(line.contains("added w2, w3"), "{line}");
+    refused(
+        hotplug("remove", &file, "w2", &[]),
+        "the manager has no device \"sivshm-w2\"",
+    );
+    refused(
+        hotplug("add", &file, "w3", &[]),
+        "the manager has no PCI bridge \"sivshm-bridge.1\" for the device at 0x5 behind bridge 1",
+    );
+    assert_eq!(state(&qmp, &mut q, &qlog), plugged);
+    // The manager's QEMU holds w1's channel: a reload without w1 is refused (w2 keeps
+    // its id).
+    let line = s.reload(
+        &format!(
+            "{one}{}{}",
+            worker("w2", 1, "id = 3\n"),
+            worker("w3", 1, "id = 60\n")
+        ),
+        3,
+    );
+    assert!(
+        line.contains("worker \"w1\" is removed from the file, but QEMUs are still connected to its devices: mgr.w1 (pid"),
+        "{line}"
+    );
+    s.check_alive();
+    assert!(s.socket("mgr.w1").exists());
+}
