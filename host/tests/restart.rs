@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use common::{connect, topology, FakeSystemd, Serve};
+use common::{connect, same_eventfd, topology, FakeSystemd, Serve};
 use rustix::process::Signal;
 
 /// serve of `file` started as systemd starts a unit with an fd store: `fds` at 3, 4, ...,
@@ -87,11 +87,25 @@ fn a_serve_started_with_the_fd_store_reuses_its_segments() {
         .unwrap();
     let stored = systemd.until_ready();
     let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["it-w0", "it-w1"]);
+    assert_eq!(
+        names,
+        [
+            "it-w0",
+            "it-w1",
+            "it-w0.manager.0",
+            "it-w0.manager.1",
+            "it-w0.worker.0",
+            "it-w0.worker.1",
+            "it-w1.manager.0",
+            "it-w1.worker.0",
+        ]
+    );
     let run = dir.path().join("run");
     let w0 = connect(&run.join("w0.mgr.sock"), 2);
     rustix::io::pwrite(&w0.shm, b"kept by systemd", 8192).unwrap();
     drop(w0);
+    // The manager's QEMU, which runs on across the restart with the eventfds it was given.
+    let running_mgr = connect(&run.join("mgr.w0.sock"), 2);
     rustix::process::kill_process(
         rustix::process::Pid::from_raw(first.id() as i32).unwrap(),
         Signal::TERM,
@@ -133,9 +147,23 @@ fn a_serve_started_with_the_fd_store_reuses_its_segments() {
     assert!(
         text.contains("segment it-w0: 2 MiB of 4K pages, taken back from systemd's fd store")
             && text
-                .contains("segment it-w1: 1 MiB of 4K pages, taken back from systemd's fd store"),
+                .contains("segment it-w1: 1 MiB of 4K pages, taken back from systemd's fd store")
+            && text.contains("worker w0: doorbells: 4 eventfds taken back from systemd's fd store"),
         "{text}"
     );
+    // The worker's QEMU restarts: its doorbells are the ones the running manager rings and
+    // waits on (peer messages first, then its own, `vectors` each).
+    let restarted_w0 = connect(&run.join("w0.mgr.sock"), 2);
+    for v in 0..2 {
+        assert!(
+            same_eventfd(&running_mgr.fds[v].1, &restarted_w0.fds[2 + v].1),
+            "the manager's ring of vector {v} reaches the restarted worker"
+        );
+        assert!(
+            same_eventfd(&restarted_w0.fds[v].1, &running_mgr.fds[2 + v].1),
+            "the restarted worker's ring of vector {v} reaches the manager"
+        );
+    }
     let w0 = connect(&run.join("w0.mgr.sock"), 2);
     let mut buf = [0u8; 15];
     rustix::io::pread(&w0.shm, &mut buf, 8192).unwrap();

@@ -83,12 +83,29 @@ fn serve_tells_systemd_it_is_ready_once_every_socket_listens() {
     let log = fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert_eq!(connected, [true; 4], "{log}");
     let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["it-w0", "it-w1"], "{log}");
-    let sizes: Vec<i64> = stored
+    assert_eq!(
+        names,
+        [
+            "it-w0",
+            "it-w1",
+            "it-w0.manager.0",
+            "it-w0.manager.1",
+            "it-w0.worker.0",
+            "it-w0.worker.1",
+            "it-w1.manager.0",
+            "it-w1.worker.0"
+        ],
+        "{log}"
+    );
+    let sizes: Vec<i64> = stored[..2]
         .iter()
         .map(|(_, fd)| rustix::fs::fstat(fd).unwrap().st_size)
         .collect();
     assert_eq!(sizes, [2 << 20, 1 << 20]);
+    // The doorbells are eventfds (an anonymous inode: no size).
+    assert!(stored[2..]
+        .iter()
+        .all(|(_, fd)| rustix::fs::fstat(fd).unwrap().st_size == 0));
     assert!(
         log.contains("segment it-w0: 2 MiB of 4K pages, created as a memfd, lost when serve stops")
             && log.contains("put in systemd's fd store as it-w0"),
@@ -142,7 +159,11 @@ fn a_reload_tells_systemd_and_keeps_the_fd_store_in_step() {
     let want = [
         ("RELOADING=1".to_string(), None),
         ("FDSTORE=1\nFDNAME=it-w2".into(), Some(1 << 20)),
+        ("FDSTORE=1\nFDNAME=it-w2.manager.0".into(), Some(0)),
+        ("FDSTORE=1\nFDNAME=it-w2.worker.0".into(), Some(0)),
         ("FDSTOREREMOVE=1\nFDNAME=it-w1".into(), None),
+        ("FDSTOREREMOVE=1\nFDNAME=it-w1.manager.0".into(), None),
+        ("FDSTOREREMOVE=1\nFDNAME=it-w1.worker.0".into(), None),
         ("READY=1".into(), None),
     ];
     assert_eq!(got, want, "{}", fs::read_to_string(&log).unwrap());

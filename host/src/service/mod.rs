@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod doorbells;
 pub mod hotplug;
 pub mod notify;
 pub mod owner;

@@ -32,6 +32,7 @@ use rustix::net::{
 };
 
 use super::devices::DeviceSpec;
+use super::doorbells;
 use super::owner::{self, Ids};
 use super::runtime_dir::RuntimeDir;
 use super::store::{self, Places, Segment, Stored};
@@ -70,12 +71,22 @@ struct Channel {
 }
 
 impl Channel {
-    fn new(w: &Worker, segment: Segment) -> Result<Self> {
-        Ok(Channel {
+    /// Worker `w`'s channel over `segment`, its doorbells taken back from `stored` or made
+    /// anew (and stored through `notify`): `doorbells::open`. Also the log line of them.
+    fn new(
+        topo: &str,
+        w: &Worker,
+        segment: Segment,
+        stored: &mut Stored,
+        notify: Option<&str>,
+    ) -> Result<(Self, String)> {
+        let (manager_side, worker_side, line) = doorbells::open(topo, w, stored, notify)?;
+        let ch = Channel {
             segment,
-            manager_side: PeerVectors::new(0, w.vectors)?,
-            worker_side: PeerVectors::new(w.id, w.vectors)?,
-        })
+            manager_side,
+            worker_side,
+        };
+        Ok((ch, line))
     }
 
     /// The setup stream of device `d`, one of this channel's two.
@@ -174,19 +185,24 @@ impl Server {
         for (seg, w) in segments.iter().zip(&topo.workers) {
             log(segment_line(seg, w, notify.as_deref())?);
         }
+        let mut channels = BTreeMap::new();
+        for (seg, w) in segments.into_iter().zip(&topo.workers) {
+            let (ch, line) =
+                Channel::new(&topo.name, w, seg, &mut keeping.stored, notify.as_deref())?;
+            log(format!("worker {}: {line}", w.name));
+            channels.insert(w.name.clone(), ch);
+        }
         for name in std::mem::take(&mut keeping.stored.fds).into_keys() {
-            let mut line =
-                format!("systemd's fd store held {name:?}, no segment of this topology: dropped");
+            let mut line = format!(
+                "systemd's fd store held {name:?}, no segment or doorbell of this topology: \
+                 dropped"
+            );
             if let Some(target) = &notify {
                 if super::notify::unstore(target, &name).is_ok() {
                     line += " and removed from the store";
                 }
             }
             log(line);
-        }
-        let mut channels = BTreeMap::new();
-        for (seg, w) in segments.into_iter().zip(&topo.workers) {
-            channels.insert(w.name.clone(), Channel::new(w, seg)?);
         }
         let mut server = Server {
             topo,

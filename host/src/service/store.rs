@@ -18,8 +18,8 @@
 //!
 //! A stored or existing segment of another size or page size than the topology says is an
 //! error before anything is made: nothing is changed, and the message says what to remove.
-//! Eventfds are not kept: see `Documentation/own-vms.rst` for what a restart keeps of the
-//! doorbells.
+//! The doorbells' eventfds go to the fd store beside their segment (`doorbells`); no file
+//! system can keep an eventfd, so without systemd a restart makes new ones.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -28,6 +28,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use rustix::process::{getpid, pidfd_getfd, pidfd_open, PidfdFlags, PidfdGetfdFlags};
 
 use super::topology_file::{TopologyFile, Worker};
 use crate::segments::{self, PageSize};
@@ -119,20 +120,19 @@ impl Stored {
         let names: Vec<String> = names
             .map(|s| s.split(':').map(str::to_string).collect())
             .unwrap_or_default();
+        // Each fd duplicated through a pidfd of this very process (`pidfd_getfd(2)`, as
+        // close-on-exec), which needs no `unsafe` to own a raw fd and works for every kind
+        // (segments, and eventfds, which cannot be opened again through /proc); the fd
+        // systemd passed stays open, unused.
+        let me = pidfd_open(getpid(), PidfdFlags::empty())
+            .context("pidfd_open of serve itself, to take the fds systemd passed")?;
         let mut fds = BTreeMap::new();
         for i in 0..n {
             let raw = LISTEN_FDS_START + i as RawFd;
-            // Opened again through /proc (the same memfd or file, a new description that is
-            // close-on-exec), which needs no `unsafe` to own a raw fd; the fd systemd passed
-            // stays open, unused.
-            let proc = format!("/proc/self/fd/{raw}");
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&proc)
-                .with_context(|| format!("LISTEN_FDS={n}: opening fd {raw} again ({proc})"))?;
+            let fd = pidfd_getfd(&me, raw, PidfdGetfdFlags::empty())
+                .with_context(|| format!("LISTEN_FDS={n}: taking fd {raw}"))?;
             let name = names.get(i).cloned().unwrap_or_else(|| "unknown".into());
-            fds.insert(name, OwnedFd::from(f));
+            fds.insert(name, fd);
         }
         Ok(Stored { fds })
     }

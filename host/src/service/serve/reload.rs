@@ -15,6 +15,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 
 use super::{listener, remove_stale, segment_line, worker_of, Channel, Served, Server};
+use crate::service::doorbells;
 use crate::service::store::{self, Origin, Stored};
 use crate::service::topology_file::{TopologyFile, Worker};
 
@@ -171,7 +172,10 @@ impl Server {
                 let _ = std::fs::remove_file(&d.spec.socket);
             }
             self.channels.remove(&w.name);
-            let how = store::retire(&self.topo, &self.places, w, self.notify.as_deref());
+            let mut how = store::retire(&self.topo, &self.places, w, self.notify.as_deref());
+            if let Some(d) = doorbells::retire(&self.topo.name, w, self.notify.as_deref()) {
+                how += &format!("; {d}");
+            }
             (self.log)(format!(
                 "worker {} removed: its sockets are gone, its eventfds closed; its segment: {how}",
                 w.name
@@ -247,8 +251,13 @@ impl Server {
             return Err(e);
         }
         for (seg, w) in segments.into_iter().zip(added) {
-            match Channel::new(w, seg) {
-                Ok(ch) => {
+            made.stored.extend(doorbells::fd_names(&new.name, w));
+            let notify = self.notify.as_deref();
+            match Channel::new(&new.name, w, seg, &mut Stored::default(), notify) {
+                Ok((ch, doorbells)) => {
+                    if let Some((_, line)) = made.lines.iter_mut().find(|(n, _)| *n == w.name) {
+                        *line += &format!("; {doorbells}");
+                    }
                     made.channels.insert(w.name.clone(), ch);
                 }
                 Err(e) => {

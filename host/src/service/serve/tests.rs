@@ -313,7 +313,13 @@ fn stale_sockets_are_replaced_and_other_files_are_not() {
     .unwrap();
     let lines = log.lock().unwrap().clone();
     assert!(lines[0].starts_with("segment t-w0: "), "{lines:?}");
-    assert!(lines[2].starts_with("removed stale socket"), "{lines:?}");
+    assert_eq!(lines[2], "worker w0: doorbells: made anew", "{lines:?}");
+    assert!(
+        lines[2..]
+            .iter()
+            .any(|l| l.starts_with("removed stale socket")),
+        "{lines:?}"
+    );
     drop(server);
     // Stopped: no socket is left.
     for d in topo.devices() {
