@@ -174,7 +174,7 @@ fn links() -> (Links, Links) {
 fn worker_that_stops_after(mut ch: Channel, rounds: u64) -> u64 {
     let t = Some(Duration::from_secs(20));
     for n in 0..=rounds {
-        let msg = ch.recv(t).unwrap();
+        let mut msg = ch.recv(t).unwrap();
         let mut head = [0u8; BATCH_HEADER];
         msg.read(0, &mut head).unwrap();
         let Received::Batch { round, len, .. } = batches::parse(&head, msg.len()).unwrap() else {
@@ -182,10 +182,10 @@ fn worker_that_stops_after(mut ch: Channel, rounds: u64) -> u64 {
         };
         let mut data = vec![0; len];
         msg.read(BATCH_HEADER, &mut data).unwrap();
-        ch.send(&batches::ack(round, batches::fnv1a(&data)), t)
+        msg.reply(&batches::ack(round, batches::fnv1a(&data)), t)
             .unwrap();
         if n < rounds {
-            ch.recv(t).unwrap().release().unwrap();
+            msg.release().unwrap();
         }
     }
     rounds + 1
