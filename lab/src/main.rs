@@ -57,6 +57,17 @@ fn main() -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Accel { guest } => commands::accel(&guest),
+        Cmd::LocalBench {
+            probe,
+            runs,
+            seconds,
+            sizes,
+        } => {
+            for l in bench::local::run(&probe, runs, seconds, &sizes)? {
+                println!("{l}");
+            }
+            Ok(())
+        }
         Cmd::Results {
             log,
             json,

@@ -13,6 +13,7 @@ use crate::qemu::{run_all, Finished, Machine, Vm};
 use sivshm_host::pci::PciSlot;
 use sivshm_host::segments;
 
+pub mod local;
 mod table;
 use table::{parse_probe, references, table, throughput_lines, PROBE};
 

@@ -85,6 +85,8 @@ pub fn run(
                 bytes += len as u64;
                 if progress > 0 && rounds % progress == 0 {
                     println!("worker: round {round} verified and answered");
+                    // The same as data, for whoever waits for the run to get this far.
+                    println!("SIVSHM-RESULT distribute-worker-progress impl=rust round={round}");
                 }
             }
             Received::Done { rounds: sent } => {
