@@ -10,6 +10,7 @@ use anyhow::{ensure, Context, Result};
 
 use super::table::{parse_probe, Probe, PROBE};
 use crate::console;
+use crate::spread::Spread;
 
 /// The transports measured, in the order they run.
 const TRANSPORTS: [&str; 4] = ["channel-local", "rtrb", "shm-copy", "memcpy"];
@@ -51,7 +52,8 @@ pub fn run(probe: &Path, runs: usize, seconds: f64, sizes: &[usize]) -> Result<V
 }
 
 /// Median, min and max of the message rates of each (transport, size), then the channel's
-/// ratio to each reference at each size.
+/// ratio to each reference at each size (the median of an even count of runs is the mean of
+/// the middle two).
 fn table(probes: &[Probe]) -> Vec<String> {
     let mut rates: BTreeMap<(usize, &str), Vec<f64>> = BTreeMap::new();
     for p in probes.iter().filter(|p| p.kind == "throughput") {
@@ -62,13 +64,11 @@ fn table(probes: &[Probe]) -> Vec<String> {
                 .push(rate);
         }
     }
-    let median: BTreeMap<_, _> = rates
-        .iter_mut()
-        .map(|(k, v)| {
-            v.sort_by(f64::total_cmp);
-            (*k, v[v.len() / 2])
-        })
+    let spread: BTreeMap<_, _> = rates
+        .iter()
+        .filter_map(|(k, v)| Some((*k, Spread::of(v.iter().copied())?)))
         .collect();
+    let median = |k| spread.get(&k).map(|s| s.median);
     let fmt = |n: f64| match n {
         n if n >= 1e6 => format!("{:.2} M", n / 1e6),
         n => format!("{:.1} k", n / 1e3),
@@ -77,23 +77,22 @@ fn table(probes: &[Probe]) -> Vec<String> {
         "{:<14}{:>8}  {:>14}  {:>22}  {:>8}",
         "transport", "size", "median msgs/s", "spread (min..max)", "MiB/s"
     )];
-    for ((size, name), v) in &rates {
-        let m = median[&(*size, *name)];
+    for (&(size, name), s) in &spread {
         t.push(format!(
             "{name:<14}{size:>8}  {:>14}  {:>22}  {:>8.0}",
-            fmt(m),
-            format!("{}..{}", fmt(v[0]), fmt(v[v.len() - 1])),
-            m * *size as f64 / f64::from(1 << 20)
+            fmt(s.median),
+            format!("{}..{}", fmt(s.min), fmt(s.max)),
+            s.median * size as f64 / f64::from(1 << 20)
         ));
     }
-    let sizes: BTreeSet<usize> = rates.keys().map(|k| k.0).collect();
+    let sizes: BTreeSet<usize> = spread.keys().map(|k| k.0).collect();
     for size in sizes {
-        let Some(c) = median.get(&(size, "channel-local")) else {
+        let Some(c) = median((size, "channel-local")) else {
             continue;
         };
         let parts: Vec<String> = ["shm-copy", "rtrb"]
             .into_iter()
-            .filter_map(|r| Some(format!("{r} {:.2}", c / median.get(&(size, r))?)))
+            .filter_map(|r| Some(format!("{r} {:.2}", c / median((size, r))?)))
             .collect();
         t.push(format!("channel-local / size {size}: {}", parts.join(", ")));
     }

@@ -3,6 +3,20 @@
 use super::table::{parse_probe, size_name, table, Probe};
 use super::*;
 
+/// The channel benchmark's options with these throughput sizes (10 round trips of 64 B,
+/// 1 s per size, an 8 MiB segment, the channel's spin).
+fn options(sizes: Vec<usize>) -> ProbeOptions {
+    ProbeOptions {
+        round_trips: 10,
+        round_trip_size: 64,
+        seconds: 1.0,
+        sizes,
+        segment_mib: 8,
+        spin_us: None,
+        spin_max_us: None,
+    }
+}
+
 /// The probe figures of `lines` (a guest's log), as the benchmark reads them.
 fn probes(lines: &[&str]) -> Vec<Probe> {
     console::parse(&lines.join("\n"))
@@ -39,15 +53,7 @@ fn a_probe_line_with_a_word_that_is_not_a_number_is_refused() {
 
 #[test]
 fn probe_lines_make_one_table_with_the_ratios() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![4096],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-    };
+    let o = options(vec![4096]);
     let lines = [
         "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",
         "SIVSHM-RESULT probe kind=throughput transport=tcp size=4096 messages=10 seconds=1.000 mib_s=20.00 msgs_s=5120",
@@ -78,15 +84,7 @@ fn probe_lines_make_one_table_with_the_ratios() {
 
 #[test]
 fn the_shm_copy_line_adds_its_cell_and_ratios() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![1 << 20],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-    };
+    let o = options(vec![1 << 20]);
     let lines = [
         "SIVSHM-RESULT probe kind=throughput transport=sivshm size=1048576 messages=600 seconds=1.000 mib_s=600.00 msgs_s=600 rings_per_msg=0.7060",
         "SIVSHM-RESULT probe kind=throughput transport=tcp size=1048576 messages=30 seconds=1.000 mib_s=30.00 msgs_s=30",
@@ -112,15 +110,7 @@ fn the_shm_copy_line_adds_its_cell_and_ratios() {
 
 #[test]
 fn the_bench_vms_get_the_channel_and_the_link() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![64, 1 << 20],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-    };
+    let o = options(vec![64, 1 << 20]);
     let t = Topology::new(1, 8 << 20, &o).unwrap().network().unwrap();
     let run = &t.manager.env[0].1;
     assert!(run.contains("--connect 10.77.0.2:7777"), "{run}");
@@ -157,15 +147,7 @@ fn the_bench_vms_get_the_channel_and_the_link() {
 
 #[test]
 fn the_references_table_gives_each_ratio_against_its_target() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![64, 65536, 4096],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-    };
+    let o = options(vec![64, 65536, 4096]);
     let lines = [
         "SIVSHM-RESULT probe kind=throughput transport=sivshm size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=400000",
         "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 messages=1 seconds=1.000 mib_s=1.00 msgs_s=1000",
@@ -199,15 +181,7 @@ fn the_references_table_gives_each_ratio_against_its_target() {
 
 #[test]
 fn the_plot_lines_are_the_throughput_figures_per_transport_sivshm_first() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![64, 4096],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-    };
+    let o = options(vec![64, 4096]);
     let lines = [
         "SIVSHM-RESULT probe kind=throughput transport=memcpy size=64 mib_s=50.00 msgs_s=819200",
         "SIVSHM-RESULT probe kind=throughput transport=sivshm size=64 mib_s=4.00 msgs_s=65536",

@@ -21,14 +21,12 @@
 //! `--spin-us` and `--spin-max-us` set the channel's [`Config::spin`] and
 //! [`Config::spin_max`] on the side that is given them (give both sides the same).
 //!
-//! Each measurement is a line for people, `latency TRANSPORT: size=.. n=.. p50=.. us p99=..
-//! us max=.. us [rings_per_rt=..]` or `throughput TRANSPORT: size=.. messages=.. seconds=..
-//! mib_s=.. msgs_s=.. [rings_per_msg=..]`, and the same as data for the lab:
-//! `SIVSHM-RESULT probe kind=latency transport=T size=.. n=.. p50_us=.. p99_us=.. max_us=..
-//! [rings_per_rt=..]` or `SIVSHM-RESULT probe kind=throughput transport=T size=.. messages=..
-//! seconds=.. mib_s=.. msgs_s=.. [rings_per_msg=..]`. Every message is stamped with its sequence number at both
-//! ends; `--verify` also fills and checks every byte. Any mismatch ends the probe with an
-//! error, never a figure.
+//! Each measurement is a line for people, `latency TRANSPORT: size=.. n=.. p50_us=..
+//! p99_us=.. max_us=.. [rings_per_rt=..]` or `throughput TRANSPORT: size=.. messages=..
+//! seconds=.. mib_s=.. msgs_s=.. [rings_per_msg=..]`, and the same figures as data for the
+//! lab: `SIVSHM-RESULT probe kind=latency|throughput transport=TRANSPORT size=.. ...`.
+//! Every message is stamped with its sequence number at both ends; `--verify` also fills
+//! and checks every byte. Any mismatch ends the probe with an error, never a figure.
 
 mod link;
 mod proto;

@@ -150,20 +150,32 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
+/// A measurement's figures as `key=value` words, for both of its lines.
+fn words(values: &[(&str, String)]) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The result line of one measurement: `SIVSHM-RESULT probe kind=KIND transport=T k=v ...`
-/// (Documentation/host-and-tests.rst, "Reading results"), what the lab reads; the human
-/// line beside it is for people.
+/// (Documentation/host-and-tests.rst, "Reading results"), what the lab reads.
 fn result(kind: &str, transport: &str, values: &[(&str, String)]) -> String {
-    let mut s = format!("SIVSHM-RESULT probe kind={kind} transport={transport}");
-    for (k, v) in values {
-        s += &format!(" {k}={v}");
-    }
-    s
+    format!(
+        "SIVSHM-RESULT probe kind={kind} transport={transport} {}",
+        words(values)
+    )
+}
+
+/// The line for people: `KIND TRANSPORT: k=v ...`, the same figures.
+fn line(kind: &str, transport: &str, values: &[(&str, String)]) -> String {
+    format!("{kind} {transport}: {}", words(values))
 }
 
 impl Latency {
-    /// The measurement as data (times in microseconds).
-    pub fn result(&self, transport: &str) -> String {
+    /// The figures (times in microseconds).
+    fn values(&self) -> Vec<(&'static str, String)> {
         let mut v = vec![
             ("size", self.size.to_string()),
             ("n", self.n.to_string()),
@@ -174,18 +186,16 @@ impl Latency {
         if let Some(r) = self.rings_per_rt {
             v.push(("rings_per_rt", format!("{r:.3}")));
         }
-        result("latency", transport, &v)
+        v
+    }
+
+    /// The measurement as data.
+    pub fn result(&self, transport: &str) -> String {
+        result("latency", transport, &self.values())
     }
 
     pub fn line(&self, transport: &str) -> String {
-        let mut s = format!(
-            "latency {transport}: size={} n={} p50={:.1} us p99={:.1} us max={:.1} us",
-            self.size, self.n, self.p50, self.p99, self.max
-        );
-        if let Some(r) = self.rings_per_rt {
-            s += &format!(" rings_per_rt={r:.3}");
-        }
-        s
+        line("latency", transport, &self.values())
     }
 }
 
@@ -309,8 +319,8 @@ impl Throughput {
         (self.messages * self.size as u64) as f64 / self.seconds / f64::from(1 << 20)
     }
 
-    /// The measurement as data.
-    pub fn result(&self, transport: &str) -> String {
+    /// The figures.
+    fn values(&self) -> Vec<(&'static str, String)> {
         let mut v = vec![
             ("size", self.size.to_string()),
             ("messages", self.messages.to_string()),
@@ -324,22 +334,16 @@ impl Throughput {
         if let Some(r) = self.rings_per_msg {
             v.push(("rings_per_msg", format!("{r:.4}")));
         }
-        result("throughput", transport, &v)
+        v
+    }
+
+    /// The measurement as data.
+    pub fn result(&self, transport: &str) -> String {
+        result("throughput", transport, &self.values())
     }
 
     pub fn line(&self, transport: &str) -> String {
-        let mut s = format!(
-            "throughput {transport}: size={} messages={} seconds={:.3} mib_s={:.2} msgs_s={:.0}",
-            self.size,
-            self.messages,
-            self.seconds,
-            self.mib_s(),
-            self.messages as f64 / self.seconds
-        );
-        if let Some(r) = self.rings_per_msg {
-            s += &format!(" rings_per_msg={r:.4}");
-        }
-        s
+        line("throughput", transport, &self.values())
     }
 }
 
