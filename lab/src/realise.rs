@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use command_fds::CommandFdExt;
 
-use crate::hotplug::Monitor;
 use crate::layout::{Idle, Topology};
 use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
+use crate::qmp::Monitor;
 use sivshm_host::pci::MAX_WORKERS;
 
 mod table;
