@@ -149,7 +149,7 @@ fn launch_to_probed(
         for (p, log) in probed.iter_mut().zip(&logs) {
             if p.is_none() {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
-                if text.contains("SIVSHM-PROBED ") {
+                if console::probed(&text) {
                     *p = Some(start.elapsed().as_secs_f64());
                 }
             }

@@ -106,7 +106,8 @@ pub fn figures(log: &str, devices: usize) -> Result<Figures> {
         at_boot: count("boot")?,
         after_rmmod: count("rmmod")?,
         after_insmod: count("insmod")?,
-        boot_probe: r.probed_uptime.context("no SIVSHM-PROBED line")? - booted_uptime(log)?,
+        boot_probe: r.probed_uptime.context("no SIVSHM-PROBED line")?
+            - r.booted_uptime.context("no SIVSHM-BOOTED uptime")?,
         remove: number(times, "removed")? - number(times, "start")?,
         probe: number(times, "probed")? - number(times, "removed")?,
     };
@@ -124,15 +125,6 @@ pub fn figures(log: &str, devices: usize) -> Result<Figures> {
         f.after_rmmod
     );
     Ok(f)
-}
-
-/// init's `SIVSHM-BOOTED UPTIME` mark, just before it loads the module.
-fn booted_uptime(log: &str) -> Result<f64> {
-    log.lines()
-        .find_map(|l| l.trim().strip_prefix("SIVSHM-BOOTED "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no SIVSHM-BOOTED line")
 }
 
 /// Boots the manager of `workers` workers alone and reports what its driver did.
