@@ -177,13 +177,20 @@ mw=$(mgr_result wakeups) mr=$(mgr_result rings) ww=$(w1_result woken)
 [ "$ww" != none ] && [ "$ww" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
 # Every device of every VM, wired as qemu-args prints it, is write-back (guest/init's
 # SIVSHM-MEMTYPE lines: the driver's GET_INFO and the PAT's pat_memtype_list).
+# memtypes LOG [KEY=VALUE...]: how many devices LOG reports (with those values).
+memtypes() {
+	local log=$1 picks=()
+	shift
+	for p in "$@"; do picks+=(--pick "$p"); done
+	"$lab" results "$log" --program memtype "${picks[@]}" | wc -l
+}
 for log in "$t/mgr.log" "$t/w0.log" "$t/w1-second.log"; do
-	n=$(grep -c '^SIVSHM-MEMTYPE ' "$log" || true)
+	n=$(memtypes "$log")
 	[ "$n" -ge 1 ] || fail "$(basename "$log"): no memory type reported"
-	bad=$(grep '^SIVSHM-MEMTYPE ' "$log" | grep -v 'driver=write-back pat=write-back' || true)
-	[ -z "$bad" ] || fail "$(basename "$log"): not write-back: $bad"
+	[ "$(memtypes "$log" driver=write-back pat=write-back)" = "$n" ] ||
+		fail "$(basename "$log"): not write-back: $("$lab" results "$log" --program memtype)"
 done
-[ "$(grep -c '^SIVSHM-MEMTYPE ' "$t/mgr.log")" = 2 ] || fail "the manager did not report both devices' memory type"
+[ "$(memtypes "$t/mgr.log")" = 2 ] || fail "the manager did not report both devices' memory type"
 # serve gave w1's device its setup twice, and nothing to anyone else for it.
 [ "$(grep -c '^serve: w1.mgr: pid .*connected: sent its setup' "$t/serve.log")" = 2 ] ||
 	fail "serve did not send w1's setup twice"

@@ -223,6 +223,9 @@ pub fn parse(log: &str) -> Report {
             }
         } else if let Some(rest) = line.strip_prefix("SIVSHM-MEMTYPE ") {
             r.mem_types.extend(MemTypeLine::parse(rest));
+            // Also a result of init's, `memtype`, for scripts (`sivshm-lab results`).
+            r.results
+                .extend(ResultLine::parse(&format!("memtype {rest}")));
         } else if line.contains(NOT_WRITE_BACK) && line.contains("sivshm ") {
             // `sivshm 0000:00:04.0: shared memory at ... is uncached-minus, not write-back: ...`
             r.not_write_back_warnings.extend(
@@ -405,6 +408,12 @@ unreferenced object 0xffff888003 (size 64):\n";
             }
         );
         assert_eq!(r.not_write_back_warnings, ["0000:00:05.0"]);
+        let wb: Vec<_> = r
+            .results_of("memtype")
+            .filter(|l| l.get("driver") == Some("write-back"))
+            .map(|l| l.get("bdf").unwrap())
+            .collect();
+        assert_eq!(wb, ["0000:00:04.0"], "the lines are results of init's too");
         assert!(
             r.splats.is_empty(),
             "a memory type warning is not a kernel bug"
