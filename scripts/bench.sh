@@ -43,7 +43,7 @@ if [ "$what" = realise ]; then
 		esac
 	done
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
-	exec "$SIVSHM_ROOT/target/release/sivshm-lab" realise-bench ${rest[@]+"${rest[@]}"}
+	exec "$LAB" realise-bench ${rest[@]+"${rest[@]}"}
 fi
 # The channel's plot (pingpong has none).
 if [ "$what" != pingpong ] && [ -z "$plot" ]; then

@@ -23,7 +23,7 @@ set -euo pipefail
 [ $# = 2 ] || die "usage: check-own-vms.sh KERNEL INITRD"
 kernel=$1 initrd=$2
 host=$SIVSHM_ROOT/target/release/sivshm-host
-lab=$SIVSHM_ROOT/target/release/sivshm-lab
+lab=$LAB
 [ -x "$host" ] || die "$host is not built (cargo build --release -p sivshm-host)"
 [ -x "$lab" ] || die "$lab is not built (cargo build --release -p sivshm-lab)"
 [ -f "$kernel" ] && [ -f "$initrd" ] || die "no kernel $kernel or initramfs $initrd"
@@ -57,12 +57,25 @@ fail() {
 	echo "check-own-vms: $* (logs in build/logs/own-vms/)" >&2
 	exit 1
 }
-# wait_for FILE TEXT: until FILE has a line containing TEXT (or the deadline).
-wait_for() {
-	until grep -qF -- "$2" "$1" 2>/dev/null; do
-		[ "$(date +%s)" -lt "$deadline" ] || fail "no \"$2\" in $(basename "$1") after $(($(date +%s) - started)) s"
+# until_deadline WHAT COMMAND...: runs COMMAND until it succeeds, failing the check with
+# "no WHAT" at the deadline.
+until_deadline() {
+	local what=$1
+	shift
+	until "$@"; do
+		[ "$(date +%s)" -lt "$deadline" ] || fail "no $what after $(($(date +%s) - started)) s"
 		sleep 0.2
 	done
+}
+# The guest's init marks the end of the VM's command with a line SIVSHM-END rc=N.
+ended() { grep -q 'SIVSHM-END rc=' "$1" 2>/dev/null; }
+# has_result LOG PROGRAM [KEY=VALUE...]: LOG has a SIVSHM-RESULT line of PROGRAM with those
+# values (read by the lab, the one parser of results).
+has_result() {
+	local log=$1 program=$2 picks=()
+	shift 2
+	for p in "$@"; do picks+=(--pick "$p"); done
+	[ -n "$("$lab" results "$log" --program "$program" "${picks[@]}" 2>/dev/null)" ]
 }
 
 cat >"$t/own.toml" <<EOF
@@ -91,7 +104,8 @@ printf '\n[[worker]]\nname = "w2"\nsegment_mib = 2\n' >>"$t/own-with-w2.toml"
 "$host" serve "$t/own.toml" 2>"$t/serve.log" &
 serve=$!
 pids+=("$serve")
-wait_for "$t/serve.log" "serving topology own"
+# serve is the product: it says when it is ready on its log (or to systemd).
+until_deadline "\"serving topology own\" in serve.log" grep -qF "serving topology own" "$t/serve.log"
 
 # boot VM LOG COMMAND: the user's QEMU command line for VM, its devices from qemu-args; the
 # QEMU's pid in $booted.
@@ -128,7 +142,8 @@ boot w1 "$t/w1-first.log" "sivshm-distribute worker --only-device --timeout 240 
 w1=$booted
 
 # The first w1 answers batches, then its QEMU dies.
-wait_for "$t/w1-first.log" "worker: round 10 verified and answered"
+until_deadline "round 10 from the first w1" \
+	has_result "$t/w1-first.log" distribute-worker-progress impl=rust round=10
 kill -9 "$w1"
 wait "$w1" 2>/dev/null || true
 echo "# w1 killed after $(($(date +%s) - started)) s"
@@ -136,19 +151,20 @@ echo "# w1 killed after $(($(date +%s) - started)) s"
 # plugged in over QMP, w2's QEMU started. w0 and the manager see nothing of it but w2.
 cp "$t/own-with-w2.toml" "$t/own.toml"
 kill -HUP "$serve"
-wait_for "$t/serve.log" "serve: reloaded $t/own.toml: added w2, removed none"
+until_deadline "serve's reload adding w2" \
+	grep -qF "serve: reloaded $t/own.toml: added w2, removed none" "$t/serve.log"
 "$host" hotplug add "$t/own.toml" --worker w2 >"$t/hotplug.out" 2>&1 ||
 	fail "hotplug add w2: $(cat "$t/hotplug.out")"
 grep -qF "device sivshm-w2 at $w2_bdf" "$t/hotplug.out" || fail "hotplug add w2 said: $(cat "$t/hotplug.out")"
 echo "# w2 added and plugged into the manager after $(($(date +%s) - started)) s"
 boot w2 "$t/w2.log" "sivshm-distribute worker --only-device --timeout 240"
-wait_for "$t/mgr.log" "manager: worker 1 stopped"
+until_deadline "report of w1 stopped from the manager" \
+	has_result "$t/mgr.log" distribute-manager-event impl=rust index=1 event=stopped
 # The same command line again: serve gives the new QEMU the same segment and doorbells.
 boot w1 "$t/w1-second.log" "sivshm-distribute worker --only-device --timeout 240 --progress 5"
-wait_for "$t/mgr.log" "SIVSHM-END"
-wait_for "$t/w0.log" "SIVSHM-END"
-wait_for "$t/w1-second.log" "SIVSHM-END"
-wait_for "$t/w2.log" "SIVSHM-END"
+for log in mgr w0 w1-second w2; do
+	until_deadline "end of $log's command" ended "$t/$log.log"
+done
 echo "# manager done after $(($(date +%s) - started)) s"
 
 grep -q "SIVSHM-END rc=0" "$t/mgr.log" || fail "the manager failed"
@@ -186,13 +202,20 @@ mw=$(mgr_result wakeups) mr=$(mgr_result rings) ww=$(w1_result woken)
 [ "$ww" != none ] && [ "$ww" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
 # Every device of every VM, wired as qemu-args prints it, is write-back (guest/init's
 # SIVSHM-MEMTYPE lines: the driver's GET_INFO and the PAT's pat_memtype_list).
+# memtypes LOG [KEY=VALUE...]: how many devices LOG reports (with those values).
+memtypes() {
+	local log=$1 picks=()
+	shift
+	for p in "$@"; do picks+=(--pick "$p"); done
+	"$lab" results "$log" --program memtype "${picks[@]}" | wc -l
+}
 for log in "$t/mgr.log" "$t/w0.log" "$t/w1-second.log" "$t/w2.log"; do
-	n=$(grep -c '^SIVSHM-MEMTYPE ' "$log" || true)
+	n=$(memtypes "$log")
 	[ "$n" -ge 1 ] || fail "$(basename "$log"): no memory type reported"
-	bad=$(grep '^SIVSHM-MEMTYPE ' "$log" | grep -v 'driver=write-back pat=write-back' || true)
-	[ -z "$bad" ] || fail "$(basename "$log"): not write-back: $bad"
+	[ "$(memtypes "$log" driver=write-back pat=write-back)" = "$n" ] ||
+		fail "$(basename "$log"): not write-back: $("$lab" results "$log" --program memtype)"
 done
-[ "$(grep -c '^SIVSHM-MEMTYPE ' "$t/mgr.log")" = 2 ] || fail "the manager did not report both devices' memory type"
+[ "$(memtypes "$t/mgr.log")" = 2 ] || fail "the manager did not report both devices' memory type"
 # serve gave w1's device its setup twice, and nothing to anyone else for it.
 [ "$(grep -c '^serve: w1.mgr: pid .*connected: sent its setup' "$t/serve.log")" = 2 ] ||
 	fail "serve did not send w1's setup twice"
@@ -213,6 +236,5 @@ wait "$serve" || fail "serve exited with $? on SIGTERM"
 # The lock file stays by design (its flock goes with the process); the sockets must not.
 left=$(ls -A "$t/run" | grep -vx serve.lock || true)
 [ -z "$left" ] || fail "serve left $left behind"
-grep -h "^manager: \|^worker: took\|^worker: received" "$t/mgr.log" "$t/w1-second.log" "$t/w2.log"
-for log in "$t/mgr.log" "$t/w1-second.log"; do "$lab" results "$log"; done
+for log in "$t/mgr.log" "$t/w1-second.log" "$t/w2.log"; do "$lab" results "$log"; done
 echo "# own VMs: done in $(($(date +%s) - started)) s"

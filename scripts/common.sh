@@ -118,16 +118,46 @@ build_module() {
 	fi
 }
 
-# Installs what is missing, builds the guests and the lab (sivshm-lab), then runs
-# `sivshm-lab SUBCOMMAND ARGS...` with the kernel and initramfs filled in.
-run_lab() {
-	local sub=$1 kb initrd; shift
+# Installs what is missing (scripts/setup.sh) and prints the guest kernel's build directory;
+# fails if it has no kernel image.
+setup_kernel() {
+	local kb
 	kb=$("$SIVSHM_ROOT/scripts/setup.sh" | tail -n1)
-	[ -f "$kb/arch/x86/boot/bzImage" ] || die "setup did not produce a guest kernel"
-	initrd=$(build_guest "$kb" "$(kernel_src_dir)")
+	[ -f "$kb/arch/x86/boot/bzImage" ] || return 1
+	echo "$kb"
+}
+
+LAB=$SIVSHM_ROOT/target/release/sivshm-lab
+# lab_args KB INITRD: sets LAB_ARGS, what every guest-booting sivshm-lab command takes (the
+# kernel of build directory KB, the initramfs, the cache and the log directory).
+lab_args() {
+	LAB_ARGS=(--kernel "$1/arch/x86/boot/bzImage" --initrd "$2" --cache "$SIVSHM_CACHE"
+		--logdir "$SIVSHM_ROOT/build/logs")
+}
+
+# The set-up sequence: installs what is missing, builds the guests and the lab
+# (sivshm-lab), and sets LAB_ARGS (see lab_args).
+prepare_lab() {
+	local kb initrd
+	kb=$(setup_kernel) || die "setup did not produce a guest kernel"
+	initrd=$(build_guest "$kb" "$(kernel_src_dir)") || die "the guests do not build"
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
-	exec "$SIVSHM_ROOT/target/release/sivshm-lab" "$sub" --kernel "$kb/arch/x86/boot/bzImage" \
-		--initrd "$initrd" --cache "$SIVSHM_CACHE" --logdir "$SIVSHM_ROOT/build/logs" "$@"
+	lab_args "$kb" "$initrd"
+}
+
+# lab SUBCOMMAND ARGS...: `sivshm-lab SUBCOMMAND` with LAB_ARGS (after prepare_lab).
+lab() {
+	local sub=$1
+	shift
+	"$LAB" "$sub" "${LAB_ARGS[@]}" "$@"
+}
+
+# run_lab SUBCOMMAND ARGS...: the set-up sequence, then the command in place of the script.
+run_lab() {
+	prepare_lab
+	local sub=$1
+	shift
+	exec "$LAB" "$sub" "${LAB_ARGS[@]}" "$@"
 }
 
 # Everything a guest boot needs: module, selftests, initramfs. Prints the initramfs path.

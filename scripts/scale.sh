@@ -20,32 +20,28 @@ while [ $# -gt 0 ]; do
 	esac
 done
 case "$what" in alone|booted|churn|all) ;; *) die "--what is alone, booted, churn or all" ;; esac
-kb=$("$SIVSHM_ROOT/scripts/setup.sh" | tail -n1)
-[ -f "$kb/arch/x86/boot/bzImage" ] || die "setup did not produce a guest kernel"
-initrd=$(build_guest "$kb" "$(kernel_src_dir)")
-cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
-lab() {
-	local sub=$1; shift
-	"$SIVSHM_ROOT/target/release/sivshm-lab" "$sub" --kernel "$kb/arch/x86/boot/bzImage" \
-		--initrd "$initrd" --cache "$SIVSHM_CACHE" --logdir "$SIVSHM_ROOT/build/logs" \
-		--accel "$accel" "$@"
-}
+prepare_lab
+LAB_ARGS+=(--accel "$accel")
+# results LOG ARGS...: the SIVSHM-RESULT lines of LOG (sivshm-lab results ARGS).
+results() { "$LAB" results "$@"; }
 if [ "$what" = alone ] || [ "$what" = all ]; then
 	lab scale --workers 128 --timeout 1200
 fi
 if [ "$what" = booted ] || [ "$what" = all ]; then
 	for n in 32 64; do
 		t0=$SECONDS
+		log=$SIVSHM_ROOT/build/scale-demo-$n.log
 		lab demo --workers "$n" --segment-mib 1 --rounds 4 --memory-mib 96 --timeout 3000 --boot-wave 8 \
-			>"$SIVSHM_ROOT/build/scale-demo-$n.log"
-		grep -E '^\[manager\]|FAILED' "$SIVSHM_ROOT/build/scale-demo-$n.log"
-		awk '/^\[worker[0-9]+\] done after/ { t = $4 + 0; if (t > max) max = t; n++ }
-			END { printf "# %d workers done, the last after %.1f s\n", n, max }' \
-			"$SIVSHM_ROOT/build/scale-demo-$n.log"
+			>"$log" || echo "# the demo with $n workers failed: $log"
+		# What the run reports as data: the demo's line and the manager's.
+		results "$log" --program lab-demo
+		results "$SIVSHM_ROOT/build/logs/manager.log" --program distribute-manager
 		echo "# a manager and $n workers booted, fed and powered off in $((SECONDS - t0)) s"
 	done
 fi
 if [ "$what" = churn ] || [ "$what" = all ]; then
-	lab test --filter hotplug --churn 100 --timeout 3000 | grep -E 'not ok|^# guest tests'
-	grep -h 'SIVSHM-CHURN' "$SIVSHM_ROOT/build/logs/manager.log"
+	lab test --filter hotplug --churn 100 --timeout 3000 >"$SIVSHM_ROOT/build/scale-churn.tap" ||
+		echo "# the churn run failed: build/scale-churn.tap"
+	results "$SIVSHM_ROOT/build/scale-churn.tap" --program lab-test
+	results "$SIVSHM_ROOT/build/logs/manager.log" --program hotplug-churn
 fi

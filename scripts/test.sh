@@ -38,8 +38,7 @@ finish() {
 }
 mkdir -p build
 
-kb=$("$SIVSHM_ROOT/scripts/setup.sh" | tail -n1)
-if [ ! -f "$kb/arch/x86/boot/bzImage" ]; then
+if ! kb=$(setup_kernel); then
 	echo "not ok - setup (toolchain, kernel source and guest kernel)"
 	fail=$((fail + 1)); finish
 fi
@@ -65,9 +64,10 @@ check "C API: make -C capi install (SONAME libsivshm.so.0, .a, header, sivshm.pc
 # Host-side unit tests: each cargo test counts.
 cargo test --release --workspace --no-fail-fast >build/cargo-test.log 2>&1
 cargo_rc=$?
-read -r cp cf < <(awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-	END { print p + 0, f + 0 }' build/cargo-test.log)
+# One line per test, "test NAME ... ok|FAILED|ignored" (libtest's format): each counts.
 grep -E '^test .* (ok|FAILED|ignored)$' build/cargo-test.log | sed 's/^/# cargo: /'
+cp=$(grep -cE '^test .* ok$' build/cargo-test.log)
+cf=$(grep -cE '^test .* FAILED$' build/cargo-test.log)
 if [ "$cargo_rc" != 0 ] && [ "$cf" = 0 ]; then
 	# cargo failed without a failing test line: a build error or a crashed test binary.
 	sed 's/^/#   /' build/cargo-test.log | tail -n 30
@@ -90,10 +90,12 @@ check "own VMs: QEMU command lines from qemu-args against serve; a worker's QEMU
 check "libvirt: three TCG domains from libvirt-xml started by virsh, the job verified; a worker's device detached and attached again live, the manager's QEMU killed and its domain started again, no worker restarted; everything undefined" \
 	scripts/check-libvirt.sh "$kb/arch/x86/boot/bzImage" "$initrd"
 echo "# guest tests start at $(elapsed)"
-target/release/sivshm-lab test --kernel "$kb/arch/x86/boot/bzImage" --initrd "$initrd" \
-	--cache "$SIVSHM_CACHE" --logdir build/logs "${host_args[@]}" | tee build/guest-tests.tap
+lab_args "$kb" "$initrd"
+lab test "${host_args[@]}" | tee build/guest-tests.tap
 host_rc=${PIPESTATUS[0]}
-read -r gp gf < <(sed -n 's/^# guest tests: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' build/guest-tests.tap)
+# The run's counts as data: its SIVSHM-RESULT lab-test line.
+gp=$("$LAB" results build/guest-tests.tap --program lab-test --get passed 2>/dev/null)
+gf=$("$LAB" results build/guest-tests.tap --program lab-test --get failed 2>/dev/null)
 if [ -z "${gp:-}" ]; then
 	echo "not ok - guest test run produced a summary"
 	gp=0 gf=1

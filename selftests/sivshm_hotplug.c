@@ -278,7 +278,7 @@ TEST_F_TIMEOUT(hotplug, churn, 3600)
 	}
 	TH_LOG("%ld add/remove cycles in %.1f s: add to node %.0f ms, remove to node gone %.0f ms "
 	       "on average", cycles, now_s() - t0, add_s * 1000 / cycles, del_s * 1000 / cycles);
-	printf("SIVSHM-CHURN cycles=%ld seconds=%.1f add_ms=%.0f del_ms=%.0f\n", cycles,
+	printf("SIVSHM-RESULT hotplug-churn cycles=%ld seconds=%.1f add_ms=%.0f del_ms=%.0f\n", cycles,
 	       now_s() - t0, add_s * 1000 / cycles, del_s * 1000 / cycles);
 }
 

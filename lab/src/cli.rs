@@ -77,6 +77,22 @@ pub enum Cmd {
         #[arg(long)]
         get: Option<String>,
     },
+    /// The in-process transports of sivshm-probe on this machine, no guest (channel-local,
+    /// rtrb, shm-copy, memcpy), RUNS times each: the median and spread of each message rate
+    /// and the channel's ratios to its references, from the probe's SIVSHM-RESULT lines.
+    LocalBench {
+        /// The sivshm-probe binary (cargo build --release -p sivshm-probe).
+        #[arg(long, default_value = "target/release/sivshm-probe")]
+        probe: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds each size streams.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Message sizes in bytes.
+        #[arg(long, value_delimiter = ',', default_values_t = [64, 4096, 65536, 1 << 20])]
+        sizes: Vec<usize>,
+    },
     /// Print the accelerator (kvm or tcg) guests get here, as the other commands choose it
     /// (a cached probe boot with --accel auto); why on stderr. For users' own QEMU lines.
     Accel {

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::console;
-use crate::layout::{Distribute, Layout, Roles, Topology};
+use crate::layout::{Distribute, Idle, Roles, Topology};
 use crate::qemu::{Finished, Machine, Running};
+use crate::spread::Spread;
 
 /// Which wiring a run uses.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,10 +38,10 @@ impl Wiring {
     }
 }
 
-/// Median, min and max.
-fn stats(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
+/// Median, min and max of figures a loop of one run or more gathered.
+fn stats(v: &[f64]) -> (f64, f64, f64) {
+    let s = Spread::of(v.iter().copied()).expect("at least one run");
+    (s.median, s.min, s.max)
 }
 
 fn topology(wiring: Wiring, workers: usize, slot: u64, roles: &dyn Roles) -> Result<Topology> {
@@ -103,7 +104,7 @@ pub fn throughput(
             figures[i].push(rate);
         }
     }
-    let (s, i) = (stats(&mut figures[0]), stats(&mut figures[1]));
+    let (s, i) = (stats(&figures[0]), stats(&figures[1]));
     Ok(vec![
         format!(
             "# throughput: {workers} workers, {rounds} rounds of {} MiB each, {repeats} runs per \
@@ -121,18 +122,6 @@ pub fn throughput(
         ),
         format!("throughput SIVSHM / IVSHMEM: {:.2}", s.0 / i.0),
     ])
-}
-
-/// Roles that only boot: every guest runs `true`.
-struct JustBoot;
-
-impl Roles for JustBoot {
-    fn manager(&self, _: &[String], _: &Layout) -> String {
-        "true".into()
-    }
-    fn worker(&self, _: usize, _: &Layout) -> String {
-        "true".into()
-    }
 }
 
 /// Launches every VM of `t` at once; returns the seconds from the first launch until every
@@ -160,7 +149,7 @@ fn launch_to_probed(
         for (p, log) in probed.iter_mut().zip(&logs) {
             if p.is_none() {
                 let text = std::fs::read_to_string(log).unwrap_or_default();
-                if text.contains("SIVSHM-PROBED ") {
+                if console::probed(&text) {
                     *p = Some(start.elapsed().as_secs_f64());
                 }
             }
@@ -208,7 +197,7 @@ pub fn boot_time(
             // Rotate the order so that no wiring always runs first on a cold cache.
             for k in 0..wirings.len() {
                 let i = (k + run) % wirings.len();
-                let t = topology(wirings[i], n, 1 << 20, &JustBoot)?;
+                let t = topology(wirings[i], n, 1 << 20, &Idle)?;
                 let (w, up) = launch_to_probed(m, t, logdir, timeout)?;
                 eprintln!(
                     "# {n} worker(s), run {}: {}: {w:.2} s (latest guest uptime {up:.2} s)",
@@ -218,7 +207,7 @@ pub fn boot_time(
                 wall[i].push(w);
             }
         }
-        let [f, i, s] = wall.map(|mut v| stats(&mut v));
+        let [f, i, s] = wall.map(|v| stats(&v));
         let cell = |x: (f64, f64, f64)| format!("{:.2} s ({:.2}-{:.2})", x.0, x.1, x.2);
         emit(format!(
             "{n:>9} | {} | {} | {} | {:.2} | {:.2} | {:.2}",
@@ -248,6 +237,6 @@ mod tests {
 
     #[test]
     fn stats_are_median_min_max() {
-        assert_eq!(stats(&mut [3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(stats(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
     }
 }

@@ -24,6 +24,9 @@ pub struct Report {
     /// The init script ran (`SIVSHM-BOOTED`), with this boot id.
     pub booted: bool,
     pub boot_id: Option<String>,
+    /// The guest's uptime at that line (`SIVSHM-BOOTED <uptime> id=...`), just before init
+    /// loads the module.
+    pub booted_uptime: Option<f64>,
     /// The TAP plan (`1..N`) of the command, if it printed one; a command that runs several
     /// TAP programs one after another (each numbering from 1) plans the sum of their plans.
     pub plan: Option<usize>,
@@ -158,6 +161,16 @@ impl MemTypeLine {
 /// What the driver says at probe of a device whose memory is not write-back (driver/mod.rs).
 const NOT_WRITE_BACK: &str = "not write-back";
 
+/// The start of the line init prints once `insmod` has probed every device:
+/// `SIVSHM-PROBED <uptime> ...`.
+const PROBED: &str = "SIVSHM-PROBED ";
+
+/// Whether the guest has printed [`PROBED`] yet: the cheap look a poll of growing logs makes
+/// (what [`parse`] reads as [`Report::probed_uptime`]).
+pub fn probed(log: &str) -> bool {
+    log.lines().any(|l| l.starts_with(PROBED))
+}
+
 /// The line the guest's init prints once the module is loaded and the VM's command starts.
 pub const COMMAND_STARTED: &str = "SIVSHM-BEGIN";
 
@@ -196,6 +209,7 @@ pub fn parse(log: &str) -> Report {
             r.kmemleak = Some(vec![line.to_string()]);
         } else if let Some(rest) = line.strip_prefix("SIVSHM-BOOTED") {
             r.booted = true;
+            r.booted_uptime = rest.split_whitespace().next().and_then(|v| v.parse().ok());
             r.boot_id = rest
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix("id="))
@@ -209,6 +223,9 @@ pub fn parse(log: &str) -> Report {
             }
         } else if let Some(rest) = line.strip_prefix("SIVSHM-MEMTYPE ") {
             r.mem_types.extend(MemTypeLine::parse(rest));
+            // Also a result of init's, `memtype`, for scripts (`sivshm-lab results`).
+            r.results
+                .extend(ResultLine::parse(&format!("memtype {rest}")));
         } else if line.contains(NOT_WRITE_BACK) && line.contains("sivshm ") {
             // `sivshm 0000:00:04.0: shared memory at ... is uncached-minus, not write-back: ...`
             r.not_write_back_warnings.extend(
@@ -217,7 +234,7 @@ pub fn parse(log: &str) -> Report {
                     .and_then(|t| t.split_whitespace().next())
                     .map(|b| b.trim_end_matches(':').to_string()),
             );
-        } else if let Some(rest) = line.strip_prefix("SIVSHM-PROBED ") {
+        } else if let Some(rest) = line.strip_prefix(PROBED) {
             r.probed_uptime = rest.split_whitespace().next().and_then(|v| v.parse().ok());
         } else if line == COMMAND_STARTED {
             inside = true;
@@ -327,9 +344,20 @@ unreferenced object 0xffff888003 (size 64):\n";
     }
 
     #[test]
+    fn the_probed_mark_is_seen_at_a_line_start_only() {
+        assert!(probed("x\nSIVSHM-PROBED 2.5 devices=1\n"));
+        assert!(!probed("echo SIVSHM-PROBED 2.5\n"));
+        assert_eq!(
+            parse("SIVSHM-PROBED 2.5 devices=1\n").probed_uptime,
+            Some(2.5)
+        );
+    }
+
+    #[test]
     fn boot_id_and_plan_are_read() {
         let r = parse("SIVSHM-BOOTED 2.5 id=abc\nSIVSHM-BEGIN\n1..3\nok 1 a\nSIVSHM-END rc=1\n");
         assert_eq!(r.boot_id.as_deref(), Some("abc"));
+        assert_eq!(r.booted_uptime, Some(2.5));
         assert_eq!(r.plan, Some(3));
         assert_eq!(r.tap.len(), 1);
     }
@@ -380,6 +408,12 @@ unreferenced object 0xffff888003 (size 64):\n";
             }
         );
         assert_eq!(r.not_write_back_warnings, ["0000:00:05.0"]);
+        let wb: Vec<_> = r
+            .results_of("memtype")
+            .filter(|l| l.get("driver") == Some("write-back"))
+            .map(|l| l.get("bdf").unwrap())
+            .collect();
+        assert_eq!(wb, ["0000:00:04.0"], "the lines are results of init's too");
         assert!(
             r.splats.is_empty(),
             "a memory type warning is not a kernel bug"

@@ -48,6 +48,18 @@ pub trait Roles {
     fn worker(&self, index: usize, layout: &Layout) -> String;
 }
 
+/// Roles whose guests run `true`: they boot (or, paused, never run) and do nothing else.
+pub struct Idle;
+
+impl Roles for Idle {
+    fn manager(&self, _: &[String], _: &Layout) -> String {
+        "true".into()
+    }
+    fn worker(&self, _: usize, _: &Layout) -> String {
+        "true".into()
+    }
+}
+
 /// A running `sivshm-lab ivshmem-server`.
 struct CentralServer {
     child: Child,

@@ -9,7 +9,6 @@ mod cli;
 mod commands;
 mod compare;
 mod console;
-mod hotplug;
 mod interrupt;
 mod ivshmem_server;
 mod layout;
@@ -20,6 +19,8 @@ mod qemu;
 mod realise;
 mod scale;
 mod scenarios;
+mod setup_socket;
+mod spread;
 mod wiring;
 
 use anyhow::Result;
@@ -57,6 +58,17 @@ fn main() -> Result<()> {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Accel { guest } => commands::accel(&guest),
+        Cmd::LocalBench {
+            probe,
+            runs,
+            seconds,
+            sizes,
+        } => {
+            for l in bench::local::run(&probe, runs, seconds, &sizes)? {
+                println!("{l}");
+            }
+            Ok(())
+        }
         Cmd::Results {
             log,
             json,

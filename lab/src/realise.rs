@@ -22,15 +22,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use command_fds::CommandFdExt;
 
-use crate::layout::{Layout, Roles, Topology};
+use crate::layout::{Idle, Topology};
 use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
 use sivshm_host::hotplug::Monitor;
 use sivshm_host::pci::MAX_WORKERS;
 
 mod table;
 use table::prepare_row;
-#[cfg(test)]
-use table::Spread;
 pub use table::{header, row, Sample};
 
 /// How the manager and the workers are wired.
@@ -211,18 +209,6 @@ pub fn plot(o: &Options, samples: &[Sample], path: &Path) -> Result<()> {
     crate::plot::realise(path, &title, &lines)
 }
 
-/// Roles for guests that never run.
-struct Paused;
-
-impl Roles for Paused {
-    fn manager(&self, _: &[String], _: &Layout) -> String {
-        "true".into()
-    }
-    fn worker(&self, _: usize, _: &Layout) -> String {
-        "true".into()
-    }
-}
-
 /// Arguments of the harness's QEMU line that boot a guest, each with its value.
 const BOOT_ARGS: [&str; 4] = ["-kernel", "-initrd", "-append", "-serial"];
 
@@ -294,9 +280,9 @@ fn trial(
 ) -> Result<Sample> {
     let t0 = Instant::now();
     let mut topo = match wiring {
-        Wiring::Sivshm => Topology::new(n, segment, &Paused)?,
-        Wiring::Ivshmem => Topology::ivshmem(n, segment, &Paused)?,
-        Wiring::None => Topology::bare(n, &Paused),
+        Wiring::Sivshm => Topology::new(n, segment, &Idle)?,
+        Wiring::Ivshmem => Topology::ivshmem(n, segment, &Idle)?,
+        Wiring::None => Topology::bare(n, &Idle),
     };
     let prepare = t0.elapsed().as_secs_f64();
     let dir = tempfile::tempdir().context("a directory for the QMP sockets")?;

@@ -10,22 +10,27 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::console;
+use crate::console::{self, ResultLine};
 use crate::layout::{Layout, Roles, Topology};
 use crate::qemu::{run_all, Machine};
 use sivshm_host::pci::manager_slot;
 
-/// What the manager runs: everything it prints is a `SCALE-` line the host reads.
+/// What the manager runs: it reports as `SIVSHM-RESULT scale-*` lines (see [`SCRIPT`]).
 struct ManagerAlone;
 
-/// The guest side of the measurement. Uptimes are /proc/uptime's (10 ms steps).
+/// The guest side of the measurement: each device (`sivshmctl list`'s line as
+/// `SIVSHM-RESULT scale-device node=...`), the nodes and vectors at boot, after `rmmod` and
+/// after `insmod` again (`scale-count at=boot|rmmod|insmod nodes=N vectors=N`), and the
+/// uptimes around both (`scale-times start=.. removed=.. probed=..`; /proc/uptime's 10 ms
+/// steps).
 // No double quote: the command travels on the kernel command line inside double quotes.
 const SCRIPT: &str = "up() { cut -d' ' -f1 /proc/uptime; }; \
-    count() { echo $(ls /dev | grep -c '^sivshm[0-9]') $(grep -c sivshm /proc/interrupts); }; \
-    sivshmctl list | sed 's/^/SCALE-DEV /' && echo SCALE-COUNT $(count) \
-    && a=$(up) && rmmod sivshm && b=$(up) && echo SCALE-GONE $(count) \
-    && insmod /lib/modules/sivshm.ko && c=$(up) && echo SCALE-COUNT-AGAIN $(count) \
-    && echo SCALE-TIMES $a $b $c";
+    count() { echo SIVSHM-RESULT scale-count at=$1 nodes=$(ls /dev | grep -c '^sivshm[0-9]') \
+    vectors=$(grep -c sivshm /proc/interrupts); }; \
+    sivshmctl list | sed 's/^/SIVSHM-RESULT scale-device node=/' && count boot \
+    && a=$(up) && rmmod sivshm && b=$(up) && count rmmod \
+    && insmod /lib/modules/sivshm.ko && c=$(up) && count insmod \
+    && echo SIVSHM-RESULT scale-times start=$a removed=$b probed=$c";
 
 impl Roles for ManagerAlone {
     // The addresses are not passed on: 128 of them would not fit the kernel command line.
@@ -53,30 +58,34 @@ pub struct Figures {
     pub probe: f64,
 }
 
-fn pair(s: &str) -> Result<(usize, usize)> {
-    let mut it = s.split_whitespace().map(str::parse::<usize>);
-    match (it.next(), it.next(), it.next()) {
-        (Some(Ok(a)), Some(Ok(b)), None) => Ok((a, b)),
-        _ => bail!("not two counts: {s:?}"),
-    }
-}
-
-/// Reads the `SCALE-` lines of a manager with `devices` devices and checks that each device
-/// is at the address its worker index gives and that nodes and vectors are all there.
+/// Reads the `SIVSHM-RESULT scale-*` lines of a manager with `devices` devices and checks
+/// that each device is at the address its worker index gives and that nodes and vectors
+/// are all there.
 pub fn figures(log: &str, devices: usize) -> Result<Figures> {
     let r = console::parse(log);
-    let line = |tag: &str| -> Result<&str> {
-        r.output
-            .iter()
-            .find_map(|l| l.strip_prefix(tag))
-            .map(str::trim)
-            .with_context(|| format!("the guest printed no {tag}line"))
+    let result = |program: &'static str, at: Option<&str>| {
+        r.results_of(program)
+            .filter(|l| at.is_none_or(|at| l.get("at") == Some(at)))
+            .last()
+            .with_context(|| {
+                format!(
+                    "the guest printed no SIVSHM-RESULT {program}{} line",
+                    at.map_or(String::new(), |at| format!(" at={at}"))
+                )
+            })
+    };
+    let number = |l: &ResultLine, key: &str| -> Result<f64> {
+        l.get(key)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("no number {key}= in SIVSHM-RESULT {}", l.to_line()))
+    };
+    let count = |at: &str| -> Result<(usize, usize)> {
+        let l = result("scale-count", Some(at))?;
+        Ok((number(l, "nodes")? as usize, number(l, "vectors")? as usize))
     };
     let seen: BTreeSet<String> = r
-        .output
-        .iter()
-        .filter_map(|l| l.strip_prefix("SCALE-DEV "))
-        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pci=")))
+        .results_of("scale-device")
+        .filter_map(|l| l.get("pci"))
         .map(str::to_string)
         .collect();
     let want: BTreeSet<String> = (0..devices)
@@ -91,20 +100,16 @@ pub fn figures(log: &str, devices: usize) -> Result<Figures> {
             want.len()
         );
     }
-    let times: Vec<f64> = line("SCALE-TIMES ")?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .context("SCALE-TIMES")?;
-    ensure!(times.len() == 3, "SCALE-TIMES has {} values", times.len());
+    let times = result("scale-times", None)?;
     let f = Figures {
         devices,
-        at_boot: pair(line("SCALE-COUNT ")?)?,
-        after_rmmod: pair(line("SCALE-GONE ")?)?,
-        after_insmod: pair(line("SCALE-COUNT-AGAIN ")?)?,
-        boot_probe: r.probed_uptime.context("no SIVSHM-PROBED line")? - booted_uptime(log)?,
-        remove: times[1] - times[0],
-        probe: times[2] - times[1],
+        at_boot: count("boot")?,
+        after_rmmod: count("rmmod")?,
+        after_insmod: count("insmod")?,
+        boot_probe: r.probed_uptime.context("no SIVSHM-PROBED line")?
+            - r.booted_uptime.context("no SIVSHM-BOOTED uptime")?,
+        remove: number(times, "removed")? - number(times, "start")?,
+        probe: number(times, "probed")? - number(times, "removed")?,
     };
     for (what, got) in [("after boot", f.at_boot), ("after insmod", f.after_insmod)] {
         ensure!(
@@ -120,15 +125,6 @@ pub fn figures(log: &str, devices: usize) -> Result<Figures> {
         f.after_rmmod
     );
     Ok(f)
-}
-
-/// init's `SIVSHM-BOOTED UPTIME` mark, just before it loads the module.
-fn booted_uptime(log: &str) -> Result<f64> {
-    log.lines()
-        .find_map(|l| l.trim().strip_prefix("SIVSHM-BOOTED "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no SIVSHM-BOOTED line")
 }
 
 /// Boots the manager of `workers` workers alone and reports what its driver did.
@@ -198,13 +194,16 @@ mod tests {
         let mut s = String::from("SIVSHM-BOOTED 1.50 id=x\nSIVSHM-PROBED 2.50 devices=2\n");
         s += "SIVSHM-BEGIN\n";
         for (i, d) in devs.iter().enumerate() {
-            s += &format!("SCALE-DEV /dev/sivshm{i} pci={d} size=1048576 peer=0 vectors=1\n");
+            s += &format!(
+                "SIVSHM-RESULT scale-device node=/dev/sivshm{i} pci={d} size=1048576 peer=0 \
+                 vectors=1 memtype=write-back\n"
+            );
         }
-        s += &format!(
-            "SCALE-COUNT {}\nSCALE-GONE {}\nSCALE-COUNT-AGAIN {}\n",
-            counts[0], counts[1], counts[2]
-        );
-        s += "SCALE-TIMES 3.00 3.20 4.00\nSIVSHM-END rc=0\n";
+        for (at, c) in ["boot", "rmmod", "insmod"].into_iter().zip(counts) {
+            let (n, v) = c.split_once(' ').unwrap();
+            s += &format!("SIVSHM-RESULT scale-count at={at} nodes={n} vectors={v}\n");
+        }
+        s += "SIVSHM-RESULT scale-times start=3.00 removed=3.20 probed=4.00\nSIVSHM-END rc=0\n";
         s
     }
 
@@ -226,7 +225,10 @@ mod tests {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        assert!(line.contains("SCALE-TIMES $a $b $c"), "{line}");
+        assert!(
+            line.contains("scale-times start=$a removed=$b probed=$c"),
+            "{line}"
+        );
         // x86's COMMAND_LINE_SIZE.
         assert!(line.len() < 2048, "{}", line.len());
         assert!(t.workers.iter().all(|w| w.devices.len() == 1));

@@ -58,7 +58,7 @@ mod ioctl {
 
 pub use device::{mem_type_name, Device, Info, MemType, PciAddress};
 pub use eventfd::EventFd;
-pub use mapping::Mapping;
+pub use mapping::{Mapping, OutOfRange};
 
 /// Errors of this crate are the kernel's.
 pub type Result<T> = std::result::Result<T, rustix::io::Errno>;

@@ -8,8 +8,8 @@ use rustix::mm::{mmap, munmap, MapFlags, ProtFlags};
 
 use crate::Result;
 
-/// A shared, read-write mapping. Every access is bounds-checked and returns `None` when it
-/// would leave the mapping.
+/// A shared, read-write mapping. Every access is bounds-checked: a copy that would leave
+/// the mapping returns [`OutOfRange`], an atomic that would returns `None`.
 ///
 /// When the device is removed, the mapping stays valid: the driver puts one page of its own
 /// under every page of it (initially all `0xff` bytes, then whatever this VM's processes
@@ -93,23 +93,32 @@ impl Mapping {
         (end <= self.len).then(|| unsafe { self.ptr.as_ptr().add(offset) })
     }
 
+    /// The start of `offset..offset + len` for a copy, or why there is none.
+    fn copy_range(&self, offset: usize, len: usize) -> std::result::Result<*mut u8, OutOfRange> {
+        self.range(offset, len).ok_or(OutOfRange {
+            offset,
+            len,
+            mapping: self.len,
+        })
+    }
+
     /// Copies `buf.len()` bytes at `offset` out of the shared memory.
-    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Option<()> {
-        let src = self.range(offset, buf.len())?;
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> std::result::Result<(), OutOfRange> {
+        let src = self.copy_range(offset, buf.len())?;
         // SAFETY: `src..src + len` is inside the mapping and read with volatile accesses only,
         // so concurrent writers cannot make it undefined behaviour, only return torn data,
         // which the caller's protocol must detect; `buf` is an exclusive slice, apart from it.
         unsafe { shared_copy::<false>(src, buf.as_mut_ptr(), buf.len()) };
-        Some(())
+        Ok(())
     }
 
     /// Copies `buf` into the shared memory at `offset`.
-    pub fn write(&self, offset: usize, buf: &[u8]) -> Option<()> {
-        let dst = self.range(offset, buf.len())?;
+    pub fn write(&self, offset: usize, buf: &[u8]) -> std::result::Result<(), OutOfRange> {
+        let dst = self.copy_range(offset, buf.len())?;
         // SAFETY: As in `read`, with the roles swapped: `dst` is written with volatile
         // accesses only, `buf` is a shared borrow nobody writes during the copy.
         unsafe { shared_copy::<true>(buf.as_ptr(), dst, buf.len()) };
-        Some(())
+        Ok(())
     }
 
     /// The naturally aligned `u32` at `offset`, as an atomic shared with the peers.
@@ -131,6 +140,32 @@ impl Mapping {
         }
         // SAFETY: As in `atomic_u32`.
         Some(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+}
+
+/// A copy of `len` bytes at `offset` would leave a mapping of `mapping` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange {
+    pub offset: usize,
+    pub len: usize,
+    pub mapping: usize,
+}
+
+impl std::fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes at offset {:#x} leave the mapping of {:#x} bytes",
+            self.len, self.offset, self.mapping
+        )
+    }
+}
+
+impl std::error::Error for OutOfRange {}
+
+impl From<OutOfRange> for std::io::Error {
+    fn from(e: OutOfRange) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e)
     }
 }
 
@@ -368,13 +403,27 @@ mod tests {
         let fd = memfd(4096);
         let m = Mapping::new(fd.as_fd(), 0, 4096).unwrap();
         let mut buf = [0u8; 2];
-        assert!(m.read(4095, &mut buf).is_none());
-        assert!(m.write(usize::MAX, &buf).is_none());
+        assert_eq!(
+            m.read(4095, &mut buf),
+            Err(OutOfRange {
+                offset: 4095,
+                len: 2,
+                mapping: 4096
+            })
+        );
+        let e = m.write(usize::MAX, &buf).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "2 bytes at offset {:#x} leave the mapping of 0x1000 bytes",
+                usize::MAX
+            )
+        );
         assert!(m.atomic_u32(4094).is_none());
         assert!(m.atomic_u32(2).is_none());
         assert!(m.atomic_u64(4).is_none());
         assert!(m.atomic_u64(4088).is_some());
-        assert!(m.read(4094, &mut buf).is_some());
+        assert!(m.read(4094, &mut buf).is_ok());
     }
 
     #[test]

@@ -263,5 +263,6 @@ int main(void)
 	hostile_peer();
 	removal();
 	printf("%d passed, %d failed\n", passed, failed);
+	printf("SIVSHM-RESULT capi-test passed=%d failed=%d\n", passed, failed);
 	return failed != 0;
 }

@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::console;
+use crate::console::{self, ResultLine};
 use crate::layout::{Layout, Roles, Topology};
 use crate::net;
 use crate::pair::channel;
@@ -13,27 +13,27 @@ use crate::qemu::{run_all, Finished, Machine, Vm};
 use sivshm_host::pci::PciSlot;
 use sivshm_host::segments::{self, PageSize};
 
+pub mod local;
 mod table;
-use table::{parse_probe, references, table, throughput_lines};
+use table::{parse_probe, references, table, throughput_lines, PROBE};
 
-/// One `pingpong NAME: n=.. p50=X us p99=Y us ...` line of the guest.
+/// One `SIVSHM-RESULT doorbell-pingpong name=NAME n=.. p50_us=X p99_us=Y ...` line of the
+/// guest's `sivshm_doorbell pingpong-a|b`.
 struct Figures {
     name: String,
     p50: f64,
     p99: f64,
 }
 
-fn parse(line: &str) -> Option<Figures> {
-    let rest = line.strip_prefix("pingpong ")?;
-    let (name, rest) = rest.split_once(": ")?;
-    let get = |k: &str| {
-        rest.split_whitespace()
-            .find_map(|w| w.strip_prefix(k).and_then(|v| v.parse::<f64>().ok()))
-    };
+/// The program whose results [`pingpong`] reads.
+const PINGPONG: &str = "doorbell-pingpong";
+
+fn parse(line: &ResultLine) -> Option<Figures> {
+    let get = |k: &str| line.get(k)?.parse::<f64>().ok();
     Some(Figures {
-        name: name.to_string(),
-        p50: get("p50=")?,
-        p99: get("p99=")?,
+        name: line.get("name")?.to_string(),
+        p50: get("p50_us")?,
+        p99: get("p99_us")?,
     })
 }
 
@@ -50,11 +50,10 @@ pub fn pingpong(m: &Machine, logdir: &Path, timeout: Duration, n: u32) -> Result
     )];
     let mut figures = Vec::new();
     for f in &finished {
-        for line in &succeeded(f)? {
-            if let Some(fig) = parse(line) {
-                out.push(line.clone());
-                figures.push(fig);
-            }
+        for line in succeeded(f)?.results_of(PINGPONG) {
+            let fig = parse(line).with_context(|| format!("{}: {}", f.name, line.to_line()))?;
+            out.push(line.to_line());
+            figures.push(fig);
         }
     }
     let find = |name: &str| figures.iter().find(|f| f.name == name);
@@ -69,8 +68,8 @@ pub fn pingpong(m: &Machine, logdir: &Path, timeout: Duration, n: u32) -> Result
     Ok(out)
 }
 
-/// The command output of a guest that ran to success, or why it did not.
-fn succeeded(f: &Finished) -> Result<Vec<String>> {
+/// What the log of a guest that ran to success says, or why it did not succeed.
+fn succeeded(f: &Finished) -> Result<console::Report> {
     let r = console::parse(&f.log);
     let this_boot = r.boot_id.as_deref() == Some(f.boot_id.as_str());
     if f.timed_out || !this_boot || r.rc != Some(0) || !r.splats.is_empty() {
@@ -95,7 +94,7 @@ fn succeeded(f: &Finished) -> Result<Vec<String>> {
             }
         );
     }
-    Ok(r.output)
+    Ok(r)
 }
 
 /// What the channel benchmark measures; see [`channel_vs_network`].
@@ -237,11 +236,11 @@ pub fn channel_vs_network(
     }
     let mut probes = Vec::new();
     for f in &finished {
-        for line in succeeded(f)? {
-            if let Some(p) = parse_probe(&line) {
-                out.push(line.clone());
-                probes.push(p);
-            }
+        for line in succeeded(f)?.results_of(PROBE) {
+            probes.push(
+                parse_probe(line).with_context(|| format!("{}: {}", f.name, line.to_line()))?,
+            );
+            out.push(line.to_line());
         }
     }
     out.extend(table(&probes, o)?);

@@ -5,8 +5,13 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 
 use super::ProbeOptions;
+use crate::console::ResultLine;
 
-/// One `latency NAME: k=v ...` or `throughput NAME: k=v ...` line of `sivshm-probe`.
+/// The program whose results the channel benchmark reads (`sivshm-probe`).
+pub(super) const PROBE: &str = "probe";
+
+/// One `SIVSHM-RESULT probe kind=latency|throughput transport=NAME k=v ...` line of
+/// `sivshm-probe`, its figures as numbers.
 #[derive(Debug)]
 pub(super) struct Probe {
     pub(super) kind: String,
@@ -14,22 +19,22 @@ pub(super) struct Probe {
     pub(super) values: HashMap<String, f64>,
 }
 
-pub(super) fn parse_probe(line: &str) -> Option<Probe> {
-    let (head, rest) = line.split_once(": ")?;
-    let (kind, transport) = head.split_once(' ')?;
+/// The figures of a probe result line; None for a line without a kind, a transport, or a
+/// number where one belongs.
+pub(super) fn parse_probe(line: &ResultLine) -> Option<Probe> {
+    let kind = line.get("kind")?;
     if kind != "latency" && kind != "throughput" {
         return None;
     }
-    let values = rest
-        .split_whitespace()
-        .filter_map(|w| {
-            let (k, v) = w.split_once('=')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect();
+    let values = line
+        .values
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "kind" | "transport"))
+        .map(|(k, v)| Some((k.clone(), v.parse().ok()?)))
+        .collect::<Option<_>>()?;
     Some(Probe {
         kind: kind.to_string(),
-        transport: transport.to_string(),
+        transport: line.get("transport")?.to_string(),
         values,
     })
 }
@@ -110,16 +115,16 @@ pub(super) fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
         find("latency", "tcp", size)?,
         find("latency", "pipe", size)?,
     );
-    for q in ["p50", "p99"] {
+    for (q, key) in [("p50", "p50_us"), ("p99", "p99_us")] {
         t.push(format!(
             "| round trip {q}, {} | {:.0} us | {:.0} us | {:.0} us | \
              TCP / sivshm {:.1}x | {:.1}x the floor | {} | | | |",
             size_name(size),
-            get(s, q)?,
-            get(n, q)?,
-            get(f, q)?,
-            get(n, q)? / get(s, q)?,
-            get(s, q)? / get(f, q)?,
+            get(s, key)?,
+            get(n, key)?,
+            get(f, key)?,
+            get(n, key)? / get(s, key)?,
+            get(s, key)? / get(f, key)?,
             if q == "p50" {
                 format!("{:.2} per round trip", get(s, "rings_per_rt")?)
             } else {

@@ -3,38 +3,68 @@
 use super::table::{parse_probe, size_name, table, Probe};
 use super::*;
 
-#[test]
-fn figures_are_read_from_the_guest_line() {
-    let f =
-        parse("pingpong doorbell-between-vms: n=10 p50=812.5 us p99=1503.0 us min=1 us max=2 us")
-            .unwrap();
-    assert_eq!(f.name, "doorbell-between-vms");
-    assert_eq!((f.p50, f.p99), (812.5, 1503.0));
-    assert!(parse("storm: 3 rings").is_none());
-}
-
-#[test]
-fn probe_lines_make_one_table_with_the_ratios() {
-    let o = ProbeOptions {
+/// The channel benchmark's options with these throughput sizes (10 round trips of 64 B,
+/// 1 s per size, an 8 MiB segment, the channel's spin).
+fn options(sizes: Vec<usize>) -> ProbeOptions {
+    ProbeOptions {
         round_trips: 10,
         round_trip_size: 64,
         seconds: 1.0,
-        sizes: vec![4096],
+        sizes,
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
         hugepages: None,
-    };
+    }
+}
+
+/// The probe figures of `lines` (a guest's log), as the benchmark reads them.
+fn probes(lines: &[&str]) -> Vec<Probe> {
+    console::parse(&lines.join("\n"))
+        .results_of(PROBE)
+        .map(|l| parse_probe(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn figures_are_read_from_the_guest_result_line() {
+    let r = console::parse(
+        "pingpong doorbell-between-vms: n=10 p50=812.5 us p99=1503.0 us min=1 us max=2 us\n\
+         SIVSHM-RESULT doorbell-pingpong name=doorbell-between-vms n=10 p50_us=812.5 \
+         p99_us=1503.0 min_us=1.0 max_us=2.0\n",
+    );
+    let lines: Vec<_> = r.results_of(PINGPONG).collect();
+    assert_eq!(lines.len(), 1, "the prose line is not read");
+    let f = parse(lines[0]).unwrap();
+    assert_eq!(f.name, "doorbell-between-vms");
+    assert_eq!((f.p50, f.p99), (812.5, 1503.0));
+    let partial = console::parse("SIVSHM-RESULT doorbell-pingpong name=x p50_us=1.0\n");
+    assert!(parse(&partial.results[0]).is_none(), "no p99");
+}
+
+#[test]
+fn a_probe_line_with_a_word_that_is_not_a_number_is_refused() {
+    let r = console::parse(
+        "SIVSHM-RESULT probe kind=latency transport=tcp size=64 p50_us=fast\n\
+         SIVSHM-RESULT probe kind=storm transport=tcp size=64\n\
+         SIVSHM-RESULT probe kind=latency size=64\n",
+    );
+    assert!(r.results.iter().all(|l| parse_probe(l).is_none()));
+}
+
+#[test]
+fn probe_lines_make_one_table_with_the_ratios() {
+    let o = options(vec![4096]);
     let lines = [
-        "throughput sivshm: size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",
-        "throughput tcp: size=4096 messages=10 seconds=1.000 mib_s=20.00 msgs_s=5120",
-        "throughput memcpy: size=4096 messages=10 seconds=1.000 mib_s=500.00 msgs_s=128000",
-        "latency sivshm: size=64 n=10 p50=100.0 us p99=300.0 us max=400.0 us rings_per_rt=1.500",
-        "latency tcp: size=64 n=10 p50=1000.0 us p99=6000.0 us max=9000.0 us",
-        "latency pipe: size=64 n=10 p50=50.0 us p99=60.0 us max=70.0 us",
-        "serve tcp: 20 messages",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",
+        "SIVSHM-RESULT probe kind=throughput transport=tcp size=4096 messages=10 seconds=1.000 mib_s=20.00 msgs_s=5120",
+        "SIVSHM-RESULT probe kind=throughput transport=memcpy size=4096 messages=10 seconds=1.000 mib_s=500.00 msgs_s=128000",
+        "SIVSHM-RESULT probe kind=latency transport=sivshm size=64 n=10 p50_us=100.0 p99_us=300.0 max_us=400.0 rings_per_rt=1.500",
+        "SIVSHM-RESULT probe kind=latency transport=tcp size=64 n=10 p50_us=1000.0 p99_us=6000.0 max_us=9000.0",
+        "SIVSHM-RESULT probe kind=latency transport=pipe size=64 n=10 p50_us=50.0 p99_us=60.0 max_us=70.0",
+        "SIVSHM-RESULT distribute-worker rounds=3",
     ];
-    let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
+    let probes: Vec<Probe> = probes(&lines);
     assert_eq!(probes.len(), 6);
     let t = table(&probes, &o).unwrap().join("\n");
     assert!(
@@ -55,26 +85,17 @@ fn probe_lines_make_one_table_with_the_ratios() {
 
 #[test]
 fn the_shm_copy_line_adds_its_cell_and_ratios() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![1 << 20],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-        hugepages: None,
-    };
+    let o = options(vec![1 << 20]);
     let lines = [
-        "throughput sivshm: size=1048576 messages=600 seconds=1.000 mib_s=600.00 msgs_s=600 rings_per_msg=0.7060",
-        "throughput tcp: size=1048576 messages=30 seconds=1.000 mib_s=30.00 msgs_s=30",
-        "throughput memcpy: size=1048576 messages=800 seconds=1.000 mib_s=800.00 msgs_s=800",
-        "throughput shm-copy: size=1048576 messages=750 seconds=1.000 mib_s=750.00 msgs_s=750",
-        "latency sivshm: size=64 n=10 p50=8.0 us p99=300.0 us max=400.0 us rings_per_rt=0.500",
-        "latency tcp: size=64 n=10 p50=1000.0 us p99=6000.0 us max=9000.0 us",
-        "latency pipe: size=64 n=10 p50=50.0 us p99=60.0 us max=70.0 us",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=1048576 messages=600 seconds=1.000 mib_s=600.00 msgs_s=600 rings_per_msg=0.7060",
+        "SIVSHM-RESULT probe kind=throughput transport=tcp size=1048576 messages=30 seconds=1.000 mib_s=30.00 msgs_s=30",
+        "SIVSHM-RESULT probe kind=throughput transport=memcpy size=1048576 messages=800 seconds=1.000 mib_s=800.00 msgs_s=800",
+        "SIVSHM-RESULT probe kind=throughput transport=shm-copy size=1048576 messages=750 seconds=1.000 mib_s=750.00 msgs_s=750",
+        "SIVSHM-RESULT probe kind=latency transport=sivshm size=64 n=10 p50_us=8.0 p99_us=300.0 max_us=400.0 rings_per_rt=0.500",
+        "SIVSHM-RESULT probe kind=latency transport=tcp size=64 n=10 p50_us=1000.0 p99_us=6000.0 max_us=9000.0",
+        "SIVSHM-RESULT probe kind=latency transport=pipe size=64 n=10 p50_us=50.0 p99_us=60.0 max_us=70.0",
     ];
-    let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
+    let probes: Vec<Probe> = probes(&lines);
     let p = &probes[3];
     assert_eq!(
         (p.kind.as_str(), p.transport.as_str()),
@@ -90,16 +111,7 @@ fn the_shm_copy_line_adds_its_cell_and_ratios() {
 
 #[test]
 fn the_bench_vms_get_the_channel_and_the_link() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![64, 1 << 20],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-        hugepages: None,
-    };
+    let o = options(vec![64, 1 << 20]);
     let t = Topology::new(1, 8 << 20, &o).unwrap().network().unwrap();
     let run = &t.manager.env[0].1;
     assert!(run.contains("--connect 10.77.0.2:7777"), "{run}");
@@ -112,7 +124,6 @@ fn the_bench_vms_get_the_channel_and_the_link() {
     let spun = ProbeOptions {
         spin_us: Some(5000),
         spin_max_us: Some(0),
-        hugepages: None,
         ..o.clone()
     };
     let t = Topology::new(1, 8 << 20, &spun).unwrap().network().unwrap();
@@ -137,26 +148,17 @@ fn the_bench_vms_get_the_channel_and_the_link() {
 
 #[test]
 fn the_references_table_gives_each_ratio_against_its_target() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![64, 65536, 4096],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-        hugepages: None,
-    };
+    let o = options(vec![64, 65536, 4096]);
     let lines = [
-        "throughput sivshm: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=400000",
-        "throughput sivshm: size=4096 messages=1 seconds=1.000 mib_s=1.00 msgs_s=1000",
-        "throughput rtrb: size=4096 messages=1 seconds=1.000 mib_s=1.00 msgs_s=2000",
-        "throughput channel-local: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=500000",
-        "throughput rtrb: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=1000000",
-        "throughput shm-copy: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=8000000",
-        "throughput sivshm: size=65536 messages=1 seconds=1.000 mib_s=1000.00 msgs_s=16000",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=400000",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 messages=1 seconds=1.000 mib_s=1.00 msgs_s=1000",
+        "SIVSHM-RESULT probe kind=throughput transport=rtrb size=4096 messages=1 seconds=1.000 mib_s=1.00 msgs_s=2000",
+        "SIVSHM-RESULT probe kind=throughput transport=channel-local size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=500000",
+        "SIVSHM-RESULT probe kind=throughput transport=rtrb size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=1000000",
+        "SIVSHM-RESULT probe kind=throughput transport=shm-copy size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=8000000",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=65536 messages=1 seconds=1.000 mib_s=1000.00 msgs_s=16000",
     ];
-    let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
+    let probes: Vec<Probe> = probes(&lines);
     let t = super::table::references(&probes, &o).unwrap();
     assert_eq!(t.len(), 5, "{t:?}");
     // No target against rtrb at 4 KiB: the bare ratio.
@@ -180,25 +182,16 @@ fn the_references_table_gives_each_ratio_against_its_target() {
 
 #[test]
 fn the_plot_lines_are_the_throughput_figures_per_transport_sivshm_first() {
-    let o = ProbeOptions {
-        round_trips: 10,
-        round_trip_size: 64,
-        seconds: 1.0,
-        sizes: vec![64, 4096],
-        segment_mib: 8,
-        spin_us: None,
-        spin_max_us: None,
-        hugepages: None,
-    };
+    let o = options(vec![64, 4096]);
     let lines = [
-        "throughput memcpy: size=64 mib_s=50.00 msgs_s=819200",
-        "throughput sivshm: size=64 mib_s=4.00 msgs_s=65536",
-        "throughput sivshm: size=4096 mib_s=400.00 msgs_s=102400",
-        "throughput rtrb: size=4096 mib_s=800.00 msgs_s=204800",
-        "throughput rtrb: size=65536 mib_s=800.00 msgs_s=12800",
-        "latency sivshm: size=64 n=10 p50=100.0 us p99=300.0 us",
+        "SIVSHM-RESULT probe kind=throughput transport=memcpy size=64 mib_s=50.00 msgs_s=819200",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=64 mib_s=4.00 msgs_s=65536",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 mib_s=400.00 msgs_s=102400",
+        "SIVSHM-RESULT probe kind=throughput transport=rtrb size=4096 mib_s=800.00 msgs_s=204800",
+        "SIVSHM-RESULT probe kind=throughput transport=rtrb size=65536 mib_s=800.00 msgs_s=12800",
+        "SIVSHM-RESULT probe kind=latency transport=sivshm size=64 n=10 p50_us=100.0 p99_us=300.0",
     ];
-    let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
+    let probes: Vec<Probe> = probes(&lines);
     let got = super::table::throughput_lines(&probes, &o);
     let want = [
         ("sivshm", vec![(64.0, 65536.0), (4096.0, 102400.0)]),

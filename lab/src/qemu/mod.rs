@@ -323,14 +323,7 @@ impl Vm {
                     });
                     a.push("-chardev".into());
                     a.push(format!("socket,id=db{i},fd={child_fd}").into());
-                    a.push("-device".into());
-                    a.push(
-                        format!(
-                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},{}",
-                            slot.qemu_props()
-                        )
-                        .into(),
-                    );
+                    a.extend(doorbell_device(i, *vectors, *slot));
                 }
                 Device::Server {
                     slot,
@@ -341,14 +334,7 @@ impl Vm {
                     chardev.push(socket);
                     a.push("-chardev".into());
                     a.push(chardev);
-                    a.push("-device".into());
-                    a.push(
-                        format!(
-                            "ivshmem-doorbell,chardev=db{i},vectors={vectors},{}",
-                            slot.qemu_props()
-                        )
-                        .into(),
-                    );
+                    a.extend(doorbell_device(i, *vectors, *slot));
                 }
             }
         }
@@ -357,20 +343,20 @@ impl Vm {
         for k in 0..bridges {
             slots.push(bridge_slot(k));
         }
+        let mut take = |s: PciSlot| {
+            if slots.contains(&s) {
+                bail!("{}: PCI slot {s} is taken twice", self.name);
+            }
+            slots.push(s);
+            Ok(())
+        };
         for d in &self.devices {
             let s = d.slot();
             s.check()?;
-            if slots.contains(&s) {
-                bail!("{}: PCI slot {s} is taken twice", self.name);
-            }
-            slots.push(s);
+            take(s)?;
         }
         for (i, n) in self.nics.iter().enumerate() {
-            let s = PciSlot::root(n.slot);
-            if slots.contains(&s) {
-                bail!("{}: PCI slot {s} is taken twice", self.name);
-            }
-            slots.push(s);
+            take(PciSlot::root(n.slot))?;
             let child_fd = FIRST_CHILD_FD + fds.len() as i32;
             fds.push(FdMapping {
                 parent_fd: n.socket.try_clone()?,
@@ -390,6 +376,18 @@ impl Vm {
         }
         Ok((a, fds))
     }
+}
+
+/// The `-device` arguments of the `ivshmem-doorbell` on chardev `db{i}`.
+fn doorbell_device(i: usize, vectors: u16, slot: PciSlot) -> [OsString; 2] {
+    [
+        "-device".into(),
+        format!(
+            "ivshmem-doorbell,chardev=db{i},vectors={vectors},{}",
+            slot.qemu_props()
+        )
+        .into(),
+    ]
 }
 
 /// What a guest's sivshm devices must report as their memory type at boot (the

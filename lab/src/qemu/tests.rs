@@ -3,15 +3,20 @@
 use super::*;
 use sivshm_host::pci::{BRIDGE_PREF64_RESERVE, BRIDGE_SLOT};
 
-/// A NIC as `net::link` makes one (built here, so that `qemu` does not import `net`).
-fn nic(slot: u8, host: u8) -> Nic {
-    let (socket, _) = rustix::net::socketpair(
+/// Two connected Unix stream sockets.
+fn stream() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
         rustix::net::SocketType::STREAM,
         rustix::net::SocketFlags::CLOEXEC,
         None,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A NIC as `net::link` makes one (built here, so that `qemu` does not import `net`).
+fn nic(slot: u8, host: u8) -> Nic {
+    let (socket, _) = stream();
     Nic {
         slot,
         mac: format!("52:54:00:77:00:{host:02x}"),
@@ -60,13 +65,7 @@ fn plain_device_is_a_shared_file_backend_at_its_slot() {
 
 #[test]
 fn doorbell_chardev_fd_is_mapped_into_the_child() {
-    let (_a, b) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (_a, b) = stream();
     let vm = Vm::new("a", "true").device(Device::Doorbell {
         slot: PciSlot::root(5),
         chardev: b,
@@ -126,13 +125,7 @@ fn a_nic_is_a_stream_netdev_on_its_inherited_socket_and_init_learns_its_address(
 
 #[test]
 fn devices_behind_bridges_get_the_bridge_bus_and_its_number() {
-    let (_a, b) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (_a, b) = stream();
     let vm = Vm::new("m", "true")
         .device(Device::Doorbell {
             slot: PciSlot::behind(1, 31),

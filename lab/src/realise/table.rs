@@ -2,6 +2,7 @@
 
 use super::Wiring;
 use crate::qemu::Accel;
+pub use crate::spread::Spread;
 
 /// One run of one wiring at one worker count.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -36,43 +37,14 @@ impl Sample {
     }
 }
 
-/// Median, min and max of a non-empty set (the median of an even count is the mean of the
-/// two middle values).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
-        let mut v: Vec<f64> = values.into_iter().collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let k = v.len() / 2;
-        let median = if v.len() % 2 == 1 {
-            v[k]
-        } else {
-            (v[k - 1] + v[k]) / 2.0
-        };
-        Some(Spread {
-            median,
-            min: v[0],
-            max: v[v.len() - 1],
-        })
-    }
-
-    fn cell(&self) -> String {
-        format!(
-            "{:.1} ms ({:.1}-{:.1})",
-            self.median * 1e3,
-            self.min * 1e3,
-            self.max * 1e3
-        )
-    }
+/// A spread of seconds as a table cell, in milliseconds.
+fn cell(s: &Spread) -> String {
+    format!(
+        "{:.1} ms ({:.1}-{:.1})",
+        s.median * 1e3,
+        s.min * 1e3,
+        s.max * 1e3
+    )
 }
 
 /// `wiring`'s median launch-to-ready seconds at each of `counts` that has samples, as the
@@ -122,7 +94,7 @@ pub fn row(n: usize, wirings: &[Wiring], samples: &[Sample]) -> String {
     };
     let mut r = format!("{n:>9}");
     for &w in wirings {
-        r += &format!(" | {}", spread(w).map_or("-".into(), |s| s.cell()));
+        r += &format!(" | {}", spread(w).map_or("-".into(), |s| cell(&s)));
     }
     if wirings.contains(&Wiring::Sivshm) && wirings.contains(&Wiring::Ivshmem) {
         r += &match (spread(Wiring::Ivshmem), spread(Wiring::Sivshm)) {
@@ -152,7 +124,7 @@ pub(super) fn prepare_row(n: usize, wirings: &[Wiring], samples: &[Sample]) -> S
                 .filter(|s| s.wiring == w && s.workers == n)
                 .map(|s| s.prepare),
         ) {
-            r += &format!(" {} {}", w.key(), s.cell());
+            r += &format!(" {} {}", w.key(), cell(&s));
         }
     }
     r

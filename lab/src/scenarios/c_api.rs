@@ -23,11 +23,13 @@ struct CManager;
 impl Roles for CManager {
     fn manager(&self, bdfs: &[String], _layout: &Layout) -> String {
         // The hostile worker starts when it is rung (peer 2, vector 0 of its channel), once
-        // the channels are formatted.
+        // the channels are formatted. A ring before its VM has bound the vector is lost (a
+        // worker may boot seconds after the manager on a busy host): ring every 2 s until
+        // the manager is done; rings after the first only add to the hostile's own vector.
         format!(
-            "(sleep 2; sivshmctl ring {hostile} 2 0) & \
+            "(while sleep 2; do sivshmctl ring {hostile} 2 0 >/dev/null; done) & go=$!; \
              sivshm_distribute_manager --workers {honest},{hostile} --rounds {ROUNDS} \
-             --bytes {BYTES} --progress {ROUNDS} --timeout 120; test $? = 1",
+             --bytes {BYTES} --progress {ROUNDS} --timeout 120; rc=$?; kill $go; test $rc = 1",
             honest = bdfs[0],
             hostile = bdfs[1],
         )

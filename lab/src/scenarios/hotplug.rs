@@ -11,9 +11,9 @@ use sivshm_host::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use sivshm_host::segments;
 
 use super::{CaseResult, Ran, Suite};
-use crate::hotplug::{chardev_id, SetupSocket};
 use crate::pair::channel;
 use crate::qemu::{Device, Running, Vm};
+use crate::setup_socket::{chardev_id, SetupSocket};
 use sivshm_host::hotplug::{HotDevice, Monitor};
 
 /// The hot-plugged worker's index: its channel sits behind the manager's first bridge.

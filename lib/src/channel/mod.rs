@@ -7,8 +7,8 @@
 //! * **Zero copy, batched.** [`Channel::reserve`] gives space in the ring that the payload is
 //!   written into, [`Reservation::commit`] publishes it, [`Channel::flush`] wakes the peer
 //!   once for everything committed since ([`Channel::send`] does all three). On the other
-//!   side [`Channel::recv`] gives the oldest [`Message`], read in place and then
-//!   [`Message::release`]d. Shared bytes are only ever touched through volatile copies and
+//!   side [`Channel::recv`] gives the oldest [`Message`], read in place, answered while held
+//!   if it asks for an answer ([`Message::reply`]) and then [`Message::release`]d. Shared bytes are only ever touched through volatile copies and
 //!   atomics, never through a Rust reference.
 //! * **Notification suppression.** A side about to sleep raises a "waiting" flag in the
 //!   shared control block and looks at the ring once more; a side that publishes looks at
@@ -938,8 +938,9 @@ impl Reservation<'_> {
     }
 }
 
-/// The oldest message of the ring, read in place. Dropping it without releasing leaves it
-/// in the ring: the next receive returns it again.
+/// The oldest message of the ring, read in place, and answerable while held
+/// ([`Message::reply`]). Dropping it without releasing leaves it in the ring: the next
+/// receive returns it again.
 pub struct Message<'a> {
     ch: &'a mut Channel,
     found: Found,
@@ -970,6 +971,32 @@ impl Message<'_> {
         }
     }
 
+    /// Sends `data` to the peer while this message is held, as [`Channel::send`] does
+    /// (waiting up to `timeout` for room, then waking the peer): a request is answered, then
+    /// released, without receiving it again. The message stays in the ring until
+    /// [`Message::release`], so a receiver that stops between the two leaves it to its
+    /// successor.
+    pub fn reply(&mut self, data: &[u8], timeout: Option<Duration>) -> Result<(), Error> {
+        self.ch.send(data, timeout)
+    }
+
+    /// Room for a reply of `len` bytes while this message is held, as [`Channel::reserve`]
+    /// gives it (to be written, committed and flushed by [`Reservation::commit`] and
+    /// [`Message::flush`] or this side's next wait); see [`Message::reply`].
+    pub fn reserve_reply(
+        &mut self,
+        len: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Reservation<'_>, Error> {
+        self.ch.reserve(len, timeout)
+    }
+
+    /// [`Channel::flush`] while this message is held: wakes the peer for the replies
+    /// committed since the last flush.
+    pub fn flush(&mut self) -> Result<(), Error> {
+        self.ch.flush()
+    }
+
     /// The whole message, copied out.
     pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
         let mut v = vec![0; self.found.len];
@@ -996,6 +1023,8 @@ impl Message<'_> {
     /// may see those messages again.
     pub fn release(self) -> Result<(), Error> {
         let ch = self.ch;
+        // A reply may have found the channel dead while the message was held.
+        ch.live()?;
         let r = ch.rx.release(self.found);
         ch.guard(r)?;
         ch.stats.received += 1;

@@ -127,6 +127,77 @@ fn an_unreleased_message_is_seen_again() {
 }
 
 #[test]
+fn a_held_message_is_answered_then_released_without_receiving_it_again() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    m.send(b"first", SEC).unwrap();
+    m.send(b"second", SEC).unwrap();
+    let mut msg = w.recv(SEC).unwrap();
+    msg.reply(b"ack first", SEC).unwrap();
+    let mut r = msg.reserve_reply(4, SEC).unwrap();
+    r.write(0, b"more").unwrap();
+    r.commit().unwrap();
+    msg.flush().unwrap();
+    // Answered, still held: the reply reached the manager, the request is still the
+    // worker's to read.
+    for want in [&b"ack first"[..], b"more"] {
+        let reply = m.recv(SEC).unwrap();
+        assert_eq!(reply.to_vec().unwrap(), want);
+        reply.release().unwrap();
+    }
+    assert_eq!(msg.to_vec().unwrap(), b"first");
+    msg.release().unwrap();
+    assert_eq!(w.recv(SEC).unwrap().to_vec().unwrap(), b"second");
+}
+
+#[test]
+fn a_worker_that_stops_after_answering_leaves_the_request_to_its_successor() {
+    let p = pair(1 << 16);
+    let (mut m, w) = open(&p, 1 << 16, quick());
+    m.send(b"job", SEC).unwrap();
+    let mut w = w;
+    {
+        let mut msg = w.recv(SEC).unwrap();
+        msg.reply(b"done", SEC).unwrap();
+        // Stops here: never released.
+    }
+    drop(w);
+    let mut w = Channel::new(
+        p.map.clone(),
+        0,
+        1 << 16,
+        Role::Worker,
+        p.worker_links.clone(),
+        quick(),
+    )
+    .unwrap();
+    assert_eq!(w.recv(SEC).unwrap().to_vec().unwrap(), b"job");
+    assert_eq!(m.recv(SEC).unwrap().to_vec().unwrap(), b"done");
+}
+
+#[test]
+fn a_reply_meets_the_checks_of_a_send() {
+    let p = pair(1 << 16);
+    let (mut m, mut w) = open(&p, 1 << 16, quick());
+    m.send(b"request", SEC).unwrap();
+    let mut msg = w.recv(SEC).unwrap();
+    let max = msg.ch.max_message();
+    assert_eq!(
+        msg.reply(&vec![0; max + 1], SEC).err(),
+        Some(Error::TooLarge { len: max + 1, max })
+    );
+    // The peer corrupts the reply ring's tail (the room the worker may use) under it: the
+    // replies that fill the ring meet it.
+    let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
+    win.u64(layout::tail(1)).unwrap().store(1 << 40, SeqCst);
+    let e = (0..100)
+        .find_map(|_| msg.reply(&[1; 1000], SEC).err())
+        .unwrap();
+    assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    assert_eq!(msg.release().err(), Some(e), "the error sticks");
+}
+
+#[test]
 fn records_wrap_around_a_small_ring_many_times_intact() {
     let p = pair(8192);
     let config = Config {

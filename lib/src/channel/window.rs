@@ -47,14 +47,14 @@ impl Window {
         let at = self.at(offset, buf.len())?;
         self.map
             .read(at, buf)
-            .ok_or(Error::Corrupt("access outside the mapping"))
+            .map_err(|_| Error::Corrupt("access outside the mapping"))
     }
 
     pub(super) fn write(&self, offset: usize, buf: &[u8]) -> Result<(), Error> {
         let at = self.at(offset, buf.len())?;
         self.map
             .write(at, buf)
-            .ok_or(Error::Corrupt("access outside the mapping"))
+            .map_err(|_| Error::Corrupt("access outside the mapping"))
     }
 
     pub(super) fn u32(&self, offset: usize) -> Result<&AtomicU32, Error> {

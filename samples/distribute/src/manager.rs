@@ -348,12 +348,23 @@ fn unless_removed<T>(i: usize, w: &mut Worker, o: &Options, r: Result<T>) -> Res
                  the others",
                 w.acked
             );
+            event(i, "removed", w.acked);
             w.ch = None;
             w.removed = true;
             Ok(None)
         }
         Err(e) => Err(e.context(format!("worker {i}"))),
     }
+}
+
+/// What happened to worker `i` mid-run, as data (beside the line for people): a
+/// `SIVSHM-RESULT distribute-manager-event` line (Documentation/host-and-tests.rst,
+/// "Reading results").
+fn event(i: usize, what: &str, verified: u64) {
+    println!(
+        "SIVSHM-RESULT distribute-manager-event impl=rust index={i} event={what} \
+         verified={verified}"
+    );
 }
 
 /// The channel of a worker being served.
@@ -377,6 +388,7 @@ fn look_at_peer(i: usize, w: &mut Worker, o: &Options) -> Result<()> {
                 channel(w).stats().peer_restarts,
                 w.unacked.front().map_or(w.next, |u| u.0)
             );
+            event(i, "reattached", w.acked);
         }
         Ok(_) => {}
         // The worker closes once done; its last acknowledgement may still be queued.
@@ -389,6 +401,7 @@ fn look_at_peer(i: usize, w: &mut Worker, o: &Options) -> Result<()> {
                      others until it re-attaches",
                     w.acked
                 );
+                event(i, "stopped", w.acked);
             }
         }
         Err(e) => return Err(e.into()),

@@ -175,10 +175,10 @@ fn links() -> (Links, Links) {
 
 /// A worker that answers `rounds` batches, then reads the next one, answers it and stops
 /// before releasing it (its VM killed at the worst moment). Returns the rounds it answered.
-fn worker_that_stops_after(mut ch: Channel, rounds: u64) -> u64 {
+fn worker_that_stops_after(ch: &mut Channel, rounds: u64) -> u64 {
     let t = Some(Duration::from_secs(20));
     for n in 0..=rounds {
-        let msg = ch.recv(t).unwrap();
+        let mut msg = ch.recv(t).unwrap();
         let mut head = [0u8; BATCH_HEADER];
         msg.read(0, &mut head).unwrap();
         let Received::Batch { round, len, .. } = batches::parse(&head, msg.len()).unwrap() else {
@@ -186,10 +186,10 @@ fn worker_that_stops_after(mut ch: Channel, rounds: u64) -> u64 {
         };
         let mut data = vec![0; len];
         msg.read(BATCH_HEADER, &mut data).unwrap();
-        ch.send(&batches::ack(round, batches::fnv1a(&data)), t)
+        msg.reply(&batches::ack(round, batches::fnv1a(&data)), t)
             .unwrap();
         if n < rounds {
-            ch.recv(t).unwrap().release().unwrap();
+            msg.release().unwrap();
         }
     }
     rounds + 1
@@ -209,7 +209,7 @@ fn run_with_a_stopping_worker(rejoin: bool) -> anyhow::Result<crate::manager::Re
         ..options(40, 3000)
     };
     let manager = std::thread::spawn(move || run_all(vec![m], &o));
-    let answered = std::thread::spawn(move || worker_that_stops_after(w, 10))
+    let answered = std::thread::spawn(move || worker_that_stops_after(&mut { w }, 10))
         .join()
         .unwrap();
     assert_eq!(answered, 11);
@@ -311,8 +311,12 @@ fn a_worker_whose_device_is_removed_is_dropped_and_the_others_carry_on() {
     let steady =
         std::thread::spawn(move || crate::worker::run(w0, t, 0, OnManagerGone::Fail).unwrap());
     let removed = std::thread::spawn(move || {
-        let answered = worker_that_stops_after(w1, 5);
+        // The channel stays open until the device is gone: what the manager meets is the
+        // removal, not a close.
+        let mut w1 = w1;
+        let answered = worker_that_stops_after(&mut w1, 5);
         d1.remove().unwrap();
+        drop(w1);
         answered
     });
     let o = Options {
@@ -550,8 +554,12 @@ fn without_replug_a_removed_worker_is_not_looked_for_again() {
     let t = Duration::from_secs(20);
     let steady = std::thread::spawn(move || crate::worker::run(w0, t, 0, OnManagerGone::Fail));
     let removed = std::thread::spawn(move || {
-        let answered = worker_that_stops_after(w1, 3);
+        // The channel stays open until the device is gone: what the manager meets is the
+        // removal, not a close.
+        let mut w1 = w1;
+        let answered = worker_that_stops_after(&mut w1, 3);
         d1.remove().unwrap();
+        drop(w1);
         answered
     });
     let o = Options {

@@ -1,9 +1,10 @@
 //! A worker: receives batches until the manager is done, checks each against the checksum the
 //! manager sent, and answers with the checksum it computed itself.
 //!
-//! A batch is answered before it is released, so a worker that stops between the two (its VM
-//! killed) loses nothing: its successor, attaching to the same channel, finds the batch again
-//! and answers it once more (the manager knows repeats). A successor therefore starts at
+//! A batch is answered while held ([`sivshm::channel::Message::reply`]) and released after,
+//! so a worker that stops between the two (its VM killed) loses nothing: its successor,
+//! attaching to the same channel, finds the batch again and answers it once more (the
+//! manager knows repeats). A successor therefore starts at
 //! whatever round the channel holds, not necessarily round 1.
 //!
 //! With [`OnManagerGone::Wait`] a manager that stops (its VM killed, its device removed) is
@@ -64,7 +65,9 @@ pub fn run(
     let (mut manager_back, mut positions) = (0u64, 0u64);
     let mut buf = Vec::new();
     loop {
-        let msg = match ch.recv(Some(timeout)) {
+        let mut msg = match ch.recv(Some(timeout)) {
+            // After it left, the host may hand its segment to someone else: whatever is
+            // found there then (Reformatted) ends the run too.
             Err(e @ (Error::PeerGone | Error::PeerClosed | Error::Reformatted))
                 if gone == OnManagerGone::End =>
             {
@@ -116,13 +119,15 @@ pub fn run(
                     }
                     Some(_) => {}
                 }
-                ch.send(&batches::ack(round, mine), Some(timeout))?;
-                ch.recv(Some(timeout))?.release()?;
+                msg.reply(&batches::ack(round, mine), Some(timeout))?;
+                msg.release()?;
                 last = round;
                 rounds += 1;
                 bytes += len as u64;
                 if progress > 0 && rounds % progress == 0 {
                     println!("worker: round {round} verified and answered");
+                    // The same as data, for whoever waits for the run to get this far.
+                    println!("SIVSHM-RESULT distribute-worker-progress impl=rust round={round}");
                 }
             }
             Received::Done { rounds: sent } => {

@@ -21,11 +21,12 @@
 //! `--spin-us` and `--spin-max-us` set the channel's [`Config::spin`] and
 //! [`Config::spin_max`] on the side that is given them (give both sides the same).
 //!
-//! Each measurement is one line, `latency TRANSPORT: size=.. n=.. p50=.. us p99=.. us max=..
-//! us [rings_per_rt=..]` or `throughput TRANSPORT: size=.. messages=.. seconds=.. mib_s=..
-//! msgs_s=.. [rings_per_msg=..]`. Every message is stamped with its sequence number at both
-//! ends; `--verify` also fills and checks every byte. Any mismatch ends the probe with an
-//! error, never a figure.
+//! Each measurement is a line for people, `latency TRANSPORT: size=.. n=.. p50_us=..
+//! p99_us=.. max_us=.. [rings_per_rt=..]` or `throughput TRANSPORT: size=.. messages=..
+//! seconds=.. mib_s=.. msgs_s=.. [rings_per_msg=..]`, and the same figures as data for the
+//! lab: `SIVSHM-RESULT probe kind=latency|throughput transport=TRANSPORT size=.. ...`.
+//! Every message is stamped with its sequence number at both ends; `--verify` also fills
+//! and checks every byte. Any mismatch ends the probe with an error, never a figure.
 
 mod link;
 mod proto;
@@ -419,6 +420,7 @@ fn run_latency(link: &mut dyn Link, t: Transport, lat: &LatencyArgs, verify: boo
         let l = proto::latency(link, size, lat.count, lat.warmup, verify)
             .with_context(|| format!("{} round trips of {size} bytes", t.name()))?;
         println!("{}", l.line(t.name()));
+        println!("{}", l.result(t.name()));
     }
     Ok(())
 }
@@ -434,6 +436,7 @@ fn run_throughput(
         let r = proto::throughput(link, size, amount, verify)
             .with_context(|| format!("{} streaming {size}-byte messages", t.name()))?;
         println!("{}", r.line(t.name()));
+        println!("{}", r.result(t.name()));
     }
     Ok(())
 }
@@ -471,6 +474,7 @@ fn main() -> Result<()> {
                         _ => proto::shm_copy(size, amount, region)?,
                     };
                     println!("{}", r.line(t.name()));
+                    println!("{}", r.result(t.name()));
                 }
                 return Ok(());
             }
@@ -585,9 +589,12 @@ mod tests {
                 let t =
                     proto::throughput(link.as_mut(), size, Amount::Messages(300), true).unwrap();
                 assert_eq!(t.messages, 300);
-                let line = t.line(end.transport.name());
+                let line = t.result(end.transport.name());
                 assert!(
-                    line.starts_with(&format!("throughput {name}: size={size} messages=300 ")),
+                    line.starts_with(&format!(
+                        "SIVSHM-RESULT probe kind=throughput transport={name} size={size} \
+                         messages=300 "
+                    )),
                     "{line}"
                 );
             }
@@ -606,9 +613,9 @@ mod tests {
         eprintln!("{}", l.line("sivshm"));
         assert_eq!(l.n, 30);
         assert!(
-            l.line("sivshm").contains("rings_per_rt="),
+            l.result("sivshm").contains(" rings_per_rt="),
             "{}",
-            l.line("sivshm")
+            l.result("sivshm")
         );
         for size in [24, 65536, 1 << 20] {
             let t = proto::throughput(&mut m, size, Amount::Messages(40), true).unwrap();

@@ -150,16 +150,52 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
+/// A measurement's figures as `key=value` words, for both of its lines.
+fn words(values: &[(&str, String)]) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The result line of one measurement: `SIVSHM-RESULT probe kind=KIND transport=T k=v ...`
+/// (Documentation/host-and-tests.rst, "Reading results"), what the lab reads.
+fn result(kind: &str, transport: &str, values: &[(&str, String)]) -> String {
+    format!(
+        "SIVSHM-RESULT probe kind={kind} transport={transport} {}",
+        words(values)
+    )
+}
+
+/// The line for people: `KIND TRANSPORT: k=v ...`, the same figures.
+fn line(kind: &str, transport: &str, values: &[(&str, String)]) -> String {
+    format!("{kind} {transport}: {}", words(values))
+}
+
 impl Latency {
-    pub fn line(&self, transport: &str) -> String {
-        let mut s = format!(
-            "latency {transport}: size={} n={} p50={:.1} us p99={:.1} us max={:.1} us",
-            self.size, self.n, self.p50, self.p99, self.max
-        );
+    /// The figures (times in microseconds).
+    fn values(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("size", self.size.to_string()),
+            ("n", self.n.to_string()),
+            ("p50_us", format!("{:.1}", self.p50)),
+            ("p99_us", format!("{:.1}", self.p99)),
+            ("max_us", format!("{:.1}", self.max)),
+        ];
         if let Some(r) = self.rings_per_rt {
-            s += &format!(" rings_per_rt={r:.3}");
+            v.push(("rings_per_rt", format!("{r:.3}")));
         }
-        s
+        v
+    }
+
+    /// The measurement as data.
+    pub fn result(&self, transport: &str) -> String {
+        result("latency", transport, &self.values())
+    }
+
+    pub fn line(&self, transport: &str) -> String {
+        line("latency", transport, &self.values())
     }
 }
 
@@ -283,19 +319,31 @@ impl Throughput {
         (self.messages * self.size as u64) as f64 / self.seconds / f64::from(1 << 20)
     }
 
-    pub fn line(&self, transport: &str) -> String {
-        let mut s = format!(
-            "throughput {transport}: size={} messages={} seconds={:.3} mib_s={:.2} msgs_s={:.0}",
-            self.size,
-            self.messages,
-            self.seconds,
-            self.mib_s(),
-            self.messages as f64 / self.seconds
-        );
+    /// The figures.
+    fn values(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("size", self.size.to_string()),
+            ("messages", self.messages.to_string()),
+            ("seconds", format!("{:.3}", self.seconds)),
+            ("mib_s", format!("{:.2}", self.mib_s())),
+            (
+                "msgs_s",
+                format!("{:.0}", self.messages as f64 / self.seconds),
+            ),
+        ];
         if let Some(r) = self.rings_per_msg {
-            s += &format!(" rings_per_msg={r:.4}");
+            v.push(("rings_per_msg", format!("{r:.4}")));
         }
-        s
+        v
+    }
+
+    /// The measurement as data.
+    pub fn result(&self, transport: &str) -> String {
+        result("throughput", transport, &self.values())
+    }
+
+    pub fn line(&self, transport: &str) -> String {
+        line("throughput", transport, &self.values())
     }
 }
 
@@ -485,9 +533,9 @@ mod tests {
         for size in [24, 4096, 1 << 20] {
             let t = throughput(&mut a, size, Amount::Messages(20), true).unwrap();
             assert_eq!(t.messages, 20);
-            assert!(t
-                .line("pipe")
-                .starts_with(&format!("throughput pipe: size={size} ")));
+            assert!(t.result("pipe").starts_with(&format!(
+                "SIVSHM-RESULT probe kind=throughput transport=pipe size={size} "
+            )));
         }
         let t = throughput(&mut a, 64, Amount::Time(Duration::from_millis(50)), false).unwrap();
         assert!(t.messages > 0);
@@ -501,9 +549,9 @@ mod tests {
         // Five 1 MiB records do not fit in 4 MiB: the copies wrap, and every one is exact.
         let t = shm_copy(1 << 20, Amount::Messages(11), 4 << 20).unwrap();
         assert_eq!((t.size, t.messages), (1 << 20, 11));
-        assert!(t
-            .line("shm-copy")
-            .starts_with("throughput shm-copy: size=1048576 messages=11 "));
+        assert!(t.result("shm-copy").starts_with(
+            "SIVSHM-RESULT probe kind=throughput transport=shm-copy size=1048576 messages=11 "
+        ));
         for size in [1, 24, 4097] {
             assert_eq!(
                 shm_copy(size, Amount::Messages(3), 8192).unwrap().messages,

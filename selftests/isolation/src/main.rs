@@ -334,9 +334,9 @@ fn rogue(
         Some(at) => {
             let junk = vec![0xa5; 4096];
             let at = at + marker(victim_index).len();
-            whole.write(at, &junk).is_some() && {
+            whole.write(at, &junk).is_ok() && {
                 let mut back = vec![0; junk.len()];
-                whole.read(at, &mut back).is_some() && back == junk
+                whole.read(at, &mut back).is_ok() && back == junk
             }
         }
         None => {
@@ -346,7 +346,7 @@ fn rogue(
             while off < whole.len() {
                 let n = junk.len().min(whole.len() - off);
                 if !(slot..slot + DATA).contains(&off) {
-                    whole.write(off, &junk[..n]);
+                    whole.write(off, &junk[..n])?;
                 }
                 off += n;
             }
@@ -394,7 +394,7 @@ fn find(m: &sivshm::Mapping, needle: &[u8]) -> Option<usize> {
     let mut off = 0;
     while off < m.len() {
         let n = (CHUNK + needle.len()).min(m.len() - off);
-        m.read(off, &mut buf[..n])?;
+        m.read(off, &mut buf[..n]).ok()?;
         if let Some(i) = buf[..n].windows(needle.len()).position(|w| w == needle) {
             return Some(off + i);
         }

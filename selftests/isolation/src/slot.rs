@@ -153,7 +153,7 @@ impl<'a> Slot<'a> {
             return None;
         }
         let mut buf = vec![0; len];
-        self.m.read(self.base + DATA, &mut buf)?;
+        self.m.read(self.base + DATA, &mut buf).ok()?;
         let intact = fnv1a(&buf) == self.u64(OFF_SUM).load(Ordering::Relaxed);
         Some((buf, intact))
     }

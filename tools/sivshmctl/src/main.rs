@@ -253,7 +253,7 @@ fn run(cmd: Cmd) -> Result<i32, Failure> {
             let m = d.map().map_err(refused(format!("mapping {dev}")))?;
             let mut buf = vec![0u8; len as usize];
             m.read(offset as usize, &mut buf)
-                .ok_or_else(|| fail(exit::DEVICE_ERROR, format!("reading {dev}")))?;
+                .map_err(|e| fail(exit::DEVICE_ERROR, format!("reading {dev}: {e}")))?;
             let mut out = std::io::stdout().lock();
             for l in hexdump::lines(offset, &buf) {
                 if writeln!(out, "{l}").is_err() {
