@@ -5,7 +5,8 @@
 #                    [--round-trips N] [--seconds S] [--sizes 64,4096,...]
 #                    [--spin-us N] [--spin-max-us N]
 #     pingpong: doorbell ping-pong between two VMs next to an eventfd ping-pong in one VM
-#     channel:  the sivshm channel against TCP over virtio-net between the same two VMs,
+#     channel:  the sivshm channel against TCP over virtio-net and vsock (vhost-device-vsock,
+#               installed into the cache on first use) between the same two VMs,
 #               with the in-VM memcpy ceiling, the shm-copy reference (the sender's copy
 #               alone) and the pipe floor, as one table; --spin-us, --spin-max-us set the
 #               channel's spin on both VMs
@@ -45,8 +46,16 @@ if [ "$what" = realise ]; then
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
 	exec "$SIVSHM_ROOT/target/release/sivshm-lab" realise-bench ${rest[@]+"${rest[@]}"}
 fi
-# The channel's plot (pingpong has none).
-if [ "$what" != pingpong ] && [ -z "$plot" ]; then
-	args+=(--plot "$SIVSHM_ROOT/build/channel.svg")
+# The channel's plot (pingpong has none), and vsock between the two VMs beside TCP: the
+# vhost-user backend from crates.io, built once into the cache (about 2 minutes on 2 cores).
+if [ "$what" != pingpong ]; then
+	[ -n "$plot" ] || args+=(--plot "$SIVSHM_ROOT/build/channel.svg")
+	vsock_root=$SIVSHM_CACHE/vhost-device-vsock-$VHOST_DEVICE_VSOCK_VERSION
+	if [ ! -x "$vsock_root/bin/vhost-device-vsock" ]; then
+		say "building vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION with cargo install (about 2 minutes)"
+		cargo install vhost-device-vsock --version "$VHOST_DEVICE_VSOCK_VERSION" --locked \
+			--root "$vsock_root" >&2 || die "cargo install vhost-device-vsock failed"
+	fi
+	args+=(--vsock-backend "$vsock_root/bin/vhost-device-vsock")
 fi
 run_lab bench ${args[@]+"${args[@]}"}

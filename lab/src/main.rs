@@ -20,6 +20,7 @@ mod qemu;
 mod realise;
 mod scale;
 mod scenarios;
+mod vsock;
 mod wiring;
 
 use anyhow::Result;

@@ -14,7 +14,7 @@ use sivshm_host::pci::PciSlot;
 use sivshm_host::segments;
 
 mod table;
-use table::{parse_probe, references, table, throughput_lines};
+use table::{alternatives, parse_probe, references, table, throughput_lines};
 
 /// One `pingpong NAME: n=.. p50=X us p99=Y us ...` line of the guest.
 struct Figures {
@@ -125,6 +125,11 @@ pub struct ProbeOptions {
     /// (`Config::spin_max`; 0: no adaptation), on both VMs; default the channel's.
     #[arg(long)]
     pub spin_max_us: Option<u64>,
+    /// channel: the `vhost-device-vsock` binary; given, the VMs also get a virtio-vsock
+    /// device it serves, and vsock between them is measured like TCP (`scripts/bench.sh`
+    /// installs it and passes it).
+    #[arg(long)]
+    pub vsock_backend: Option<std::path::PathBuf>,
 }
 
 impl ProbeOptions {
@@ -168,14 +173,21 @@ impl Roles for ProbeOptions {
             self.round_trip_size, self.round_trips
         );
         let thr = format!("--sizes {sizes} --seconds {}", self.seconds);
+        let vsock = match self.vsock_backend {
+            Some(_) => format!(
+                " && sivshm-probe suite --transport vsock --vsock-cid {} {lat} {thr}",
+                crate::vsock::cid(1)
+            ),
+            None => String::new(),
+        };
         format!(
             "sivshm-probe suite --transport sivshm{} {lat} {thr} \
              && sivshm-probe latency --transport pipe {lat} \
              && sivshm-probe throughput --transport memcpy {thr} \
              && sivshm-probe throughput --transport shm-copy --region-kib {ring} {thr} \
-             && sivshm-probe throughput --transport channel-local --region-kib {ring}{} {thr} \
+             && sivshm-probe suite --transport channel-local --region-kib {ring}{} {lat} {thr} \
              && sivshm-probe throughput --transport rtrb --region-kib {ring} {thr} \
-             && sivshm-probe suite --transport tcp --connect {}:{PROBE_PORT} {lat} {thr}",
+             && sivshm-probe suite --transport tcp --connect {}:{PROBE_PORT} {lat} {thr}{vsock}",
             self.spin_args(),
             self.spin_args(),
             net::worker_addr(0),
@@ -186,13 +198,18 @@ impl Roles for ProbeOptions {
     fn worker(&self, _index: usize, _layout: &Layout) -> String {
         format!(
             "sivshm-probe serve --transport sivshm{} \
-             && sivshm-probe serve --transport tcp --listen 0.0.0.0:{PROBE_PORT}",
-            self.spin_args()
+             && sivshm-probe serve --transport tcp --listen 0.0.0.0:{PROBE_PORT}{}",
+            self.spin_args(),
+            match self.vsock_backend {
+                Some(_) => " && sivshm-probe serve --transport vsock",
+                None => "",
+            }
         )
     }
 }
 
-/// The sivshm channel against TCP over virtio-net between the same two VMs, in one boot,
+/// The sivshm channel against TCP over virtio-net (and vsock, given its backend) between the
+/// same two VMs, in one boot,
 /// with the in-VM memcpy ceiling and pipe floor measured in the same run.
 pub fn channel_vs_network(
     m: &Machine,
@@ -203,7 +220,18 @@ pub fn channel_vs_network(
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
-    let topo = Topology::new(1, segment, o)?.network()?;
+    let mut topo = Topology::new(1, segment, o)?.network()?;
+    // Kept until the VMs are gone.
+    let _vsock = match &o.vsock_backend {
+        Some(binary) => {
+            let (backend, devices) = crate::vsock::Backend::start(binary, 2, crate::vsock::SLOT)?;
+            let mut devices = devices.into_iter();
+            topo.manager.vsock = devices.next();
+            topo.workers[0].vsock = devices.next();
+            Some(backend)
+        }
+        None => None,
+    };
     let finished = topo.run(m, logdir, timeout)?;
     let mut out = vec![format!(
         "# sivshm channel vs TCP over virtio-net: a manager and a worker, {}, 1 vCPU each, \
@@ -239,6 +267,7 @@ pub fn channel_vs_network(
     }
     out.extend(table(&probes, o)?);
     out.extend(references(&probes, o)?);
+    out.extend(alternatives(&probes, o)?);
     if let Some(path) = plot {
         let title = format!(
             "sivshm channel between two VMs and its references ({}, {} s per size)",

@@ -23,6 +23,7 @@ fn probe_lines_make_one_table_with_the_ratios() {
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
+        vsock_backend: None,
     };
     let lines = [
         "throughput sivshm: size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",
@@ -62,6 +63,7 @@ fn the_shm_copy_line_adds_its_cell_and_ratios() {
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
+        vsock_backend: None,
     };
     let lines = [
         "throughput sivshm: size=1048576 messages=600 seconds=1.000 mib_s=600.00 msgs_s=600 rings_per_msg=0.7060",
@@ -96,6 +98,7 @@ fn the_bench_vms_get_the_channel_and_the_link() {
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
+        vsock_backend: None,
     };
     let t = Topology::new(1, 8 << 20, &o).unwrap().network().unwrap();
     let run = &t.manager.env[0].1;
@@ -126,6 +129,28 @@ fn the_bench_vms_get_the_channel_and_the_link() {
         (t.workers[0].devices.len(), t.workers[0].nics.len()),
         (1, 1)
     );
+    assert!(!run.contains("vsock") && !serve.contains("vsock"), "{run}");
+    assert!(
+        run.contains("suite --transport channel-local --region-kib 7168"),
+        "the in-VM channel's round trip too: {run}"
+    );
+    let with_vsock = ProbeOptions {
+        vsock_backend: Some("/x/vhost-device-vsock".into()),
+        ..o.clone()
+    };
+    let t = Topology::new(1, 8 << 20, &with_vsock)
+        .unwrap()
+        .network()
+        .unwrap();
+    let (run, serve) = (&t.manager.env[0].1, &t.workers[0].env[0].1);
+    assert!(
+        run.contains("&& sivshm-probe suite --transport vsock --vsock-cid 4 --latency-sizes 64"),
+        "{run}"
+    );
+    assert!(
+        serve.ends_with("&& sivshm-probe serve --transport vsock"),
+        "{serve}"
+    );
     assert_eq!(size_name(1 << 20), "1 MiB");
     assert_eq!(size_name(65536), "64 KiB");
     assert_eq!(size_name(64), "64 B");
@@ -141,6 +166,7 @@ fn the_references_table_gives_each_ratio_against_its_target() {
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
+        vsock_backend: None,
     };
     let lines = [
         "throughput sivshm: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=400000",
@@ -183,6 +209,7 @@ fn the_plot_lines_are_the_throughput_figures_per_transport_sivshm_first() {
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
+        vsock_backend: None,
     };
     let lines = [
         "throughput memcpy: size=64 mib_s=50.00 msgs_s=819200",
@@ -203,4 +230,51 @@ fn the_plot_lines_are_the_throughput_figures_per_transport_sivshm_first() {
     for (l, (name, points)) in got.iter().zip(want) {
         assert_eq!((l.label.as_str(), &l.points), (name, &points));
     }
+}
+
+#[test]
+fn the_alternatives_table_gives_the_lead_over_vsock_and_tcp_and_the_round_trip_target() {
+    let o = ProbeOptions {
+        round_trips: 10,
+        round_trip_size: 64,
+        seconds: 1.0,
+        sizes: vec![64, 4096],
+        segment_mib: 8,
+        spin_us: None,
+        spin_max_us: None,
+        vsock_backend: None,
+    };
+    let lines = [
+        "throughput sivshm: size=64 msgs_s=400000",
+        "throughput vsock: size=64 msgs_s=8000",
+        "throughput tcp: size=64 msgs_s=2000",
+        "throughput sivshm: size=4096 msgs_s=1000",
+        "throughput tcp: size=4096 msgs_s=2000",
+        "latency sivshm: size=64 n=10 p50=3.0 us p99=9.0 us",
+        "latency channel-local: size=64 n=10 p50=1.0 us p99=9.0 us",
+        "latency tcp: size=64 n=10 p50=1500.0 us p99=9.0 us",
+    ];
+    let probes: Vec<Probe> = lines.iter().filter_map(|l| parse_probe(l)).collect();
+    let t = super::table::alternatives(&probes, &o).unwrap();
+    assert_eq!(
+        t[2],
+        "| 64 B | 400000 | 8000 | 2000 | 50.0x (ahead) | 200.0x (ahead) |"
+    );
+    // No vsock figure (a run without its backend): n/a; behind is said, not hidden.
+    assert_eq!(t[3], "| 4 KiB | 1000 | n/a | 2000 | n/a | 0.5x (behind) |");
+    assert_eq!(
+        t[7],
+        "| 64 B | 3.0 us | 1.0 us | n/a | 1500.0 us | 3.00 (<= 2) (above target) | n/a | 500x |"
+    );
+    let met = [
+        "throughput sivshm: size=64 msgs_s=1",
+        "throughput sivshm: size=4096 msgs_s=1",
+        "latency sivshm: size=64 p50=2.0",
+        "latency channel-local: size=64 p50=1.0",
+    ];
+    let probes: Vec<Probe> = met.iter().filter_map(|l| parse_probe(l)).collect();
+    let t = super::table::alternatives(&probes, &o).unwrap();
+    assert!(t[7].contains("| 2.00 (<= 2) (target met) |"), "{t:?}");
+    // No sivshm round trip is an error, not a row of n/a.
+    assert!(super::table::alternatives(&probes[..2], &o).is_err());
 }

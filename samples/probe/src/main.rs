@@ -1,5 +1,5 @@
 //! `sivshm-probe`: round-trip latency and one-way throughput between two VMs over a sivshm
-//! channel or over TCP, and the in-VM references they are measured against.
+//! channel, over TCP or over vsock, and the in-VM references they are measured against.
 //!
 //! One side drives (`latency`, `throughput`, or `suite` for both in one session); the other
 //! runs `serve`, which echoes, counts and checks until the driver says goodbye:
@@ -8,6 +8,7 @@
 //! worker:  sivshm-probe serve --transport sivshm            (or: --transport tcp --listen 0.0.0.0:7777)
 //! manager: sivshm-probe suite --transport sivshm --sizes 64,4096,65536,1048576
 //!          sivshm-probe suite --transport tcp --connect 10.77.0.2:7777 ...
+//!          sivshm-probe suite --transport vsock --vsock-cid 4 ...   (serve: --transport vsock)
 //!          sivshm-probe latency --transport pipe      (the floor: two threads of this VM)
 //!          sivshm-probe throughput --transport memcpy (the ceiling: plain copies in this VM)
 //!          sivshm-probe throughput --transport shm-copy (the sender's copy into a ring alone)
@@ -29,6 +30,7 @@
 
 mod link;
 mod proto;
+mod vsock_link;
 mod wire;
 
 use std::net::SocketAddr;
@@ -55,6 +57,9 @@ enum Transport {
     Sivshm,
     /// TCP (TCP_NODELAY) to another VM.
     Tcp,
+    /// vsock to a sibling VM (a virtio-vsock device whose host backend forwards between the
+    /// VMs); the driver gives `--vsock-cid`, both sides `--vsock-port`.
+    Vsock,
     /// Two pipes between two threads of this VM (the floor of a round trip).
     Pipe,
     /// Plain copies in this VM (the ceiling of throughput); throughput only.
@@ -77,6 +82,7 @@ impl Transport {
         match self {
             Transport::Sivshm => "sivshm",
             Transport::Tcp => "tcp",
+            Transport::Vsock => "vsock",
             Transport::Pipe => "pipe",
             Transport::Memcpy => "memcpy",
             Transport::ShmCopy => "shm-copy",
@@ -99,6 +105,12 @@ struct Endpoint {
     /// tcp, serve side: where to listen.
     #[arg(long, default_value = "0.0.0.0:7777")]
     listen: SocketAddr,
+    /// vsock, driver side: the peer VM's context id.
+    #[arg(long)]
+    vsock_cid: Option<u32>,
+    /// vsock: the port the serve side listens on and the driver connects to.
+    #[arg(long, default_value_t = 7778)]
+    vsock_port: u32,
     /// Seconds to wait for the peer (to attach, connect or answer) before failing.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -390,6 +402,13 @@ fn connect(end: &Endpoint, ring: usize) -> Result<Driven> {
                 .context("--transport tcp needs --connect ADDR:PORT (the peer's)")?;
             (Box::new(link::tcp_connect(addr, timeout)?), None)
         }
+        Transport::Vsock => {
+            let cid = end
+                .vsock_cid
+                .context("--transport vsock needs --vsock-cid CID (the peer VM's)")?;
+            let l = vsock_link::vsock_connect(cid, end.vsock_port, timeout)?;
+            (Box::new(l), None)
+        }
         Transport::Pipe => {
             let (a, mut b) = link::pipe_pair()?;
             let t = std::thread::spawn(move || {
@@ -493,6 +512,7 @@ fn main() -> Result<()> {
             let mut link: Box<dyn Link> = match end.transport {
                 Transport::Sivshm => Box::new(channel_link(&end, Role::Worker)?),
                 Transport::Tcp => Box::new(link::tcp_accept(end.listen, timeout)?),
+                Transport::Vsock => Box::new(vsock_link::vsock_accept(end.vsock_port, timeout)?),
                 t => bail!("{} runs inside one process: nothing to serve", t.name()),
             };
             let n = proto::serve(link.as_mut())?;
