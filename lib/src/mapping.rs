@@ -87,6 +87,7 @@ impl Mapping {
         self.len == 0
     }
 
+    #[inline]
     fn range(&self, offset: usize, len: usize) -> Option<*mut u8> {
         let end = offset.checked_add(len)?;
         // SAFETY: `offset <= end <= self.len`, so the pointer stays inside the mapping.
@@ -94,6 +95,7 @@ impl Mapping {
     }
 
     /// Copies `buf.len()` bytes at `offset` out of the shared memory.
+    #[inline]
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Option<()> {
         let src = self.range(offset, buf.len())?;
         // SAFETY: `src..src + len` is inside the mapping and read with volatile accesses only,
@@ -104,6 +106,7 @@ impl Mapping {
     }
 
     /// Copies `buf` into the shared memory at `offset`.
+    #[inline]
     pub fn write(&self, offset: usize, buf: &[u8]) -> Option<()> {
         let dst = self.range(offset, buf.len())?;
         // SAFETY: As in `read`, with the roles swapped: `dst` is written with volatile
@@ -113,6 +116,7 @@ impl Mapping {
     }
 
     /// The naturally aligned `u32` at `offset`, as an atomic shared with the peers.
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> Option<&AtomicU32> {
         let p = self.range(offset, 4)?;
         if !(p as usize).is_multiple_of(4) {
@@ -124,6 +128,7 @@ impl Mapping {
     }
 
     /// The naturally aligned `u64` at `offset`, as an atomic shared with the peers.
+    #[inline]
     pub fn atomic_u64(&self, offset: usize) -> Option<&AtomicU64> {
         let p = self.range(offset, 8)?;
         if !(p as usize).is_multiple_of(8) {

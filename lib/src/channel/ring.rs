@@ -75,6 +75,10 @@ pub(super) struct Producer {
     area: RingArea,
     /// Next free position: published at commit (it may run ahead by a pad not yet published).
     head: u64,
+    /// `head % size`, kept beside it so that the fast path divides nothing (a 64-bit
+    /// division is a helper call under emulation): records never wrap, so it only ever
+    /// grows by a record or returns to 0.
+    head_off: u64,
     /// The consumer's tail as last read and checked.
     tail: u64,
 }
@@ -97,6 +101,7 @@ impl Producer {
             ring,
             area,
             head,
+            head_off: head % area.size as u64,
             tail,
         })
     }
@@ -110,9 +115,10 @@ impl Producer {
     }
 
     /// Free bytes needed for a message of `len`, and whether a pad comes first.
+    #[inline]
     fn need(&self, len: usize) -> (u64, u64) {
         let size = self.area.size as u64;
-        let contiguous = size - self.head % size;
+        let contiguous = size - self.head_off;
         let rec = record_size(len);
         if rec <= contiguous {
             (rec, 0)
@@ -133,8 +139,15 @@ impl Producer {
 
     /// Whether a message of `len` bytes fits now (reading the consumer's index again).
     pub(super) fn fits(&mut self, w: &Window, len: usize) -> Result<bool, Error> {
-        let size = self.area.size as u64;
         let (need, _) = self.need(len);
+        self.room_for(w, need)
+    }
+
+    /// Whether `need` bytes are free, reading the consumer's index again only when the
+    /// copy of it this side keeps says they are not.
+    #[inline]
+    fn room_for(&mut self, w: &Window, need: u64) -> Result<bool, Error> {
+        let size = self.area.size as u64;
         if size - (self.head - self.tail) >= need {
             return Ok(true);
         }
@@ -149,17 +162,17 @@ impl Producer {
         debug_assert!(len <= self.max_message());
         let (need, pad) = self.need(len);
         advance(self.head, need)?;
-        if !self.fits(w, len)? {
+        if !self.room_for(w, need)? {
             return Ok(None);
         }
-        let size = self.area.size as u64;
         if pad > 0 {
-            let at = self.area.offset + (self.head % size) as usize;
+            let at = self.area.offset + self.head_off as usize;
             w.u64(at)?
                 .store(record_header(KIND_PAD, pad - RECORD_HEADER), Relaxed);
             self.head = advance(self.head, pad)?;
+            self.head_off = 0;
         }
-        let off = (self.head % size) as usize;
+        let off = self.head_off as usize;
         Ok(Some(Slot {
             pos: self.head,
             data: self.area.offset + off + RECORD_HEADER as usize,
@@ -171,10 +184,16 @@ impl Producer {
     /// `head` orders the payload and record header before it for a consumer that acquires it.
     pub(super) fn commit(&mut self, w: &Window, slot: Slot) -> Result<(), Error> {
         debug_assert_eq!(slot.pos, self.head);
-        let at = self.area.offset + (slot.pos % self.area.size as u64) as usize;
+        let at = self.area.offset + self.head_off as usize;
         w.u64(at)?
             .store(record_header(KIND_MESSAGE, slot.len as u64), Relaxed);
-        self.head = advance(slot.pos, record_size(slot.len))?;
+        let rec = record_size(slot.len);
+        self.head = advance(slot.pos, rec)?;
+        // `reserve` found the record before the end of the ring.
+        self.head_off += rec;
+        if self.head_off == self.area.size as u64 {
+            self.head_off = 0;
+        }
         w.u64(layout::head(self.ring))?.store(self.head, Release);
         Ok(())
     }
@@ -192,6 +211,8 @@ pub(super) struct Consumer {
     area: RingArea,
     /// Next position to read.
     tail: u64,
+    /// `tail % size` (see [`Producer`]'s `head_off`).
+    tail_off: u64,
     /// The tail as last published.
     published: u64,
     /// Released bytes after which the tail is published even though messages remain.
@@ -216,6 +237,7 @@ impl Consumer {
             ring,
             area,
             tail,
+            tail_off: tail % area.size as u64,
             published: tail,
             batch: release_batch(area.size),
             head,
@@ -265,7 +287,7 @@ impl Consumer {
                     return Ok(None);
                 }
             }
-            let off = self.tail % size;
+            let off = self.tail_off;
             let contiguous = size - off;
             let available = self.head - self.tail;
             let header = w.u64(self.area.offset + off as usize)?.load(Relaxed);
@@ -276,6 +298,7 @@ impl Consumer {
                 {
                     // Published with the message after it.
                     self.tail = advance(self.tail, contiguous)?;
+                    self.tail_off = 0;
                 }
                 KIND_MESSAGE => {
                     let len = len as usize;
@@ -300,6 +323,11 @@ impl Consumer {
     /// published by [`Self::publish`].
     pub(super) fn release(&mut self, found: Found) -> Result<(), Error> {
         self.tail = advance(self.tail, found.record)?;
+        // `peek` checked that the record ends within the ring.
+        self.tail_off += found.record;
+        if self.tail_off == self.area.size as u64 {
+            self.tail_off = 0;
+        }
         Ok(())
     }
 
