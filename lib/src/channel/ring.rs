@@ -79,6 +79,13 @@ pub(super) struct Producer {
     /// division is a helper call under emulation): records never wrap, so it only ever
     /// grows by a record or returns to 0.
     head_off: u64,
+    /// The head as last published: behind `head` while committed messages wait for
+    /// [`Self::publish`] (see [`Self::commit`]).
+    published: u64,
+    /// Committed bytes after which the head is published even though the caller asked to
+    /// wait for its flush: a sixteenth of the ring, so that the consumer works on one batch
+    /// while the producer writes the next.
+    batch: u64,
     /// The consumer's tail as last read and checked.
     tail: u64,
 }
@@ -102,6 +109,8 @@ impl Producer {
             area,
             head,
             head_off: head % area.size as u64,
+            published: head,
+            batch: release_batch(area.size),
             tail,
         })
     }
@@ -180,9 +189,12 @@ impl Producer {
         }))
     }
 
-    /// Publishes the message written into `slot` (and a pad before it): the release store of
-    /// `head` orders the payload and record header before it for a consumer that acquires it.
-    pub(super) fn commit(&mut self, w: &Window, slot: Slot) -> Result<(), Error> {
+    /// Commits the message written into `slot` (and a pad before it) and publishes it with
+    /// every message committed before it, or, if `defer`, leaves the publication to
+    /// [`Self::publish`] (the channel's flush) unless a batch of bytes waits for it already.
+    /// The release store of `head` orders the payloads and record headers before it for a
+    /// consumer that acquires it.
+    pub(super) fn commit(&mut self, w: &Window, slot: Slot, defer: bool) -> Result<(), Error> {
         debug_assert_eq!(slot.pos, self.head);
         let at = self.area.offset + self.head_off as usize;
         w.u64(at)?
@@ -194,8 +206,22 @@ impl Producer {
         if self.head_off == self.area.size as u64 {
             self.head_off = 0;
         }
-        w.u64(layout::head(self.ring))?.store(self.head, Release);
+        if defer && self.head - self.published < self.batch {
+            return Ok(());
+        }
+        self.publish(w)?;
         Ok(())
+    }
+
+    /// Publishes the head if it moved since it was last published; true if it did (the
+    /// caller then looks at the consumer's waiting flag, behind a fence).
+    pub(super) fn publish(&mut self, w: &Window) -> Result<bool, Error> {
+        if self.head == self.published {
+            return Ok(false);
+        }
+        w.u64(layout::head(self.ring))?.store(self.head, Release);
+        self.published = self.head;
+        Ok(true)
     }
 }
 

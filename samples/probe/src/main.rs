@@ -16,8 +16,9 @@
 //!          sivshm-probe throughput --transport rtrb  (an SPSC ring crate between two threads)
 //! ```
 //!
-//! A streaming sender over the channel flushes (wakes the peer if it sleeps) once every
-//! `--flush-every` messages (64; 1: after each, as `Channel::send` does).
+//! A streaming sender over the channel commits in batches and flushes (publishes them and
+//! wakes the peer if it sleeps) once every `--flush-every` messages (64; 1: after each, as
+//! `Channel::send` does).
 //!
 //! `--spin-us` and `--spin-max-us` set the channel's [`Config::spin`] and
 //! [`Config::spin_max`] on the side that is given them (give both sides the same).
@@ -259,16 +260,18 @@ impl ChannelLink {
 }
 
 impl Link for ChannelLink {
-    /// Reserve, write, commit; a flush (which wakes the peer if it sleeps) every
-    /// `flush_every` messages. A reservation that has to wait flushes first, and so does the
-    /// next [`Link::send`]: a sleeping peer never misses what was committed.
+    /// Reserve, write, commit in a batch (`commit_batched`: the peer sees the messages at the
+    /// flush, or once a sixteenth of the ring is committed); a flush (which publishes them and
+    /// wakes the peer if it sleeps) every `flush_every` messages. A reservation that has to
+    /// wait flushes first, and so does the next [`Link::send`]: a sleeping peer never misses
+    /// what was committed.
     fn send_streamed(&mut self, msg: &[u8]) -> Result<()> {
         let mut r = self
             .ch
             .reserve(msg.len(), Some(self.timeout))
             .context("reserving on the channel")?;
         r.write(0, msg)?;
-        r.commit()?;
+        r.commit_batched()?;
         self.unflushed += 1;
         if self.unflushed >= self.flush_every {
             self.unflushed = 0;
