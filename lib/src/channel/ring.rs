@@ -8,7 +8,8 @@
 //! space, which is why the largest message is half the ring.
 //!
 //! Each side keeps its own index in private memory and only publishes it (the producer at
-//! every commit, the consumer in batches of released room, see [`Consumer`]); what it reads of
+//! every commit or, for batched commits, at the flush or per batch of committed bytes; the
+//! consumer in batches of released room, see [`Consumer`]); what it reads of
 //! the other side's index is checked (monotonic, at most `size` ahead, 8-byte aligned) before
 //! use, and a record header is read once and checked against what was published. A peer that
 //! breaks any of this gets [`Error::Corrupt`], never an access outside the ring.
