@@ -144,7 +144,22 @@ fn the_bench_vms_get_the_channel_and_the_link() {
         .unwrap();
     let (run, serve) = (&t.manager.env[0].1, &t.workers[0].env[0].1);
     assert!(
-        run.contains("&& sivshm-probe suite --transport vsock --vsock-cid 4 --latency-sizes 64"),
+        run.ends_with(
+            "&& sivshm-probe suite --transport vsock --vsock-cid 4 --latency-sizes 64 \
+             --count 10 --sizes 64 --seconds 1"
+        ),
+        "vsock streams the sizes below 4 KiB only: {run}"
+    );
+    let large_only = ProbeOptions {
+        sizes: vec![1 << 20],
+        ..with_vsock.clone()
+    };
+    let t = Topology::new(1, 8 << 20, &large_only).unwrap();
+    let run = &t.manager.env[0].1;
+    assert!(
+        run.ends_with(
+            "&& sivshm-probe latency --transport vsock --vsock-cid 4 --latency-sizes 64 --count 10"
+        ),
         "{run}"
     );
     assert!(
