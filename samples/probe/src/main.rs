@@ -123,6 +123,11 @@ struct Endpoint {
     /// sleeps, once every this many messages (1: after every message, as `send` does).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     flush_every: u32,
+    /// sivshm, channel-local: a streaming sender publishes every message at its commit
+    /// (`Reservation::commit`) instead of committing in batches published at the flush
+    /// (`Reservation::commit_batched`, the default): to compare the two.
+    #[arg(long)]
+    plain_commits: bool,
     /// sivshm: the longest poll, in microseconds, of a side whose recent waits were short
     /// (`Config::spin_max`; at most --spin-us: no adaptation; default the channel's).
     #[arg(long)]
@@ -246,6 +251,8 @@ struct ChannelLink {
     flush_every: u32,
     /// Streamed messages committed since the last flush.
     unflushed: u32,
+    /// Streamed messages are published at their commit (`--plain-commits`).
+    plain: bool,
 }
 
 impl ChannelLink {
@@ -255,7 +262,12 @@ impl ChannelLink {
             timeout,
             flush_every: flush_every.max(1),
             unflushed: 0,
+            plain: false,
         }
+    }
+
+    fn plain_commits(self, plain: bool) -> Self {
+        ChannelLink { plain, ..self }
     }
 }
 
@@ -271,7 +283,10 @@ impl Link for ChannelLink {
             .reserve(msg.len(), Some(self.timeout))
             .context("reserving on the channel")?;
         r.write(0, msg)?;
-        r.commit_batched()?;
+        match self.plain {
+            true => r.commit()?,
+            false => r.commit_batched()?,
+        }
         self.unflushed += 1;
         if self.unflushed >= self.flush_every {
             self.unflushed = 0;
@@ -352,7 +367,7 @@ fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
         .with_context(|| format!("opening a channel on {}", end.device))?;
     ch.wait_for_peer(timeout)
         .context("waiting for the peer to attach")?;
-    Ok(ChannelLink::new(ch, timeout, end.flush_every))
+    Ok(ChannelLink::new(ch, timeout, end.flush_every).plain_commits(end.plain_commits))
 }
 
 /// A driver's link, and the thread serving its other end if that is in this process (pipe).
@@ -380,7 +395,7 @@ fn local_channel_pair(end: &Endpoint, ring: usize) -> Result<(ChannelLink, Chann
     let m = Channel::new(map.clone(), 0, len, Role::Manager, lm, config.clone())?;
     let w = Channel::new(map, 0, len, Role::Worker, lw, config)?;
     Ok((
-        ChannelLink::new(m, timeout, end.flush_every),
+        ChannelLink::new(m, timeout, end.flush_every).plain_commits(end.plain_commits),
         ChannelLink::new(w, timeout, end.flush_every),
     ))
 }
@@ -598,11 +613,17 @@ mod tests {
     /// the size asked, and print the line the host parses.
     #[test]
     fn channel_local_and_rtrb_stream_checked_messages() {
-        for name in ["channel-local", "rtrb"] {
-            let cli = Cli::try_parse_from(["sivshm-probe", "throughput", "--transport", name]);
-            let Cmd::Throughput { end, .. } = cli.unwrap().cmd else {
+        for (name, extra) in [
+            ("channel-local", None),
+            ("channel-local", Some("--plain-commits")),
+            ("rtrb", None),
+        ] {
+            let mut argv = vec!["sivshm-probe", "throughput", "--transport", name];
+            argv.extend(extra);
+            let Cmd::Throughput { end, .. } = Cli::try_parse_from(argv).unwrap().cmd else {
                 unreachable!()
             };
+            assert_eq!(end.plain_commits, extra.is_some());
             let (mut link, thread) = connect(&end, 1 << 20).unwrap();
             for size in [24, 64, 4096, 65536, (512 << 10) - 8] {
                 let t =
