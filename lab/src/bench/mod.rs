@@ -11,7 +11,7 @@ use crate::net;
 use crate::pair::channel;
 use crate::qemu::{run_all, Finished, Machine, Vm};
 use sivshm_host::pci::PciSlot;
-use sivshm_host::segments;
+use sivshm_host::segments::{self, PageSize};
 
 mod table;
 use table::{alternatives, parse_probe, references, table, throughput_lines};
@@ -130,6 +130,10 @@ pub struct ProbeOptions {
     /// installs it and passes it).
     #[arg(long)]
     pub vsock_backend: Option<std::path::PathBuf>,
+    /// channel: back the channel's segment with huge pages of this size (2M or 1G); the
+    /// pool is raised for the run if it has too few free pages (root), and put back after.
+    #[arg(long, value_name = "2M|1G", value_parser = crate::cli::parse_huge_pages)]
+    pub hugepages: Option<PageSize>,
 }
 
 impl ProbeOptions {
@@ -242,7 +246,9 @@ pub fn channel_vs_network(
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
-    let mut topo = Topology::new(1, segment, o)?.network()?;
+    let page = o.hugepages.unwrap_or_default();
+    let _pool = crate::layout::reserve_pages(page, 1, segment)?;
+    let mut topo = Topology::with_pages(1, segment, page, o)?.network()?;
     // Kept until the VMs are gone.
     let _vsock = match &o.vsock_backend {
         Some(binary) => {
@@ -257,13 +263,14 @@ pub fn channel_vs_network(
     let finished = topo.run(m, logdir, timeout)?;
     let mut out = vec![format!(
         "# sivshm channel vs TCP over virtio-net: a manager and a worker, {}, 1 vCPU each, \
-         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment; \
-         channel spin {}, spin max {}",
+         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment of \
+         {} pages; channel spin {}, spin max {}",
         m.accel.name(),
         o.round_trips,
         o.round_trip_size,
         o.seconds,
         o.segment_mib,
+        page,
         o.spin_us.map_or("default".into(), |us| format!("{us} us")),
         o.spin_max_us
             .map_or("default".into(), |us| format!("{us} us")),
