@@ -160,7 +160,8 @@ impl ProbeOptions {
 /// sibling VMs a stream of 4 KiB messages lost or garbled bytes in every run (the serving
 /// side read "a message tagged 4096", or "tagged 0", where a message's tag belonged: a
 /// length prefix or zeros), even with every write cut below the 4 KiB receive buffer
-/// (`sivshm-probe`'s vsock link); 64 B messages and round trips arrived intact. The probe
+/// (a version of `sivshm-probe`'s vsock link did that); 64 B messages and round trips
+/// arrived intact. The probe
 /// checks every message's stamps, so a larger size ends the run with that error instead
 /// of a figure.
 pub const VSOCK_MAX_SIZE: usize = 4096;
