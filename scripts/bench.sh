@@ -5,7 +5,9 @@
 #                    [--round-trips N] [--seconds S] [--sizes 64,4096,...]
 #                    [--spin-us N] [--spin-max-us N]
 #     pingpong: doorbell ping-pong between two VMs next to an eventfd ping-pong in one VM
-#     channel:  the sivshm channel against TCP over virtio-net between the same two VMs,
+#     channel:  the sivshm channel against TCP over virtio-net and vsock (vhost-device-vsock,
+#               installed into the cache on first use; --no-vsock leaves it out) between
+#               the same two VMs,
 #               with the in-VM memcpy ceiling, the shm-copy reference (the sender's copy
 #               alone) and the pipe floor, as one table; --spin-us, --spin-max-us set the
 #               channel's spin on both VMs
@@ -23,9 +25,10 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 # realise boots no guest: only the lab (sivshm-lab) is built.
-args=() what= plot=
+args=() what= plot= vsock=1
 while [ $# -gt 0 ]; do
 	case $1 in
+	--no-vsock) vsock=; shift ;;
 	--what) [ $# -ge 2 ] || die "--what needs a value"; what=$2; args+=("$1" "$2"); shift 2 ;;
 	--what=*) what=${1#--what=}; args+=("$1"); shift ;;
 	--plot|--plot=*) plot=given; args+=("$1"); shift ;;
@@ -45,8 +48,18 @@ if [ "$what" = realise ]; then
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
 	exec "$LAB" realise-bench ${rest[@]+"${rest[@]}"}
 fi
-# The channel's plot (pingpong has none).
-if [ "$what" != pingpong ] && [ -z "$plot" ]; then
-	args+=(--plot "$SIVSHM_ROOT/build/channel.svg")
+# The channel's plot (pingpong has none), and vsock between the two VMs beside TCP: the
+# vhost-user backend from crates.io, built once into the cache (about 2 minutes on 2 cores).
+if [ "$what" != pingpong ]; then
+	[ -n "$plot" ] || args+=(--plot "$SIVSHM_ROOT/build/channel.svg")
+fi
+if [ "$what" != pingpong ] && [ -n "$vsock" ]; then
+	vsock_root=$SIVSHM_CACHE/vhost-device-vsock-$VHOST_DEVICE_VSOCK_VERSION
+	if [ ! -x "$vsock_root/bin/vhost-device-vsock" ]; then
+		say "building vhost-device-vsock $VHOST_DEVICE_VSOCK_VERSION with cargo install (about 2 minutes)"
+		cargo install vhost-device-vsock --version "$VHOST_DEVICE_VSOCK_VERSION" --locked \
+			--root "$vsock_root" >&2 || die "cargo install vhost-device-vsock failed"
+	fi
+	args+=(--vsock-backend "$vsock_root/bin/vhost-device-vsock")
 fi
 run_lab bench ${args[@]+"${args[@]}"}

@@ -7,6 +7,8 @@ SIVSHM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SIVSHM_CACHE=${SIVSHM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sivshm}
 KERNEL_SERIES=7.3
 BINDGEN_VERSION=0.72.1
+# The vhost-user vsock backend the channel benchmark measures vsock between VMs with.
+VHOST_DEVICE_VSOCK_VERSION=0.3.0
 LLVM_VERSION=22
 export LIBCLANG_PATH=/usr/lib/llvm-$LLVM_VERSION/lib
 # Debian's rustc-web: the kernel and every module must be built by this one. Not exported:

@@ -21,6 +21,7 @@ mod scale;
 mod scenarios;
 mod setup_socket;
 mod spread;
+mod vsock;
 mod wiring;
 
 use anyhow::Result;

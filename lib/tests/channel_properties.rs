@@ -1,5 +1,6 @@
 //! Property tests: whatever sequence of message sizes and whatever ring geometry, a producer
-//! and a consumer on two threads over a memfd deliver every message intact and in order.
+//! and a consumer on two threads over a memfd deliver every message intact and in order,
+//! whether the producer publishes every commit or commits in batches.
 //!
 //! Failures are not persisted (`failure_persistence: None`): proptest prints the failing
 //! case, and a case worth keeping becomes a plain test.
@@ -29,6 +30,7 @@ proptest! {
         reply in prop::sample::select(vec![256usize, 1024, 4096]),
         sizes in prop::collection::vec(0usize..3000, 1..300),
         batch in 1usize..8,
+        batched in any::<bool>(),
     ) {
         let len = pages * 4096;
         let fd = rustix::fs::memfd_create("prop", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
@@ -59,7 +61,12 @@ proptest! {
         for (seq, &len) in sizes.iter().enumerate() {
             let mut r = m.reserve(len, t).unwrap();
             r.write(0, &content(seq, len)).unwrap();
-            r.commit().unwrap();
+            // Batched commits are published at the flush (or a wait) instead of at once.
+            if batched {
+                r.commit_batched().unwrap();
+            } else {
+                r.commit().unwrap();
+            }
             if seq % batch == 0 {
                 m.flush().unwrap();
             }

@@ -230,3 +230,89 @@ pub(super) fn throughput_lines(probes: &[Probe], o: &ProbeOptions) -> Vec<crate:
         .filter(|l| !l.points.is_empty())
         .collect()
 }
+
+/// The transports users would pick instead, between the same two VMs (vsock, TCP), message
+/// rate by size, each with sivshm's lead over it (the target: ahead, above 1); then the
+/// 64 B round trip's p50 over each, and over the same channel between two threads of the
+/// manager VM (channel-local), with the target of the channel between the VMs: at most
+/// twice that. A transport the run did not measure says n/a.
+pub(super) fn alternatives(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
+    let find = |kind: &str, transport: &str, size: usize, key: &str| {
+        probes
+            .iter()
+            .find(|p| {
+                p.kind == kind
+                    && p.transport == transport
+                    && p.values.get("size") == Some(&(size as f64))
+            })
+            .and_then(|p| p.values.get(key).copied())
+    };
+    let lead = |s: f64, r: Option<f64>| match r {
+        Some(r) if r > 0.0 => {
+            let q = s / r;
+            let verdict = if q > 1.0 { "ahead" } else { "behind" };
+            format!("{q:.1}x ({verdict})")
+        }
+        _ => "n/a".to_string(),
+    };
+    let cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0}"));
+    let mut t = vec![
+        "| message | sivshm (msg/s) | vsock | TCP | sivshm / vsock | sivshm / TCP |".to_string(),
+        "|---|---|---|---|---|---|".to_string(),
+    ];
+    for &size in &o.sizes {
+        let s = find("throughput", "sivshm", size, "msgs_s")
+            .with_context(|| format!("no sivshm throughput at {size} bytes"))?;
+        let (v, n) = (
+            find("throughput", "vsock", size, "msgs_s"),
+            find("throughput", "tcp", size, "msgs_s"),
+        );
+        t.push(format!(
+            "| {} | {s:.0} | {} | {} | {} | {} |",
+            size_name(size),
+            cell(v),
+            cell(n),
+            lead(s, v),
+            lead(s, n),
+        ));
+    }
+    let size = o.round_trip_size;
+    let us = |transport: &str| find("latency", transport, size, "p50_us");
+    let s = us("sivshm").with_context(|| format!("no sivshm round trip at {size} bytes"))?;
+    let (c, v, n) = (us("channel-local"), us("vsock"), us("tcp"));
+    let us_cell = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.1} us"));
+    let local = match c {
+        Some(c) if c > 0.0 => {
+            let q = s / c;
+            let verdict = if q <= 2.0 {
+                "target met"
+            } else {
+                "above target"
+            };
+            format!("{q:.2} (<= 2) ({verdict})")
+        }
+        _ => "n/a".to_string(),
+    };
+    let slower = |r: Option<f64>| match r {
+        Some(r) if s > 0.0 => format!("{:.0}x", r / s),
+        _ => "n/a".to_string(),
+    };
+    t.push(String::new());
+    t.push(
+        "| round trip p50 | sivshm | channel-local (two threads of one VM) | vsock | TCP \
+         | sivshm / channel-local | vsock / sivshm | TCP / sivshm |"
+            .to_string(),
+    );
+    t.push("|---|---|---|---|---|---|---|---|".to_string());
+    t.push(format!(
+        "| {} | {} | {} | {} | {} | {local} | {} | {} |",
+        size_name(size),
+        us_cell(Some(s)),
+        us_cell(c),
+        us_cell(v),
+        us_cell(n),
+        slower(v),
+        slower(n),
+    ));
+    Ok(t)
+}

@@ -14,6 +14,7 @@ fn options(sizes: Vec<usize>) -> ProbeOptions {
         segment_mib: 8,
         spin_us: None,
         spin_max_us: None,
+        vsock_backend: None,
         hugepages: None,
     }
 }
@@ -141,6 +142,43 @@ fn the_bench_vms_get_the_channel_and_the_link() {
         (t.workers[0].devices.len(), t.workers[0].nics.len()),
         (1, 1)
     );
+    assert!(!run.contains("vsock") && !serve.contains("vsock"), "{run}");
+    assert!(
+        run.contains("suite --transport channel-local --region-kib 7168"),
+        "the in-VM channel's round trip too: {run}"
+    );
+    let with_vsock = ProbeOptions {
+        vsock_backend: Some("/x/vhost-device-vsock".into()),
+        ..o.clone()
+    };
+    let t = Topology::new(1, 8 << 20, &with_vsock)
+        .unwrap()
+        .network()
+        .unwrap();
+    let (run, serve) = (&t.manager.env[0].1, &t.workers[0].env[0].1);
+    assert!(
+        run.ends_with(
+            "&& sivshm-probe suite --transport vsock --vsock-cid 4 --latency-sizes 64 \
+             --count 10 --sizes 64 --seconds 1"
+        ),
+        "vsock streams the sizes below 4 KiB only: {run}"
+    );
+    let large_only = ProbeOptions {
+        sizes: vec![1 << 20],
+        ..with_vsock.clone()
+    };
+    let t = Topology::new(1, 8 << 20, &large_only).unwrap();
+    let run = &t.manager.env[0].1;
+    assert!(
+        run.ends_with(
+            "&& sivshm-probe latency --transport vsock --vsock-cid 4 --latency-sizes 64 --count 10"
+        ),
+        "{run}"
+    );
+    assert!(
+        serve.ends_with("&& sivshm-probe serve --transport vsock"),
+        "{serve}"
+    );
     assert_eq!(size_name(1 << 20), "1 MiB");
     assert_eq!(size_name(65536), "64 KiB");
     assert_eq!(size_name(64), "64 B");
@@ -202,4 +240,42 @@ fn the_plot_lines_are_the_throughput_figures_per_transport_sivshm_first() {
     for (l, (name, points)) in got.iter().zip(want) {
         assert_eq!((l.label.as_str(), &l.points), (name, &points));
     }
+}
+
+#[test]
+fn the_alternatives_table_gives_the_lead_over_vsock_and_tcp_and_the_round_trip_target() {
+    let o = options(vec![64, 4096]);
+    let lines = [
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=64 msgs_s=400000",
+        "SIVSHM-RESULT probe kind=throughput transport=vsock size=64 msgs_s=8000",
+        "SIVSHM-RESULT probe kind=throughput transport=tcp size=64 msgs_s=2000",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 msgs_s=1000",
+        "SIVSHM-RESULT probe kind=throughput transport=tcp size=4096 msgs_s=2000",
+        "SIVSHM-RESULT probe kind=latency transport=sivshm size=64 n=10 p50_us=3.0 p99_us=9.0",
+        "SIVSHM-RESULT probe kind=latency transport=channel-local size=64 n=10 p50_us=1.0 p99_us=9.0",
+        "SIVSHM-RESULT probe kind=latency transport=tcp size=64 n=10 p50_us=1500.0 p99_us=9.0",
+    ];
+    let probes: Vec<Probe> = probes(&lines);
+    let t = super::table::alternatives(&probes, &o).unwrap();
+    assert_eq!(
+        t[2],
+        "| 64 B | 400000 | 8000 | 2000 | 50.0x (ahead) | 200.0x (ahead) |"
+    );
+    // No vsock figure (a run without its backend): n/a; behind is said, not hidden.
+    assert_eq!(t[3], "| 4 KiB | 1000 | n/a | 2000 | n/a | 0.5x (behind) |");
+    assert_eq!(
+        t[7],
+        "| 64 B | 3.0 us | 1.0 us | n/a | 1500.0 us | 3.00 (<= 2) (above target) | n/a | 500x |"
+    );
+    let met = [
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=64 msgs_s=1",
+        "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 msgs_s=1",
+        "SIVSHM-RESULT probe kind=latency transport=sivshm size=64 p50_us=2.0",
+        "SIVSHM-RESULT probe kind=latency transport=channel-local size=64 p50_us=1.0",
+    ];
+    let met: Vec<Probe> = super::tests::probes(&met);
+    let t = super::table::alternatives(&met, &o).unwrap();
+    assert!(t[7].contains("| 2.00 (<= 2) (target met) |"), "{t:?}");
+    // No sivshm round trip is an error, not a row of n/a.
+    assert!(super::table::alternatives(&met[..2], &o).is_err());
 }

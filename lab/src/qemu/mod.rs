@@ -116,6 +116,9 @@ pub struct Vm {
     /// Leave the shared memory where the firmware's MTRRs say uncached (see
     /// [`Vm::in_uncached_hole`]); by default it is placed write-back.
     pub uncached_hole: bool,
+    /// A virtio-vsock device served by a vhost-user backend (see `vsock`); the VM's RAM is
+    /// then a shared memfd.
+    pub vsock: Option<crate::vsock::VsockDevice>,
 }
 
 /// First fd number handed to QEMU for chardevs; above anything QEMU opens before parsing.
@@ -132,6 +135,7 @@ impl Vm {
             bridges: 0,
             qmp: None,
             uncached_hole: false,
+            vsock: None,
         }
     }
 
@@ -354,6 +358,10 @@ impl Vm {
             let s = d.slot();
             s.check()?;
             take(s)?;
+        }
+        if let Some(v) = &self.vsock {
+            take(PciSlot::root(v.slot))?;
+            a.extend(v.qemu_args(m.memory_mib));
         }
         for (i, n) in self.nics.iter().enumerate() {
             take(PciSlot::root(n.slot))?;

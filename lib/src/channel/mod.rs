@@ -6,9 +6,12 @@
 //!
 //! * **Zero copy, batched.** [`Channel::reserve`] gives space in the ring that the payload is
 //!   written into, [`Reservation::commit`] publishes it, [`Channel::flush`] wakes the peer
-//!   once for everything committed since ([`Channel::send`] does all three). On the other
-//!   side [`Channel::recv`] gives the oldest [`Message`], read in place, answered while held
-//!   if it asks for an answer ([`Message::reply`]) and then [`Message::release`]d. Shared bytes are only ever touched through volatile copies and
+//!   once for everything committed since ([`Channel::send`] does all three).
+//!   [`Reservation::commit_batched`] leaves the publication to the flush (or a sixteenth of
+//!   the ring later), so that a streaming sender writes its shared index once per batch. On
+//!   the other side [`Channel::recv`] gives the oldest [`Message`], read in place, answered
+//!   while held if it asks for an answer ([`Message::reply`]) and then
+//!   [`Message::release`]d. Shared bytes are only ever touched through volatile copies and
 //!   atomics, never through a Rust reference.
 //! * **Notification suppression.** A side about to sleep raises a "waiting" flag in the
 //!   shared control block and looks at the ring once more; a side that publishes looks at
@@ -595,6 +598,9 @@ impl Channel {
     /// (see [`Message::release`]), and wakes the peer if it waits for room.
     pub fn flush(&mut self) -> Result<(), Error> {
         self.live()?;
+        // What was committed with `commit_batched` and not published yet.
+        let published = self.tx.publish(&self.w);
+        self.guard(published)?;
         let released = self.rx.publish(&self.w);
         let released = self.guard(released)?;
         let committed = std::mem::take(&mut self.unflushed);
@@ -851,7 +857,12 @@ impl Channel {
 impl Drop for Channel {
     fn drop(&mut self) {
         self.heartbeat = None;
-        // The room released and not yet given back: a successor resumes from here.
+        // The messages committed in a batch and not yet published are delivered; the room
+        // released and not yet given back is: a successor resumes from here.
+        if self.poisoned.is_none() && matches!(self.tx.publish(&self.w), Ok(true)) {
+            fence(SeqCst);
+            let _ = self.notify_if_waiting(layout::consumer_waiting(self.tx.ring()));
+        }
         if self.poisoned.is_none() && matches!(self.rx.publish(&self.w), Ok(true)) {
             fence(SeqCst);
             let _ = self.notify_if_waiting(layout::producer_waiting(self.rx.ring()));
@@ -927,10 +938,26 @@ impl Reservation<'_> {
         }
     }
 
-    /// Publishes the message (the peer sees it; it is woken at the next flush).
+    /// Publishes the message (the peer sees it; it is woken at the next flush), with every
+    /// message committed before it.
     pub fn commit(self) -> Result<(), Error> {
+        self.commit_as(false)
+    }
+
+    /// Commits the message as one of a batch: the peer sees it at this side's next flush
+    /// ([`Channel::flush`], or any call that waits, or [`Channel::arm`], or the close), at
+    /// the next [`Self::commit`], or once a sixteenth of the ring is committed unseen,
+    /// whichever comes first; it is woken at the flush, as after [`Self::commit`]. A
+    /// streaming sender so publishes its position once per batch instead of once per
+    /// message, and the receiver, which reads that position (a cache line the sender writes)
+    /// whenever it has caught up, fetches it once per batch too.
+    pub fn commit_batched(self) -> Result<(), Error> {
+        self.commit_as(true)
+    }
+
+    fn commit_as(self, defer: bool) -> Result<(), Error> {
         let ch = self.ch;
-        let r = ch.tx.commit(&ch.w, self.slot);
+        let r = ch.tx.commit(&ch.w, self.slot, defer);
         ch.guard(r)?;
         ch.unflushed = true;
         ch.stats.sent += 1;
@@ -1073,5 +1100,7 @@ impl Received {
     }
 }
 
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod tests;

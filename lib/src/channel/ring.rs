@@ -8,7 +8,8 @@
 //! space, which is why the largest message is half the ring.
 //!
 //! Each side keeps its own index in private memory and only publishes it (the producer at
-//! every commit, the consumer in batches of released room, see [`Consumer`]); what it reads of
+//! every commit or, for batched commits, at the flush or per batch of committed bytes; the
+//! consumer in batches of released room, see [`Consumer`]); what it reads of
 //! the other side's index is checked (monotonic, at most `size` ahead, 8-byte aligned) before
 //! use, and a record header is read once and checked against what was published. A peer that
 //! breaks any of this gets [`Error::Corrupt`], never an access outside the ring.
@@ -75,6 +76,17 @@ pub(super) struct Producer {
     area: RingArea,
     /// Next free position: published at commit (it may run ahead by a pad not yet published).
     head: u64,
+    /// `head % size`, kept beside it so that the fast path divides nothing (a 64-bit
+    /// division is a helper call under emulation): records never wrap, so it only ever
+    /// grows by a record or returns to 0.
+    head_off: u64,
+    /// The head as last published: behind `head` while committed messages wait for
+    /// [`Self::publish`] (see [`Self::commit`]).
+    published: u64,
+    /// Committed bytes after which the head is published even though the caller asked to
+    /// wait for its flush: a sixteenth of the ring, so that the consumer works on one batch
+    /// while the producer writes the next.
+    batch: u64,
     /// The consumer's tail as last read and checked.
     tail: u64,
 }
@@ -97,6 +109,9 @@ impl Producer {
             ring,
             area,
             head,
+            head_off: head % area.size as u64,
+            published: head,
+            batch: release_batch(area.size),
             tail,
         })
     }
@@ -110,9 +125,10 @@ impl Producer {
     }
 
     /// Free bytes needed for a message of `len`, and whether a pad comes first.
+    #[inline]
     fn need(&self, len: usize) -> (u64, u64) {
         let size = self.area.size as u64;
-        let contiguous = size - self.head % size;
+        let contiguous = size - self.head_off;
         let rec = record_size(len);
         if rec <= contiguous {
             (rec, 0)
@@ -133,8 +149,15 @@ impl Producer {
 
     /// Whether a message of `len` bytes fits now (reading the consumer's index again).
     pub(super) fn fits(&mut self, w: &Window, len: usize) -> Result<bool, Error> {
-        let size = self.area.size as u64;
         let (need, _) = self.need(len);
+        self.room_for(w, need)
+    }
+
+    /// Whether `need` bytes are free, reading the consumer's index again only when the
+    /// copy of it this side keeps says they are not.
+    #[inline]
+    fn room_for(&mut self, w: &Window, need: u64) -> Result<bool, Error> {
+        let size = self.area.size as u64;
         if size - (self.head - self.tail) >= need {
             return Ok(true);
         }
@@ -149,17 +172,17 @@ impl Producer {
         debug_assert!(len <= self.max_message());
         let (need, pad) = self.need(len);
         advance(self.head, need)?;
-        if !self.fits(w, len)? {
+        if !self.room_for(w, need)? {
             return Ok(None);
         }
-        let size = self.area.size as u64;
         if pad > 0 {
-            let at = self.area.offset + (self.head % size) as usize;
+            let at = self.area.offset + self.head_off as usize;
             w.u64(at)?
                 .store(record_header(KIND_PAD, pad - RECORD_HEADER), Relaxed);
             self.head = advance(self.head, pad)?;
+            self.head_off = 0;
         }
-        let off = (self.head % size) as usize;
+        let off = self.head_off as usize;
         Ok(Some(Slot {
             pos: self.head,
             data: self.area.offset + off + RECORD_HEADER as usize,
@@ -167,16 +190,39 @@ impl Producer {
         }))
     }
 
-    /// Publishes the message written into `slot` (and a pad before it): the release store of
-    /// `head` orders the payload and record header before it for a consumer that acquires it.
-    pub(super) fn commit(&mut self, w: &Window, slot: Slot) -> Result<(), Error> {
+    /// Commits the message written into `slot` (and a pad before it) and publishes it with
+    /// every message committed before it, or, if `defer`, leaves the publication to
+    /// [`Self::publish`] (the channel's flush) unless a batch of bytes waits for it already.
+    /// The release store of `head` orders the payloads and record headers before it for a
+    /// consumer that acquires it.
+    pub(super) fn commit(&mut self, w: &Window, slot: Slot, defer: bool) -> Result<(), Error> {
         debug_assert_eq!(slot.pos, self.head);
-        let at = self.area.offset + (slot.pos % self.area.size as u64) as usize;
+        let at = self.area.offset + self.head_off as usize;
         w.u64(at)?
             .store(record_header(KIND_MESSAGE, slot.len as u64), Relaxed);
-        self.head = advance(slot.pos, record_size(slot.len))?;
-        w.u64(layout::head(self.ring))?.store(self.head, Release);
+        let rec = record_size(slot.len);
+        self.head = advance(slot.pos, rec)?;
+        // `reserve` found the record before the end of the ring.
+        self.head_off += rec;
+        if self.head_off == self.area.size as u64 {
+            self.head_off = 0;
+        }
+        if defer && self.head - self.published < self.batch {
+            return Ok(());
+        }
+        self.publish(w)?;
         Ok(())
+    }
+
+    /// Publishes the head if it moved since it was last published; true if it did (the
+    /// caller then looks at the consumer's waiting flag, behind a fence).
+    pub(super) fn publish(&mut self, w: &Window) -> Result<bool, Error> {
+        if self.head == self.published {
+            return Ok(false);
+        }
+        w.u64(layout::head(self.ring))?.store(self.head, Release);
+        self.published = self.head;
+        Ok(true)
     }
 }
 
@@ -192,6 +238,8 @@ pub(super) struct Consumer {
     area: RingArea,
     /// Next position to read.
     tail: u64,
+    /// `tail % size` (see [`Producer`]'s `head_off`).
+    tail_off: u64,
     /// The tail as last published.
     published: u64,
     /// Released bytes after which the tail is published even though messages remain.
@@ -216,6 +264,7 @@ impl Consumer {
             ring,
             area,
             tail,
+            tail_off: tail % area.size as u64,
             published: tail,
             batch: release_batch(area.size),
             head,
@@ -265,7 +314,7 @@ impl Consumer {
                     return Ok(None);
                 }
             }
-            let off = self.tail % size;
+            let off = self.tail_off;
             let contiguous = size - off;
             let available = self.head - self.tail;
             let header = w.u64(self.area.offset + off as usize)?.load(Relaxed);
@@ -276,6 +325,7 @@ impl Consumer {
                 {
                     // Published with the message after it.
                     self.tail = advance(self.tail, contiguous)?;
+                    self.tail_off = 0;
                 }
                 KIND_MESSAGE => {
                     let len = len as usize;
@@ -300,6 +350,11 @@ impl Consumer {
     /// published by [`Self::publish`].
     pub(super) fn release(&mut self, found: Found) -> Result<(), Error> {
         self.tail = advance(self.tail, found.record)?;
+        // `peek` checked that the record ends within the ring.
+        self.tail_off += found.record;
+        if self.tail_off == self.area.size as u64 {
+            self.tail_off = 0;
+        }
         Ok(())
     }
 

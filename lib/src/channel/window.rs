@@ -36,6 +36,7 @@ impl Window {
         self.len
     }
 
+    #[inline]
     fn at(&self, offset: usize, len: usize) -> Result<usize, Error> {
         match offset.checked_add(len) {
             Some(end) if end <= self.len => Ok(self.base + offset),
@@ -43,6 +44,7 @@ impl Window {
         }
     }
 
+    #[inline]
     pub(super) fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
         let at = self.at(offset, buf.len())?;
         self.map
@@ -50,6 +52,7 @@ impl Window {
             .map_err(|_| Error::Corrupt("access outside the mapping"))
     }
 
+    #[inline]
     pub(super) fn write(&self, offset: usize, buf: &[u8]) -> Result<(), Error> {
         let at = self.at(offset, buf.len())?;
         self.map
@@ -57,6 +60,7 @@ impl Window {
             .map_err(|_| Error::Corrupt("access outside the mapping"))
     }
 
+    #[inline]
     pub(super) fn u32(&self, offset: usize) -> Result<&AtomicU32, Error> {
         let at = self.at(offset, 4)?;
         self.map
@@ -64,6 +68,7 @@ impl Window {
             .ok_or(Error::Corrupt("misaligned atomic"))
     }
 
+    #[inline]
     pub(super) fn u64(&self, offset: usize) -> Result<&AtomicU64, Error> {
         let at = self.at(offset, 8)?;
         self.map

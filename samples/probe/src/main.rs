@@ -1,5 +1,5 @@
 //! `sivshm-probe`: round-trip latency and one-way throughput between two VMs over a sivshm
-//! channel or over TCP, and the in-VM references they are measured against.
+//! channel, over TCP or over vsock, and the in-VM references they are measured against.
 //!
 //! One side drives (`latency`, `throughput`, or `suite` for both in one session); the other
 //! runs `serve`, which echoes, counts and checks until the driver says goodbye:
@@ -8,6 +8,7 @@
 //! worker:  sivshm-probe serve --transport sivshm            (or: --transport tcp --listen 0.0.0.0:7777)
 //! manager: sivshm-probe suite --transport sivshm --sizes 64,4096,65536,1048576
 //!          sivshm-probe suite --transport tcp --connect 10.77.0.2:7777 ...
+//!          sivshm-probe suite --transport vsock --vsock-cid 4 ...   (serve: --transport vsock)
 //!          sivshm-probe latency --transport pipe      (the floor: two threads of this VM)
 //!          sivshm-probe throughput --transport memcpy (the ceiling: plain copies in this VM)
 //!          sivshm-probe throughput --transport shm-copy (the sender's copy into a ring alone)
@@ -15,8 +16,9 @@
 //!          sivshm-probe throughput --transport rtrb  (an SPSC ring crate between two threads)
 //! ```
 //!
-//! A streaming sender over the channel flushes (wakes the peer if it sleeps) once every
-//! `--flush-every` messages (64; 1: after each, as `Channel::send` does).
+//! A streaming sender over the channel commits in batches and flushes (publishes them and
+//! wakes the peer if it sleeps) once every `--flush-every` messages (64; 1: after each, as
+//! `Channel::send` does).
 //!
 //! `--spin-us` and `--spin-max-us` set the channel's [`Config::spin`] and
 //! [`Config::spin_max`] on the side that is given them (give both sides the same).
@@ -30,6 +32,7 @@
 
 mod link;
 mod proto;
+mod vsock_link;
 mod wire;
 
 use std::net::SocketAddr;
@@ -56,6 +59,9 @@ enum Transport {
     Sivshm,
     /// TCP (TCP_NODELAY) to another VM.
     Tcp,
+    /// vsock to a sibling VM (a virtio-vsock device whose host backend forwards between the
+    /// VMs); the driver gives `--vsock-cid`, both sides `--vsock-port`.
+    Vsock,
     /// Two pipes between two threads of this VM (the floor of a round trip).
     Pipe,
     /// Plain copies in this VM (the ceiling of throughput); throughput only.
@@ -78,6 +84,7 @@ impl Transport {
         match self {
             Transport::Sivshm => "sivshm",
             Transport::Tcp => "tcp",
+            Transport::Vsock => "vsock",
             Transport::Pipe => "pipe",
             Transport::Memcpy => "memcpy",
             Transport::ShmCopy => "shm-copy",
@@ -100,6 +107,12 @@ struct Endpoint {
     /// tcp, serve side: where to listen.
     #[arg(long, default_value = "0.0.0.0:7777")]
     listen: SocketAddr,
+    /// vsock, driver side: the peer VM's context id.
+    #[arg(long)]
+    vsock_cid: Option<u32>,
+    /// vsock: the port the serve side listens on and the driver connects to.
+    #[arg(long, default_value_t = 7778)]
+    vsock_port: u32,
     /// Seconds to wait for the peer (to attach, connect or answer) before failing.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -111,6 +124,11 @@ struct Endpoint {
     /// sleeps, once every this many messages (1: after every message, as `send` does).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     flush_every: u32,
+    /// sivshm, channel-local: a streaming sender publishes every message at its commit
+    /// (`Reservation::commit`) instead of committing in batches published at the flush
+    /// (`Reservation::commit_batched`, the default): to compare the two.
+    #[arg(long)]
+    plain_commits: bool,
     /// sivshm: the longest poll, in microseconds, of a side whose recent waits were short
     /// (`Config::spin_max`; at most --spin-us: no adaptation; default the channel's).
     #[arg(long)]
@@ -234,6 +252,8 @@ struct ChannelLink {
     flush_every: u32,
     /// Streamed messages committed since the last flush.
     unflushed: u32,
+    /// Streamed messages are published at their commit (`--plain-commits`).
+    plain: bool,
 }
 
 impl ChannelLink {
@@ -243,21 +263,31 @@ impl ChannelLink {
             timeout,
             flush_every: flush_every.max(1),
             unflushed: 0,
+            plain: false,
         }
+    }
+
+    fn plain_commits(self, plain: bool) -> Self {
+        ChannelLink { plain, ..self }
     }
 }
 
 impl Link for ChannelLink {
-    /// Reserve, write, commit; a flush (which wakes the peer if it sleeps) every
-    /// `flush_every` messages. A reservation that has to wait flushes first, and so does the
-    /// next [`Link::send`]: a sleeping peer never misses what was committed.
+    /// Reserve, write, commit in a batch (`commit_batched`: the peer sees the messages at the
+    /// flush, or once a sixteenth of the ring is committed); a flush (which publishes them and
+    /// wakes the peer if it sleeps) every `flush_every` messages. A reservation that has to
+    /// wait flushes first, and so does the next [`Link::send`]: a sleeping peer never misses
+    /// what was committed.
     fn send_streamed(&mut self, msg: &[u8]) -> Result<()> {
         let mut r = self
             .ch
             .reserve(msg.len(), Some(self.timeout))
             .context("reserving on the channel")?;
         r.write(0, msg)?;
-        r.commit()?;
+        match self.plain {
+            true => r.commit()?,
+            false => r.commit_batched()?,
+        }
         self.unflushed += 1;
         if self.unflushed >= self.flush_every {
             self.unflushed = 0;
@@ -338,7 +368,7 @@ fn channel_link(end: &Endpoint, role: Role) -> Result<ChannelLink> {
         .with_context(|| format!("opening a channel on {}", end.device))?;
     ch.wait_for_peer(timeout)
         .context("waiting for the peer to attach")?;
-    Ok(ChannelLink::new(ch, timeout, end.flush_every))
+    Ok(ChannelLink::new(ch, timeout, end.flush_every).plain_commits(end.plain_commits))
 }
 
 /// A driver's link, and the thread serving its other end if that is in this process (pipe).
@@ -366,7 +396,7 @@ fn local_channel_pair(end: &Endpoint, ring: usize) -> Result<(ChannelLink, Chann
     let m = Channel::new(map.clone(), 0, len, Role::Manager, lm, config.clone())?;
     let w = Channel::new(map, 0, len, Role::Worker, lw, config)?;
     Ok((
-        ChannelLink::new(m, timeout, end.flush_every),
+        ChannelLink::new(m, timeout, end.flush_every).plain_commits(end.plain_commits),
         ChannelLink::new(w, timeout, end.flush_every),
     ))
 }
@@ -390,6 +420,13 @@ fn connect(end: &Endpoint, ring: usize) -> Result<Driven> {
                 .connect
                 .context("--transport tcp needs --connect ADDR:PORT (the peer's)")?;
             (Box::new(link::tcp_connect(addr, timeout)?), None)
+        }
+        Transport::Vsock => {
+            let cid = end
+                .vsock_cid
+                .context("--transport vsock needs --vsock-cid CID (the peer VM's)")?;
+            let l = vsock_link::vsock_connect(cid, end.vsock_port, timeout)?;
+            (Box::new(l), None)
         }
         Transport::Pipe => {
             let (a, mut b) = link::pipe_pair()?;
@@ -497,6 +534,7 @@ fn main() -> Result<()> {
             let mut link: Box<dyn Link> = match end.transport {
                 Transport::Sivshm => Box::new(channel_link(&end, Role::Worker)?),
                 Transport::Tcp => Box::new(link::tcp_accept(end.listen, timeout)?),
+                Transport::Vsock => Box::new(vsock_link::vsock_accept(end.vsock_port, timeout)?),
                 t => bail!("{} runs inside one process: nothing to serve", t.name()),
             };
             let n = proto::serve(link.as_mut())?;
@@ -579,11 +617,17 @@ mod tests {
     /// the size asked, and print the line the host parses.
     #[test]
     fn channel_local_and_rtrb_stream_checked_messages() {
-        for name in ["channel-local", "rtrb"] {
-            let cli = Cli::try_parse_from(["sivshm-probe", "throughput", "--transport", name]);
-            let Cmd::Throughput { end, .. } = cli.unwrap().cmd else {
+        for (name, extra) in [
+            ("channel-local", None),
+            ("channel-local", Some("--plain-commits")),
+            ("rtrb", None),
+        ] {
+            let mut argv = vec!["sivshm-probe", "throughput", "--transport", name];
+            argv.extend(extra);
+            let Cmd::Throughput { end, .. } = Cli::try_parse_from(argv).unwrap().cmd else {
                 unreachable!()
             };
+            assert_eq!(end.plain_commits, extra.is_some());
             let (mut link, thread) = connect(&end, 1 << 20).unwrap();
             for size in [24, 64, 4096, 65536, (512 << 10) - 8] {
                 let t =

@@ -1,0 +1,155 @@
+//! Batched commits ([`Reservation::commit_batched`]): what the peer sees when, and that no
+//! wake-up is lost when the sender publishes once per batch.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use super::tests::pair;
+use super::*;
+
+const SEC: Option<Duration> = Some(Duration::from_secs(5));
+
+fn open(len: usize, config: Config) -> (Channel, Channel, Window) {
+    let p = pair(len);
+    let m = Channel::new(
+        p.map.clone(),
+        0,
+        len,
+        Role::Manager,
+        p.manager_links.clone(),
+        config.clone(),
+    )
+    .unwrap();
+    let w = Channel::new(
+        p.map.clone(),
+        0,
+        len,
+        Role::Worker,
+        p.worker_links.clone(),
+        config,
+    )
+    .unwrap();
+    (m, w, Window::new(p.map, 0, len).unwrap())
+}
+
+fn batched(ch: &mut Channel, byte: u8, len: usize) {
+    let mut r = ch.reserve(len, SEC).unwrap();
+    r.write(0, &vec![byte; len]).unwrap();
+    r.commit_batched().unwrap();
+}
+
+#[test]
+fn a_batched_commit_is_seen_at_the_flush_the_next_commit_or_the_close() {
+    let len = 1 << 16;
+    let (mut m, mut w, win) = open(len, Config::default());
+    let head = || win.u64(layout::head(0)).unwrap().load(SeqCst);
+    batched(&mut m, 1, 40);
+    batched(&mut m, 2, 40);
+    assert_eq!(head(), 0, "not published yet");
+    assert!(w.try_recv().unwrap().is_none(), "the peer sees nothing yet");
+    m.flush().unwrap();
+    assert_eq!(head(), 2 * 48);
+    for b in [1, 2] {
+        let msg = w.try_recv().unwrap().expect("seen after the flush");
+        assert_eq!(msg.to_vec().unwrap(), [b; 40]);
+        msg.release().unwrap();
+    }
+    // A plain commit publishes the batch before it with it.
+    batched(&mut m, 3, 8);
+    let mut r = m.reserve(8, SEC).unwrap();
+    r.write(0, &[4; 8]).unwrap();
+    r.commit().unwrap();
+    assert_eq!(head(), 2 * 48 + 2 * 16);
+    // A wait flushes first: a receiver never waits for what its sender holds back.
+    batched(&mut m, 5, 8);
+    assert!(m.try_recv().unwrap().is_none());
+    assert!(matches!(m.recv(Some(Duration::ZERO)), Err(Error::TimedOut)));
+    assert_eq!(head(), 2 * 48 + 3 * 16, "published by the wait");
+    // Closing delivers what was committed.
+    batched(&mut m, 6, 8);
+    drop(m);
+    assert_eq!(head(), 2 * 48 + 4 * 16, "published at the close");
+    for b in [3, 4, 5, 6] {
+        let msg = w.try_recv().unwrap().unwrap();
+        assert_eq!(msg.to_vec().unwrap(), [b; 8]);
+        msg.release().unwrap();
+    }
+}
+
+#[test]
+fn a_batch_of_a_sixteenth_of_the_ring_is_published_without_a_flush() {
+    let len = 1 << 16;
+    let (mut m, mut w, win) = open(len, Config::default());
+    let head = || win.u64(layout::head(0)).unwrap().load(SeqCst);
+    let ring = ((len - layout::HEADER_SIZE) - ((len - layout::HEADER_SIZE) / 8).max(4096)) & !63;
+    let per = (ring / 16).div_ceil(48);
+    for _ in 0..per - 1 {
+        batched(&mut m, 7, 40);
+    }
+    assert_eq!(head(), 0, "less than a batch: held back");
+    batched(&mut m, 7, 40);
+    assert_eq!(head(), (per * 48) as u64, "a full batch is published");
+    for _ in 0..per {
+        w.try_recv().unwrap().unwrap().release().unwrap();
+    }
+    assert!(w.try_recv().unwrap().is_none());
+}
+
+/// The ping-pong of the lost-wake-up test, the sender committing in batches and flushing
+/// every third message only: every sleep of the receiver must still end.
+#[test]
+fn batched_commits_never_lose_a_wake_up() {
+    let config = Config {
+        reply_ring_bytes: Some(256),
+        check_interval: Duration::from_secs(3600),
+        spin: Duration::ZERO,
+        spin_max: Duration::ZERO,
+        peer_timeout: Duration::from_secs(3600),
+        attach_timeout: Duration::from_millis(200),
+        ..Config::default()
+    };
+    let (mut m, mut w, _) = open(4096 + 1024, config);
+    let n = 30_000u32;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for i in 0..n {
+            let msg = w.recv(None).unwrap();
+            let mut b = [0u8; 4];
+            msg.read(0, &mut b).unwrap();
+            assert_eq!(u32::from_le_bytes(b), i);
+            msg.release().unwrap();
+            if i % 7 == 0 {
+                w.send(&i.to_le_bytes(), None).unwrap();
+            }
+        }
+        done_tx.send(w.stats()).unwrap();
+    });
+    let manager = std::thread::spawn(move || {
+        let mut acks = 0u32;
+        for i in 0..n {
+            let len = 4 + (i as usize * 13) % 200;
+            let mut r = m.reserve(len, None).unwrap();
+            r.write(0, &i.to_le_bytes()).unwrap();
+            r.commit_batched().unwrap();
+            if i % 3 == 2 {
+                m.flush().unwrap();
+            }
+            while let Some(msg) = m.try_recv().unwrap() {
+                msg.release().unwrap();
+                acks += 1;
+            }
+        }
+        while acks < n.div_ceil(7) {
+            m.recv(None).unwrap().release().unwrap();
+            acks += 1;
+        }
+        m.stats()
+    });
+    let ws = done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a wake-up was lost: the exchange hung");
+    worker.join().unwrap();
+    let ms = manager.join().unwrap();
+    assert_eq!(ws.received, u64::from(n));
+    assert_eq!(ms.received, u64::from(n.div_ceil(7)));
+}
