@@ -152,6 +152,7 @@ build_guest() {
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hotplug" "$out/sivshm_hello" \
 		"$out/sivshm_fuzz" "$out/sivshm_hostile" \
 		"$out/sivshm_distribute_manager" "$out/sivshm_distribute_worker" \
+		"$out/sivshm_capi_probe" "$out/sivshm_capi_removal" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \

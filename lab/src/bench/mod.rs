@@ -13,6 +13,7 @@ use crate::qemu::{run_all, Finished, Machine, Vm};
 use sivshm_host::pci::PciSlot;
 use sivshm_host::segments;
 
+mod capi;
 mod table;
 use table::{parse_probe, references, table, throughput_lines};
 
@@ -125,6 +126,10 @@ pub struct ProbeOptions {
     /// (`Config::spin_max`; 0: no adaptation), on both VMs; default the channel's.
     #[arg(long)]
     pub spin_max_us: Option<u64>,
+    /// channel: message sizes the C path (`sivshm_capi_probe`, on libsivshm) streams after
+    /// the Rust one, each among --sizes; empty (`--c-sizes ''`): no C path.
+    #[arg(long, value_delimiter = ',', default_values_t = [65536, 1 << 20])]
+    pub c_sizes: Vec<usize>,
 }
 
 impl ProbeOptions {
@@ -174,10 +179,11 @@ impl Roles for ProbeOptions {
              && sivshm-probe throughput --transport memcpy {thr} \
              && sivshm-probe throughput --transport shm-copy --region-kib {ring} {thr} \
              && sivshm-probe throughput --transport channel-local --region-kib {ring}{} {thr} \
-             && sivshm-probe throughput --transport rtrb --region-kib {ring} {thr} \
+             && sivshm-probe throughput --transport rtrb --region-kib {ring} {thr}{} \
              && sivshm-probe suite --transport tcp --connect {}:{PROBE_PORT} {lat} {thr}",
             self.spin_args(),
             self.spin_args(),
+            capi::manager(self),
             net::worker_addr(0),
             ring = self.ring_kib(),
         )
@@ -185,9 +191,10 @@ impl Roles for ProbeOptions {
 
     fn worker(&self, _index: usize, _layout: &Layout) -> String {
         format!(
-            "sivshm-probe serve --transport sivshm{} \
+            "sivshm-probe serve --transport sivshm{}{} \
              && sivshm-probe serve --transport tcp --listen 0.0.0.0:{PROBE_PORT}",
-            self.spin_args()
+            self.spin_args(),
+            capi::worker(self),
         )
     }
 }
@@ -202,6 +209,9 @@ pub fn channel_vs_network(
     plot: Option<&Path>,
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
+    if let Some(c) = o.c_sizes.iter().find(|c| !o.sizes.contains(c)) {
+        bail!("--c-sizes has {c}, which --sizes does not: the C path is compared at the Rust path's sizes");
+    }
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
     let topo = Topology::new(1, segment, o)?.network()?;
     let finished = topo.run(m, logdir, timeout)?;
@@ -239,6 +249,7 @@ pub fn channel_vs_network(
     }
     out.extend(table(&probes, o)?);
     out.extend(references(&probes, o)?);
+    out.extend(capi::table(&probes, o)?);
     if let Some(path) = plot {
         let title = format!(
             "sivshm channel between two VMs and its references ({}, {} s per size)",
