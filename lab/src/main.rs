@@ -18,6 +18,7 @@ mod pair;
 mod plot;
 mod qemu;
 mod realise;
+mod replot;
 mod scale;
 mod scenarios;
 mod wiring;
@@ -69,7 +70,12 @@ fn run(cmd: Cmd) -> Result<()> {
             json,
             plot,
         } => commands::wiring_bench(&workers, json, plot.as_deref()),
-        Cmd::RealiseBench { options, plot } => commands::realise_bench(&options, plot.as_deref()),
+        Cmd::RealiseBench {
+            options,
+            plot,
+            json,
+        } => commands::realise_bench(&options, plot.as_deref(), json.as_deref()),
+        Cmd::Plot { from, svg } => commands::plot(&from, svg.as_deref()),
         Cmd::IvshmemServer {
             socket,
             size_mib,
@@ -94,7 +100,15 @@ fn run(cmd: Cmd) -> Result<()> {
             exchanges,
             probe,
             plot,
-        } => commands::bench(&guest, what, exchanges, &probe, plot.as_deref()),
+            json,
+        } => commands::bench(
+            &guest,
+            what,
+            exchanges,
+            &probe,
+            plot.as_deref(),
+            json.as_deref(),
+        ),
         Cmd::Demo {
             guest,
             mode,

@@ -27,6 +27,7 @@ use crate::layout::{Layout, Roles, Topology};
 use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
 use sivshm_host::pci::MAX_WORKERS;
 
+pub mod json;
 mod table;
 use table::prepare_row;
 #[cfg(test)]
@@ -34,7 +35,10 @@ use table::Spread;
 pub use table::{header, row, Sample};
 
 /// How the manager and the workers are wired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Wiring {
     /// A segment and a pre-wired doorbell channel per worker: the manager has N devices.
     Sivshm,
@@ -195,20 +199,6 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<Vec<Sample>> {
         emit(r.clone());
     }
     Ok(all)
-}
-
-/// What `realise-bench --plot` draws: the table's medians, seconds against N per wiring.
-pub fn plot(o: &Options, samples: &[Sample], path: &Path) -> Result<()> {
-    let lines: Vec<_> = o
-        .wirings()
-        .into_iter()
-        .map(|w| crate::plot::Line::new(w.title(), table::medians(w, &o.workers, samples)))
-        .collect();
-    let title = format!(
-        "Realising a manager and N workers, paused: launch to all ready ({}, {} run(s) per point)",
-        o.accel, o.runs
-    );
-    crate::plot::realise(path, &title, &lines)
 }
 
 /// Roles for guests that never run.

@@ -14,6 +14,7 @@ use sivshm_host::pci::PciSlot;
 use sivshm_host::segments;
 
 mod capi;
+pub mod json;
 mod table;
 use table::{parse_probe, references, table, throughput_lines};
 
@@ -100,7 +101,7 @@ fn succeeded(f: &Finished) -> Result<Vec<String>> {
 }
 
 /// What the channel benchmark measures; see [`channel_vs_network`].
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProbeOptions {
     /// channel: round trips per transport (sivshm, TCP, the in-VM pipe floor).
     #[arg(long, default_value_t = 2000)]
@@ -200,26 +201,75 @@ impl Roles for ProbeOptions {
 }
 
 /// The sivshm channel against TCP over virtio-net between the same two VMs, in one boot,
-/// with the in-VM memcpy ceiling and pipe floor measured in the same run.
+/// with the in-VM memcpy ceiling and pipe floor measured in the same run. The run is kept as
+/// data ([`json::ChannelRun`], written to `json` if given) and the tables and plot are made
+/// from it ([`report`]), as `sivshm-lab plot --from` makes them later.
 pub fn channel_vs_network(
     m: &Machine,
     logdir: &Path,
     timeout: Duration,
     o: &ProbeOptions,
     plot: Option<&Path>,
+    json: Option<&Path>,
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
     if let Some(c) = o.c_sizes.iter().find(|c| !o.sizes.contains(c)) {
-        bail!("--c-sizes has {c}, which --sizes does not: the C path is compared at the Rust path's sizes");
+        bail!(
+            "--c-sizes has {c}, which --sizes does not: the C path is compared at the Rust \
+             path's sizes"
+        );
     }
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
     let topo = Topology::new(1, segment, o)?.network()?;
     let finished = topo.run(m, logdir, timeout)?;
+    // The shared memory's type in each VM (guest/init's SIVSHM-MEMTYPE lines): under TCG it
+    // changes nothing, on AMD or TDX hosts it decides everything, so it stands by the figures.
+    let mut memory = Vec::new();
+    for f in &finished {
+        for t in crate::console::parse(&f.log).mem_types {
+            memory.push(json::MemType {
+                vm: f.name.clone(),
+                bdf: t.bdf,
+                driver: t.driver,
+                pat: t.pat,
+            });
+        }
+    }
+    let (mut lines, mut probes) = (Vec::new(), Vec::new());
+    for f in &finished {
+        for line in succeeded(f)? {
+            if let Some(p) = parse_probe(&line) {
+                lines.push(line);
+                probes.push(p);
+            }
+        }
+    }
+    let run = json::ChannelRun {
+        schema: json::SCHEMA.to_string(),
+        accel: m.accel.name().to_string(),
+        options: o.clone(),
+        memory,
+        probes,
+    };
+    let mut out = report(&run, plot)?;
+    // The guests' own lines after the heading and the memory types, before the tables.
+    let at = 1 + run.memory.len();
+    out.splice(at..at, lines);
+    if let Some(path) = json {
+        run.write(path)?;
+        out.push(format!("# json: {}", path.display()));
+    }
+    Ok(out)
+}
+
+/// The heading, tables and (if `plot` is given) plot of a channel benchmark run.
+pub fn report(run: &json::ChannelRun, plot: Option<&Path>) -> Result<Vec<String>> {
+    let o = &run.options;
     let mut out = vec![format!(
         "# sivshm channel vs TCP over virtio-net: a manager and a worker, {}, 1 vCPU each, \
          2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment; \
          channel spin {}, spin max {}",
-        m.accel.name(),
+        run.accel,
         o.round_trips,
         o.round_trip_size,
         o.seconds,
@@ -228,35 +278,22 @@ pub fn channel_vs_network(
         o.spin_max_us
             .map_or("default".into(), |us| format!("{us} us")),
     )];
-    // The shared memory's type in each VM (guest/init's SIVSHM-MEMTYPE lines): under TCG it
-    // changes nothing, on AMD or TDX hosts it decides everything, so it stands by the figures.
-    for f in &finished {
-        for t in crate::console::parse(&f.log).mem_types {
-            out.push(format!(
-                "# {}: sivshm device {} is {} (driver), {} (PAT)",
-                f.name, t.bdf, t.driver, t.pat
-            ));
-        }
+    for t in &run.memory {
+        out.push(format!(
+            "# {}: sivshm device {} is {} (driver), {} (PAT)",
+            t.vm, t.bdf, t.driver, t.pat
+        ));
     }
-    let mut probes = Vec::new();
-    for f in &finished {
-        for line in succeeded(f)? {
-            if let Some(p) = parse_probe(&line) {
-                out.push(line.clone());
-                probes.push(p);
-            }
-        }
-    }
-    out.extend(table(&probes, o)?);
-    out.extend(references(&probes, o)?);
-    out.extend(capi::table(&probes, o)?);
+    let probes = &run.probes;
+    out.extend(table(probes, o)?);
+    out.extend(references(probes, o)?);
+    out.extend(capi::table(probes, o)?);
     if let Some(path) = plot {
         let title = format!(
             "sivshm channel between two VMs and its references ({}, {} s per size)",
-            m.accel.name(),
-            o.seconds
+            run.accel, o.seconds
         );
-        crate::plot::throughput(path, &title, &throughput_lines(&probes, o), "sivshm")?;
+        crate::plot::throughput(path, &title, &throughput_lines(probes, o), "sivshm")?;
         out.push(format!("# plot: {}", path.display()));
     }
     out.push(

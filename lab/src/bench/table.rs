@@ -1,17 +1,17 @@
 //! The channel benchmark's tables, from the `sivshm-probe` result lines of one run.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
 use super::ProbeOptions;
 
 /// One `latency NAME: k=v ...` or `throughput NAME: k=v ...` line of `sivshm-probe`.
-#[derive(Debug)]
-pub(super) struct Probe {
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
     pub(super) kind: String,
     pub(super) transport: String,
-    pub(super) values: HashMap<String, f64>,
+    pub(super) values: BTreeMap<String, f64>,
 }
 
 pub(super) fn parse_probe(line: &str) -> Option<Probe> {
