@@ -146,7 +146,7 @@ pub enum Cmd {
         plot: Option<PathBuf>,
         /// channel: also write the run (options, memory types, every figure) as JSON here
         /// (schema "sivshm-lab/channel-bench/1", Documentation/results-json.rst); `plot
-        /// --from` makes the tables and plot from it. Needs --what channel.
+        /// --from` makes the tables and plot from it (not with --what pingpong).
         #[arg(long, value_name = "FILE.json")]
         json: Option<PathBuf>,
     },
