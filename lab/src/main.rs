@@ -16,6 +16,7 @@ mod layout;
 mod net;
 mod pair;
 mod plot;
+mod progress;
 mod qemu;
 mod realise;
 mod replot;

@@ -163,6 +163,8 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<Vec<Sample>> {
     emit(header(&wirings));
     let mut rows = Vec::new();
     let mut all = Vec::new();
+    let total = o.workers.len() * o.runs * wirings.len();
+    let mut progress = crate::progress::Progress::new("realise runs", total as u64);
     for &n in &o.workers {
         let mut samples = Vec::new();
         for run in 0..o.runs {
@@ -170,6 +172,10 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<Vec<Sample>> {
             for k in 0..wirings.len() {
                 let wiring = wirings[(k + run) % wirings.len()];
                 crate::interrupt::check()?;
+                progress.set(
+                    all.len() as u64 + samples.len() as u64,
+                    &format!("{} with {n} worker(s), run {}", wiring.key(), run + 1),
+                );
                 let s = trial(&m, wiring, n, run + 1, segment, timeout).with_context(|| {
                     format!("{} with {n} worker(s), run {}", wiring.key(), run + 1)
                 })?;

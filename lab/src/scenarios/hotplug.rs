@@ -141,8 +141,14 @@ pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
     let mut errors = Vec::new();
     let (mut adds, mut removes, mut offset) = (0u32, 0u32, 0usize);
     let prefix = "hotplug/host";
+    // The churn's adds and removes, as they are carried out.
+    let mut progress = crate::progress::Progress::new("hot-plug requests", 0);
     loop {
         crate::interrupt::check()?;
+        progress.set(
+            u64::from(adds + removes),
+            &format!("{adds} adds, {removes} removes"),
+        );
         let done = manager.exited()?;
         let log = std::fs::read(manager.log_path()).unwrap_or_default();
         let end = log[offset..]
