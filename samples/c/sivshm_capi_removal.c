@@ -3,15 +3,17 @@
  * A C program on libsivshm whose device is removed under it (the `hotplug` guest scenario):
  * it attaches to the device at a PCI address as the manager, publishes a message, asks the
  * host to remove the device (a "SIVSHM-HOTPLUG del BDF" line, as selftests/sivshm_hotplug.c
- * asks), and waits for the worker's answer in sivshm_channel_receive. The removal must end
- * that wait with SIVSHM_ERR_DEVICE_GONE (the driver signals the bound eventfd, the library
- * asks the device), every later call must say the same, and nothing may crash: the
- * mapping shows the driver's stand-in page and this program installs no signal handler.
- * Then it waits for the node to go away, so that the device can be added again.
+ * asks), and waits for a worker in sivshm_channel_wait_for_peer. No worker comes (the
+ * channel's last one has closed, which that wait passes over), so only the removal can end
+ * the wait: with SIVSHM_ERR_DEVICE_GONE (the library asks the device at every look). Every
+ * later call (receive, reserve, send, flush, a peer check) must say the same, and nothing
+ * may crash: the mapping shows the driver's stand-in page and this program installs no
+ * signal handler. Then it waits for the node to go away, so that the device can be added
+ * again.
  *
  *   sivshm_capi_removal [--timeout S] BDF
  *
- * Prints `SIVSHM-RESULT capi-removal impl=c receive=CODE reserve=CODE send=CODE
+ * Prints `SIVSHM-RESULT capi-removal impl=c wait=CODE receive=CODE reserve=CODE send=CODE
  * flush=CODE check_peer=CODE node_gone=0|1 status=ok|failed` (codes are sivshm_status
  * values). Exit status 0: every code was SIVSHM_ERR_DEVICE_GONE and the node went away;
  * 1: otherwise; 2: usage.
@@ -77,12 +79,13 @@ int main(int argc, char **argv)
 	printf("%s: attached to %s; asking for its removal\n", who, bdf);
 	printf("SIVSHM-HOTPLUG del %s\n", bdf);
 	fflush(stdout);
+	int wait = sivshm_channel_wait_for_peer(ch, timeout_ms);
+	printf("%s: waiting for a worker: %s (%d): %s\n", who, sivshm_strerror(wait), wait,
+	       sivshm_channel_last_error(ch));
+	/* Every later call on the channel says the same. */
 	uint8_t buf[64];
 	size_t len = 0;
 	int receive = sivshm_channel_receive(ch, buf, sizeof(buf), &len, timeout_ms);
-	printf("%s: receive: %s (%d): %s\n", who, sivshm_strerror(receive), receive,
-	       sivshm_channel_last_error(ch));
-	/* Every later call on the channel says the same. */
 	struct sivshm_reservation *res = NULL;
 	int reserve = sivshm_channel_reserve(ch, 16, 0, &res);
 	if (reserve >= 0)
@@ -93,12 +96,13 @@ int main(int argc, char **argv)
 	sivshm_channel_close(ch);
 	int gone = node_gone(bdf, 60);
 
-	int ok = receive == SIVSHM_ERR_DEVICE_GONE && reserve == SIVSHM_ERR_DEVICE_GONE &&
+	int ok = wait == SIVSHM_ERR_DEVICE_GONE && receive == SIVSHM_ERR_DEVICE_GONE &&
+		 reserve == SIVSHM_ERR_DEVICE_GONE &&
 		 send == SIVSHM_ERR_DEVICE_GONE && flush == SIVSHM_ERR_DEVICE_GONE &&
 		 check_peer == SIVSHM_ERR_DEVICE_GONE && gone;
-	printf("SIVSHM-RESULT capi-removal impl=c receive=%d reserve=%d send=%d flush=%d "
-	       "check_peer=%d node_gone=%d status=%s\n", receive, reserve, send, flush, check_peer,
-	       gone, ok ? "ok" : "failed");
+	printf("SIVSHM-RESULT capi-removal impl=c wait=%d receive=%d reserve=%d send=%d "
+	       "flush=%d check_peer=%d node_gone=%d status=%s\n", wait, receive, reserve, send,
+	       flush, check_peer, gone, ok ? "ok" : "failed");
 	fflush(stdout);
 	return ok ? 0 : 1;
 }

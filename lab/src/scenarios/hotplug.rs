@@ -67,7 +67,8 @@ pub(super) fn plan(churn: u32) -> Result<HotplugPlan> {
     // paced batches all along, until told to stop, and every batch it was sent must check out.
     // Between the first removal and the driver-level tests the channel appears once more for
     // a C program on libsivshm (`sivshm_capi_removal`), which asks for its removal while it
-    // waits on the channel: it must get SIVSHM_ERR_DEVICE_GONE from every call, not crash
+    // waits for a worker that does not come: it must get SIVSHM_ERR_DEVICE_GONE from that
+    // wait and every call after it, not crash
     // ([`c_removal_results`]).
     // (The kernel command line carries this, and the console shows that line: no double
     // quotes, so `wait_out`'s patterns are regular expressions without spaces, and the request
@@ -234,8 +235,8 @@ pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
 }
 
 /// What the C program whose device is removed under it (`samples/c/sivshm_capi_removal.c`)
-/// must report: the wait it was in and every later call ended with SIVSHM_ERR_DEVICE_GONE
-/// (-12), and the node went away.
+/// must report: the wait for a worker it was in (which only the removal could end) and
+/// every later call ended with SIVSHM_ERR_DEVICE_GONE (-12), and the node went away.
 fn c_removal_results() -> Vec<Expect> {
     let gone = "-12";
     vec![Expect {
@@ -243,6 +244,7 @@ fn c_removal_results() -> Vec<Expect> {
         program: "capi-removal",
         pick: pairs(&[("impl", "c")]),
         want: pairs(&[
+            ("wait", gone),
             ("receive", gone),
             ("reserve", gone),
             ("send", gone),
