@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * A C program on libsivshm whose device is removed under it (the `hotplug` guest scenario):
- * it attaches to the device at a PCI address as the manager, publishes a message, asks the
- * host to remove the device (a "SIVSHM-HOTPLUG del BDF" line, as selftests/sivshm_hotplug.c
- * asks), and waits for a worker in sivshm_channel_wait_for_peer. No worker comes (the
- * channel's last one has closed, which that wait passes over), so only the removal can end
- * the wait: with SIVSHM_ERR_DEVICE_GONE (the library asks the device at every look). Every
+ * it attaches to the device at a PCI address as the manager, asks the host to remove the
+ * device (a "SIVSHM-HOTPLUG del BDF" line, as selftests/sivshm_hotplug.c asks), and waits for
+ * a worker in sivshm_channel_wait_for_peer. No new worker comes, so only the removal can end
+ * the wait: with SIVSHM_ERR_DEVICE_GONE (the library asks the device at every look). A worker
+ * of the channel's previous manager that has not noticed it left may still be there: then
+ * the wait goes on in sivshm_channel_receive (that worker sends nothing unasked, and this
+ * program sends it nothing) until the worker leaves (closed or stopped: not the end of the
+ * wait) or the removal ends it. Every
  * later call (receive, reserve, send, flush, a peer check) must say the same, and nothing
  * may crash: the mapping shows the driver's stand-in page and this program installs no
  * signal handler. Then it waits for the node to go away, so that the device can be added
@@ -73,18 +76,26 @@ int main(int argc, char **argv)
 	sivshm_config_set(cfg, SIVSHM_OPT_PEER_TIMEOUT_MS, (uint64_t)timeout_ms * 2);
 	struct sivshm_channel *ch = open_channel(who, bdf, NULL, SIVSHM_MANAGER, cfg);
 	sivshm_config_free(cfg);
-	uint8_t hello[16] = { 0 };
-	die_on(sivshm_channel_send(ch, hello, sizeof(hello), timeout_ms), who, "send", ch);
-
 	printf("%s: attached to %s; asking for its removal\n", who, bdf);
 	printf("SIVSHM-HOTPLUG del %s\n", bdf);
 	fflush(stdout);
-	int wait = sivshm_channel_wait_for_peer(ch, timeout_ms);
+	uint8_t buf[64];
+	size_t len = 0;
+	int wait;
+	for (;;) {
+		wait = sivshm_channel_wait_for_peer(ch, timeout_ms);
+		if (wait != SIVSHM_OK)
+			break;
+		/* The previous manager's worker, still there: wait until it leaves. */
+		wait = sivshm_channel_receive(ch, buf, sizeof(buf), &len, timeout_ms);
+		if (wait != SIVSHM_ERR_PEER_CLOSED && wait != SIVSHM_ERR_PEER_GONE)
+			break;
+		printf("%s: the previous worker left: %s; waiting on\n", who, sivshm_strerror(wait));
+	}
 	printf("%s: waiting for a worker: %s (%d): %s\n", who, sivshm_strerror(wait), wait,
 	       sivshm_channel_last_error(ch));
 	/* Every later call on the channel says the same. */
-	uint8_t buf[64];
-	size_t len = 0;
+	uint8_t hello[16] = { 0 };
 	int receive = sivshm_channel_receive(ch, buf, sizeof(buf), &len, timeout_ms);
 	struct sivshm_reservation *res = NULL;
 	int reserve = sivshm_channel_reserve(ch, 16, 0, &res);
