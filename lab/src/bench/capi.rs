@@ -23,8 +23,9 @@ fn sizes(o: &ProbeOptions) -> String {
         .join(",")
 }
 
-/// The manager's command, after the Rust probe's (empty without C sizes). It drives the
-/// channel of the manager's only device.
+/// The manager's command, right after the Rust probe's, so that both stream as close in
+/// time as they can one after the other (empty without C sizes). It drives the channel of
+/// the manager's only device.
 pub(super) fn manager(o: &ProbeOptions) -> String {
     if o.c_sizes.is_empty() {
         return String::new();
@@ -37,8 +38,7 @@ pub(super) fn manager(o: &ProbeOptions) -> String {
     )
 }
 
-/// The worker's command, after the Rust probe's `serve` (empty without C sizes). It waits
-/// for as long as the manager's in-VM references take.
+/// The worker's command, after the Rust probe's `serve` (empty without C sizes).
 pub(super) fn worker(o: &ProbeOptions) -> String {
     if o.c_sizes.is_empty() {
         return String::new();
@@ -119,8 +119,11 @@ mod tests {
                  --spin-us 50 /dev/sivshm0",
             )
             .unwrap_or_else(|| panic!("{run}"));
-        let tcp = run.find("--transport tcp").unwrap();
-        assert!(rust < c && c < tcp, "{run}");
+        let pipe = run.find("--transport pipe").unwrap();
+        assert!(
+            rust < c && c < pipe,
+            "the C path right after the Rust one: {run}"
+        );
         let (rust, c, tcp) = (
             serve.find("serve --transport sivshm").unwrap(),
             serve

@@ -157,7 +157,8 @@ impl ProbeOptions {
 const PROBE_PORT: u16 = 7777;
 
 /// The `sivshm-probe` commands: the worker serves the channel, then TCP; the manager drives
-/// the channel, runs the in-VM references while the worker idles in `accept` (memcpy, the
+/// the channel (the Rust probe, then right after it the C one, `capi`), runs the in-VM
+/// references while the worker idles in `accept` (memcpy, the
 /// ceiling; shm-copy, the sender's volatile copy alone into a ring-sized shared area; the
 /// pipe floor), then drives TCP. One worker, one of each measurement, all in one boot of the
 /// same two VMs.
@@ -175,16 +176,16 @@ impl Roles for ProbeOptions {
         );
         let thr = format!("--sizes {sizes} --seconds {}", self.seconds);
         format!(
-            "sivshm-probe suite --transport sivshm{} {lat} {thr} \
+            "sivshm-probe suite --transport sivshm{} {lat} {thr}{} \
              && sivshm-probe latency --transport pipe {lat} \
              && sivshm-probe throughput --transport memcpy {thr} \
              && sivshm-probe throughput --transport shm-copy --region-kib {ring} {thr} \
              && sivshm-probe throughput --transport channel-local --region-kib {ring}{} {thr} \
-             && sivshm-probe throughput --transport rtrb --region-kib {ring} {thr}{} \
+             && sivshm-probe throughput --transport rtrb --region-kib {ring} {thr} \
              && sivshm-probe suite --transport tcp --connect {}:{PROBE_PORT} {lat} {thr}",
             self.spin_args(),
-            self.spin_args(),
             capi::manager(self),
+            self.spin_args(),
             net::worker_addr(0),
             ring = self.ring_kib(),
         )
