@@ -56,6 +56,10 @@ pub enum Cmd {
         /// Draw the run's plot as an SVG file here.
         #[arg(long, value_name = "FILE.svg")]
         svg: Option<PathBuf>,
+        /// Print the tables as reStructuredText grid tables (for Documentation/), not as
+        /// the bench prints them (Markdown, for the README).
+        #[arg(long)]
+        rst: bool,
     },
     /// The IVSHMEM baseline's central server, as QEMU's contrib/ivshmem-server: VMs connect
     /// with `-chardev socket,path=SOCKET`; each gets the region and every other VM's

@@ -104,8 +104,8 @@ pub fn realise_bench(
 }
 
 /// `plot --from`.
-pub fn plot(from: &Path, svg: Option<&Path>) -> Result<()> {
-    print_lines(crate::replot::from_file(from, svg)?)
+pub fn plot(from: &Path, svg: Option<&Path>, rst: bool) -> Result<()> {
+    print_lines(crate::replot::from_file(from, svg, rst)?)
 }
 
 /// `compare`.

@@ -76,7 +76,7 @@ fn run(cmd: Cmd) -> Result<()> {
             plot,
             json,
         } => commands::realise_bench(&options, plot.as_deref(), json.as_deref()),
-        Cmd::Plot { from, svg } => commands::plot(&from, svg.as_deref()),
+        Cmd::Plot { from, svg, rst } => commands::plot(&from, svg.as_deref(), rst),
         Cmd::IvshmemServer {
             socket,
             size_mib,
