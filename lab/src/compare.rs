@@ -91,8 +91,13 @@ pub fn throughput(
         bytes: segment as usize / 4,
     };
     let mut figures = [Vec::new(), Vec::new()];
+    let mut progress = crate::progress::Progress::new("throughput runs", 2 * repeats as u64);
     for run in 0..repeats {
         for (i, wiring) in [Wiring::Sivshm, Wiring::Ivshmem].into_iter().enumerate() {
+            progress.set(
+                (2 * run + i) as u64,
+                &format!("{}, run {}", wiring.name(), run + 1),
+            );
             let finished = topology(wiring, workers, segment, &roles)?.run(m, logdir, timeout)?;
             for f in &finished {
                 check(f)?;
