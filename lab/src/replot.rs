@@ -148,6 +148,39 @@ fn grid(rows: &[Vec<String>], header: bool) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Every run checked in under Documentation/plots reads back, and every grid table that
+    /// Documentation/results.rst shows of a run is the one `plot --from --rst` makes of it.
+    #[test]
+    fn the_documented_runs_give_the_documented_tables() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Documentation");
+        let results = std::fs::read_to_string(docs.join("results.rst")).unwrap();
+        let mut runs = 0;
+        for entry in std::fs::read_dir(docs.join("plots")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            runs += 1;
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let lines = from_file(&path, None, true).unwrap();
+            if !results.contains(&format!("plots/{name}")) {
+                continue;
+            }
+            // The C path's table, as results.rst shows it after naming the file.
+            let at = lines
+                .iter()
+                .position(|l| l.starts_with("| message | Rust channel"))
+                .unwrap();
+            let table = lines[at - 1..at + 6].join("\n");
+            let after = &results[results.find(&format!("plots/{name}")).unwrap()..];
+            assert!(
+                after.contains(&table),
+                "results.rst does not show {name}'s table:\n{table}"
+            );
+        }
+        assert!(runs > 0, "no run checked in under Documentation/plots");
+    }
+
     #[test]
     fn tables_become_grid_tables_and_comments_paragraphs() {
         let lines: Vec<String> = [
