@@ -1,7 +1,7 @@
 //! Segments of huge pages: `serve` makes a worker's segment of 2 MiB pages when the topology
 //! says `hugepages = "2M"`, QEMU's mapping of the fd it receives has 2 MiB pages, and serve
 //! refuses to start without enough free huge pages. Reserving huge pages needs root: the
-//! test reserves 8 of 2 MiB when none are free and gives them back at the end, and is
+//! test reserves one of 2 MiB when none is free (`huge_pool::reserve`) and gives them back at the end, and is
 //! skipped (with the reason printed) when the kernel refuses.
 
 mod common;
@@ -14,60 +14,12 @@ use std::process::Command;
 use common::{connect, Serve};
 use rustix::process::Signal;
 use sivshm::Mapping;
-
-const POOL: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+use sivshm_host::huge_pool;
+use sivshm_host::segments::PageSize;
+use sivshm_host::service::store::SYSFS_HUGEPAGES;
 
 fn read_num(p: &Path) -> u64 {
     fs::read_to_string(p).unwrap().trim().parse().unwrap()
-}
-
-/// Huge pages this test reserved, given back on drop.
-struct Reserved {
-    before: u64,
-    raised: bool,
-}
-
-impl Reserved {
-    /// At least one free 2 MiB page, reserving 8 if none is; `Err(reason)` if impossible.
-    fn at_least_one() -> Result<Reserved, String> {
-        let pool = Path::new(POOL);
-        if !pool.is_dir() {
-            return Err(format!("{POOL} does not exist"));
-        }
-        let before = read_num(&pool.join("nr_hugepages"));
-        let free = read_num(&pool.join("free_hugepages")) - read_num(&pool.join("resv_hugepages"));
-        if free >= 1 {
-            return Ok(Reserved {
-                before,
-                raised: false,
-            });
-        }
-        if let Err(e) = fs::write(pool.join("nr_hugepages"), format!("{}\n", before + 8)) {
-            return Err(format!("cannot reserve huge pages ({e}): not root?"));
-        }
-        let r = Reserved {
-            before,
-            raised: true,
-        };
-        let now = read_num(&pool.join("nr_hugepages"));
-        if now <= before {
-            return Err(format!(
-                "the kernel refused to reserve 2 MiB huge pages (nr_hugepages stays {now})"
-            ));
-        }
-        Ok(r)
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if self.raised {
-            let _ = fs::write(
-                Path::new(POOL).join("nr_hugepages"),
-                format!("{}\n", self.before),
-            );
-        }
-    }
 }
 
 /// Worker `w0` of 2 MiB of 2 MiB pages, `w1` of 1 MiB of base pages.
@@ -124,10 +76,10 @@ impl Drop for Mount {
 
 #[test]
 fn a_segment_of_2m_pages_is_served_and_kept_on_hugetlbfs() {
-    let _reserved = match Reserved::at_least_one() {
+    let _reserved = match huge_pool::reserve(Path::new(SYSFS_HUGEPAGES), PageSize::Huge2M, 1) {
         Ok(r) => r,
         Err(why) => {
-            println!("skipped: {why}");
+            println!("skipped: {why:#}");
             return;
         }
     };

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::qemu::{self, Machine};
 use crate::{accel, bench, realise, scenarios};
+use sivshm_host::segments::PageSize;
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -193,28 +194,48 @@ pub enum Cmd {
     Demo {
         #[command(flatten)]
         guest: GuestArgs,
-        /// sivshm: a segment and a pre-wired doorbell channel per worker; ivshmem: the
-        /// baseline, one region and a central server wiring every VM to every VM.
-        #[arg(long, value_enum, default_value_t = Mode::Sivshm)]
-        mode: Mode,
-        /// Number of worker VMs.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-        /// Size of each worker's segment in MiB (a power of two).
-        #[arg(long, default_value_t = 4)]
-        segment_mib: u64,
-        /// Batches sent to every worker.
-        #[arg(long, default_value_t = 64)]
-        rounds: u64,
-        /// Bytes per batch (default and most: a quarter of the segment).
-        #[arg(long)]
-        bytes: Option<usize>,
-        /// Boot the VMs N at a time (the next N once the last have reached their command);
-        /// 0 boots all at once. Dozens of TCG guests booting at once on a small host starve
-        /// each other until their clocks jump.
-        #[arg(long, default_value_t = 0, value_name = "N")]
-        boot_wave: usize,
+        #[command(flatten)]
+        demo: DemoArgs,
     },
+}
+
+/// What `demo` boots and moves.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// sivshm: a segment and a pre-wired doorbell channel per worker; ivshmem: the
+    /// baseline, one region and a central server wiring every VM to every VM.
+    #[arg(long, value_enum, default_value_t = Mode::Sivshm)]
+    pub mode: Mode,
+    /// Number of worker VMs.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Size of each worker's segment in MiB (a power of two).
+    #[arg(long, default_value_t = 4)]
+    pub segment_mib: u64,
+    /// Batches sent to every worker.
+    #[arg(long, default_value_t = 64)]
+    pub rounds: u64,
+    /// Bytes per batch (default and most: a quarter of the segment).
+    #[arg(long)]
+    pub bytes: Option<usize>,
+    /// Boot the VMs N at a time (the next N once the last have reached their command);
+    /// 0 boots all at once. Dozens of TCG guests booting at once on a small host starve
+    /// each other until their clocks jump.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub boot_wave: usize,
+    /// Back each worker's segment with huge pages of this size (2M or 1G): a memfd of
+    /// MFD_HUGETLB; the pool is raised for the run if it has too few free pages (root), and
+    /// put back afterwards.
+    #[arg(long, value_name = "2M|1G", value_parser = parse_huge_pages)]
+    pub hugepages: Option<PageSize>,
+}
+
+/// `--hugepages`: a huge page size by name.
+pub fn parse_huge_pages(s: &str) -> Result<PageSize, String> {
+    match PageSize::from_name(s) {
+        Some(p) if p != PageSize::Base => Ok(p),
+        _ => Err(format!("{s:?}: huge pages are 2M or 1G")),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sivshm_host::pci::MAX_WORKERS;
 
-use crate::cli::{BenchWhat, GuestArgs, Measure, Mode};
+use crate::cli::{BenchWhat, DemoArgs, GuestArgs, Measure, Mode};
 use crate::{bench, compare, console, ivshmem_server, layout, realise, scale, scenarios, wiring};
+use sivshm_host::segments::PageSize;
 
 /// `accel`: the accelerator guests get here.
 pub fn accel(guest: &GuestArgs) -> Result<()> {
@@ -205,15 +206,16 @@ pub fn bench(
 }
 
 /// `demo`.
-pub fn demo(
-    guest: &GuestArgs,
-    mode: Mode,
-    workers: usize,
-    segment_mib: u64,
-    rounds: u64,
-    bytes: Option<usize>,
-    boot_wave: usize,
-) -> Result<()> {
+pub fn demo(guest: &GuestArgs, demo: &DemoArgs) -> Result<()> {
+    let &DemoArgs {
+        mode,
+        workers,
+        segment_mib,
+        rounds,
+        bytes,
+        boot_wave,
+        hugepages,
+    } = demo;
     let segment = layout::segment_bytes(segment_mib)?;
     // A quarter of the segment: the channel keeps batches in flight.
     let bytes = bytes.unwrap_or(segment as usize / 4);
@@ -227,17 +229,24 @@ pub fn demo(
         bytes,
         peer_timeout_s: (boot_wave > 0).then_some(guest.timeout),
     };
+    let page = hugepages.unwrap_or_default();
+    anyhow::ensure!(
+        page == PageSize::Base || mode == Mode::Sivshm,
+        "--hugepages is for --mode sivshm (the IVSHMEM baseline's region is the central \
+         server's)"
+    );
+    let _pool = layout::reserve_pages(page, workers, segment)?;
     let machine = guest.machine()?;
     let topo = match mode {
-        Mode::Sivshm => layout::Topology::new(workers, segment, &roles)?,
+        Mode::Sivshm => layout::Topology::with_pages(workers, segment, page, &roles)?,
         Mode::Ivshmem => layout::Topology::ivshmem(workers, segment, &roles)?,
     };
     eprintln!(
         "# booting a manager and {workers} worker(s), {segment_mib} MiB {} each, {} ({})",
         if mode == Mode::Sivshm {
-            "segment"
+            format!("segment of {page} pages")
         } else {
-            "slot of one region"
+            "slot of one region".to_string()
         },
         if mode == Mode::Sivshm {
             "pre-wired doorbell channels"

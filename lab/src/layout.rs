@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use sivshm_host::huge_pool;
 use sivshm_host::pci::{manager_slot, PciSlot, FIRST_SLOT, MAX_WORKERS};
-use sivshm_host::segments;
+use sivshm_host::segments::{self, PageSize};
+use sivshm_host::service::store::SYSFS_HUGEPAGES;
 
 use crate::pair::channel;
 use crate::qemu::{run_in_waves, tie_to_parent, Device, Finished, Machine, Vm};
@@ -100,6 +102,17 @@ impl Drop for CentralServer {
 
 impl Topology {
     pub fn new(workers: usize, segment_size: u64, roles: &dyn Roles) -> Result<Self> {
+        Self::with_pages(workers, segment_size, PageSize::Base, roles)
+    }
+
+    /// As [`Topology::new`], each segment of pages of `page` (a memfd of `MFD_HUGETLB` for
+    /// huge pages: the pool must have them free, see `sivshm_host::huge_pool`).
+    pub fn with_pages(
+        workers: usize,
+        segment_size: u64,
+        page: PageSize,
+        roles: &dyn Roles,
+    ) -> Result<Self> {
         if workers == 0 {
             bail!("at least one worker is needed");
         }
@@ -110,7 +123,7 @@ impl Topology {
         let mut worker_vms = Vec::new();
         let mut sockets = Vec::new();
         for i in 0..workers {
-            let segment = segments::create(&format!("worker{i}"), segment_size)?;
+            let segment = segments::create_with(&format!("worker{i}"), segment_size, page)?;
             let slot = manager_slot(i)?;
             let ch = channel(
                 &segment,
@@ -276,6 +289,22 @@ impl Roles for Distribute {
 }
 
 /// A `--segment-mib` argument in bytes: a power of two that fits in a u64.
+/// Makes sure the huge page pool has `workers` segments of `segment` bytes of `page` free
+/// (raising it for the run, as root, if not: [`huge_pool::reserve`]); nothing for base
+/// pages. Keep the answer until the VMs are gone.
+pub fn reserve_pages(
+    page: PageSize,
+    workers: usize,
+    segment: u64,
+) -> Result<Option<huge_pool::Reservation>> {
+    segments::check_size(segment, page)?;
+    if page == PageSize::Base {
+        return Ok(None);
+    }
+    let need = workers as u64 * (segment / page.bytes());
+    huge_pool::reserve(Path::new(SYSFS_HUGEPAGES), page, need).map(Some)
+}
+
 pub fn segment_bytes(mib: u64) -> anyhow::Result<u64> {
     use anyhow::Context;
     mib.checked_mul(1 << 20)

@@ -110,15 +110,7 @@ fn run(cmd: Cmd) -> Result<()> {
             plot.as_deref(),
             json.as_deref(),
         ),
-        Cmd::Demo {
-            guest,
-            mode,
-            workers,
-            segment_mib,
-            rounds,
-            bytes,
-            boot_wave,
-        } => commands::demo(&guest, mode, workers, segment_mib, rounds, bytes, boot_wave),
+        Cmd::Demo { guest, demo } => commands::demo(&guest, &demo),
         Cmd::Test {
             guest,
             filter,

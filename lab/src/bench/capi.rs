@@ -104,6 +104,7 @@ mod tests {
             spin_us: Some(50),
             spin_max_us: None,
             c_sizes,
+            hugepages: None,
         }
     }
 

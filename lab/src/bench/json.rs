@@ -14,6 +14,27 @@ use super::ProbeOptions;
 /// meaning; members may be added without a change.
 pub const SCHEMA: &str = "sivshm-lab/channel-bench/1";
 
+/// `options.hugepages` in JSON: the page size's name (`"2M"`, `"1G"`), `null` for the
+/// base pages.
+pub mod page_size {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use sivshm_host::segments::PageSize;
+
+    pub fn serialize<S: Serializer>(p: &Option<PageSize>, s: S) -> Result<S::Ok, S::Error> {
+        p.map(PageSize::name).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PageSize>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|n| {
+                PageSize::from_name(&n).ok_or_else(|| {
+                    serde::de::Error::custom(format!("{n:?} is not a page size (4K, 2M, 1G)"))
+                })
+            })
+            .transpose()
+    }
+}
+
 /// The shared memory's type in one VM, as its init reported it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MemType {
@@ -76,6 +97,7 @@ mod tests {
             spin_us: None,
             spin_max_us: Some(0),
             c_sizes: vec![65536],
+            hugepages: Some(sivshm_host::segments::PageSize::Huge2M),
         };
         let lines = [
             "throughput sivshm: size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",
@@ -113,6 +135,7 @@ mod tests {
         assert_eq!(v["options"]["sizes"], serde_json::json!([4096, 65536]));
         assert_eq!(v["options"]["c_sizes"], serde_json::json!([65536]));
         assert_eq!(v["options"]["spin_us"], serde_json::Value::Null);
+        assert_eq!(v["options"]["hugepages"], "2M");
         assert_eq!(v["memory"][0]["pat"], "write-back");
         let p = &v["probes"][6];
         assert_eq!(

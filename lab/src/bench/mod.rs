@@ -11,7 +11,7 @@ use crate::net;
 use crate::pair::channel;
 use crate::qemu::{run_all, Finished, Machine, Vm};
 use sivshm_host::pci::PciSlot;
-use sivshm_host::segments;
+use sivshm_host::segments::{self, PageSize};
 
 mod capi;
 pub mod json;
@@ -131,6 +131,11 @@ pub struct ProbeOptions {
     /// the Rust one, each among --sizes; empty (`--c-sizes ''`): no C path.
     #[arg(long, value_delimiter = ',', default_values_t = [65536, 1 << 20])]
     pub c_sizes: Vec<usize>,
+    /// channel: back the channel's segment with huge pages of this size (2M or 1G); the
+    /// pool is raised for the run if it has too few free pages (root), and put back after.
+    #[arg(long, value_name = "2M|1G", value_parser = crate::cli::parse_huge_pages)]
+    #[serde(default, with = "json::page_size")]
+    pub hugepages: Option<PageSize>,
 }
 
 impl ProbeOptions {
@@ -221,7 +226,9 @@ pub fn channel_vs_network(
         );
     }
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
-    let topo = Topology::new(1, segment, o)?.network()?;
+    let page = o.hugepages.unwrap_or_default();
+    let _pool = crate::layout::reserve_pages(page, 1, segment)?;
+    let topo = Topology::with_pages(1, segment, page, o)?.network()?;
     let finished = topo.run(m, logdir, timeout)?;
     // The shared memory's type in each VM (guest/init's SIVSHM-MEMTYPE lines): under TCG it
     // changes nothing, on AMD or TDX hosts it decides everything, so it stands by the figures.
@@ -268,13 +275,14 @@ pub fn report(run: &json::ChannelRun, plot: Option<&Path>) -> Result<Vec<String>
     let o = &run.options;
     let mut out = vec![format!(
         "# sivshm channel vs TCP over virtio-net: a manager and a worker, {}, 1 vCPU each, \
-         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment; \
-         channel spin {}, spin max {}",
+         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment of \
+         {} pages; channel spin {}, spin max {}",
         run.accel,
         o.round_trips,
         o.round_trip_size,
         o.seconds,
         o.segment_mib,
+        o.hugepages.unwrap_or_default(),
         o.spin_us.map_or("default".into(), |us| format!("{us} us")),
         o.spin_max_us
             .map_or("default".into(), |us| format!("{us} us")),

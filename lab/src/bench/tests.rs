@@ -24,6 +24,7 @@ fn probe_lines_make_one_table_with_the_ratios() {
         spin_us: None,
         spin_max_us: None,
         c_sizes: vec![],
+        hugepages: None,
     };
     let lines = [
         "throughput sivshm: size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",
@@ -64,6 +65,7 @@ fn the_shm_copy_line_adds_its_cell_and_ratios() {
         spin_us: None,
         spin_max_us: None,
         c_sizes: vec![],
+        hugepages: None,
     };
     let lines = [
         "throughput sivshm: size=1048576 messages=600 seconds=1.000 mib_s=600.00 msgs_s=600 rings_per_msg=0.7060",
@@ -99,6 +101,7 @@ fn the_bench_vms_get_the_channel_and_the_link() {
         spin_us: None,
         spin_max_us: None,
         c_sizes: vec![],
+        hugepages: None,
     };
     let t = Topology::new(1, 8 << 20, &o).unwrap().network().unwrap();
     let run = &t.manager.env[0].1;
@@ -112,6 +115,7 @@ fn the_bench_vms_get_the_channel_and_the_link() {
     let spun = ProbeOptions {
         spin_us: Some(5000),
         spin_max_us: Some(0),
+        hugepages: None,
         ..o.clone()
     };
     let t = Topology::new(1, 8 << 20, &spun).unwrap().network().unwrap();
@@ -145,6 +149,7 @@ fn the_references_table_gives_each_ratio_against_its_target() {
         spin_us: None,
         spin_max_us: None,
         c_sizes: vec![],
+        hugepages: None,
     };
     let lines = [
         "throughput sivshm: size=64 messages=1 seconds=1.000 mib_s=1.00 msgs_s=400000",
@@ -188,6 +193,7 @@ fn the_plot_lines_are_the_throughput_figures_per_transport_sivshm_first() {
         spin_us: None,
         spin_max_us: None,
         c_sizes: vec![],
+        hugepages: None,
     };
     let lines = [
         "throughput memcpy: size=64 mib_s=50.00 msgs_s=819200",
