@@ -13,28 +13,35 @@
 #               channel's spin on both VMs
 #     all (the default): both
 #   The channel table is also drawn as build/channel.svg (messages/s against size per
-#   transport, and sivshm's ratio to each) unless --plot FILE.svg says where.
+#   transport, and sivshm's ratio to each) unless --plot FILE.svg says where, and the run
+#   written as build/channel.json (--json FILE.json; Documentation/results-json.rst), from
+#   which `sivshm-lab plot --from build/channel.json --svg X.svg` makes the tables and plot
+#   again. --c-sizes 65536,1048576 (the default) also runs the C path (libsivshm) at those
+#   sizes, beside the Rust path, with the ratio.
 #
 #   scripts/bench.sh --what realise [--workers 1,2,4,8,16,32,64] [--runs N]
 #                    [--modes sivshm,ivshmem,none] [--accel tcg|kvm] [--segment-mib M]
 #     realise: a manager and N workers launched paused (-S, no guest, no kernel needed), from
 #              the launch to every QEMU answering QMP with its ivshmem devices realised:
 #              pre-wired (SIVSHM), on the central server (IVSHMEM) and with no device (the
-#              floor); `sivshm-lab realise-bench`. Not part of `all`.
+#              floor); `sivshm-lab realise-bench`. Not part of `all`. Writes
+#              build/realise.svg and build/realise.json unless --plot, --json say where.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 # realise boots no guest: only the lab (sivshm-lab) is built.
-args=() what= plot= vsock=1
+args=() what= plot= json= vsock=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	--no-vsock) vsock=; shift ;;
 	--what) [ $# -ge 2 ] || die "--what needs a value"; what=$2; args+=("$1" "$2"); shift 2 ;;
 	--what=*) what=${1#--what=}; args+=("$1"); shift ;;
 	--plot|--plot=*) plot=given; args+=("$1"); shift ;;
+	--json|--json=*) json=given; args+=("$1"); shift ;;
 	*) args+=("$1"); shift ;;
 	esac
 done
+mkdir -p "$SIVSHM_ROOT/build"
 if [ "$what" = realise ]; then
 	rest=()
 	set -- "${args[@]}"
@@ -45,14 +52,18 @@ if [ "$what" = realise ]; then
 		*) rest+=("$1"); shift ;;
 		esac
 	done
+	[ -n "$plot" ] || rest+=(--plot "$SIVSHM_ROOT/build/realise.svg")
+	[ -n "$json" ] || rest+=(--json "$SIVSHM_ROOT/build/realise.json")
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
 	exec "$LAB" realise-bench ${rest[@]+"${rest[@]}"}
 fi
-# The channel's plot (pingpong has none), and vsock between the two VMs beside TCP: the
-# vhost-user backend from crates.io, built once into the cache (about 2 minutes on 2 cores).
+# The channel's plot and JSON (pingpong has neither).
 if [ "$what" != pingpong ]; then
 	[ -n "$plot" ] || args+=(--plot "$SIVSHM_ROOT/build/channel.svg")
+	[ -n "$json" ] || args+=(--json "$SIVSHM_ROOT/build/channel.json")
 fi
+# vsock between the two VMs beside TCP: the vhost-user backend from crates.io, built once
+# into the cache (about 2 minutes on 2 cores).
 if [ "$what" != pingpong ] && [ -n "$vsock" ]; then
 	vsock_root=$SIVSHM_CACHE/vhost-device-vsock-$VHOST_DEVICE_VSOCK_VERSION
 	if [ ! -x "$vsock_root/bin/vhost-device-vsock" ]; then

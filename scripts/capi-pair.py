@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 # capi-pair.py MANAGER_CMD... -- WORKER_CMD...: runs a manager and a worker over a fresh
 # memfd and two eventfds (no VM, no device), each given `--fd SHM:LEN:WAKE:RING` as its last
-# arguments; exits 0 if both do. For the C samples (and any program taking --fd).
+# arguments; exits 0 if both do. For the C samples (and any program taking --fd). The memfd
+# is 1 MiB, or CAPI_PAIR_LEN bytes.
 import os
 import subprocess
 import sys
 
-LEN = 1 << 20
+LEN = int(os.environ.get("CAPI_PAIR_LEN", 1 << 20))
 args = sys.argv[1:]
 if "--" not in args:
     sys.exit("usage: capi-pair.py MANAGER_CMD... -- WORKER_CMD...")

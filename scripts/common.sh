@@ -50,6 +50,47 @@ export CARGO_BUILD_BUILD_DIR
 say()  { printf '[sivshm] %s\n' "$*" >&2; }
 die()  { printf '[sivshm] error: %s\n' "$*" >&2; exit 1; }
 
+# Whether progress is redrawn in place: stderr is a terminal that can, outside CI (the rule of
+# lab/src/progress.rs's `style`); otherwise a plain line now and then.
+progress_redraws() {
+	[ -t 2 ] || return 1
+	case ${CI:-} in ''|0|false|FALSE|False) ;; *) return 1 ;; esac
+	case ${TERM:-dumb} in ''|dumb) return 1 ;; esac
+}
+
+# progress_while PID WHAT TOTAL COUNT_CMD...: while process PID lives, shows how far WHAT is
+# (COUNT_CMD prints a number; TOTAL is the count when done, 0 if unknown), the time so far and
+# an estimate of the rest at the pace so far: redrawn every 2 s in a terminal, else a
+# `[sivshm] progress:` line every 60 s.
+progress_while() {
+	local pid=$1 what=$2 total=$3 start now n line every=60 last=0; shift 3
+	progress_redraws && every=2
+	start=$(date +%s)
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 2
+		now=$(date +%s)
+		[ $((now - last)) -ge "$every" ] || continue
+		last=$now
+		n=$("$@" 2>/dev/null || echo 0)
+		line="$what: $n"
+		if [ "$total" -gt 0 ]; then
+			line="$line of about $total, $((now - start)) s"
+			if [ "$n" -gt 0 ] && [ "$n" -lt "$total" ]; then
+				line="$line, about $(( (now - start) * (total - n) / n )) s left"
+			fi
+		else
+			line="$line so far, $((now - start)) s (no estimate before a first build)"
+		fi
+		if [ "$every" = 2 ]; then
+			printf '\r\033[K[sivshm] %s' "$line" >&2
+		else
+			printf '[sivshm] progress: %s\n' "$line" >&2
+		fi
+	done
+	[ "$every" = 2 ] && printf '\r\033[K' >&2
+	return 0
+}
+
 # The extracted kernel source directory (set by setup.sh).
 kernel_src_dir() {
 	local d
@@ -184,6 +225,7 @@ build_guest() {
 		"$out/sivshm_test" "$out/sivshm_xvm" "$out/sivshm_doorbell" "$out/sivshm_hotplug" "$out/sivshm_hello" \
 		"$out/sivshm_fuzz" "$out/sivshm_hostile" \
 		"$out/sivshm_distribute_manager" "$out/sivshm_distribute_worker" \
+		"$out/sivshm_capi_probe" "$out/sivshm_capi_removal" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-distribute" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \

@@ -109,7 +109,17 @@ kb=$(kernel_build_dir "$src")
 if [ ! -f "$kb/.sivshm-built" ]; then
 	mkdir -p "$SIVSHM_CACHE/kbuild"
 	exec 9>"$SIVSHM_CACHE/kbuild/.lock"
-	say "waiting for the kernel build lock" ; flock 9
+	# Objects of the last complete build: what a build's progress is measured against.
+	objects_file=$SIVSHM_CACHE/kbuild/objects${SIVSHM_KERNEL_VARIANT:+-$SIVSHM_KERNEL_VARIANT}
+	expected=$(cat "$objects_file" 2>/dev/null || echo 0)
+	count_objects() { find "$kb" -name '*.o' 2>/dev/null | wc -l; }
+	if ! flock -n 9; then
+		# Another process builds this kernel: show its progress while waiting for it.
+		say "waiting for the kernel build lock (another process builds $kb)"
+		flock 9 & waiter=$!
+		progress_while "$waiter" "kernel build (another process)" "$expected" count_objects
+		wait "$waiter"
+	fi
 	if [ ! -f "$kb/.sivshm-built" ]; then
 		say "building kernel $(kernel_version "$src")${SIVSHM_KERNEL_VARIANT:+ ($SIVSHM_KERNEL_VARIANT)} into $kb (about 7 minutes on 2 cores)"
 		rm -rf "$kb"; mkdir -p "$kb"
@@ -128,9 +138,12 @@ if [ ! -f "$kb/.sivshm-built" ]; then
 		[ $bad = 0 ] || die "kernel config is missing options (for CONFIG_RUST: check 'make rustavailable')"
 		start=$(date +%s)
 		# shellcheck disable=SC2046
-		make -C "$src" O="$kb" $(kmake_args) -j"$(( $(nproc) + 1 ))" bzImage modules >"$kb/build.log" 2>&1 \
-			|| { tail -n 40 "$kb/build.log" >&2; die "kernel build failed (log: $kb/build.log)"; }
+		make -C "$src" O="$kb" $(kmake_args) -j"$(( $(nproc) + 1 ))" bzImage modules >"$kb/build.log" 2>&1 &
+		builder=$!
+		progress_while "$builder" "kernel build: objects" "$expected" count_objects
+		wait "$builder" || { tail -n 40 "$kb/build.log" >&2; die "kernel build failed (log: $kb/build.log)"; }
 		say "kernel built in $(( $(date +%s) - start )) s"
+		count_objects >"$objects_file"
 		touch "$kb/.sivshm-built"
 	fi
 	exec 9>&-

@@ -58,6 +58,8 @@ check "udev rule: nodes root:sivshm 0660 and /dev/sivshm/by-path/pci-ADDR (udeva
 	scripts/check-udev.sh
 check "make install DESTDIR=...: module, UAPI header, udev rule, sysusers.d; clear refusals" \
 	scripts/check-install.sh "$kb"
+check "man pages: make -C host install and make install-sivshmctl-docs into a DESTDIR; every page renders with man -l, man finds them by name" \
+	scripts/check-man.sh
 check "C API: make -C capi install (SONAME libsivshm.so.0, .a, header, sivshm.pc), pkg-config and static builds of the C samples, ASan/UBSan tests with a hostile peer, a removal, C against Rust" \
 	scripts/check-capi.sh
 

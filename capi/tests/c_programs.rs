@@ -96,6 +96,8 @@ fn programs() -> Option<PathBuf> {
                 "sivshm_capi_test",
                 "sivshm_distribute_manager",
                 "sivshm_distribute_worker",
+                "sivshm_capi_probe",
+                "sivshm_capi_removal",
             ] {
                 let o = Command::new(cc())
                     .args([SANITIZERS, "-fno-omit-frame-pointer", "-g", "-O1"])
@@ -399,5 +401,77 @@ fn a_c_manager_serves_its_honest_worker_on_while_a_hostile_one_scribbles() {
         "distribute-worker",
         &["impl=c", "rounds=20", "first_round=1", "mismatched=0"]
     ));
+    drop(ch);
+}
+
+/// A message of sivshm-probe's wire (samples/probe/src/wire.rs): tag, no flags, `seq` in
+/// the header and the trailer.
+fn probe_message(tag: u32, seq: u64, size: usize) -> Vec<u8> {
+    let mut m = vec![0u8; size];
+    m[..4].copy_from_slice(&tag.to_le_bytes());
+    m[8..16].copy_from_slice(&seq.to_le_bytes());
+    m[size - 8..].copy_from_slice(&seq.to_le_bytes());
+    m
+}
+
+#[test]
+fn the_c_probe_streams_every_size_to_the_c_peer_and_reports_each() {
+    let Some(dir) = programs() else { return };
+    let w = Wires::new();
+    let serve = c_program(&dir, "sivshm_capi_probe")
+        .args(["serve", "--timeout", "60", "--fd", &w.arg(Role::Worker)])
+        .spawn()
+        .unwrap();
+    let drive = c_program(&dir, "sivshm_capi_probe")
+        .args([
+            "throughput",
+            "--sizes",
+            "24,4096,65536",
+            "--messages",
+            "300",
+        ])
+        .args(["--flush-every", "7", "--timeout", "60"])
+        .args(["--fd", &w.arg(Role::Manager)])
+        .spawn()
+        .unwrap();
+    let d = finish("c probe throughput", drive);
+    finish("c probe serve", serve);
+    let out = String::from_utf8_lossy(&d.stdout);
+    for size in [24, 4096, 65536] {
+        assert!(
+            out.contains(&format!(
+                "SIVSHM-RESULT probe kind=throughput transport=sivshm-c size={size} messages=300 \
+                 seconds="
+            )),
+            "{out}"
+        );
+    }
+    // One line for people and one result line per size.
+    assert_eq!(out.lines().count(), 6, "{out}");
+}
+
+#[test]
+fn the_c_probe_peer_refuses_a_lost_message_instead_of_counting_it() {
+    let Some(dir) = programs() else { return };
+    let w = Wires::new();
+    let serve = c_program(&dir, "sivshm_capi_probe")
+        .args(["serve", "--timeout", "60", "--fd", &w.arg(Role::Worker)])
+        .spawn()
+        .unwrap();
+    let mut ch = w.channel(Role::Manager);
+    let t = Some(Duration::from_secs(60));
+    ch.wait_for_peer(Duration::from_secs(60)).unwrap();
+    ch.send(&probe_message(3, 0, 24), t).unwrap();
+    let report = ch.recv(t).unwrap().to_vec().unwrap();
+    assert_eq!((report.len(), word(&report, 0) as u32), (40, 5));
+    ch.send(&probe_message(2, 0, 4096), t).unwrap();
+    ch.send(&probe_message(2, 2, 4096), t).unwrap();
+    let o = ended("c probe serve", serve);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("data message 2 (trailer 2) where 1 was due"),
+        "{err}"
+    );
     drop(ch);
 }

@@ -42,6 +42,25 @@ pub enum Cmd {
         /// Also draw the table's medians (seconds against N, per wiring) as an SVG file here.
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
+        /// Also write every sample as JSON here (schema "sivshm-lab/realise-bench/1",
+        /// Documentation/results-json.rst); `plot --from` makes the table and plot from it.
+        #[arg(long, value_name = "FILE.json")]
+        json: Option<PathBuf>,
+    },
+    /// The tables and plot of a benchmark run, made from the JSON it wrote (`bench --what
+    /// channel --json`, `realise-bench --json`, `wiring-bench --json`): the file's schema
+    /// says which. Prints the tables; draws the plot if --svg is given.
+    Plot {
+        /// The run's JSON file.
+        #[arg(long, value_name = "FILE.json")]
+        from: PathBuf,
+        /// Draw the run's plot as an SVG file here.
+        #[arg(long, value_name = "FILE.svg")]
+        svg: Option<PathBuf>,
+        /// Print the tables as reStructuredText grid tables (for Documentation/), not as
+        /// the bench prints them (Markdown, for the README).
+        #[arg(long)]
+        rst: bool,
     },
     /// The IVSHMEM baseline's central server, as QEMU's contrib/ivshmem-server: VMs connect
     /// with `-chardev socket,path=SOCKET`; each gets the region and every other VM's
@@ -146,6 +165,11 @@ pub enum Cmd {
         /// and sivshm's ratio to each) as an SVG file here.
         #[arg(long, value_name = "FILE.svg")]
         plot: Option<PathBuf>,
+        /// channel: also write the run (options, memory types, every figure) as JSON here
+        /// (schema "sivshm-lab/channel-bench/1", Documentation/results-json.rst); `plot
+        /// --from` makes the tables and plot from it (not with --what pingpong).
+        #[arg(long, value_name = "FILE.json")]
+        json: Option<PathBuf>,
     },
     /// SIVSHM against IVSHMEM in one run: throughput of the distribution job, or boot time of
     /// a manager and N workers (with no device as the floor). Prints figures.

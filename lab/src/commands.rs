@@ -86,12 +86,27 @@ pub fn wiring_bench(workers: &[usize], json: bool, plot: Option<&Path>) -> Resul
 }
 
 /// `realise-bench`.
-pub fn realise_bench(options: &realise::Options, plot: Option<&Path>) -> Result<()> {
+pub fn realise_bench(
+    options: &realise::Options,
+    plot: Option<&Path>,
+    json: Option<&Path>,
+) -> Result<()> {
     let samples = realise::bench(options, |l| println!("{l}"))?;
+    let run = realise::json::RealiseRun::new(options, samples);
+    if let Some(path) = json {
+        run.write(path)?;
+        println!("# json: {}", path.display());
+    }
     if let Some(path) = plot {
-        realise::plot(options, &samples, path)?;
+        run.plot(path)?;
+        println!("# plot: {}", path.display());
     }
     Ok(())
+}
+
+/// `plot --from`.
+pub fn plot(from: &Path, svg: Option<&Path>, rst: bool) -> Result<()> {
+    print_lines(crate::replot::from_file(from, svg, rst)?)
 }
 
 /// `compare`.
@@ -169,7 +184,12 @@ pub fn bench(
     exchanges: u32,
     probe: &bench::ProbeOptions,
     plot: Option<&Path>,
+    json: Option<&Path>,
 ) -> Result<()> {
+    anyhow::ensure!(
+        json.is_none() || what != BenchWhat::Pingpong,
+        "--json writes the channel benchmark's run: pingpong has none"
+    );
     let machine = guest.machine()?;
     let timeout = Duration::from_secs(guest.timeout);
     if what != BenchWhat::Channel {
@@ -178,7 +198,7 @@ pub fn bench(
         }
     }
     if what != BenchWhat::Pingpong {
-        for l in bench::channel_vs_network(&machine, &guest.logdir, timeout, probe, plot)? {
+        for l in bench::channel_vs_network(&machine, &guest.logdir, timeout, probe, plot, json)? {
             println!("{l}");
         }
     }

@@ -92,8 +92,13 @@ pub fn throughput(
         bytes: segment as usize / 4,
     };
     let mut figures = [Vec::new(), Vec::new()];
+    let mut progress = crate::progress::Progress::new("throughput runs", 2 * repeats as u64);
     for run in 0..repeats {
         for (i, wiring) in [Wiring::Sivshm, Wiring::Ivshmem].into_iter().enumerate() {
+            progress.set(
+                (2 * run + i) as u64,
+                &format!("{}, run {}", wiring.name(), run + 1),
+            );
             let finished = topology(wiring, workers, segment, &roles)?.run(m, logdir, timeout)?;
             for f in &finished {
                 check(f)?;
@@ -191,14 +196,22 @@ pub fn boot_time(
     }
     // Each row is printed once its point is done: a later point that fails (a boot past the
     // timeout) loses no row already measured.
+    let total = counts.len() * repeats * wirings.len();
+    let mut progress = crate::progress::Progress::new("boots", total as u64);
+    let mut booted = 0u64;
     for &n in counts {
         let mut wall = [Vec::new(), Vec::new(), Vec::new()];
         for run in 0..repeats {
             // Rotate the order so that no wiring always runs first on a cold cache.
             for k in 0..wirings.len() {
                 let i = (k + run) % wirings.len();
+                progress.set(
+                    booted,
+                    &format!("{} with {n} worker(s), run {}", wirings[i].name(), run + 1),
+                );
                 let t = topology(wirings[i], n, 1 << 20, &Idle)?;
                 let (w, up) = launch_to_probed(m, t, logdir, timeout)?;
+                booted += 1;
                 eprintln!(
                     "# {n} worker(s), run {}: {}: {w:.2} s (latest guest uptime {up:.2} s)",
                     run + 1,

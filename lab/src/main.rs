@@ -15,8 +15,10 @@ mod layout;
 mod net;
 mod pair;
 mod plot;
+mod progress;
 mod qemu;
 mod realise;
+mod replot;
 mod scale;
 mod scenarios;
 mod setup_socket;
@@ -82,7 +84,12 @@ fn run(cmd: Cmd) -> Result<()> {
             json,
             plot,
         } => commands::wiring_bench(&workers, json, plot.as_deref()),
-        Cmd::RealiseBench { options, plot } => commands::realise_bench(&options, plot.as_deref()),
+        Cmd::RealiseBench {
+            options,
+            plot,
+            json,
+        } => commands::realise_bench(&options, plot.as_deref(), json.as_deref()),
+        Cmd::Plot { from, svg, rst } => commands::plot(&from, svg.as_deref(), rst),
         Cmd::IvshmemServer {
             socket,
             size_mib,
@@ -107,7 +114,15 @@ fn run(cmd: Cmd) -> Result<()> {
             exchanges,
             probe,
             plot,
-        } => commands::bench(&guest, what, exchanges, &probe, plot.as_deref()),
+            json,
+        } => commands::bench(
+            &guest,
+            what,
+            exchanges,
+            &probe,
+            plot.as_deref(),
+            json.as_deref(),
+        ),
         Cmd::Demo { guest, demo } => commands::demo(&guest, &demo),
         Cmd::Test {
             guest,

@@ -27,12 +27,16 @@ use crate::qemu::{tie_to_parent, Accel, Machine, Vm};
 use sivshm_host::hotplug::Monitor;
 use sivshm_host::pci::MAX_WORKERS;
 
+pub mod json;
 mod table;
 use table::prepare_row;
 pub use table::{header, row, Sample};
 
 /// How the manager and the workers are wired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Wiring {
     /// A segment and a pre-wired doorbell channel per worker: the manager has N devices.
     Sivshm,
@@ -157,6 +161,8 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<Vec<Sample>> {
     emit(header(&wirings));
     let mut rows = Vec::new();
     let mut all = Vec::new();
+    let total = o.workers.len() * o.runs * wirings.len();
+    let mut progress = crate::progress::Progress::new("realise runs", total as u64);
     for &n in &o.workers {
         let mut samples = Vec::new();
         for run in 0..o.runs {
@@ -164,6 +170,10 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<Vec<Sample>> {
             for k in 0..wirings.len() {
                 let wiring = wirings[(k + run) % wirings.len()];
                 crate::interrupt::check()?;
+                progress.set(
+                    all.len() as u64 + samples.len() as u64,
+                    &format!("{} with {n} worker(s), run {}", wiring.key(), run + 1),
+                );
                 let s = trial(&m, wiring, n, run + 1, segment, timeout).with_context(|| {
                     format!("{} with {n} worker(s), run {}", wiring.key(), run + 1)
                 })?;
@@ -193,20 +203,6 @@ pub fn bench(o: &Options, mut emit: impl FnMut(String)) -> Result<Vec<Sample>> {
         emit(r.clone());
     }
     Ok(all)
-}
-
-/// What `realise-bench --plot` draws: the table's medians, seconds against N per wiring.
-pub fn plot(o: &Options, samples: &[Sample], path: &Path) -> Result<()> {
-    let lines: Vec<_> = o
-        .wirings()
-        .into_iter()
-        .map(|w| crate::plot::Line::new(w.title(), table::medians(w, &o.workers, samples)))
-        .collect();
-    let title = format!(
-        "Realising a manager and N workers, paused: launch to all ready ({}, {} run(s) per point)",
-        o.accel, o.runs
-    );
-    crate::plot::realise(path, &title, &lines)
 }
 
 /// Arguments of the harness's QEMU line that boot a guest, each with its value.

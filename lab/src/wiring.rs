@@ -213,6 +213,51 @@ pub fn json(f: &Figures) -> String {
     .to_string()
 }
 
+/// A `wiring-bench --json` output read back (for `sivshm-lab plot --from`).
+pub fn from_json(text: &str) -> Result<Figures> {
+    let v: serde_json::Value = serde_json::from_str(text).context("not JSON")?;
+    anyhow::ensure!(
+        v["schema"] == JSON_SCHEMA,
+        "schema {}, not {JSON_SCHEMA:?}",
+        v["schema"]
+    );
+    let u = |v: &serde_json::Value, k: &str| {
+        v[k].as_u64()
+            .with_context(|| format!("{k} is not a whole number: {}", v[k]))
+    };
+    let side = |v: &serde_json::Value| -> Result<(Cost, f64)> {
+        Ok((
+            Cost {
+                fds_created: u(v, "fds_created")?,
+                messages: u(v, "messages")?,
+                fds_sent: u(v, "fds_sent")?,
+            },
+            v["secs"].as_f64().context("secs is not a number")?,
+        ))
+    };
+    let rows = v["rows"]
+        .as_array()
+        .context("no rows")?
+        .iter()
+        .map(|r| {
+            let (sivshm, sivshm_secs) = side(&r["sivshm"]).context("sivshm")?;
+            let (ivshmem, ivshmem_secs) = side(&r["ivshmem"]).context("ivshmem")?;
+            Ok(Row {
+                workers: usize::try_from(u(r, "workers")?)?,
+                sivshm,
+                sivshm_secs,
+                ivshmem,
+                ivshmem_secs,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let limit = &v["rlimit_nofile"];
+    Ok(Figures {
+        nofile: (limit["soft"].as_u64(), limit["hard"].as_u64()),
+        rows,
+    })
+}
+
 /// What `wiring-bench --plot` draws: the table's messages against N, both sides.
 pub fn plot(f: &Figures, path: &std::path::Path) -> Result<()> {
     let rows: Vec<_> = f

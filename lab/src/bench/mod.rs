@@ -13,6 +13,8 @@ use crate::qemu::{run_all, Finished, Machine, Vm};
 use sivshm_host::pci::PciSlot;
 use sivshm_host::segments::{self, PageSize};
 
+mod capi;
+pub mod json;
 pub mod local;
 mod table;
 use table::{alternatives, parse_probe, references, table, throughput_lines, PROBE};
@@ -98,7 +100,7 @@ fn succeeded(f: &Finished) -> Result<console::Report> {
 }
 
 /// What the channel benchmark measures; see [`channel_vs_network`].
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct ProbeOptions {
     /// channel: round trips per transport (sivshm, TCP, the in-VM pipe floor).
     #[arg(long, default_value_t = 2000)]
@@ -129,9 +131,14 @@ pub struct ProbeOptions {
     /// installs it and passes it).
     #[arg(long)]
     pub vsock_backend: Option<std::path::PathBuf>,
+    /// channel: message sizes the C path (`sivshm_capi_probe`, on libsivshm) streams after
+    /// the Rust one, each among --sizes; empty (`--c-sizes ''`): no C path.
+    #[arg(long, value_delimiter = ',', default_values_t = [65536, 1 << 20])]
+    pub c_sizes: Vec<usize>,
     /// channel: back the channel's segment with huge pages of this size (2M or 1G); the
     /// pool is raised for the run if it has too few free pages (root), and put back after.
     #[arg(long, value_name = "2M|1G", value_parser = crate::cli::parse_huge_pages)]
+    #[serde(default, with = "json::page_size")]
     pub hugepages: Option<PageSize>,
 }
 
@@ -169,7 +176,8 @@ pub const VSOCK_MAX_SIZE: usize = 4096;
 const PROBE_PORT: u16 = 7777;
 
 /// The `sivshm-probe` commands: the worker serves the channel, then TCP; the manager drives
-/// the channel, runs the in-VM references while the worker idles in `accept` (memcpy, the
+/// the channel (the Rust probe, then right after it the C one, `capi`), runs the in-VM
+/// references while the worker idles in `accept` (memcpy, the
 /// ceiling; shm-copy, the sender's volatile copy alone into a ring-sized shared area; the
 /// pipe floor), then drives TCP. One worker, one of each measurement, all in one boot of the
 /// same two VMs.
@@ -207,7 +215,7 @@ impl Roles for ProbeOptions {
             ),
         };
         format!(
-            "sivshm-probe suite --transport sivshm{} {lat} {thr} \
+            "sivshm-probe suite --transport sivshm{} {lat} {thr}{} \
              && sivshm-probe latency --transport pipe {lat} \
              && sivshm-probe throughput --transport memcpy {thr} \
              && sivshm-probe throughput --transport shm-copy --region-kib {ring} {thr} \
@@ -215,6 +223,7 @@ impl Roles for ProbeOptions {
              && sivshm-probe throughput --transport rtrb --region-kib {ring} {thr} \
              && sivshm-probe suite --transport tcp --connect {}:{PROBE_PORT} {lat} {thr}{vsock}",
             self.spin_args(),
+            capi::manager(self),
             self.spin_args(),
             net::worker_addr(0),
             ring = self.ring_kib(),
@@ -223,9 +232,10 @@ impl Roles for ProbeOptions {
 
     fn worker(&self, _index: usize, _layout: &Layout) -> String {
         format!(
-            "sivshm-probe serve --transport sivshm{} \
+            "sivshm-probe serve --transport sivshm{}{} \
              && sivshm-probe serve --transport tcp --listen 0.0.0.0:{PROBE_PORT}{}",
             self.spin_args(),
+            capi::worker(self),
             match self.vsock_backend {
                 Some(_) => " && sivshm-probe serve --transport vsock",
                 None => "",
@@ -235,16 +245,25 @@ impl Roles for ProbeOptions {
 }
 
 /// The sivshm channel against TCP over virtio-net (and vsock, given its backend) between the
-/// same two VMs, in one boot,
-/// with the in-VM memcpy ceiling and pipe floor measured in the same run.
+/// same two VMs, in one boot, with the in-VM memcpy ceiling and pipe floor measured in the
+/// same run. The run is kept as data ([`json::ChannelRun`], written to `json` if given) and
+/// the tables and plot are made from it ([`report`]), as `sivshm-lab plot --from` makes them
+/// later.
 pub fn channel_vs_network(
     m: &Machine,
     logdir: &Path,
     timeout: Duration,
     o: &ProbeOptions,
     plot: Option<&Path>,
+    json: Option<&Path>,
 ) -> Result<Vec<String>> {
     anyhow::ensure!(!o.sizes.is_empty(), "--sizes must list at least one size");
+    if let Some(c) = o.c_sizes.iter().find(|c| !o.sizes.contains(c)) {
+        bail!(
+            "--c-sizes has {c}, which --sizes does not: the C path is compared at the Rust \
+             path's sizes"
+        );
+    }
     let segment = crate::layout::segment_bytes(o.segment_mib)?;
     let page = o.hugepages.unwrap_or_default();
     let _pool = crate::layout::reserve_pages(page, 1, segment)?;
@@ -261,49 +280,80 @@ pub fn channel_vs_network(
         None => None,
     };
     let finished = topo.run(m, logdir, timeout)?;
-    let mut out = vec![format!(
-        "# sivshm channel vs TCP over virtio-net: a manager and a worker, {}, 1 vCPU each, \
-         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment of \
-         {} pages; channel spin {}, spin max {}",
-        m.accel.name(),
-        o.round_trips,
-        o.round_trip_size,
-        o.seconds,
-        o.segment_mib,
-        page,
-        o.spin_us.map_or("default".into(), |us| format!("{us} us")),
-        o.spin_max_us
-            .map_or("default".into(), |us| format!("{us} us")),
-    )];
     // The shared memory's type in each VM (guest/init's SIVSHM-MEMTYPE lines): under TCG it
     // changes nothing, on AMD or TDX hosts it decides everything, so it stands by the figures.
+    let mut memory = Vec::new();
     for f in &finished {
         for t in crate::console::parse(&f.log).mem_types {
-            out.push(format!(
-                "# {}: sivshm device {} is {} (driver), {} (PAT)",
-                f.name, t.bdf, t.driver, t.pat
-            ));
+            memory.push(json::MemType {
+                vm: f.name.clone(),
+                bdf: t.bdf,
+                driver: t.driver,
+                pat: t.pat,
+            });
         }
     }
-    let mut probes = Vec::new();
+    let (mut lines, mut probes) = (Vec::new(), Vec::new());
     for f in &finished {
         for line in succeeded(f)?.results_of(PROBE) {
             probes.push(
                 parse_probe(line).with_context(|| format!("{}: {}", f.name, line.to_line()))?,
             );
-            out.push(line.to_line());
+            lines.push(line.to_line());
         }
     }
-    out.extend(table(&probes, o)?);
-    out.extend(references(&probes, o)?);
-    out.extend(alternatives(&probes, o)?);
+    let run = json::ChannelRun {
+        schema: json::SCHEMA.to_string(),
+        accel: m.accel.name().to_string(),
+        options: o.clone(),
+        memory,
+        probes,
+    };
+    let mut out = report(&run, plot)?;
+    // The guests' own lines after the heading and the memory types, before the tables.
+    let at = 1 + run.memory.len();
+    out.splice(at..at, lines);
+    if let Some(path) = json {
+        run.write(path)?;
+        out.push(format!("# json: {}", path.display()));
+    }
+    Ok(out)
+}
+
+/// The heading, tables and (if `plot` is given) plot of a channel benchmark run.
+pub fn report(run: &json::ChannelRun, plot: Option<&Path>) -> Result<Vec<String>> {
+    let o = &run.options;
+    let mut out = vec![format!(
+        "# sivshm channel vs TCP over virtio-net: a manager and a worker, {}, 1 vCPU each, \
+         2 host cores; {} round trips of {} B, {} s per throughput size, {} MiB segment of \
+         {} pages; channel spin {}, spin max {}",
+        run.accel,
+        o.round_trips,
+        o.round_trip_size,
+        o.seconds,
+        o.segment_mib,
+        o.hugepages.unwrap_or_default(),
+        o.spin_us.map_or("default".into(), |us| format!("{us} us")),
+        o.spin_max_us
+            .map_or("default".into(), |us| format!("{us} us")),
+    )];
+    for t in &run.memory {
+        out.push(format!(
+            "# {}: sivshm device {} is {} (driver), {} (PAT)",
+            t.vm, t.bdf, t.driver, t.pat
+        ));
+    }
+    let probes = &run.probes;
+    out.extend(table(probes, o)?);
+    out.extend(references(probes, o)?);
+    out.extend(alternatives(probes, o)?);
+    out.extend(capi::table(probes, o)?);
     if let Some(path) = plot {
         let title = format!(
             "sivshm channel between two VMs and its references ({}, {} s per size)",
-            m.accel.name(),
-            o.seconds
+            run.accel, o.seconds
         );
-        crate::plot::throughput(path, &title, &throughput_lines(&probes, o), "sivshm")?;
+        crate::plot::throughput(path, &title, &throughput_lines(probes, o), "sivshm")?;
         out.push(format!("# plot: {}", path.display()));
     }
     out.push(

@@ -1,22 +1,23 @@
 //! The channel benchmark's tables, from the `sivshm-probe` result lines of one run.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
 use super::ProbeOptions;
 use crate::console::ResultLine;
 
-/// The program whose results the channel benchmark reads (`sivshm-probe`).
+/// The program whose results the channel benchmark reads (`sivshm-probe`, and the C path's
+/// `sivshm_capi_probe`).
 pub(super) const PROBE: &str = "probe";
 
 /// One `SIVSHM-RESULT probe kind=latency|throughput transport=NAME k=v ...` line of
 /// `sivshm-probe`, its figures as numbers.
-#[derive(Debug)]
-pub(super) struct Probe {
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
     pub(super) kind: String,
     pub(super) transport: String,
-    pub(super) values: HashMap<String, f64>,
+    pub(super) values: BTreeMap<String, f64>,
 }
 
 /// The figures of a probe result line; None for a line without a kind, a transport, or a

@@ -15,12 +15,13 @@ fn options(sizes: Vec<usize>) -> ProbeOptions {
         spin_us: None,
         spin_max_us: None,
         vsock_backend: None,
+        c_sizes: vec![],
         hugepages: None,
     }
 }
 
 /// The probe figures of `lines` (a guest's log), as the benchmark reads them.
-fn probes(lines: &[&str]) -> Vec<Probe> {
+pub(super) fn probes(lines: &[&str]) -> Vec<Probe> {
     console::parse(&lines.join("\n"))
         .results_of(PROBE)
         .map(|l| parse_probe(l).unwrap())
@@ -125,6 +126,7 @@ fn the_bench_vms_get_the_channel_and_the_link() {
     let spun = ProbeOptions {
         spin_us: Some(5000),
         spin_max_us: Some(0),
+        vsock_backend: None,
         ..o.clone()
     };
     let t = Topology::new(1, 8 << 20, &spun).unwrap().network().unwrap();

@@ -191,7 +191,8 @@ pub fn run_in_waves(
     let deadline = Instant::now() + timeout;
     let wave = if wave == 0 { vms.len().max(1) } else { wave };
     let mut running: Vec<Running> = Vec::new();
-    for group in vms.chunks(wave) {
+    let mut progress = crate::progress::Progress::new("guests finished", vms.len() as u64);
+    for (k, group) in vms.chunks(wave).enumerate() {
         let first = running.len();
         for vm in group {
             running.push(m.spawn(vm, logdir)?);
@@ -199,6 +200,7 @@ pub fn run_in_waves(
         if running.len() == vms.len() {
             break;
         }
+        let booting = format!("wave {} of {}: booting", k + 1, vms.len().div_ceil(wave));
         for r in &mut running[first..] {
             while !r.exited()? && !log_has(r.log_path(), crate::console::COMMAND_STARTED.as_bytes())
             {
@@ -209,11 +211,42 @@ pub fn run_in_waves(
                         r.name
                     );
                 }
+                progress.set(0, &booting);
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
-    running.into_iter().map(|r| r.wait(deadline)).collect()
+    // Each guest is collected as it stops (its elapsed time is its own), until all have or
+    // the time is up (`wait` then stops the rest).
+    let mut running: Vec<Option<Running>> = running.into_iter().map(Some).collect();
+    let mut finished: Vec<Option<Finished>> = running.iter().map(|_| None).collect();
+    loop {
+        for (slot, f) in running.iter_mut().zip(&mut finished) {
+            if let Some(r) = slot {
+                if r.exited()? {
+                    *f = slot.take().map(|r| r.wait(deadline)).transpose()?;
+                }
+            }
+        }
+        let left: Vec<&str> = running.iter().flatten().map(|r| r.name.as_str()).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        let done = (vms.len() - left.len()) as u64;
+        progress.set(done, &format!("running: {}", left.join(", ")));
+        crate::interrupt::check()?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    running
+        .into_iter()
+        .zip(finished)
+        .map(|(r, f)| match f {
+            Some(f) => Ok(f),
+            None => r
+                .context("a guest neither collected nor running")?
+                .wait(deadline),
+        })
+        .collect()
 }
 
 /// Whether the file at `path` (a guest's serial log) contains `what`.

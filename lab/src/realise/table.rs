@@ -5,17 +5,22 @@ use crate::qemu::Accel;
 pub use crate::spread::Spread;
 
 /// One run of one wiring at one worker count.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// In JSON its members are named as in the `SIVSHM-RESULT realise-bench` line.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
+    #[serde(rename = "mode")]
     pub wiring: Wiring,
     pub workers: usize,
     /// 1-based.
     pub run: usize,
     /// Seconds before the first launch: the topology's segments, sockets, server.
+    #[serde(rename = "prepare_seconds")]
     pub prepare: f64,
     /// Seconds from the first launch until the last QEMU answered with its devices.
+    #[serde(rename = "seconds")]
     pub ready: f64,
     /// Seconds from the first launch until the manager answered with its devices.
+    #[serde(rename = "manager_seconds")]
     pub manager: f64,
 }
 

@@ -165,7 +165,43 @@ fn the_plot_draws_the_rows_medians() {
     let o = parse(&["--workers", "4,8", "--modes", "sivshm,none"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("realise.svg");
-    plot(&o, &samples, &path).unwrap();
+    json::RealiseRun::new(&o, samples.to_vec())
+        .plot(&path)
+        .unwrap();
     let svg = std::fs::read_to_string(&path).unwrap();
     assert!(svg.contains("SIVSHM (pre-wired)") && svg.contains("no device (floor)"));
+}
+
+#[test]
+fn the_json_reads_back_to_the_same_run_and_gives_the_bench_s_table() {
+    let samples = vec![
+        sample(Wiring::Sivshm, 1, 0.100),
+        sample(Wiring::Sivshm, 2, 0.120),
+        sample(Wiring::Ivshmem, 1, 0.300),
+        sample(Wiring::Ivshmem, 2, 0.200),
+    ];
+    let o = parse(&["--workers", "8", "--modes", "ivshmem,sivshm", "--runs", "2"]).unwrap();
+    let run = json::RealiseRun::new(&o, samples.clone());
+    let text = run.to_json();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["schema"], "sivshm-lab/realise-bench/1");
+    assert_eq!(v["modes"], serde_json::json!(["sivshm", "ivshmem"]));
+    assert_eq!(v["workers"], serde_json::json!([8]));
+    // Each sample's members are named as in its SIVSHM-RESULT line.
+    let s0 = &v["samples"][0];
+    assert_eq!(s0["mode"], "sivshm");
+    assert_eq!(s0["seconds"].as_f64().unwrap(), samples[0].ready);
+    assert_eq!(s0["manager_seconds"].as_f64().unwrap(), samples[0].manager);
+    assert_eq!(s0["prepare_seconds"].as_f64().unwrap(), samples[0].prepare);
+    let back = json::RealiseRun::from_json(&text).unwrap();
+    assert_eq!(back, run);
+    let t = back.table();
+    assert_eq!(t[0], header(&[Wiring::Sivshm, Wiring::Ivshmem]));
+    assert_eq!(t[1], row(8, &[Wiring::Sivshm, Wiring::Ivshmem], &samples));
+    assert!(t[1].contains("| 2.27"), "{}", t[1]);
+    assert!(t[2].starts_with("# prepare N=8:"), "{}", t[2]);
+    // Another schema is refused, naming it.
+    let other = text.replace("realise-bench/1", "realise-bench/2");
+    let e = json::RealiseRun::from_json(&other).unwrap_err().to_string();
+    assert!(e.contains("realise-bench/2"), "{e}");
 }

@@ -10,6 +10,7 @@ use sivshm_host::pci::{bridges_for, manager_slot, PciSlot};
 use sivshm_host::protocol::{prefilled_socket, setup_messages, PeerVectors};
 use sivshm_host::segments;
 
+use super::results::{check, pairs, Expect};
 use super::{CaseResult, Ran, Suite};
 use crate::pair::channel;
 use crate::qemu::{Device, Running, Vm};
@@ -67,6 +68,11 @@ pub(super) fn plan(churn: u32) -> Result<HotplugPlan> {
     // gone and keep serving worker 0 (the library's Error::DeviceGone). Then the driver-level tests:
     // the channel appears again, is removed with raw live users, and churns; worker 0 is sent
     // paced batches all along, until told to stop, and every batch it was sent must check out.
+    // Between the first removal and the driver-level tests the channel appears once more for
+    // a C program on libsivshm (`sivshm_capi_removal`), which asks for its removal while it
+    // waits for a worker that does not come: it must get SIVSHM_ERR_DEVICE_GONE from that
+    // wait and every call after it, not crash
+    // ([`c_removal_results`]).
     // (The kernel command line carries this, and the console shows that line: no double
     // quotes, so `wait_out`'s patterns are regular expressions without spaces, and the request
     // is spelt so that only its output, not the command line, reads as one.)
@@ -81,6 +87,7 @@ pub(super) fn plan(churn: u32) -> Result<HotplugPlan> {
          && wait_out worker.1:.16.rounds.verified 300 \
          && echo SIVSHM-HOT''PLUG del {hot_bdf} \
          && wait_out device.was.removed.after 120 \
+         && sivshm_hotplug -t appears && sivshm_capi_removal --timeout 120 {hot_bdf} \
          && sivshm_hotplug -t appears \
          && sivshm_hotplug -t unplug_with_live_users && sivshm_hotplug -t churn; rc=$?; \
          if kill -0 $m; then echo 'manager: worker 0 carried data through every add and remove'; \
@@ -138,8 +145,14 @@ pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
     let mut errors = Vec::new();
     let (mut adds, mut removes, mut offset) = (0u32, 0u32, 0usize);
     let prefix = "hotplug/host";
+    // The churn's adds and removes, as they are carried out.
+    let mut progress = crate::progress::Progress::new("hot-plug requests", 0);
     loop {
         crate::interrupt::check()?;
+        progress.set(
+            u64::from(adds + removes),
+            &format!("{adds} adds, {removes} removes"),
+        );
         let done = manager.exited()?;
         let log = std::fs::read(manager.log_path()).unwrap_or_default();
         let end = log[offset..]
@@ -211,11 +224,42 @@ pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
     if let Some(l) = late {
         plain.push(l.wait(deadline)?);
     }
+    let manager = manager.wait(deadline)?;
+    host.extend(check(
+        "hotplug",
+        std::slice::from_ref(&manager),
+        &c_removal_results(),
+    ));
     Ok(Ran {
-        tap: vec![manager.wait(deadline)?],
+        tap: vec![manager],
         plain,
         host,
     })
+}
+
+/// What the C program whose device is removed under it (`samples/c/sivshm_capi_removal.c`)
+/// must report: the wait for a worker it was in (which only the removal could end) and
+/// every later call ended with SIVSHM_ERR_DEVICE_GONE (-12), and the node went away.
+fn c_removal_results() -> Vec<Expect> {
+    let gone = "-12";
+    vec![Expect {
+        vm: "manager".into(),
+        program: "capi-removal",
+        pick: pairs(&[("impl", "c")]),
+        want: pairs(&[
+            ("wait", gone),
+            ("receive", gone),
+            ("reserve", gone),
+            ("send", gone),
+            ("flush", gone),
+            ("check_peer", gone),
+            ("node_gone", "1"),
+            ("status", "ok"),
+        ]),
+        what: "a C program's device removed while it waits: SIVSHM_ERR_DEVICE_GONE from the \
+               wait and every later call, no crash"
+            .into(),
+    }]
 }
 
 /// The bad inputs, tried on the running manager: each must be refused with a clear error and

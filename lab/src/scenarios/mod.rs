@@ -121,15 +121,19 @@ impl Suite<'_> {
     /// Runs every scenario whose name contains `filter`.
     pub fn run(&self, filter: &str) -> Result<Vec<CaseResult>> {
         let mut all = Vec::new();
-        for (name, f) in SCENARIOS {
-            if !name.contains(filter) {
-                continue;
-            }
+        let chosen: Vec<_> = SCENARIOS
+            .iter()
+            .filter(|(name, _)| name.contains(filter))
+            .collect();
+        let mut progress = crate::progress::Progress::new("guest scenarios", chosen.len() as u64);
+        for (i, (name, f)) in chosen.into_iter().enumerate() {
+            progress.set(i as u64, name);
             eprintln!("# scenario {name}");
             let ran = f(self)?;
             all.extend(self.judge(name, &ran.tap, true));
             all.extend(self.judge(name, &ran.plain, false));
             all.extend(ran.host);
+            progress.set(i as u64 + 1, name);
         }
         Ok(all)
     }
