@@ -21,6 +21,7 @@ const FRAME: u8 = 3;
 
 /// One message of the carrier, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // decoded one at a time and taken apart at once
 pub enum Message<'a> {
     Offered(ServiceDescriptor),
     Withdrawn(ServiceHash),
