@@ -203,6 +203,15 @@ run_lab() {
 	exec "$LAB" "$sub" "${LAB_ARGS[@]}" "$@"
 }
 
+# cargo for the guests' target: static programs (the initramfs has no libc). The iceoryx2
+# crate's host tests run here too (scripts/test.sh), so that its dependencies (iceoryx2,
+# zenoh: most of a cold build) are compiled once for both.
+guest_cargo() {
+	local sub=$1; shift
+	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo "$sub" --target x86_64-unknown-linux-gnu "$@"
+}
+
 # Everything a guest boot needs: module, selftests, initramfs. Prints the initramfs path.
 build_guest() {
 	local kb=$1 src=$2 out=$SIVSHM_ROOT/build
@@ -216,9 +225,8 @@ build_guest() {
 	make -s -C "$SIVSHM_ROOT/samples/c" capi OUTPUT="$out" LDFLAGS=-static >"$out/capi-build.log" 2>&1 \
 		|| { cat "$out/capi-build.log" >&2; die "the C channel samples do not build"; }
 	# The guests' user-space programs are static: the initramfs has no libc.
-	CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-		cargo build --release -q -p sivshm-distribute -p sivshm-isolation -p sivshm-probe \
-		-p sivshmctl --target x86_64-unknown-linux-gnu >&2 \
+	guest_cargo build --release -q -p sivshm-distribute -p sivshm-isolation -p sivshm-probe \
+		-p sivshmctl -p sivshm-iceoryx2 >&2 \
 		|| die "the guest samples do not build"
 	rm -f "$out/initramfs.cpio.gz"
 	"$SIVSHM_ROOT/scripts/build-initramfs.sh" "$out/initramfs.cpio.gz" "$SIVSHM_ROOT/sivshm.ko" \
@@ -230,6 +238,7 @@ build_guest() {
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-isolation" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-probe" \
 		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshmctl" \
+		"$SIVSHM_ROOT/target/x86_64-unknown-linux-gnu/release/sivshm-iox2" \
 		"$SIVSHM_ROOT/selftests/sivshmctl_test.sh" \
 		|| die "the initramfs could not be built"
 	echo "$out/initramfs.cpio.gz"

@@ -13,6 +13,9 @@ use crate::qemu::{run_all, Finished, Machine, Vm};
 mod c_api;
 mod distribute;
 mod hotplug;
+mod iox2_isolation;
+mod iox2_pubsub;
+mod iox2_remote;
 mod isolation;
 mod judge;
 mod network;
@@ -100,7 +103,7 @@ impl Ran {
 type Scenario = fn(&Suite<'_>) -> Result<Ran>;
 
 /// Every scenario, in the order they run: (name, runner). `--filter` picks by name.
-const SCENARIOS: [(&str, Scenario); 12] = [
+const SCENARIOS: [(&str, Scenario); 15] = [
     ("single-vm", single_vm::run),
     ("two-vm-plain", two_vm_plain::run),
     ("two-vm-doorbell", two_vm_doorbell::run),
@@ -111,6 +114,11 @@ const SCENARIOS: [(&str, Scenario); 12] = [
     ("isolation-sivshm", isolation::run_sivshm),
     ("isolation-ivshmem", isolation::run_ivshmem),
     ("network", network::run),
+    // iceoryx2 services across VMs through the sivshm gateways (ipc/).
+    ("iox2-pubsub", iox2_pubsub::run),
+    ("iox2-isolation", iox2_isolation::run),
+    // A local worker over sivshm and a remote one over zenoh (virtio-net), in one run.
+    ("iox2-remote", iox2_remote::run),
     ("stress-fuzz", stress_fuzz::run),
     ("stress-hostile-peer", stress_hostile_peer::run),
     // The host drives this one while the guests run: it also reports what it checked.

@@ -174,3 +174,34 @@ fn the_hostile_peer_is_worker_1_next_to_an_honest_worker_0() {
     assert!(run_of(&t.workers[0]).starts_with("sivshm-distribute worker"));
     assert!(run_of(&t.workers[1]).starts_with("sivshm_hostile storm"));
 }
+
+#[test]
+fn the_iceoryx2_scenarios_grant_each_worker_its_own_services_only() {
+    for t in [
+        iox2_pubsub::plan().unwrap(),
+        iox2_isolation::plan().unwrap(),
+    ] {
+        let run = run_of(&t.manager);
+        for i in 0..t.workers.len() {
+            assert!(run.contains(&format!("'w{i}@sivshm:")), "{run}");
+            assert!(run.contains(&format!("@jobs/w{i}/**'")), "{run}");
+        }
+        // The kernel command line cannot pass a double quote to init.
+        for vm in t.vms() {
+            assert!(!run_of(vm).contains('"'), "{}", run_of(vm));
+        }
+    }
+    let t = iox2_remote::plan().unwrap();
+    let run = run_of(&t.manager);
+    assert!(run.contains("'w0@sivshm:"), "{run}");
+    assert!(
+        run.contains("'w1@zenoh:tcp/10.77.1.2:7447@jobs/w1/**'"),
+        "{run}"
+    );
+    assert!(run_of(&t.workers[1]).contains("--to-manager w1@zenoh:tcp/0.0.0.0:7447"));
+    assert_eq!(t.workers[1].nics.len(), 1);
+    let t = iox2_isolation::plan().unwrap();
+    assert!(run_of(&t.workers[1]).contains("rogue --victim w0"));
+    assert!(run_of(&t.workers[2]).starts_with("sivshm-iox2 hostile"));
+    assert!(!run_of(&t.workers[2]).contains("gateway"));
+}
