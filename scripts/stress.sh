@@ -10,7 +10,8 @@
 #                     [--fuzz-ops N] [--fuzz-seconds S] [--seed N] [--cycles N]
 #                     [--storm-seconds S] [--accel auto|tcg|kvm]
 # Ends with the line "# guest tests: N passed, N failed"; the fuzzer's seed and figures are in
-# build/logs/ (grep '^# ' in the guest logs).
+# build/logs/ (grep '^# ' in the guest logs); the storm's cost to the victim's CPU is drawn
+# in build/storm.svg (from the victim's SIVSHM-RESULT hostile-storm line).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 filter=stress fuzz_ops=100000 fuzz_seconds=3600 cycles=1000 storm=60 extra=()
@@ -28,5 +29,5 @@ while [ $# -gt 0 ]; do
 done
 # KASAN's shadow memory: give the guests more room.
 run_lab test --filter "$filter" --fuzz-ops "$fuzz_ops" --fuzz-seconds "$fuzz_seconds" \
-	--cycles "$cycles" --storm-seconds "$storm" --timeout $((fuzz_seconds + 3600)) \
+	--cycles "$cycles" --storm-seconds "$storm" --storm-plot "$SIVSHM_ROOT/build/storm.svg" --timeout $((fuzz_seconds + 3600)) \
 	--memory-mib 512 --verbose "${extra[@]}"

@@ -146,6 +146,10 @@ pub enum Cmd {
         /// stress-hostile-peer: seconds the hostile worker storms.
         #[arg(long, default_value_t = scenarios::Stress::default().storm_seconds)]
         storm_seconds: u64,
+        /// stress-hostile-peer: also draw the storm's cost to the victim's CPU (quiet against
+        /// storm, from the guest's hostile-storm result line) as an SVG file here.
+        #[arg(long, value_name = "FILE.svg")]
+        storm_plot: Option<PathBuf>,
     },
     /// pingpong: doorbell ping-pong between two VMs, next to an eventfd ping-pong inside one
     /// VM. channel: the sivshm channel against TCP over virtio-net between the same two VMs,

@@ -134,6 +134,7 @@ fn run(cmd: Cmd) -> Result<()> {
             seed,
             cycles,
             storm_seconds,
+            storm_plot,
         } => commands::test(
             &guest,
             &filter,
@@ -145,6 +146,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 cycles,
                 seed,
                 storm_seconds,
+                storm_plot,
             },
         ),
     }

@@ -58,6 +58,8 @@ pub struct Stress {
     pub seed: Option<u64>,
     /// Seconds the hostile peer storms.
     pub storm_seconds: u64,
+    /// Where stress-hostile-peer draws the storm's cost to the victim (SVG), if anywhere.
+    pub storm_plot: Option<std::path::PathBuf>,
 }
 
 impl Default for Stress {
@@ -69,6 +71,7 @@ impl Default for Stress {
             cycles: 50,
             seed: None,
             storm_seconds: 15,
+            storm_plot: None,
         }
     }
 }
