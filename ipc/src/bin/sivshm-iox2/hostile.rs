@@ -38,7 +38,7 @@ pub fn run(a: &Args) -> Result<()> {
         } else {
             (x as usize) % pages.min(4)
         };
-        if map.write(at * 4096, &page).is_some() {
+        if map.write(at * 4096, &page).is_ok() {
             writes += 1;
         }
         if info.doorbell && info.nr_vectors > 0 {
