@@ -149,7 +149,7 @@ domain() {
 	cat <<EOF
 <domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>$prefix-$vm</name>
-  <memory unit='MiB'>128</memory>
+  <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>

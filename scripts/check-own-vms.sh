@@ -115,7 +115,7 @@ boot() {
 	# The paths here need no shell quoting; qemu-args would quote any that did.
 	case "$devices" in *"'"*) fail "unexpected quoting in qemu-args: $devices" ;; esac
 	# shellcheck disable=SC2086 # one word per argument, as printed
-	qemu-system-x86_64 -M pc -accel "$accel" -m 128 -smp 1 -nodefaults -no-user-config \
+	qemu-system-x86_64 -M pc -accel "$accel" -m 256 -smp 1 -nodefaults -no-user-config \
 		-display none -no-reboot -serial "file:$log" -kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 panic=-1 SIVSHM_RUN=\"$run\"" $devices \
 		</dev/null >>"$t/qemu-$vm.log" 2>&1 &
