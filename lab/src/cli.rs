@@ -246,16 +246,8 @@ pub struct DemoArgs {
     /// Back each worker's segment with huge pages of this size (2M or 1G): a memfd of
     /// MFD_HUGETLB; the pool is raised for the run if it has too few free pages (root), and
     /// put back afterwards.
-    #[arg(long, value_name = "2M|1G", value_parser = parse_huge_pages)]
+    #[arg(long, value_name = "2M|1G", value_parser = crate::layout::parse_huge_pages)]
     pub hugepages: Option<PageSize>,
-}
-
-/// `--hugepages`: a huge page size by name.
-pub fn parse_huge_pages(s: &str) -> Result<PageSize, String> {
-    match PageSize::from_name(s) {
-        Some(p) if p != PageSize::Base => Ok(p),
-        _ => Err(format!("{s:?}: huge pages are 2M or 1G")),
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -317,6 +317,14 @@ pub fn reserve_pages(
     huge_pool::reserve(Path::new(SYSFS_HUGEPAGES), page, need).map(Some)
 }
 
+/// `--hugepages`: a huge page size by name.
+pub fn parse_huge_pages(s: &str) -> Result<PageSize, String> {
+    match PageSize::from_name(s) {
+        Some(p) if p != PageSize::Base => Ok(p),
+        _ => Err(format!("{s:?}: huge pages are 2M or 1G")),
+    }
+}
+
 pub fn segment_bytes(mib: u64) -> anyhow::Result<u64> {
     use anyhow::Context;
     mib.checked_mul(1 << 20)

@@ -23,7 +23,6 @@ mod scale;
 mod scenarios;
 mod setup_socket;
 mod spread;
-mod vsock;
 mod wiring;
 
 use anyhow::Result;

@@ -137,7 +137,7 @@ pub struct ProbeOptions {
     pub c_sizes: Vec<usize>,
     /// channel: back the channel's segment with huge pages of this size (2M or 1G); the
     /// pool is raised for the run if it has too few free pages (root), and put back after.
-    #[arg(long, value_name = "2M|1G", value_parser = crate::cli::parse_huge_pages)]
+    #[arg(long, value_name = "2M|1G", value_parser = crate::layout::parse_huge_pages)]
     #[serde(default, with = "json::page_size")]
     pub hugepages: Option<PageSize>,
 }
@@ -201,7 +201,7 @@ impl Roles for ProbeOptions {
             .filter(|&&s| s < VSOCK_MAX_SIZE)
             .map(usize::to_string)
             .collect();
-        let cid = crate::vsock::cid(1);
+        let cid = crate::qemu::vsock::cid(1);
         let vsock = match (&self.vsock_backend, small.is_empty()) {
             (None, _) => String::new(),
             (Some(_), true) => {
@@ -271,7 +271,8 @@ pub fn channel_vs_network(
     // Kept until the VMs are gone.
     let _vsock = match &o.vsock_backend {
         Some(binary) => {
-            let (backend, devices) = crate::vsock::Backend::start(binary, 2, crate::vsock::SLOT)?;
+            let (backend, devices) =
+                crate::qemu::vsock::Backend::start(binary, 2, crate::qemu::vsock::SLOT)?;
             let mut devices = devices.into_iter();
             topo.manager.vsock = devices.next();
             topo.workers[0].vsock = devices.next();

@@ -17,6 +17,7 @@ use sivshm_host::pci::{
 mod supervise;
 #[cfg(test)]
 mod tests;
+pub mod vsock;
 
 pub use supervise::{run_all, run_in_waves, tie_to_parent, unique_value, Finished, Running};
 
@@ -118,7 +119,7 @@ pub struct Vm {
     pub uncached_hole: bool,
     /// A virtio-vsock device served by a vhost-user backend (see `vsock`); the VM's RAM is
     /// then a shared memfd.
-    pub vsock: Option<crate::vsock::VsockDevice>,
+    pub vsock: Option<crate::qemu::vsock::VsockDevice>,
 }
 
 /// First fd number handed to QEMU for chardevs; above anything QEMU opens before parsing.

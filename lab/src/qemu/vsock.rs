@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::qemu::tie_to_parent;
+use super::tie_to_parent;
 
 /// The vsock device's slot on bus 0: below the worker's NIC (`net::WORKER_NIC_SLOT`) and
 /// sivshm devices, above the machine's own (slot 1) and free since `-nodefaults` drops the
