@@ -38,8 +38,8 @@ cargo_build_dir() {
 			find "$tmp" -type d -path '*/.fingerprint/sivshm*' -prune -exec rm -rf {} +
 		fi
 		mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
-		# Keep the three used last: every clone's CI run adds one.
-		ls -td "$base"/*/ | tail -n +4 | xargs -r rm -rf
+		# Keep the six used last: every clone (work trees, CI runs) adds one.
+		ls -td "$base"/*/ | tail -n +7 | xargs -r rm -rf
 	fi
 	touch "$dir"
 	echo "$dir"
