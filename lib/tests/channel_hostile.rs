@@ -94,7 +94,13 @@ fn honest_sender(ch: &mut Channel, stop: Arc<AtomicBool>) -> Outcome {
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
-        match ch.send(&message(seq), Some(Duration::from_millis(50))) {
+        // Every other message through the streaming sender's call, flushed at once.
+        let t = Some(Duration::from_millis(50));
+        let sent = match seq % 2 {
+            0 => ch.send(&message(seq), t),
+            _ => ch.send_batched(&message(seq), t).and_then(|()| ch.flush()),
+        };
+        match sent {
             Ok(()) | Err(Error::TimedOut) => {}
             Err(e) => out.errors.push(e),
         }

@@ -30,7 +30,7 @@ proptest! {
         reply in prop::sample::select(vec![256usize, 1024, 4096]),
         sizes in prop::collection::vec(0usize..3000, 1..300),
         batch in 1usize..8,
-        batched in any::<bool>(),
+        commit in 0u8..3,
     ) {
         let len = pages * 4096;
         let fd = rustix::fs::memfd_create("prop", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
@@ -59,13 +59,18 @@ proptest! {
         });
         let mut acked = 0usize;
         for (seq, &len) in sizes.iter().enumerate() {
-            let mut r = m.reserve(len, t).unwrap();
-            r.write(0, &content(seq, len)).unwrap();
-            // Batched commits are published at the flush (or a wait) instead of at once.
-            if batched {
-                r.commit_batched().unwrap();
+            // Batched commits are published at the flush (or a wait) instead of at once;
+            // `send_batched` reserves, writes and commits in one call.
+            if commit == 2 {
+                m.send_batched(&content(seq, len), t).unwrap();
             } else {
-                r.commit().unwrap();
+                let mut r = m.reserve(len, t).unwrap();
+                r.write(0, &content(seq, len)).unwrap();
+                if commit == 1 {
+                    r.commit_batched().unwrap();
+                } else {
+                    r.commit().unwrap();
+                }
             }
             if seq % batch == 0 {
                 m.flush().unwrap();

@@ -1,5 +1,6 @@
-//! Batched commits ([`Reservation::commit_batched`]): what the peer sees when, and that no
-//! wake-up is lost when the sender publishes once per batch.
+//! Batched commits ([`Reservation::commit_batched`], [`Channel::send_batched`]): what the
+//! peer sees when, and that no wake-up is lost when the sender publishes once per batch;
+//! stamps read in place ([`Message::read_u64`]).
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -152,4 +153,70 @@ fn batched_commits_never_lose_a_wake_up() {
     let ms = manager.join().unwrap();
     assert_eq!(ws.received, u64::from(n));
     assert_eq!(ms.received, u64::from(n.div_ceil(7)));
+}
+
+#[test]
+fn send_batched_commits_as_a_batch_and_waits_for_room() {
+    let len = 1 << 14;
+    let (mut m, mut w, win) = open(len, Config::default());
+    let head = || win.u64(layout::head(0)).unwrap().load(SeqCst);
+    m.send_batched(&[1; 40], SEC).unwrap();
+    assert_eq!(head(), 0, "held back until the flush");
+    m.flush().unwrap();
+    assert_eq!(head(), 48);
+    assert_eq!(m.stats().sent, 1);
+    // A reservation set aside is stale once send_batched used the room.
+    let r = m.reserve(8, SEC).unwrap().set_aside();
+    m.send_batched(&[2; 8], SEC).unwrap();
+    assert!(m.resume_reservation(r).is_none());
+    // Too large is the caller's error, and changes nothing.
+    let max = m.max_message();
+    assert!(matches!(
+        m.send_batched(&vec![0; max + 1], SEC),
+        Err(Error::TooLarge { .. })
+    ));
+    // A full ring: the call waits for room (flushing first), then sends.
+    let sender = std::thread::spawn(move || {
+        for i in 0..200u8 {
+            m.send_batched(&[i; 500], SEC).unwrap();
+        }
+        m.flush().unwrap();
+        m
+    });
+    let first = w.recv(SEC).unwrap();
+    assert_eq!(first.to_vec().unwrap(), [1; 40]);
+    first.release().unwrap();
+    let second = w.recv(SEC).unwrap();
+    assert_eq!(second.to_vec().unwrap(), [2; 8]);
+    second.release().unwrap();
+    for i in 0..200u8 {
+        let msg = w.recv(SEC).unwrap();
+        assert_eq!(msg.to_vec().unwrap(), [i; 500], "message {i}");
+        msg.release().unwrap();
+    }
+    sender.join().unwrap();
+}
+
+#[test]
+fn words_are_read_in_place_aligned_or_not_and_within_the_message() {
+    let (mut m, mut w, _) = open(1 << 14, Config::default());
+    let mut bytes = [0u8; 27];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    m.send(&bytes, SEC).unwrap();
+    let msg = w.recv(SEC).unwrap();
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    assert_eq!(msg.read_u64(0).unwrap(), word(0));
+    assert_eq!(msg.read_u64(8).unwrap(), word(8));
+    assert_eq!(msg.read_u64(3).unwrap(), word(3), "unaligned");
+    assert_eq!(msg.read_u64(19).unwrap(), word(19), "the last word");
+    assert!(matches!(
+        msg.read_u64(20),
+        Err(Error::TooLarge { len: 28, max: 27 })
+    ));
+    assert!(matches!(
+        msg.read_u64(usize::MAX),
+        Err(Error::TooLarge { .. })
+    ));
 }

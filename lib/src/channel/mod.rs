@@ -417,6 +417,7 @@ impl Channel {
         self.links.wake.as_ref().map(|e| e.as_fd())
     }
 
+    #[inline]
     fn live(&self) -> Result<(), Error> {
         match self.poisoned {
             Some(e) => Err(e),
@@ -452,6 +453,7 @@ impl Channel {
     /// stand-in page fails the checks as a hostile peer's does), is [`Error::DeviceGone`]; a
     /// corruption seen right after the manager formatted anew is [`Error::Reformatted`].
     /// The caller's own mistakes (too large a message) and its timeouts are not looked into.
+    #[cold]
     fn fail(&mut self, e: Error) -> Error {
         let e = match e {
             Error::TooLarge { .. } | Error::TimedOut => e,
@@ -472,10 +474,12 @@ impl Channel {
     }
 
     /// The result of an access to the window, its error classified (see [`Self::fail`]).
+    #[inline]
     fn guard<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
         r.map_err(|e| self.fail(e))
     }
 
+    #[inline]
     fn check_len(&self, len: usize) -> Result<(), Error> {
         let max = self.max_message();
         if len > max {

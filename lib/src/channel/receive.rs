@@ -1,7 +1,10 @@
 //! Receiving: the oldest message of the peer's ring, read in place, answered while held,
 //! released.
 
-use std::sync::atomic::{fence, Ordering::SeqCst};
+use std::sync::atomic::{
+    fence,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::time::Duration;
 
 use super::ring::Found;
@@ -20,8 +23,19 @@ impl Channel {
 
     /// The oldest message, waiting up to `timeout` (`None`, or one no clock reaches such as
     /// `Duration::MAX`: as long as the peer lives).
+    #[inline]
     pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Message<'_>, Error> {
         self.live()?;
+        // The streaming case inline: a message is there already.
+        if let Some(found) = self.rx.peek_ready(&self.w) {
+            self.messages += 1;
+            return Ok(Message { ch: self, found });
+        }
+        self.recv_waiting(timeout)
+    }
+
+    /// [`Self::recv`] when no message was ready at the first look.
+    fn recv_waiting(&mut self, timeout: Option<Duration>) -> Result<Message<'_>, Error> {
         let mut deadline = None;
         loop {
             let found = self.rx.peek(&self.w);
@@ -66,6 +80,30 @@ impl Message<'_> {
                 max: self.found.len,
             }),
         }
+    }
+
+    /// The little-endian 64-bit word at `offset` of the message, read in place: one load
+    /// where the word is 8-byte aligned in the ring (a message starts 8-byte aligned), a
+    /// copy of 8 bytes elsewhere. For a message's stamps (a sequence number, a length), as
+    /// the peer may change them while they are read: check them.
+    #[inline]
+    pub fn read_u64(&self, offset: usize) -> Result<u64, Error> {
+        match offset.checked_add(8) {
+            Some(end) if end <= self.found.len => {}
+            _ => {
+                return Err(Error::TooLarge {
+                    len: offset.saturating_add(8),
+                    max: self.found.len,
+                })
+            }
+        }
+        let at = self.found.data + offset;
+        if at.is_multiple_of(8) {
+            return Ok(u64::from_le(self.ch.w.u64(at)?.load(Relaxed)));
+        }
+        let mut b = [0u8; 8];
+        self.ch.w.read(at, &mut b)?;
+        Ok(u64::from_le_bytes(b))
     }
 
     /// Sends `data` to the peer while this message is held, as [`Channel::send`] does
@@ -118,6 +156,7 @@ impl Message<'_> {
     /// fence) once per batch, not per message. A receiver that stops in the middle of a
     /// backlog holds back at most that sixteenth, and a successor that resumes after a crash
     /// may see those messages again.
+    #[inline]
     pub fn release(self) -> Result<(), Error> {
         let ch = self.ch;
         // A reply may have found the channel dead while the message was held.
@@ -128,6 +167,15 @@ impl Message<'_> {
         if !ch.rx.publish_due() {
             return Ok(());
         }
+        ch.publish_released()
+    }
+}
+
+impl Channel {
+    /// Publishes the room released (a batch of it, or all once this side caught up) and
+    /// wakes the producer if it waits for room.
+    fn publish_released(&mut self) -> Result<(), Error> {
+        let ch = self;
         let r = ch.rx.publish(&ch.w);
         if !ch.guard(r)? {
             return Ok(());

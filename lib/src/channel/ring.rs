@@ -168,6 +168,7 @@ impl Producer {
     /// Space for a message of `len` bytes (`len` at most [`Self::max_message`]), or `None`
     /// while the consumer has not released enough. The message's end position is checked
     /// here, so that [`Self::commit`] cannot overflow either.
+    #[inline]
     pub(super) fn reserve(&mut self, w: &Window, len: usize) -> Result<Option<Slot>, Error> {
         debug_assert!(len <= self.max_message());
         let (need, pad) = self.need(len);
@@ -195,6 +196,7 @@ impl Producer {
     /// [`Self::publish`] (the channel's flush) unless a batch of bytes waits for it already.
     /// The release store of `head` orders the payloads and record headers before it for a
     /// consumer that acquires it.
+    #[inline]
     pub(super) fn commit(&mut self, w: &Window, slot: Slot, defer: bool) -> Result<(), Error> {
         debug_assert_eq!(slot.pos, self.head);
         let at = self.area.offset + self.head_off as usize;
@@ -212,6 +214,18 @@ impl Producer {
         }
         self.publish(w)?;
         Ok(())
+    }
+
+    /// Reserves, writes and commits `data` as one of a batch (see [`Self::commit`] with
+    /// `defer`) if there is room now; false if there is not (nothing changed then).
+    #[inline]
+    pub(super) fn push(&mut self, w: &Window, data: &[u8]) -> Result<bool, Error> {
+        let Some(slot) = self.reserve(w, data.len())? else {
+            return Ok(false);
+        };
+        w.write(slot.data, data)?;
+        self.commit(w, slot, true)?;
+        Ok(true)
     }
 
     /// Publishes the head if it moved since it was last published; true if it did (the
@@ -285,6 +299,7 @@ impl Consumer {
     /// Whether the released room should be published now: this side has caught up with
     /// what it saw of the producer (it will look for more, and maybe wait, next), or a
     /// batch of room is held back.
+    #[inline]
     pub(super) fn publish_due(&self) -> bool {
         self.tail == self.head || self.tail - self.published >= self.batch
     }
@@ -301,6 +316,32 @@ impl Consumer {
         }
         self.head = head;
         Ok(())
+    }
+
+    /// The oldest unreleased message if it lies within what this side knows to be published
+    /// and is a message record that passes [`Self::peek`]'s checks: the streaming case, in
+    /// a few instructions; `None` for everything else (nothing known, a pad, anything
+    /// wrong), which [`Self::peek`] then looks at.
+    #[inline]
+    pub(super) fn peek_ready(&self, w: &Window) -> Option<Found> {
+        if self.tail == self.head {
+            return None;
+        }
+        let off = self.tail_off;
+        let header = w.u64(self.area.offset + off as usize).ok()?.load(Relaxed);
+        if header >> 32 != KIND_MESSAGE {
+            return None;
+        }
+        let len = (header & 0xffff_ffff) as usize;
+        let record = record_size(len);
+        if record > self.area.size as u64 - off || record > self.head - self.tail {
+            return None;
+        }
+        Some(Found {
+            data: self.area.offset + off as usize + RECORD_HEADER as usize,
+            len,
+            record,
+        })
     }
 
     /// The oldest unreleased message, skipping (and releasing) a pad before it. At most one
@@ -348,6 +389,7 @@ impl Consumer {
 
     /// Gives the space of the message `found` (the one [`Self::peek`] returned) back, to be
     /// published by [`Self::publish`].
+    #[inline]
     pub(super) fn release(&mut self, found: Found) -> Result<(), Error> {
         self.tail = advance(self.tail, found.record)?;
         // `peek` checked that the record ends within the ring.

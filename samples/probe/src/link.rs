@@ -310,7 +310,12 @@ impl Link for RtrbLink {
             let (mut header, mut trailer) = ([0u8; crate::wire::HEADER], [0u8; 8]);
             chunk_get(a, b, 4, &mut header);
             chunk_get(a, b, 4 + len - 8, &mut trailer);
-            if let Some(seq) = crate::wire::plain_data_stamps(len, &header, trailer)? {
+            let (tag, seq) = (
+                crate::wire::u64_at(&header, 0),
+                crate::wire::u64_at(&header, 8),
+            );
+            let end = u64::from_le_bytes(trailer);
+            if let Some(seq) = crate::wire::plain_data_stamps(len, tag, seq, end)? {
                 chunk.commit_all();
                 return Ok(Some((len, seq)));
             }

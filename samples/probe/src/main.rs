@@ -279,14 +279,19 @@ impl Link for ChannelLink {
     /// wait flushes first, and so does the next [`Link::send`]: a sleeping peer never misses
     /// what was committed.
     fn send_streamed(&mut self, msg: &[u8]) -> Result<()> {
-        let mut r = self
-            .ch
-            .reserve(msg.len(), Some(self.timeout))
-            .context("reserving on the channel")?;
-        r.write(0, msg)?;
         match self.plain {
-            true => r.commit()?,
-            false => r.commit_batched()?,
+            true => {
+                let mut r = self
+                    .ch
+                    .reserve(msg.len(), Some(self.timeout))
+                    .context("reserving on the channel")?;
+                r.write(0, msg)?;
+                r.commit()?
+            }
+            false => self
+                .ch
+                .send_batched(msg, Some(self.timeout))
+                .context("sending on the channel")?,
         }
         self.unflushed += 1;
         if self.unflushed >= self.flush_every {
@@ -321,10 +326,9 @@ impl Link for ChannelLink {
             .context("receiving on the channel")?;
         let len = m.len();
         if len >= wire::MIN_SIZE {
-            let (mut header, mut trailer) = ([0u8; wire::HEADER], [0u8; 8]);
-            m.read(0, &mut header)?;
-            m.read(len - 8, &mut trailer)?;
-            if let Some(seq) = wire::plain_data_stamps(len, &header, trailer)? {
+            // The stamps read in place, a word each.
+            let (tag, seq, end) = (m.read_u64(0)?, m.read_u64(8)?, m.read_u64(len - 8)?);
+            if let Some(seq) = wire::plain_data_stamps(len, tag, seq, end)? {
                 m.release()?;
                 return Ok(Some((len, seq)));
             }

@@ -66,19 +66,16 @@ pub fn stamp(m: &mut [u8], seq: u64) {
     put_u64(m, end, seq);
 }
 
-/// The stamps of a plain data message read in place ([`Link::recv_data`]): its 16-byte
-/// header and 8-byte trailer. Returns the sequence number if the message is a [`DATA`]
-/// message without pattern whose stamps agree; None if it is another kind of message (to be
-/// copied and checked whole); an error if it is torn.
-pub fn plain_data_stamps(
-    len: usize,
-    header: &[u8; HEADER],
-    trailer: [u8; 8],
-) -> Result<Option<u64>> {
-    if len < MIN_SIZE || u32_at(header, 0) != DATA || u32_at(header, 4) & FLAG_PATTERN != 0 {
+/// The stamps of a plain data message read in place ([`Link::recv_data`]), as little-endian
+/// words: the header's first word (tag and flags), its sequence number and the 8-byte
+/// trailer. Returns the sequence number if the message is a [`DATA`] message without
+/// pattern whose stamps agree; None if it is another kind of message (to be copied and
+/// checked whole); an error if it is torn.
+pub fn plain_data_stamps(len: usize, tag_flags: u64, seq: u64, end: u64) -> Result<Option<u64>> {
+    let (tag, flags) = (tag_flags as u32, (tag_flags >> 32) as u32);
+    if len < MIN_SIZE || tag != DATA || flags & FLAG_PATTERN != 0 {
         return Ok(None);
     }
-    let (seq, end) = (u64_at(header, 8), u64::from_le_bytes(trailer));
     ensure!(
         end == seq,
         "message {seq} of {len} bytes ends with the stamp of {end} (torn or mixed up)"
