@@ -102,6 +102,36 @@ pub unsafe extern "C" fn sivshm_message_read(
     })
 }
 
+/// Stores the little-endian 64-bit word at `offset` of the message in `*out`, read in place
+/// (one load where it is 8-byte aligned in the ring): for a message's stamps (a sequence
+/// number, a length). The peer may change it while it is read: check it. Errors:
+/// SIVSHM_ERR_INVALID, SIVSHM_ERR_TOO_LARGE (past the end), the fatal ones.
+///
+/// # Safety
+/// `msg` is a live message (its channel live, both used by this thread only); `out` is
+/// valid for a write of a `uint64_t`.
+#[no_mangle]
+pub unsafe extern "C" fn sivshm_message_read_u64(
+    msg: *mut sivshm_message,
+    offset: usize,
+    out: *mut u64,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: the contract above.
+        let (m, h) = unsafe { message(msg)? };
+        // SAFETY: `out` is valid for a write by the contract (NULL is refused).
+        let out = need(unsafe { out.as_mut() }, "out")?;
+        let aside = need(m.aside.take(), "an unfinished message")?;
+        let Some(taken) = h.ch.resume_message(aside) else {
+            return Err(failed(h, Failure::invalid("stale message")));
+        };
+        let word = taken.read_u64(offset);
+        m.aside = Some(taken.set_aside());
+        *out = word.map_err(|e| failed(h, e.into()))?;
+        ok()
+    })
+}
+
 /// Gives the message's room back to the sender (waking it if it waits) and frees the
 /// message (whatever the result). Errors: SIVSHM_ERR_INVALID, the fatal ones.
 ///

@@ -198,3 +198,41 @@ pub unsafe extern "C" fn sivshm_channel_send(
         ok()
     })
 }
+
+/// Sends `len` bytes from `buf` as one message of a batch (reserve, write and commit in one
+/// call, without a flush): the peer sees it at this side's next sivshm_channel_flush() (or
+/// any call that waits, or once a sixteenth of the ring is committed), and is woken then.
+/// The streaming sender's call for small messages: one flush per batch of them. Waits up to
+/// `timeout_ms` for room (-1: as long as the peer lives; 0: SIVSHM_ERR_AGAIN if no room
+/// now). Errors: as sivshm_channel_reserve.
+///
+/// # Safety
+/// `ch` is a live channel used by this thread only; `buf` valid for `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn sivshm_channel_send_batched(
+    ch: *mut sivshm_channel,
+    buf: *const c_void,
+    len: usize,
+    timeout_ms: c_int,
+) -> c_int {
+    guarded(|| {
+        // SAFETY: a live handle used by this thread only, by the contract.
+        let h = need(unsafe { ch.as_mut() }, "ch")?;
+        // SAFETY: `buf` is valid for `len` bytes by the contract.
+        let data = unsafe { in_bytes(buf, len)? };
+        if h.reserving {
+            return Err(failed(
+                h,
+                Failure::new(SIVSHM_ERR_BUSY, "a reservation is out"),
+            ));
+        }
+        let sent = on_channel(h, |c| match timeout_ms {
+            0 => c.try_send_batched(data),
+            t => c.send_batched(data, timeout(t)).map(|()| true),
+        })?;
+        if !sent {
+            return Err(failed(h, Failure::new(SIVSHM_ERR_AGAIN, "no room now")));
+        }
+        ok()
+    })
+}

@@ -153,16 +153,17 @@ static int serve_once(struct sivshm_channel *ch, int timeout_ms)
 			break;
 		}
 		size_t len = sivshm_message_len(msg);
-		uint8_t head[HEADER], tail[8];
-		if (len >= MIN_SIZE && sivshm_message_read(msg, 0, head, HEADER) == SIVSHM_OK &&
-		    sivshm_message_read(msg, len - 8, tail, 8) == SIVSHM_OK &&
-		    get_u32(head) == DATA && !(get_u32(head + 4) & FLAG_PATTERN)) {
+		/* The stamps as little-endian words: tag and flags, sequence number, trailer. */
+		uint64_t w_tag = 0, w_seq = 0, w_end = 0;
+		if (len >= MIN_SIZE && sivshm_message_read_u64(msg, 0, &w_tag) == SIVSHM_OK &&
+		    sivshm_message_read_u64(msg, 8, &w_seq) == SIVSHM_OK &&
+		    sivshm_message_read_u64(msg, len - 8, &w_end) == SIVSHM_OK &&
+		    (uint32_t)w_tag == DATA && !((uint32_t)(w_tag >> 32) & FLAG_PATTERN)) {
 			/* A plain data message: its stamps read in place, its body left. */
-			uint64_t seq = get_u64(head + 8);
-			if (get_u64(tail) != seq || seq != next_data) {
+			if (w_end != w_seq || w_seq != next_data) {
 				fprintf(stderr, "%s: data message %llu (trailer %llu) where %llu was due "
 					"(lost, repeated, torn or reordered)\n", who,
-					(unsigned long long)seq, (unsigned long long)get_u64(tail),
+					(unsigned long long)w_seq, (unsigned long long)w_end,
 					(unsigned long long)next_data);
 				sivshm_message_release(msg);
 				break;
@@ -308,15 +309,8 @@ static int stream(struct sivshm_channel *ch, const struct options *o, size_t siz
 				break;
 		}
 		stamp(m, size, sent);
-		struct sivshm_reservation *res;
-		int r = sivshm_channel_reserve(ch, size, timeout_ms, &res);
-		if (r == SIVSHM_OK) {
-			r = sivshm_reservation_write(res, 0, m, size);
-			if (r == SIVSHM_OK)
-				r = sivshm_reservation_commit(res);
-			else
-				sivshm_reservation_cancel(res);
-		}
+		/* Committed as one of a batch, published and the peer woken at the flush. */
+		int r = sivshm_channel_send_batched(ch, m, size, timeout_ms);
 		if (r == SIVSHM_OK && ++unflushed >= o->flush_every) {
 			unflushed = 0;
 			r = sivshm_channel_flush(ch);

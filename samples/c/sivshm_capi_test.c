@@ -193,6 +193,25 @@ static void messages(void)
 	CHECK(v == 3);
 	CHECK_RC(sivshm_channel_stat(p.w, SIVSHM_STAT_RINGS + 100, &v), SIVSHM_ERR_INVALID);
 
+	/* A batch: sent without a flush, seen at the flush; stamps read in place. */
+	uint64_t stamps[2] = { 0x1122334455667788ull, 42 };
+	CHECK_RC(sivshm_channel_send_batched(p.m, stamps, sizeof(stamps), 1000), SIVSHM_OK);
+	CHECK_RC(sivshm_channel_send_batched(p.m, "tail", 4, 0), SIVSHM_OK);
+	CHECK_RC(sivshm_channel_recv(p.w, 0, &msg), SIVSHM_ERR_AGAIN);
+	CHECK_RC(sivshm_channel_flush(p.m), SIVSHM_OK);
+	CHECK_RC(sivshm_channel_recv(p.w, 1000, &msg), SIVSHM_OK);
+	uint64_t word = 0;
+	CHECK_RC(sivshm_message_read_u64(msg, 0, &word), SIVSHM_OK);
+	CHECK(word == 0x1122334455667788ull);
+	CHECK_RC(sivshm_message_read_u64(msg, 8, &word), SIVSHM_OK);
+	CHECK(word == 42);
+	CHECK_RC(sivshm_message_read_u64(msg, 9, &word), SIVSHM_ERR_TOO_LARGE);
+	CHECK_RC(sivshm_message_read_u64(msg, 0, NULL), SIVSHM_ERR_INVALID);
+	CHECK_RC(sivshm_message_release(msg), SIVSHM_OK);
+	CHECK_RC(sivshm_channel_receive(p.w, buf, sizeof(buf), &len, 1000), SIVSHM_OK);
+	CHECK(len == 4 && !memcmp(buf, "tail", 4));
+	CHECK_RC(sivshm_channel_send_batched(NULL, "x", 1, 0), SIVSHM_ERR_INVALID);
+
 	/* The manager leaves: the worker is told. */
 	sivshm_channel_close(p.m);
 	p.m = NULL;

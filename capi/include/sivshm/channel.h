@@ -415,6 +415,18 @@ size_t sivshm_message_len(const struct sivshm_message *msg);
 int sivshm_message_read(struct sivshm_message *msg, size_t offset, void *buf, size_t len);
 
 /**
+ * Stores the little-endian 64-bit word at `offset` of the message in `*out`, read in place
+ * (one load where it is 8-byte aligned in the ring): for a message's stamps (a sequence
+ * number, a length). The peer may change it while it is read: check it. Errors:
+ * SIVSHM_ERR_INVALID, SIVSHM_ERR_TOO_LARGE (past the end), the fatal ones.
+ *
+ * # Safety
+ * `msg` is a live message (its channel live, both used by this thread only); `out` is
+ * valid for a write of a `uint64_t`.
+ */
+int sivshm_message_read_u64(struct sivshm_message *msg, size_t offset, uint64_t *out);
+
+/**
  * Gives the message's room back to the sender (waking it if it waits) and frees the
  * message (whatever the result). Errors: SIVSHM_ERR_INVALID, the fatal ones.
  *
@@ -522,6 +534,22 @@ int sivshm_channel_flush(struct sivshm_channel *ch);
  * `ch` is a live channel used by this thread only; `buf` valid for `len` bytes.
  */
 int sivshm_channel_send(struct sivshm_channel *ch, const void *buf, size_t len, int timeout_ms);
+
+/**
+ * Sends `len` bytes from `buf` as one message of a batch (reserve, write and commit in one
+ * call, without a flush): the peer sees it at this side's next sivshm_channel_flush() (or
+ * any call that waits, or once a sixteenth of the ring is committed), and is woken then.
+ * The streaming sender's call for small messages: one flush per batch of them. Waits up to
+ * `timeout_ms` for room (-1: as long as the peer lives; 0: SIVSHM_ERR_AGAIN if no room
+ * now). Errors: as sivshm_channel_reserve.
+ *
+ * # Safety
+ * `ch` is a live channel used by this thread only; `buf` valid for `len` bytes.
+ */
+int sivshm_channel_send_batched(struct sivshm_channel *ch,
+                                const void *buf,
+                                size_t len,
+                                int timeout_ms);
 
 /**
  * The eventfd the peer's doorbell signals, for the caller's poll/epoll loop (readable:

@@ -77,19 +77,31 @@ impl Channel {
     /// documentation, "Per-message cost").
     #[inline]
     pub fn send_batched(&mut self, data: &[u8], timeout: Option<Duration>) -> Result<(), Error> {
-        self.live()?;
-        self.check_len(data.len())?;
-        let pushed = self.tx.push(&self.w, data);
-        if self.guard(pushed)? {
-            // Room was used: a reservation set aside before is stale now.
-            self.reservations += 1;
-            self.unflushed = true;
-            self.stats.sent += 1;
+        if self.try_send_batched(data)? {
             return Ok(());
         }
         let mut r = self.reserve(data.len(), timeout)?;
         r.write(0, data)?;
         r.commit_batched()
+    }
+
+    /// [`Self::send_batched`] if there is room now: false if there is not (then
+    /// [`Self::arm`] also waits for room, as after [`Self::try_reserve`]).
+    #[inline]
+    pub fn try_send_batched(&mut self, data: &[u8]) -> Result<bool, Error> {
+        self.live()?;
+        self.check_len(data.len())?;
+        let pushed = self.tx.push(&self.w, data);
+        if !self.guard(pushed)? {
+            self.want_space = Some(data.len());
+            return Ok(false);
+        }
+        // Room was used: a reservation set aside before is stale now.
+        self.reservations += 1;
+        self.want_space = None;
+        self.unflushed = true;
+        self.stats.sent += 1;
+        Ok(true)
     }
 
     /// Wakes the peer if it sleeps waiting for what was committed since the last flush.
