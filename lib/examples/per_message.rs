@@ -3,9 +3,12 @@
 //! times as asked. No waits, no cross-core traffic: what is left is the instructions of
 //! `reserve`/`write`/`commit`/`flush` and `recv`/`read`/`release`, which
 //! `valgrind --tool=callgrind` counts repeatably (divide by the messages printed).
+//! MODE `send` (the default): `send` per message, two `read`s of 16 and 8 bytes; MODE
+//! `streaming`: the streaming calls, `send_batched` per message and a `flush` per batch,
+//! three `read_u64`s of the stamps.
 //!
 //! ```text
-//! cargo run --release -p sivshm --example per_message -- [SIZE] [MESSAGES] [BATCH]
+//! cargo run --release -p sivshm --example per_message -- [SIZE] [MESSAGES] [BATCH] [MODE]
 //! ```
 
 use std::os::fd::AsFd;
@@ -22,6 +25,12 @@ fn main() {
             .map_or(d, |s| s.parse().expect("a number"))
     };
     let (size, total, batch) = (arg(1, 64), arg(2, 1_000_000), arg(3, 64));
+    let streaming = match std::env::args().nth(4).as_deref() {
+        None | Some("send") => false,
+        Some("streaming") => true,
+        Some(other) => panic!("MODE is send or streaming, not {other:?}"),
+    };
+    assert!(size >= 24, "SIZE is at least 24 (a probe message's stamps)");
     let len = 8 << 20;
     let fd = rustix::fs::memfd_create("per-message", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
     rustix::fs::ftruncate(&fd, len as u64).unwrap();
@@ -39,14 +48,27 @@ fn main() {
     let mut done = 0;
     let timeout = Some(Duration::from_secs(5));
     while done < total {
-        for _ in 0..batch {
-            m.send(&msg, timeout).unwrap();
-        }
-        for _ in 0..batch {
-            let r = w.recv(timeout).unwrap();
-            r.read(0, &mut head).unwrap();
-            r.read(r.len() - 8, &mut trailer).unwrap();
-            r.release().unwrap();
+        if streaming {
+            for _ in 0..batch {
+                m.send_batched(&msg, timeout).unwrap();
+            }
+            m.flush().unwrap();
+            for _ in 0..batch {
+                let r = w.recv(timeout).unwrap();
+                let stamps = [r.read_u64(0), r.read_u64(8), r.read_u64(r.len() - 8)];
+                std::hint::black_box(stamps.map(Result::unwrap));
+                r.release().unwrap();
+            }
+        } else {
+            for _ in 0..batch {
+                m.send(&msg, timeout).unwrap();
+            }
+            for _ in 0..batch {
+                let r = w.recv(timeout).unwrap();
+                r.read(0, &mut head).unwrap();
+                r.read(r.len() - 8, &mut trailer).unwrap();
+                r.release().unwrap();
+            }
         }
         done += batch;
     }
