@@ -34,7 +34,7 @@
 #define CTL_MAGIC	0x5349565348444231ULL	/* "SIVSHDB1" */
 #define WAIT_S		120
 #define STORM_RINGS	1000000
-#define STORM_SECONDS	10
+#define STORM_SECONDS	4
 #define PACED_RINGS	20
 
 struct ctl {
