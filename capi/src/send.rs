@@ -177,26 +177,8 @@ pub unsafe extern "C" fn sivshm_channel_send(
     len: usize,
     timeout_ms: c_int,
 ) -> c_int {
-    guarded(|| {
-        // SAFETY: a live handle used by this thread only, by the contract.
-        let h = need(unsafe { ch.as_mut() }, "ch")?;
-        // SAFETY: `buf` is valid for `len` bytes by the contract.
-        let data = unsafe { in_bytes(buf, len)? };
-        if h.reserving {
-            return Err(failed(
-                h,
-                Failure::new(SIVSHM_ERR_BUSY, "a reservation is out"),
-            ));
-        }
-        let sent = on_channel(h, |c| match timeout_ms {
-            0 => c.try_send(data),
-            t => c.send(data, timeout(t)).map(|()| true),
-        })?;
-        if !sent {
-            return Err(failed(h, Failure::new(SIVSHM_ERR_AGAIN, "no room now")));
-        }
-        ok()
-    })
+    // SAFETY: the caller's contract, passed on.
+    unsafe { send_as(ch, buf, len, timeout_ms, Commit::Flushed) }
 }
 
 /// Sends `len` bytes from `buf` as one message of a batch (reserve, write and commit in one
@@ -215,6 +197,27 @@ pub unsafe extern "C" fn sivshm_channel_send_batched(
     len: usize,
     timeout_ms: c_int,
 ) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    unsafe { send_as(ch, buf, len, timeout_ms, Commit::Batched) }
+}
+
+/// How [`send_as`] commits: published and flushed (`send`), or as one of a batch.
+enum Commit {
+    Flushed,
+    Batched,
+}
+
+/// `sivshm_channel_send` and `sivshm_channel_send_batched`.
+///
+/// # Safety
+/// As theirs: `ch` is a live channel used by this thread only; `buf` valid for `len` bytes.
+unsafe fn send_as(
+    ch: *mut sivshm_channel,
+    buf: *const c_void,
+    len: usize,
+    timeout_ms: c_int,
+    commit: Commit,
+) -> c_int {
     guarded(|| {
         // SAFETY: a live handle used by this thread only, by the contract.
         let h = need(unsafe { ch.as_mut() }, "ch")?;
@@ -226,9 +229,11 @@ pub unsafe extern "C" fn sivshm_channel_send_batched(
                 Failure::new(SIVSHM_ERR_BUSY, "a reservation is out"),
             ));
         }
-        let sent = on_channel(h, |c| match timeout_ms {
-            0 => c.try_send_batched(data),
-            t => c.send_batched(data, timeout(t)).map(|()| true),
+        let sent = on_channel(h, |c| match (timeout_ms, &commit) {
+            (0, Commit::Flushed) => c.try_send(data),
+            (0, Commit::Batched) => c.try_send_batched(data),
+            (t, Commit::Flushed) => c.send(data, timeout(t)).map(|()| true),
+            (t, Commit::Batched) => c.send_batched(data, timeout(t)).map(|()| true),
         })?;
         if !sent {
             return Err(failed(h, Failure::new(SIVSHM_ERR_AGAIN, "no room now")));
