@@ -8,5 +8,7 @@
 #       a manager and N workers launched at once, with no device (the floor), on IVSHMEM's
 #       central server and pre-wired by SIVSHM; launch to every guest's driver probed
 set -euo pipefail
+# Its guests run no iceoryx2 program (common.sh, build_guest).
+GUEST_IOX2=0
 . "$(dirname "$0")/common.sh"
 run_lab compare "$@"

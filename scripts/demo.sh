@@ -5,5 +5,7 @@
 #
 #   scripts/demo.sh [--mode sivshm|ivshmem] [--workers N] [--segment-mib M] [--rounds R] [--bytes B] [--accel auto|tcg|kvm]
 set -euo pipefail
+# Its guests run no iceoryx2 program (common.sh, build_guest).
+GUEST_IOX2=0
 . "$(dirname "$0")/common.sh"
 run_lab demo "$@"

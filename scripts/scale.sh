@@ -10,6 +10,8 @@
 #     churn:  the hotplug scenario with 100 add/remove cycles of one worker channel
 #     all (the default): the three, one after the other
 set -euo pipefail
+# Its guests run no iceoryx2 program (common.sh, build_guest).
+GUEST_IOX2=0
 . "$(dirname "$0")/common.sh"
 what=all accel=auto
 while [ $# -gt 0 ]; do

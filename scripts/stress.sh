@@ -13,6 +13,8 @@
 # build/logs/ (grep '^# ' in the guest logs); the storm's cost to the victim's CPU is drawn
 # in build/storm.svg (from the victim's SIVSHM-RESULT hostile-storm line).
 set -euo pipefail
+# Its guests run no iceoryx2 program (common.sh, build_guest).
+GUEST_IOX2=0
 . "$(dirname "$0")/common.sh"
 filter=stress fuzz_ops=100000 fuzz_seconds=3600 cycles=1000 storm=60 extra=()
 while [ $# -gt 0 ]; do
