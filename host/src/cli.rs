@@ -23,6 +23,19 @@ pub enum Cmd {
     /// untouched (a file that would change what running VMs have is refused, nothing
     /// changed). Runs until SIGTERM or SIGINT, then removes the sockets.
     Serve { topology: PathBuf },
+    /// Print what the running serve of a topology file reports, as key=value words: its own
+    /// line (topology, pid, workers, reloads) and one line per device (clients connected now,
+    /// setups sent). Fails while no serve runs or before it is ready, so that a script can
+    /// wait on it.
+    Status {
+        topology: PathBuf,
+        /// Only the line of this device (VM.PEER, as in serve's log: mgr.w0, w0.mgr).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this key's value (of the device's line with --device, of serve's without).
+        #[arg(long)]
+        get: Option<String>,
+    },
     /// Plug a worker's channel into the running manager QEMU (add), or unplug it (remove),
     /// over the manager's QMP socket: the device qemu-args gives the manager for that worker.
     /// Add after serve has the worker (its file reloaded); remove before reloading without it.
@@ -100,6 +113,14 @@ mod tests {
                 worker: "w2".into(),
                 qmp: None,
                 timeout_s: 60
+            }
+        );
+        assert_eq!(
+            parse(&["status", "t.toml", "--device", "mgr.w0", "--get", "setups"]).unwrap(),
+            Cmd::Status {
+                topology: "t.toml".into(),
+                device: Some("mgr.w0".into()),
+                get: Some("setups".into())
             }
         );
         assert!(parse(&["hotplug", "plug", "t.toml", "--worker", "w2"]).is_err());
