@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
 use sivshm_host::protocol::recv_message;
-use sivshm_host::service::status;
+use sivshm_host::service::{doorbells, status, store};
 
 /// The setups device `name` sent whole, in status text `s`.
 pub fn setups(s: &str, name: &str) -> Option<u64> {
@@ -281,6 +281,26 @@ pub fn same_eventfd(a: &OwnedFd, b: &OwnedFd) -> bool {
     let same = rustix::io::read(b, &mut buf).is_ok() && u64::from_ne_bytes(buf) == 5;
     drain(a);
     same
+}
+
+/// What serve of topology file `file` puts in systemd's fd store, in its order: every
+/// worker's segment, then every worker's doorbells (`doorbells::fd_names`).
+pub fn fd_store_names(file: &Path) -> Vec<String> {
+    let t = sivshm_host::service::topology_file::TopologyFile::load(file).unwrap();
+    let segments = t
+        .workers
+        .iter()
+        .map(|w| store::segment_name(&t.name, &w.name));
+    let doorbells = t
+        .workers
+        .iter()
+        .flat_map(|w| doorbells::fd_names(&t.name, w));
+    segments.chain(doorbells).collect()
+}
+
+/// The names of `stored`, as `FakeSystemd::until_ready` gives them.
+pub fn names_of(stored: &[(String, OwnedFd)]) -> Vec<String> {
+    stored.iter().map(|(n, _)| n.clone()).collect()
 }
 
 /// A stand-in for systemd's notify socket: a unix datagram socket the test binds.
