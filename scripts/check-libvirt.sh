@@ -67,28 +67,8 @@ trap "exit 143" TERM
 trap "exit 130" INT
 deadline=$((started + 480))
 
-fail() {
-	echo "check-libvirt: $*" >&2
-	mkdir -p "$SIVSHM_ROOT/build/logs/libvirt"
-	for f in "$t"/*.log /var/log/libvirt/qemu/"$prefix"-*.log; do
-		[ -f "$f" ] || continue
-		echo "--- $(basename "$f")" >&2
-		tail -n 25 "$f" >&2
-		cp "$f" "$SIVSHM_ROOT/build/logs/libvirt/"
-	done
-	echo "check-libvirt: $* (logs in build/logs/libvirt/)" >&2
-	exit 1
-}
-# until_deadline WHAT COMMAND...: runs COMMAND until it succeeds, failing the check with
-# "no WHAT" at the deadline.
-until_deadline() {
-	local what=$1
-	shift
-	until "$@"; do
-		[ "$(date +%s)" -lt "$deadline" ] || fail "no $what after $(($(date +%s) - started)) s"
-		sleep 0.2
-	done
-}
+# Fails the check with the logs that explain it (common.sh).
+fail() { check_fail libvirt "$*" "$t"/*.log /var/log/libvirt/qemu/"$prefix"-*.log; }
 # count FILE TEXT: lines of FILE containing TEXT (guest/init's marker lines).
 count() { grep -cF -- "$2" "$1" 2>/dev/null || true; }
 # at_least N COMMAND...: COMMAND prints a number of at least N.

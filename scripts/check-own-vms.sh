@@ -43,30 +43,8 @@ trap cleanup EXIT
 started=$(date +%s)
 deadline=$((started + 420))
 
-# Fails the check with the logs that explain it.
-fail() {
-	echo "check-own-vms: $*" >&2
-	for f in "$t"/*.log; do
-		[ -f "$f" ] || continue
-		echo "--- $(basename "$f")" >&2
-		tail -n 25 "$f" >&2
-	done
-	# The whole logs stay for a look afterwards.
-	mkdir -p "$SIVSHM_ROOT/build/logs/own-vms" && cp "$t"/*.log "$SIVSHM_ROOT/build/logs/own-vms/" 2>/dev/null
-	# Again at the end, where a caller that shows only the last lines sees it.
-	echo "check-own-vms: $* (logs in build/logs/own-vms/)" >&2
-	exit 1
-}
-# until_deadline WHAT COMMAND...: runs COMMAND until it succeeds, failing the check with
-# "no WHAT" at the deadline.
-until_deadline() {
-	local what=$1
-	shift
-	until "$@"; do
-		[ "$(date +%s)" -lt "$deadline" ] || fail "no $what after $(($(date +%s) - started)) s"
-		sleep 0.2
-	done
-}
+# Fails the check with the logs that explain it (common.sh).
+fail() { check_fail own-vms "$*" "$t"/*.log; }
 # status [--device NAME] [--get KEY]: what serve reports (sivshm-host status).
 status() { serve_status "$host" "$t/own.toml" "$@"; }
 # setups DEVICE: setup streams serve sent whole to DEVICE's clients.

@@ -178,6 +178,36 @@ lab_args() {
 		--logdir "$SIVSHM_ROOT/build/logs")
 }
 
+# For the checks that boot VMs by hand (check-own-vms, check-libvirt).
+# check_fail NAME MESSAGE LOG...: fails check NAME with MESSAGE, showing the end of each LOG
+# and keeping them in build/logs/NAME/; MESSAGE again last, where a caller that shows only
+# the last lines sees it.
+check_fail() {
+	local name=$1 msg=$2 f
+	shift 2
+	echo "check-$name: $msg" >&2
+	mkdir -p "$SIVSHM_ROOT/build/logs/$name"
+	for f in "$@"; do
+		[ -f "$f" ] || continue
+		echo "--- $(basename "$f")" >&2
+		tail -n 25 "$f" >&2
+		cp "$f" "$SIVSHM_ROOT/build/logs/$name/"
+	done
+	echo "check-$name: $msg (logs in build/logs/$name/)" >&2
+	exit 1
+}
+# until_deadline WHAT COMMAND...: runs COMMAND until it succeeds, failing the check (the
+# script's `fail`) with "no WHAT" once the script's $deadline (seconds since the epoch) has
+# passed; the time is counted from its $started.
+until_deadline() {
+	local what=$1
+	shift
+	until "$@"; do
+		[ "$(date +%s)" -lt "$deadline" ] || fail "no $what after $(($(date +%s) - started)) s"
+		sleep 0.2
+	done
+}
+
 # What serve reports, read as data: `sivshm-host status FILE` (serve's RUNTIME_DIR/status).
 # serve_status HOST FILE [--device NAME] [--get KEY]: fails while no serve is ready.
 serve_status() {
