@@ -124,10 +124,7 @@ segment_mib = 2
 name = "w1"
 segment_mib = 2
 EOF
-"$host" check-topology "$t/own.toml" >"$t/check-topology.out"
-"$host" serve "$t/own.toml" 2>"$t/serve.log" &
-serve=$!
-until_deadline "status from serve" serve_status "$host" "$t/own.toml"
+start_serve "$host" "$t/own.toml"
 cp "$kernel" "$t/bzImage"
 cp "$initrd" "$t/initramfs.cpio.gz"
 chmod 0644 "$t/bzImage" "$t/initramfs.cpio.gz"

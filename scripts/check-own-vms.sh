@@ -35,7 +35,7 @@ accel=$("$lab" accel --kernel "$kernel" --initrd "$initrd" --cache "$SIVSHM_CACH
 t=$(mktemp -d)
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}" ${serve:+"$serve"}; do kill -9 "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$t"
 }
@@ -68,16 +68,12 @@ segment_mib = 2
 name = "w1"
 segment_mib = 2
 EOF
-"$host" check-topology "$t/own.toml" >"$t/check-topology.out"
 # The file once w2 is added (serve reloads it mid-run).
 cp "$t/own.toml" "$t/own-with-w2.toml"
 printf '\n[[worker]]\nname = "w2"\nsegment_mib = 2\n' >>"$t/own-with-w2.toml"
 
-"$host" serve "$t/own.toml" 2>"$t/serve.log" &
-serve=$!
-pids+=("$serve")
 # serve is the product: it says when it is ready by its status (and to systemd).
-until_deadline "status from serve" status
+start_serve "$host" "$t/own.toml"
 
 # boot VM LOG COMMAND: the user's QEMU command line for VM, its devices from qemu-args; the
 # QEMU's pid in $booted.

@@ -216,6 +216,19 @@ serve_status() {
 	"$host" status "$file" "$@" 2>/dev/null
 }
 
+# start_serve HOST FILE: checks topology FILE, starts `HOST serve FILE` in the background
+# (its log in serve.log beside FILE, its pid in $serve, which the caller's cleanup must stop)
+# and waits (until_deadline) until it reports itself ready.
+start_serve() {
+	local host=$1 file=$2
+	"$host" check-topology "$file" >/dev/null || fail "check-topology refused $file"
+	"$host" serve "$file" 2>"$(dirname "$file")/serve.log" &
+	serve=$!
+	until_deadline "status from serve" serve_ready "$host" "$file"
+}
+# serve_ready HOST FILE: whether the serve of FILE reports itself ready.
+serve_ready() { serve_status "$@" >/dev/null; }
+
 # What the guest programs report, read as data: their SIVSHM-RESULT lines, parsed by the lab
 # (the one parser of results; Documentation/host-and-tests.rst, "Reading results"). Each
 # takes a log, a program, and KEY=VALUE words its lines must have.
