@@ -135,11 +135,9 @@ chmod 0644 "$t/bzImage" "$t/initramfs.cpio.gz"
 # `reboot -f`, which -no-reboot turns into the end of its QEMU (libvirt 9.0 passes none for
 # on_reboot='destroy' and would act only on QEMU's reset event, after the reboot began).
 domain() {
-	local vm=$1 run=$2 xml devices override
-	xml=$("$host" libvirt-xml "$t/own.toml" "$vm")
-	# The first part (after its comment) goes into <devices>, the second into <domain>.
-	devices=$(printf '%s\n' "$xml" | awk '/^<!-- sivshm: the part for <domain>/ { exit } !/^<!--/')
-	override=$(printf '%s\n' "$xml" | awk 'p && !/^<!--/ { print } /^<!-- sivshm: the part for <domain>/ { p = 1 }')
+	local vm=$1 run=$2 devices override
+	devices=$("$host" libvirt-xml "$t/own.toml" "$vm" --part devices)
+	override=$("$host" libvirt-xml "$t/own.toml" "$vm" --part domain)
 	cat <<EOF
 <domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>$prefix-$vm</name>

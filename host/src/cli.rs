@@ -58,7 +58,21 @@ pub enum Cmd {
     /// Print the libvirt elements that connect VM to a served topology: <controller>s and
     /// <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges' window that
     /// makes the shared memory write-back).
-    LibvirtXml { topology: PathBuf, vm: String },
+    LibvirtXml {
+        topology: PathBuf,
+        vm: String,
+        /// Only this part, without its comment line: the elements for <devices>, or the
+        /// <qemu:override> for <domain> (for scripts that put each in place).
+        #[arg(long)]
+        part: Option<LibvirtPart>,
+    },
+}
+
+/// A part of what `libvirt-xml` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibvirtPart {
+    Devices,
+    Domain,
 }
 
 /// What `hotplug` does.
@@ -102,7 +116,8 @@ mod tests {
             parse(&["libvirt-xml", "t.toml", "vm0"]).unwrap(),
             Cmd::LibvirtXml {
                 topology: "t.toml".into(),
-                vm: "vm0".into()
+                vm: "vm0".into(),
+                part: None
             }
         );
         assert_eq!(

@@ -43,6 +43,8 @@ complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand hotplug" -l qmp 
 complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand hotplug" -l timeout-s -d 'How long remove waits for the guest to release the device' -r
 complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand hotplug" -s h -l help -d 'Print help'
 complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand qemu-args" -s h -l help -d 'Print help'
+complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand libvirt-xml" -l part -d 'Only this part, without its comment line: the elements for <devices>, or the <qemu:override> for <domain> (for scripts that put each in place)' -r -f -a "devices\t''
+domain\t''"
 complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand libvirt-xml" -s h -l help -d 'Print help'
 complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand help; and not __fish_seen_subcommand_from check-topology serve status hotplug qemu-args libvirt-xml help" -f -a "check-topology" -d 'Check a topology file (the TOML file `serve` reads) and print every VM\'s devices'
 complete -c sivshm-host -n "__fish_sivshm_host_using_subcommand help; and not __fish_seen_subcommand_from check-topology serve status hotplug qemu-args libvirt-xml help" -f -a "serve" -d 'Serve a topology file to the user\'s own VMs: every segment and eventfd made once, one unix socket per VM device, each QEMU that connects gets its device\'s setup at once. SIGHUP reloads the file: new workers are added, removed ones retired, the others untouched (a file that would change what running VMs have is refused, nothing changed). Runs until SIGTERM or SIGINT, then removes the sockets'

@@ -50,7 +50,9 @@ fn main() -> Result<()> {
             print_lines(vec![done])
         }
         Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
-        Cmd::LibvirtXml { topology, vm } => print_lines(service::cli::libvirt_xml(&topology, &vm)?),
+        Cmd::LibvirtXml { topology, vm, part } => {
+            print_lines(service::cli::libvirt_xml(&topology, &vm, part)?)
+        }
     }
 }
 
