@@ -67,26 +67,23 @@ trap "exit 143" TERM
 trap "exit 130" INT
 deadline=$((started + 480))
 
-fail() {
-	echo "check-libvirt: $*" >&2
-	mkdir -p "$SIVSHM_ROOT/build/logs/libvirt"
-	for f in "$t"/*.log /var/log/libvirt/qemu/"$prefix"-*.log; do
-		[ -f "$f" ] || continue
-		echo "--- $(basename "$f")" >&2
-		tail -n 25 "$f" >&2
-		cp "$f" "$SIVSHM_ROOT/build/logs/libvirt/"
-	done
-	echo "check-libvirt: $* (logs in build/logs/libvirt/)" >&2
-	exit 1
-}
-wait_for() {
-	until grep -qF -- "$2" "$1" 2>/dev/null; do
-		[ "$(date +%s)" -lt "$deadline" ] || fail "no \"$2\" in $(basename "$1") after $(($(date +%s) - started)) s"
-		sleep 0.2
-	done
-}
-# count FILE TEXT: lines of FILE containing TEXT.
+# Fails the check with the logs that explain it (common.sh).
+fail() { check_fail libvirt "$*" "$t"/*.log /var/log/libvirt/qemu/"$prefix"-*.log; }
+# count FILE TEXT: lines of FILE containing TEXT (guest/init's marker lines).
 count() { grep -cF -- "$2" "$1" 2>/dev/null || true; }
+# at_least N COMMAND...: COMMAND prints a number of at least N.
+at_least() {
+	local n=$1 got
+	shift
+	got=$("$@")
+	[ "$got" != none ] && [ "$got" -ge "$n" ]
+}
+# What the programs report, as data (common.sh's result helpers).
+event() { has_result "$t/mgr.log" distribute-manager-event impl=rust "$@"; }
+verified() { result "$t/mgr.log" distribute-manager-progress verified impl=rust index="$1"; }
+manager_left() { results_count "$t/$1.log" distribute-worker-event impl=rust event=manager_left; }
+# setups DEVICE: setup streams serve sent whole to DEVICE's clients (sivshm-host status).
+setups() { serve_status "$host" "$t/own.toml" --device "$1" --get setups || echo none; }
 
 # --- the daemons: the machine's if one answers, else our own --------------------------------
 if virsh uri >/dev/null 2>&1; then
@@ -127,10 +124,7 @@ segment_mib = 2
 name = "w1"
 segment_mib = 2
 EOF
-"$host" check-topology "$t/own.toml" >"$t/check-topology.out"
-"$host" serve "$t/own.toml" 2>"$t/serve.log" &
-serve=$!
-wait_for "$t/serve.log" "serving topology"
+start_serve "$host" "$t/own.toml"
 cp "$kernel" "$t/bzImage"
 cp "$initrd" "$t/initramfs.cpio.gz"
 chmod 0644 "$t/bzImage" "$t/initramfs.cpio.gz"
@@ -141,11 +135,9 @@ chmod 0644 "$t/bzImage" "$t/initramfs.cpio.gz"
 # `reboot -f`, which -no-reboot turns into the end of its QEMU (libvirt 9.0 passes none for
 # on_reboot='destroy' and would act only on QEMU's reset event, after the reboot began).
 domain() {
-	local vm=$1 run=$2 xml devices override
-	xml=$("$host" libvirt-xml "$t/own.toml" "$vm")
-	# The first part (after its comment) goes into <devices>, the second into <domain>.
-	devices=$(printf '%s\n' "$xml" | awk '/^<!-- sivshm: the part for <domain>/ { exit } !/^<!--/')
-	override=$(printf '%s\n' "$xml" | awk 'p && !/^<!--/ { print } /^<!-- sivshm: the part for <domain>/ { p = 1 }')
+	local vm=$1 run=$2 devices override
+	devices=$("$host" libvirt-xml "$t/own.toml" "$vm" --part devices)
+	override=$("$host" libvirt-xml "$t/own.toml" "$vm" --part domain)
 	cat <<EOF
 <domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>$prefix-$vm</name>
@@ -215,37 +207,34 @@ for vm in "${vms[@]}"; do
 done
 
 # 1. w1's device detached from the running manager and attached again.
-wait_for "$t/mgr.log" "manager: worker 1: 10 rounds verified"
+until_deadline "10 rounds of w1 verified" at_least 10 verified 1
 t_detach=$(date +%s)
 virsh detach-device "$prefix-mgr" "$t/mgr-w1.xml" --live >/dev/null || fail "virsh detach-device failed"
-wait_for "$t/mgr.log" "manager: worker 1's device was removed"
+until_deadline "report of w1's device removed" event index=1 event=removed
 echo "# w1's device removed in the guest $(($(date +%s) - t_detach)) s after virsh detach-device began"
 # libvirt has the device gone once the guest released it.
 until ! virsh dumpxml "$prefix-mgr" | grep -q "sivshm-lv$$-mgr-w1"; do
 	[ "$(date +%s)" -lt "$deadline" ] || fail "the detached device is still in the manager's live XML"
 	sleep 0.2
 done
-w0_before=$(count "$t/mgr.log" "manager: worker 0: ")
-wait_for "$t/w1.log" "worker: the manager left"
+w0_before=$(verified 0)
+[ "$w0_before" != none ] || w0_before=0
+until_deadline "report of the manager gone from w1" at_least 1 manager_left w1
 # The manager serves w0 meanwhile: 10 more of its rounds verified while w1 is away.
-until [ "$(count "$t/mgr.log" "manager: worker 0: ")" -ge $((w0_before + 2)) ]; do
-	[ "$(date +%s)" -lt "$deadline" ] || fail "the manager did not serve w0 while w1 was detached"
-	sleep 0.2
-done
+until_deadline "10 more rounds of w0 verified while w1 was detached" \
+	at_least $((w0_before + 10)) verified 0
 echo "# w1 detached after $(($(date +%s) - started)) s; w0 served on"
 virsh attach-device "$prefix-mgr" "$t/mgr-w1.xml" --live >/dev/null || fail "virsh attach-device failed"
-wait_for "$t/mgr.log" "manager: worker 1's device is back"
-wait_for "$t/mgr.log" "manager: worker 1 answered up to round"
-wait_for "$t/w1.log" "worker: a manager attached again"
+until_deadline "report of w1's device back" event index=1 event=back
+until_deadline "report of w1's position" event index=1 event=resumed
+until_deadline "report of a manager back from w1" \
+	has_result "$t/w1.log" distribute-worker-event impl=rust event=manager_back
 echo "# w1 attached again after $(($(date +%s) - started)) s"
 
 # 2. The manager's QEMU killed and its domain started again, once w1 has 10 more rounds
 # verified since it came back.
-w1_back=$(count "$t/mgr.log" "manager: worker 1: ")
-until [ "$(count "$t/mgr.log" "manager: worker 1: ")" -ge $((w1_back + 2)) ]; do
-	[ "$(date +%s)" -lt "$deadline" ] || fail "the manager did not serve w1 after it came back"
-	sleep 0.2
-done
+w1_back=$(verified 1)
+until_deadline "10 more rounds of w1 verified after it came back" at_least $((w1_back + 10)) verified 1
 pid=$(cat "/run/libvirt/qemu/$prefix-mgr.pid")
 kill -9 "$pid"
 until [ "$(virsh domstate "$prefix-mgr")" = "shut off" ]; do
@@ -253,28 +242,19 @@ until [ "$(virsh domstate "$prefix-mgr")" = "shut off" ]; do
 	sleep 0.2
 done
 echo "# manager killed after $(($(date +%s) - started)) s"
-wait_for "$t/w0.log" "worker: the manager left"
-until [ "$(count "$t/w1.log" "worker: the manager left")" -ge 2 ]; do
-	[ "$(date +%s)" -lt "$deadline" ] || fail "w1 did not report its manager gone a second time"
-	sleep 0.2
-done
+until_deadline "report of the manager gone from w0" at_least 1 manager_left w0
+until_deadline "second report of the manager gone from w1" at_least 2 manager_left w1
 virsh start "$prefix-mgr" >/dev/null || fail "virsh start mgr (again) failed"
-for f in mgr w0 w1; do wait_for "$t/$f.log" "SIVSHM-END"; done
+for f in mgr w0 w1; do until_deadline "end of $f's command" ended "$t/$f.log"; done
 echo "# job done after $(($(date +%s) - started)) s"
 
-grep -q "SIVSHM-END rc=0" "$t/mgr.log" || fail "the manager failed"
-grep -q "SIVSHM-END rc=0" "$t/w0.log" || fail "w0 failed"
-grep -q "SIVSHM-END rc=0" "$t/w1.log" || fail "w1 failed"
+ended_ok "$t/mgr.log" || fail "the manager failed"
+ended_ok "$t/w0.log" || fail "w0 failed"
+ended_ok "$t/w1.log" || fail "w1 failed"
 [ "$(count "$t/mgr.log" SIVSHM-BOOTED)" = 2 ] || fail "the manager did not boot exactly twice"
 for w in w0 w1; do
 	[ "$(count "$t/$w.log" SIVSHM-BOOTED)" = 1 ] || fail "$w restarted"
 done
-result() {
-	local log=$1 program=$2 key=$3 picks=()
-	shift 3
-	for p in "$@"; do picks+=(--pick "$p"); done
-	"$lab" results "$log" --program "$program" "${picks[@]}" --get "$key" 2>/dev/null || echo none
-}
 for i in 0 1; do
 	w=w$i
 	# The worker got every round once, in order, each matching the manager's checksum.
@@ -294,24 +274,18 @@ for i in 0 1; do
 		fail "$w: the restarted manager took over after round $after and verified $verified"
 	[ "$(mr status)" = ok ] || fail "$w: status $(mr status)"
 done
-# Every device of every VM is write-back (guest/init's SIVSHM-MEMTYPE lines).
+# Every device of every VM is write-back (guest/init's memtype results).
 for vm in "${vms[@]}"; do
-	n=$(count "$t/$vm.log" "SIVSHM-MEMTYPE ")
-	[ "$n" -ge 1 ] || fail "$vm: no memory type reported"
-	bad=$(grep '^SIVSHM-MEMTYPE ' "$t/$vm.log" | grep -v 'driver=write-back pat=write-back' || true)
-	[ -z "$bad" ] || fail "$vm: not write-back: $bad"
+	why=$(all_write_back "$t/$vm.log") || fail "$vm: $why"
 done
-# serve set up the manager's device for w1 three times (boot, attach, restart) and w0's
-# twice; the workers' once.
-[ "$(grep -c '^serve: mgr.w1: pid .*connected: sent its setup' "$t/serve.log")" = 3 ] ||
-	fail "serve did not send mgr.w1's setup three times"
-[ "$(grep -c '^serve: mgr.w0: pid .*connected: sent its setup' "$t/serve.log")" = 2 ] ||
-	fail "serve did not send mgr.w0's setup twice"
+# As serve reports it: the manager's device for w1 set up three times (boot, attach,
+# restart) and w0's twice; the workers' once.
+[ "$(setups mgr.w1)" = 3 ] || fail "serve sent mgr.w1's setup $(setups mgr.w1) times, not three"
+[ "$(setups mgr.w0)" = 2 ] || fail "serve sent mgr.w0's setup $(setups mgr.w0) times, not twice"
 for w in w0 w1; do
-	[ "$(grep -c "^serve: $w.mgr: pid .*connected: sent its setup" "$t/serve.log")" = 1 ] ||
-		fail "$w's device was set up again"
+	[ "$(setups $w.mgr)" = 1 ] || fail "$w's device was set up $(setups $w.mgr) times"
 done
-grep -h "^manager: \|^worker: " "$t/mgr.log" "$t/w1.log" | grep -v "rounds verified$" || true
+for log in "$t/mgr.log" "$t/w1.log"; do "$lab" results "$log" --program distribute-manager-event; done
 
 # Nothing left behind: the domains go, serve removes its sockets.
 for vm in "${vms[@]}"; do

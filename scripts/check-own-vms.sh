@@ -35,7 +35,7 @@ accel=$("$lab" accel --kernel "$kernel" --initrd "$initrd" --cache "$SIVSHM_CACH
 t=$(mktemp -d)
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}" ${serve:+"$serve"}; do kill -9 "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$t"
 }
@@ -43,40 +43,12 @@ trap cleanup EXIT
 started=$(date +%s)
 deadline=$((started + 420))
 
-# Fails the check with the logs that explain it.
-fail() {
-	echo "check-own-vms: $*" >&2
-	for f in "$t"/*.log; do
-		[ -f "$f" ] || continue
-		echo "--- $(basename "$f")" >&2
-		tail -n 25 "$f" >&2
-	done
-	# The whole logs stay for a look afterwards.
-	mkdir -p "$SIVSHM_ROOT/build/logs/own-vms" && cp "$t"/*.log "$SIVSHM_ROOT/build/logs/own-vms/" 2>/dev/null
-	# Again at the end, where a caller that shows only the last lines sees it.
-	echo "check-own-vms: $* (logs in build/logs/own-vms/)" >&2
-	exit 1
-}
-# until_deadline WHAT COMMAND...: runs COMMAND until it succeeds, failing the check with
-# "no WHAT" at the deadline.
-until_deadline() {
-	local what=$1
-	shift
-	until "$@"; do
-		[ "$(date +%s)" -lt "$deadline" ] || fail "no $what after $(($(date +%s) - started)) s"
-		sleep 0.2
-	done
-}
-# The guest's init marks the end of the VM's command with a line SIVSHM-END rc=N.
-ended() { grep -q 'SIVSHM-END rc=' "$1" 2>/dev/null; }
-# has_result LOG PROGRAM [KEY=VALUE...]: LOG has a SIVSHM-RESULT line of PROGRAM with those
-# values (read by the lab, the one parser of results).
-has_result() {
-	local log=$1 program=$2 picks=()
-	shift 2
-	for p in "$@"; do picks+=(--pick "$p"); done
-	[ -n "$("$lab" results "$log" --program "$program" "${picks[@]}" 2>/dev/null)" ]
-}
+# Fails the check with the logs that explain it (common.sh).
+fail() { check_fail own-vms "$*" "$t"/*.log; }
+# status [--device NAME] [--get KEY]: what serve reports (sivshm-host status).
+status() { serve_status "$host" "$t/own.toml" "$@"; }
+# setups DEVICE: setup streams serve sent whole to DEVICE's clients.
+setups() { status --device "$1" --get setups || echo none; }
 
 cat >"$t/own.toml" <<EOF
 name = "own"
@@ -96,16 +68,12 @@ segment_mib = 2
 name = "w1"
 segment_mib = 2
 EOF
-"$host" check-topology "$t/own.toml" >"$t/check-topology.out"
 # The file once w2 is added (serve reloads it mid-run).
 cp "$t/own.toml" "$t/own-with-w2.toml"
 printf '\n[[worker]]\nname = "w2"\nsegment_mib = 2\n' >>"$t/own-with-w2.toml"
 
-"$host" serve "$t/own.toml" 2>"$t/serve.log" &
-serve=$!
-pids+=("$serve")
-# serve is the product: it says when it is ready on its log (or to systemd).
-until_deadline "\"serving topology own\" in serve.log" grep -qF "serving topology own" "$t/serve.log"
+# serve is the product: it says when it is ready by its status (and to systemd).
+start_serve "$host" "$t/own.toml"
 
 # boot VM LOG COMMAND: the user's QEMU command line for VM, its devices from qemu-args; the
 # QEMU's pid in $booted.
@@ -151,11 +119,12 @@ echo "# w1 killed after $(($(date +%s) - started)) s"
 # plugged in over QMP, w2's QEMU started. w0 and the manager see nothing of it but w2.
 cp "$t/own-with-w2.toml" "$t/own.toml"
 kill -HUP "$serve"
-until_deadline "serve's reload adding w2" \
-	grep -qF "serve: reloaded $t/own.toml: added w2, removed none" "$t/serve.log"
+reloaded_w2() { [ "$(status --get reloads)/$(status --get workers)" = 1/w0,w1,w2 ]; }
+until_deadline "serve's reload adding w2" reloaded_w2
 "$host" hotplug add "$t/own.toml" --worker w2 >"$t/hotplug.out" 2>&1 ||
 	fail "hotplug add w2: $(cat "$t/hotplug.out")"
-grep -qF "device sivshm-w2 at $w2_bdf" "$t/hotplug.out" || fail "hotplug add w2 said: $(cat "$t/hotplug.out")"
+# Where the device landed is proven below: the manager, told to serve w2 at $w2_bdf, must
+# verify every batch of w2's.
 echo "# w2 added and plugged into the manager after $(($(date +%s) - started)) s"
 boot w2 "$t/w2.log" "sivshm-distribute worker --only-device --timeout 240"
 until_deadline "report of w1 stopped from the manager" \
@@ -167,22 +136,15 @@ for log in mgr w0 w1-second w2; do
 done
 echo "# manager done after $(($(date +%s) - started)) s"
 
-grep -q "SIVSHM-END rc=0" "$t/mgr.log" || fail "the manager failed"
-grep -q "SIVSHM-END rc=0" "$t/w0.log" || fail "w0 failed"
-grep -q "SIVSHM-END rc=0" "$t/w2.log" || fail "w2, added by a reload and hot-plugged, failed"
-grep -q "SIVSHM-END rc=0" "$t/w1-second.log" || fail "the restarted w1 failed"
+ended_ok "$t/mgr.log" || fail "the manager failed"
+ended_ok "$t/w0.log" || fail "w0 failed"
+ended_ok "$t/w2.log" || fail "w2, added by a reload and hot-plugged, failed"
+ended_ok "$t/w1-second.log" || fail "the restarted w1 failed"
 # The manager was never restarted: its one QEMU, started first, booted once and ended by
 # itself when the run was done.
 [ "$(grep -c SIVSHM-BOOTED "$t/mgr.log")" = 1 ] || fail "the manager booted more than once"
 wait "$mgr" || fail "the manager's QEMU exited with $?"
-# What the programs report as data (SIVSHM-RESULT lines, parsed by the lab): result LOG
-# PROGRAM KEY [KEY=VALUE...] prints KEY of PROGRAM's last result (with those values) in LOG.
-result() {
-	local log=$1 program=$2 key=$3 picks=()
-	shift 3
-	for p in "$@"; do picks+=(--pick "$p"); done
-	"$lab" results "$log" --program "$program" "${picks[@]}" --get "$key" 2>/dev/null || echo none
-}
+# What the programs report as data (SIVSHM-RESULT lines, parsed by the lab: `result`).
 mgr_result() { result "$t/mgr.log" distribute-manager "$1" impl=rust; }
 [ "$(mgr_result verified)/$(mgr_result batches)" = 180/180 ] ||
 	fail "not every batch was verified ($(mgr_result verified) of $(mgr_result batches))"
@@ -202,31 +164,18 @@ mw=$(mgr_result wakeups) mr=$(mgr_result rings) ww=$(w1_result woken)
 [ "$ww" != none ] && [ "$ww" -gt 0 ] || fail "the new w1 was never woken by a doorbell"
 # Every device of every VM, wired as qemu-args prints it, is write-back (guest/init's
 # SIVSHM-MEMTYPE lines: the driver's GET_INFO and the PAT's pat_memtype_list).
-# memtypes LOG [KEY=VALUE...]: how many devices LOG reports (with those values).
-memtypes() {
-	local log=$1 picks=()
-	shift
-	for p in "$@"; do picks+=(--pick "$p"); done
-	"$lab" results "$log" --program memtype "${picks[@]}" | wc -l
-}
 for log in "$t/mgr.log" "$t/w0.log" "$t/w1-second.log" "$t/w2.log"; do
-	n=$(memtypes "$log")
-	[ "$n" -ge 1 ] || fail "$(basename "$log"): no memory type reported"
-	[ "$(memtypes "$log" driver=write-back pat=write-back)" = "$n" ] ||
-		fail "$(basename "$log"): not write-back: $("$lab" results "$log" --program memtype)"
+	why=$(all_write_back "$log") || fail "$(basename "$log"): $why"
 done
-[ "$(memtypes "$t/mgr.log")" = 2 ] || fail "the manager did not report both devices' memory type"
-# serve gave w1's device its setup twice, and nothing to anyone else for it.
-[ "$(grep -c '^serve: w1.mgr: pid .*connected: sent its setup' "$t/serve.log")" = 2 ] ||
-	fail "serve did not send w1's setup twice"
-[ "$(grep -c '^serve: mgr.w1: pid .*connected: sent its setup' "$t/serve.log")" = 1 ] ||
-	fail "the manager's device for w1 was set up again"
+[ "$(results_count "$t/mgr.log" memtype)" = 2 ] || fail "the manager did not report both devices' memory type"
+# As serve reports it: w1's device got its setup twice, and nothing else was sent for it.
+[ "$(setups w1.mgr)" = 2 ] || fail "serve sent w1's setup $(setups w1.mgr) times, not twice"
+[ "$(setups mgr.w1)" = 1 ] || fail "the manager's device for w1 was set up $(setups mgr.w1) times"
 # The reload touched no running device: the manager's device for w0 was set up once, and
-# its device for w2 once, by the hot-plug.
-[ "$(grep -c '^serve: mgr.w0: pid .*connected: sent its setup' "$t/serve.log")" = 1 ] ||
-	fail "the manager's device for w0 was set up again"
-[ "$(grep -c '^serve: mgr.w2: pid .*connected: sent its setup (peer id 0, peer w2 id 3,' "$t/serve.log")" = 1 ] ||
-	fail "the manager's hot-plugged device for w2 was not set up once"
+# its device for w2 (peer id 3) once, by the hot-plug.
+[ "$(setups mgr.w0)" = 1 ] || fail "the manager's device for w0 was set up $(setups mgr.w0) times"
+[ "$(setups mgr.w2)/$(status --device mgr.w2 --get peer_id)" = 1/3 ] ||
+	fail "the manager's hot-plugged device for w2: $(status --device mgr.w2)"
 # Every one of w2's batches verified: the manager's report for worker index 2.
 w2_ok=$(result "$t/mgr.log" distribute-manager-worker verified impl=rust index=2)
 [ "$w2_ok" = 60 ] || fail "the manager verified $w2_ok of w2's 60 batches"

@@ -178,6 +178,89 @@ lab_args() {
 		--logdir "$SIVSHM_ROOT/build/logs")
 }
 
+# For the checks that boot VMs by hand (check-own-vms, check-libvirt).
+# check_fail NAME MESSAGE LOG...: fails check NAME with MESSAGE, showing the end of each LOG
+# and keeping them in build/logs/NAME/; MESSAGE again last, where a caller that shows only
+# the last lines sees it.
+check_fail() {
+	local name=$1 msg=$2 f
+	shift 2
+	echo "check-$name: $msg" >&2
+	mkdir -p "$SIVSHM_ROOT/build/logs/$name"
+	for f in "$@"; do
+		[ -f "$f" ] || continue
+		echo "--- $(basename "$f")" >&2
+		tail -n 25 "$f" >&2
+		cp "$f" "$SIVSHM_ROOT/build/logs/$name/"
+	done
+	echo "check-$name: $msg (logs in build/logs/$name/)" >&2
+	exit 1
+}
+# until_deadline WHAT COMMAND...: runs COMMAND until it succeeds, failing the check (the
+# script's `fail`) with "no WHAT" once the script's $deadline (seconds since the epoch) has
+# passed; the time is counted from its $started.
+until_deadline() {
+	local what=$1
+	shift
+	until "$@"; do
+		[ "$(date +%s)" -lt "$deadline" ] || fail "no $what after $(($(date +%s) - started)) s"
+		sleep 0.2
+	done
+}
+
+# What serve reports, read as data: `sivshm-host status FILE` (serve's RUNTIME_DIR/status).
+# serve_status HOST FILE [--device NAME] [--get KEY]: fails while no serve is ready.
+serve_status() {
+	local host=$1 file=$2
+	shift 2
+	"$host" status "$file" "$@" 2>/dev/null
+}
+
+# start_serve HOST FILE: checks topology FILE, starts `HOST serve FILE` in the background
+# (its log in serve.log beside FILE, its pid in $serve, which the caller's cleanup must stop)
+# and waits (until_deadline) until it reports itself ready.
+start_serve() {
+	local host=$1 file=$2
+	"$host" check-topology "$file" >/dev/null || fail "check-topology refused $file"
+	"$host" serve "$file" 2>"$(dirname "$file")/serve.log" &
+	serve=$!
+	until_deadline "status from serve" serve_ready "$host" "$file"
+}
+# serve_ready HOST FILE: whether the serve of FILE reports itself ready.
+serve_ready() { serve_status "$@" >/dev/null; }
+
+# What the guest programs report, read as data: their SIVSHM-RESULT lines, parsed by the lab
+# (the one parser of results; Documentation/host-and-tests.rst, "Reading results"). Each
+# takes a log, a program, and KEY=VALUE words its lines must have.
+# result LOG PROGRAM KEY [KEY=VALUE...]: KEY of the last such line, or "none".
+result() {
+	local log=$1 program=$2 key=$3 picks=()
+	shift 3
+	for p in "$@"; do picks+=(--pick "$p"); done
+	"$LAB" results "$log" --program "$program" "${picks[@]}" --get "$key" 2>/dev/null || echo none
+}
+# results_count LOG PROGRAM [KEY=VALUE...]: how many such lines.
+results_count() {
+	local log=$1 program=$2 picks=()
+	shift 2
+	for p in "$@"; do picks+=(--pick "$p"); done
+	"$LAB" results "$log" --program "$program" "${picks[@]}" 2>/dev/null | wc -l
+}
+# has_result LOG PROGRAM [KEY=VALUE...]: whether there is one.
+has_result() { [ "$(results_count "$@")" -gt 0 ]; }
+# The guest's init marks the end of the VM's command with a line SIVSHM-END rc=N.
+ended() { grep -q 'SIVSHM-END rc=' "$1" 2>/dev/null; }
+ended_ok() { grep -qE 'SIVSHM-END rc=0([^0-9]|$)' "$1" 2>/dev/null; }
+# all_write_back LOG: every device LOG reports a memory type for (guest/init's memtype
+# results) is write-back, as the driver and the PAT say; fails with what it found otherwise.
+all_write_back() {
+	local n
+	n=$(results_count "$1" memtype)
+	[ "$n" -ge 1 ] || { echo "no memory type reported"; return 1; }
+	[ "$(results_count "$1" memtype driver=write-back pat=write-back)" = "$n" ] ||
+		{ echo "not write-back: $("$LAB" results "$1" --program memtype)"; return 1; }
+}
+
 # The set-up sequence: installs what is missing, builds the guests and the lab
 # (sivshm-lab), and sets LAB_ARGS (see lab_args).
 prepare_lab() {

@@ -23,6 +23,19 @@ pub enum Cmd {
     /// untouched (a file that would change what running VMs have is refused, nothing
     /// changed). Runs until SIGTERM or SIGINT, then removes the sockets.
     Serve { topology: PathBuf },
+    /// Print what the running serve of a topology file reports, as key=value words: its own
+    /// line (topology, pid, workers, reloads) and one line per device (clients connected now,
+    /// setups sent). Fails while no serve runs or before it is ready, so that a script can
+    /// wait on it.
+    Status {
+        topology: PathBuf,
+        /// Only the line of this device (VM.PEER, as in serve's log: mgr.w0, w0.mgr).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this key's value (of the device's line with --device, of serve's without).
+        #[arg(long)]
+        get: Option<String>,
+    },
     /// Plug a worker's channel into the running manager QEMU (add), or unplug it (remove),
     /// over the manager's QMP socket: the device qemu-args gives the manager for that worker.
     /// Add after serve has the worker (its file reloaded); remove before reloading without it.
@@ -45,7 +58,21 @@ pub enum Cmd {
     /// Print the libvirt elements that connect VM to a served topology: <controller>s and
     /// <shmem>s for <devices>, then a <qemu:override> for <domain> (the bridges' window that
     /// makes the shared memory write-back).
-    LibvirtXml { topology: PathBuf, vm: String },
+    LibvirtXml {
+        topology: PathBuf,
+        vm: String,
+        /// Only this part, without its comment line: the elements for <devices>, or the
+        /// <qemu:override> for <domain> (for scripts that put each in place).
+        #[arg(long)]
+        part: Option<LibvirtPart>,
+    },
+}
+
+/// A part of what `libvirt-xml` prints.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LibvirtPart {
+    Devices,
+    Domain,
 }
 
 /// What `hotplug` does.
@@ -89,7 +116,8 @@ mod tests {
             parse(&["libvirt-xml", "t.toml", "vm0"]).unwrap(),
             Cmd::LibvirtXml {
                 topology: "t.toml".into(),
-                vm: "vm0".into()
+                vm: "vm0".into(),
+                part: None
             }
         );
         assert_eq!(
@@ -100,6 +128,14 @@ mod tests {
                 worker: "w2".into(),
                 qmp: None,
                 timeout_s: 60
+            }
+        );
+        assert_eq!(
+            parse(&["status", "t.toml", "--device", "mgr.w0", "--get", "setups"]).unwrap(),
+            Cmd::Status {
+                topology: "t.toml".into(),
+                device: Some("mgr.w0".into()),
+                get: Some("setups".into())
             }
         );
         assert!(parse(&["hotplug", "plug", "t.toml", "--worker", "w2"]).is_err());

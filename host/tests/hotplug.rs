@@ -111,9 +111,8 @@ fn a_worker_added_by_a_reload_is_plugged_into_the_running_manager() {
     let file = d.join("it.toml");
     let qlog = d.join("qemu.log");
     let mut q = manager(&file, &qlog);
-    let qemu_pid = q.0.id();
     let booted = state(&qmp, &mut q, &qlog);
-    s.wait_for_log("serve: mgr.w0: pid");
+    s.wait_for_setups("mgr.w0", 1);
     assert!(booted.0.contains(&"sivshm-w0".to_string()), "{booted:?}");
 
     // Not in the file yet; in the file but serve not reloaded.
@@ -142,10 +141,9 @@ fn a_worker_added_by_a_reload_is_plugged_into_the_running_manager() {
         "worker w1's channel plugged into manager mgr: device sivshm-w1 at 0000:00:05.0 \
          (worker peer id 2)"
     );
-    s.wait_for_log(&format!("serve: mgr.w1: pid {qemu_pid} uid"));
-    assert!(s
-        .log()
-        .contains("(peer id 0, peer w1 id 2, 2 vector(s), 2 MiB, 7 messages)"));
+    s.wait_for_setups("mgr.w1", 1);
+    assert_eq!(s.device("mgr.w1", "peer_id"), Some(2));
+    assert_eq!(s.device("mgr.w1", "clients"), Some(1));
     let plugged = state(&qmp, &mut q, &qlog);
     assert!(plugged.0.contains(&"sivshm-w1".to_string()), "{plugged:?}");
     assert!(plugged.1.contains(&"sivshm-w1".to_string()), "{plugged:?}");

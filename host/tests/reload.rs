@@ -88,7 +88,8 @@ fn a_reload_adds_and_removes_workers_and_the_others_see_nothing() {
 
     // Removing the rest but w0 (no one connected to w2 and w3 any more).
     drop((m2, w2));
-    s.wait_for_logged("disconnected", 2);
+    s.wait_for_clients("mgr.w2", 0);
+    s.wait_for_clients("w2.mgr", 0);
     let third = format!("{}{}", header(d), worker("w0", 2, "vectors = 2\n"));
     let line = s.reload(&third, 2);
     assert!(line.contains("added none, removed w2, w3"), "{line}");
@@ -184,7 +185,7 @@ fn a_reload_that_running_vms_would_notice_is_refused_and_changes_nothing() {
 
     // w0 removed with w1 keeping its id: accepted once no one is connected to w0.
     drop(mgr);
-    s.wait_for_logged(" disconnected", 1);
+    s.wait_for_clients("mgr.w0", 0);
     let kept = format!("{}{}", header(d), worker("w1", 1, "id = 2\n"));
     let line = s.reload(&kept, cases.len() + 1);
     assert!(line.contains("added none, removed w0"), "{line}");

@@ -86,20 +86,7 @@ fn a_serve_started_with_the_fd_store_reuses_its_segments() {
         .spawn()
         .unwrap();
     let stored = systemd.until_ready();
-    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "it-w0",
-            "it-w1",
-            "it-w0.manager.0",
-            "it-w0.manager.1",
-            "it-w0.worker.0",
-            "it-w0.worker.1",
-            "it-w1.manager.0",
-            "it-w1.worker.0",
-        ]
-    );
+    assert_eq!(common::names_of(&stored), common::fd_store_names(&file));
     let run = dir.path().join("run");
     let w0 = connect(&run.join("w0.mgr.sock"), 2);
     rustix::io::pwrite(&w0.shm, b"kept by systemd", 8192).unwrap();

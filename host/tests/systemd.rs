@@ -82,19 +82,9 @@ fn serve_tells_systemd_it_is_ready_once_every_socket_listens() {
     let _ = child.wait();
     let log = fs::read_to_string(dir.path().join("serve.log")).unwrap();
     assert_eq!(connected, [true; 4], "{log}");
-    let names: Vec<&str> = stored.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
-        names,
-        [
-            "it-w0",
-            "it-w1",
-            "it-w0.manager.0",
-            "it-w0.manager.1",
-            "it-w0.worker.0",
-            "it-w0.worker.1",
-            "it-w1.manager.0",
-            "it-w1.worker.0"
-        ],
+        common::names_of(&stored),
+        common::fd_store_names(&file),
         "{log}"
     );
     let sizes: Vec<i64> = stored[..2]

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use sivshm_host::pci::MAX_WORKERS;
 
 use crate::cli::{BenchWhat, DemoArgs, GuestArgs, Measure, Mode};
+use crate::run_file::RunFile;
 use crate::{bench, compare, console, ivshmem_server, layout, realise, scale, scenarios, wiring};
 use sivshm_host::segments::PageSize;
 

@@ -19,6 +19,7 @@ mod progress;
 mod qemu;
 mod realise;
 mod replot;
+mod run_file;
 mod scale;
 mod scenarios;
 mod setup_socket;

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use crate::run_file::RunFile;
 use crate::{bench, realise, wiring};
 
 /// The tables of the run in `from` (as the bench prints them, or with `rst` as

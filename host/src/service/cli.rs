@@ -6,15 +6,21 @@ use anyhow::Result;
 
 use super::config;
 use super::topology_file::TopologyFile;
+use crate::cli::LibvirtPart;
 
 /// `sivshm-host qemu-args FILE VM`.
 pub fn qemu_args(path: &Path, vm: &str) -> Result<Vec<String>> {
     config::qemu_args(&TopologyFile::load(path)?, vm)
 }
 
-/// `sivshm-host libvirt-xml FILE VM`.
-pub fn libvirt_xml(path: &Path, vm: &str) -> Result<Vec<String>> {
-    config::libvirt_xml(&TopologyFile::load(path)?, vm)
+/// `sivshm-host libvirt-xml FILE VM [--part devices|domain]`.
+pub fn libvirt_xml(path: &Path, vm: &str, part: Option<LibvirtPart>) -> Result<Vec<String>> {
+    let t = TopologyFile::load(path)?;
+    match part {
+        None => config::libvirt_xml(&t, vm),
+        Some(LibvirtPart::Devices) => config::libvirt_devices(&t, vm),
+        Some(LibvirtPart::Domain) => config::libvirt_domain(&t, vm),
+    }
 }
 
 /// `sivshm-host check-topology FILE`: checks the file and prints every VM's devices.

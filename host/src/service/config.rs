@@ -134,8 +134,40 @@ fn controller_alias(index: u8) -> String {
 /// bridge's `pref64-reserve`, which libvirt 9.0's `<controller>` cannot express; libvirt
 /// knows the bridge by its alias `pci.INDEX`.
 pub fn libvirt_xml(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
-    let devices = devices_of(t, vm)?;
     let mut out = vec![LIBVIRT_DEVICES_PART.to_string()];
+    out.extend(libvirt_devices(t, vm)?);
+    out.push(libvirt_override_part());
+    out.extend(libvirt_domain(t, vm)?);
+    Ok(out)
+}
+
+/// The part of [`libvirt_xml`] for `<domain>` itself, without its comment line.
+pub fn libvirt_domain(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
+    let devices = devices_of(t, vm)?;
+    let mut out = vec!["<qemu:override>".to_string()];
+    for k in bridges(&devices) {
+        out.extend([
+            format!(
+                "  <qemu:device alias='{}'>",
+                controller_alias(bridge_bus(k))
+            ),
+            "    <qemu:frontend>".into(),
+            format!(
+                "      <qemu:property name='pref64-reserve' type='unsigned' \
+                 value='{BRIDGE_PREF64_RESERVE}'/>"
+            ),
+            "    </qemu:frontend>".into(),
+            "  </qemu:device>".into(),
+        ]);
+    }
+    out.push("</qemu:override>".into());
+    Ok(out)
+}
+
+/// The part of [`libvirt_xml`] for the domain's `<devices>`, without its comment line.
+pub fn libvirt_devices(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
+    let devices = devices_of(t, vm)?;
+    let mut out = Vec::new();
     for k in bridges(&devices) {
         out.extend([
             format!(
@@ -167,24 +199,6 @@ pub fn libvirt_xml(t: &TopologyFile, vm: &str) -> Result<Vec<String>> {
             "</shmem>".into(),
         ]);
     }
-    out.push(libvirt_override_part());
-    out.push("<qemu:override>".into());
-    for k in bridges(&devices) {
-        out.extend([
-            format!(
-                "  <qemu:device alias='{}'>",
-                controller_alias(bridge_bus(k))
-            ),
-            "    <qemu:frontend>".into(),
-            format!(
-                "      <qemu:property name='pref64-reserve' type='unsigned' \
-                 value='{BRIDGE_PREF64_RESERVE}'/>"
-            ),
-            "    </qemu:frontend>".into(),
-            "  </qemu:device>".into(),
-        ]);
-    }
-    out.push("</qemu:override>".into());
     Ok(out)
 }
 
@@ -248,6 +262,20 @@ mod tests {
             x.contains("<server path='/srv/my vms,it&apos;s/w0.m.sock'/>"),
             "{x}"
         );
+    }
+
+    #[test]
+    fn libvirt_xml_is_its_two_parts_each_after_its_comment() {
+        let t = topo("/run/sivshm/lab");
+        let devices = libvirt_devices(&t, "m").unwrap();
+        let domain = libvirt_domain(&t, "m").unwrap();
+        let mut whole = vec![LIBVIRT_DEVICES_PART.to_string()];
+        whole.extend(devices.iter().cloned());
+        whole.push(libvirt_override_part());
+        whole.extend(domain.iter().cloned());
+        assert_eq!(libvirt_xml(&t, "m").unwrap(), whole);
+        assert!(!devices.iter().chain(&domain).any(|l| l.starts_with("<!--")));
+        assert_eq!(domain[0], "<qemu:override>");
     }
 
     #[test]

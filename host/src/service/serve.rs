@@ -21,27 +21,20 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
-use rustix::net::{
-    accept_with, bind, listen, socket_with, AddressFamily, SocketAddrUnix, SocketFlags, SocketType,
-};
 
 use super::devices::DeviceSpec;
 use super::doorbells;
 use super::owner::{self, Ids};
 use super::runtime_dir::RuntimeDir;
+use super::status::{self, Status};
 use super::store::{self, Places, Segment, Stored};
 use super::topology_file::{TopologyFile, Worker};
-use crate::protocol::{buffer_for, send_message, setup_messages, Message, PeerVectors};
-
-/// Clients one device serves at once: a restarting QEMU overlaps its predecessor briefly;
-/// more than this is refused, so that no client can make serve run out of fds.
-pub const MAX_CLIENTS_PER_DEVICE: usize = 4;
+use crate::protocol::{setup_messages, Message, PeerVectors};
 
 /// How serve treats its clients.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +103,8 @@ fn worker_of(d: &DeviceSpec) -> &str {
 struct Served {
     spec: DeviceSpec,
     listener: OwnedFd,
+    /// Setup streams sent whole since the device was added (`status`).
+    setups: u64,
 }
 
 /// Where serve keeps its segments across restarts (`store`).
@@ -133,17 +128,6 @@ impl Keeping {
     }
 }
 
-/// One accepted client.
-struct Client {
-    device: usize,
-    fd: OwnedFd,
-    /// Messages of the stream sent so far, and in all.
-    sent: usize,
-    total: usize,
-    accepted: Instant,
-    who: String,
-}
-
 /// The served topology.
 pub struct Server {
     topo: TopologyFile,
@@ -157,6 +141,10 @@ pub struct Server {
     ids: Ids,
     places: Places,
     notify: Option<String>,
+    /// Reloads applied and refused, and the status file as last written (`status`).
+    reloads: u64,
+    refused: u64,
+    published: String,
     _dir: RuntimeDir,
 }
 
@@ -214,6 +202,9 @@ impl Server {
             ids,
             places: keeping.places,
             notify,
+            reloads: 0,
+            refused: 0,
+            published: String::new(),
             _dir: dir,
         };
         let specs = server.topo.devices();
@@ -223,7 +214,11 @@ impl Server {
         // Pushed one by one: a failure on the way removes the sockets bound so far (Drop).
         for spec in specs {
             let listener = listener(&spec.socket, ids)?;
-            server.devices.push(Served { spec, listener });
+            server.devices.push(Served {
+                spec,
+                listener,
+                setups: 0,
+            });
         }
         let t = &server.topo;
         let line = format!(
@@ -234,6 +229,7 @@ impl Server {
             t.runtime_dir.display()
         );
         (server.log)(line);
+        server.publish();
         Ok(server)
     }
 
@@ -251,22 +247,7 @@ impl Server {
         reload: Option<(BorrowedFd<'_>, &Path)>,
     ) -> Result<()> {
         loop {
-            let now = Instant::now();
-            // Clients that did not take their stream in time.
-            let late: Vec<usize> = (0..self.clients.len())
-                .filter(|&i| {
-                    let c = &self.clients[i];
-                    c.sent < c.total && now >= c.accepted + self.options.send_timeout
-                })
-                .collect();
-            for i in late.into_iter().rev() {
-                let c = &self.clients[i];
-                let why = format!(
-                    "took {} of its {} setup messages in {:?}: it does not read",
-                    c.sent, c.total, self.options.send_timeout
-                );
-                self.drop_client(i, &why);
-            }
+            self.drop_late();
             let deadline = self
                 .clients
                 .iter()
@@ -328,135 +309,8 @@ impl Server {
                     self.reload_file(path);
                 }
             }
+            self.publish();
         }
-    }
-
-    fn accept(&mut self, device: usize) {
-        loop {
-            let fd = match accept_with(
-                &self.devices[device].listener,
-                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            ) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::AGAIN) => return,
-                Err(rustix::io::Errno::INTR | rustix::io::Errno::CONNABORTED) => continue,
-                Err(e) => {
-                    let line = format!("{}: accept failed: {e}", self.name(device));
-                    (self.log)(line);
-                    return;
-                }
-            };
-            let who = match rustix::net::sockopt::socket_peercred(&fd) {
-                Ok(c) => format!("pid {} uid {}", c.pid.as_raw_nonzero(), c.uid.as_raw()),
-                Err(_) => "a client".into(),
-            };
-            let serving = self.clients.iter().filter(|c| c.device == device).count();
-            if serving >= MAX_CLIENTS_PER_DEVICE {
-                let line = format!(
-                    "{}: {who} refused: {serving} clients already connected",
-                    self.name(device)
-                );
-                (self.log)(line);
-                continue;
-            }
-            let total = match self.stream(device) {
-                Ok(m) => m.len(),
-                Err(e) => {
-                    let line = format!("{}: {who}: no stream: {e:#}", self.name(device));
-                    (self.log)(line);
-                    continue;
-                }
-            };
-            let want = match self.options.sndbuf_cap {
-                Some(cap) => buffer_for(total).min(cap),
-                None => buffer_for(total),
-            };
-            use rustix::net::sockopt;
-            if self.options.sndbuf_cap.is_some()
-                || sockopt::set_socket_send_buffer_size_force(&fd, want).is_err()
-            {
-                let _ = sockopt::set_socket_send_buffer_size(&fd, want);
-            }
-            self.clients.push(Client {
-                device,
-                fd,
-                sent: 0,
-                total,
-                accepted: Instant::now(),
-                who,
-            });
-            self.pump(self.clients.len() - 1);
-        }
-    }
-
-    /// Sends what the client's socket takes of the rest of its stream.
-    fn pump(&mut self, i: usize) {
-        let c = &self.clients[i];
-        let d = &self.devices[c.device].spec;
-        let msgs = match self.stream(c.device) {
-            Ok(m) => m,
-            Err(e) => {
-                let why = format!("no stream: {e:#}");
-                self.drop_client(i, &why);
-                return;
-            }
-        };
-        let mut sent = c.sent;
-        let mut failed = None;
-        while sent < msgs.len() {
-            match send_message(&c.fd, &msgs[sent]) {
-                Ok(()) => sent += 1,
-                Err(rustix::io::Errno::AGAIN) => break,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        let line = (sent == msgs.len() && c.sent < msgs.len()).then(|| {
-            format!(
-                "{}: {} connected: sent its setup (peer id {}, peer {} id {}, {} vector(s), \
-                 {} MiB, {} messages)",
-                self.name(c.device),
-                c.who,
-                d.own_id,
-                d.peer,
-                d.peer_id,
-                d.vectors,
-                d.segment_size >> 20,
-                msgs.len()
-            )
-        });
-        drop(msgs);
-        self.clients[i].sent = sent;
-        if let Some(e) = failed {
-            self.drop_client(i, &format!("sending its setup failed ({e})"));
-        } else if let Some(line) = line {
-            (self.log)(line);
-        }
-    }
-
-    /// The client's socket is readable: it closed, failed, or sent something.
-    fn read_client(&mut self, i: usize) {
-        let mut buf = [0u8; 256];
-        let why = match rustix::io::read(&self.clients[i].fd, &mut buf) {
-            Ok(0) => "disconnected".to_string(),
-            Ok(n) => format!("sent {n} byte(s), but clients must not send anything"),
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
-            Err(e) => format!("connection error ({e})"),
-        };
-        self.drop_client(i, &why);
-    }
-
-    fn drop_client(&mut self, i: usize, why: &str) {
-        let c = self.clients.remove(i);
-        let closed = if why == "disconnected" {
-            String::new()
-        } else {
-            "; dropped".into()
-        };
-        let line = format!("{}: {} {why}{closed}", self.name(c.device), c.who);
-        (self.log)(line);
     }
 
     /// How log lines name device `d`.
@@ -475,6 +329,43 @@ impl Server {
         ch.stream(spec)
     }
 
+    /// Writes the status file if what it says changed: once every socket listens, then after
+    /// each round of events. A failure is logged; serving goes on.
+    fn publish(&mut self) {
+        let status = Status {
+            serve: status::Serve {
+                topology: self.topo.name.clone(),
+                pid: std::process::id(),
+                workers: self.topo.workers.iter().map(|w| w.name.clone()).collect(),
+                reloads: self.reloads,
+                refused: self.refused,
+            },
+            devices: (0..self.devices.len())
+                .map(|d| {
+                    let spec = &self.devices[d].spec;
+                    status::Device {
+                        name: self.name(d),
+                        vm: spec.vm.clone(),
+                        peer: spec.peer.clone(),
+                        own_id: spec.own_id,
+                        peer_id: spec.peer_id,
+                        bdf: spec.bdf(),
+                        clients: self.clients.iter().filter(|c| c.device == d).count(),
+                        setups: self.devices[d].setups,
+                    }
+                })
+                .collect(),
+        };
+        let text = status.render();
+        if text == self.published {
+            return;
+        }
+        match status.write(&self.topo.runtime_dir) {
+            Ok(()) => self.published = text,
+            Err(e) => (self.log)(format!("status not written: {e:#}")),
+        }
+    }
+
     /// The topology served now.
     pub fn topology(&self) -> &TopologyFile {
         &self.topo
@@ -484,6 +375,7 @@ impl Server {
 impl Drop for Server {
     /// The sockets go; the segments and eventfds go with their last fd.
     fn drop(&mut self) {
+        Status::remove(&self.topo.runtime_dir);
         for d in &self.devices {
             let _ = std::fs::remove_file(&d.spec.socket);
         }
@@ -507,48 +399,6 @@ fn segment_line(seg: &Segment, w: &Worker, notify: Option<&str>) -> Result<Strin
         }
     }
     Ok(line)
-}
-
-/// Removes the socket a serve that died left at `path` (holding the lock, whatever socket is
-/// there is such); anything else there is an error.
-fn remove_stale(path: &Path, log: &mut Box<dyn FnMut(String) + Send>) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-            log(format!("removed stale socket {}", path.display()));
-            Ok(())
-        }
-        Ok(_) => bail!(
-            "{} exists and is not a socket: refusing to replace it",
-            path.display()
-        ),
-        Err(_) => Ok(()),
-    }
-}
-
-/// A unix socket at `path`, `0660` and owned as `ids` say before it accepts anyone.
-fn listener(path: &Path, ids: Ids) -> Result<OwnedFd> {
-    let fd = socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )
-    .context("socket")?;
-    let addr = SocketAddrUnix::new(path).with_context(|| format!("{}", path.display()))?;
-    bind(&fd, &addr).with_context(|| format!("binding {}", path.display()))?;
-    let ready = (|| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-            .context("chmod 0660")?;
-        std::os::unix::fs::chown(path, ids.uid, ids.gid)
-            .with_context(|| format!("chown to uid {:?} gid {:?}", ids.uid, ids.gid))?;
-        listen(&fd, 16).context("listen")
-    })();
-    if let Err(e) = ready {
-        let _ = std::fs::remove_file(path);
-        return Err(e.context(format!("{}", path.display())));
-    }
-    Ok(fd)
 }
 
 /// `sivshm-host serve TOPOLOGY`: serves until `stop` becomes readable (the binary makes it
@@ -576,7 +426,13 @@ pub fn main(path: &Path, stop: BorrowedFd<'_>, reload: BorrowedFd<'_>) -> Result
     result
 }
 
+mod clients;
 mod reload;
+mod sockets;
+
+use clients::Client;
+pub use clients::MAX_CLIENTS_PER_DEVICE;
+use sockets::{listener, remove_stale};
 
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
 use sivshm_host::protocol::recv_message;
+use sivshm_host::service::{doorbells, status, store};
+
+/// The setups device `name` sent whole, in status text `s`.
+pub fn setups(s: &str, name: &str) -> Option<u64> {
+    status::query(s, Some(name), Some("setups")).ok()?[0]
+        .parse()
+        .ok()
+}
 
 /// A manager `mgr` and workers `w0` (2 vectors) and `w1` (1 vector), sockets owned by the
 /// user running the test (so that it passes as any user).
@@ -82,9 +90,54 @@ impl Serve {
             dir: dir.to_path_buf(),
             stderr,
         };
-        s.wait_for_log("serving topology it");
+        s.wait_for_status("serve ready", |_| true);
         s.check_alive();
         s
+    }
+
+    /// What serve reports now (`sivshm-host status`), if it is ready; found by the runtime
+    /// directory, which every test's topology `it` shares (its file may be one serve refuses).
+    pub fn status(&self) -> Option<String> {
+        status::read_dir("it", &self.dir.join("run")).ok()
+    }
+
+    /// Until serve's status satisfies `done`, within 10 s.
+    pub fn wait_for_status(&mut self, what: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.status().is_some_and(|s| done(&s)) {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("serve exited ({st}) before {what}:\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within 10 s: status {:?}, log:\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `key` of device `name`'s status line (`None` before serve is ready).
+    pub fn device(&self, name: &str, key: &str) -> Option<u64> {
+        let text = self.status()?;
+        status::query(&text, Some(name), Some(key)).ok()?[0]
+            .parse()
+            .ok()
+    }
+
+    /// Until device `name` has sent `n` setup streams whole.
+    pub fn wait_for_setups(&mut self, name: &str, n: u64) {
+        let got = |s: &str| setups(s, name) == Some(n);
+        self.wait_for_status(&format!("{n} setup(s) of {name}"), got);
+    }
+
+    /// Until device `name` has `n` clients connected.
+    pub fn wait_for_clients(&mut self, name: &str, n: u64) {
+        let got = |s: &str| {
+            status::query(s, Some(name), Some("clients")).is_ok_and(|v| v[0] == n.to_string())
+        };
+        self.wait_for_status(&format!("{n} client(s) of {name}"), got);
     }
 
     pub fn socket(&self, name: &str) -> PathBuf {
@@ -125,11 +178,15 @@ impl Serve {
     }
 
     /// Writes `text` as the topology file and reloads it (`SIGHUP`); serve's log line about
-    /// it, the `n`th reload.
+    /// it, the `n`th reload (applied or refused, as its status counts them).
     pub fn reload(&mut self, text: &str, n: usize) -> String {
         fs::write(self.dir.join("it.toml"), text).unwrap();
         self.signal(Signal::HUP);
-        self.wait_for_logged("serve: reload", n);
+        let done = |s: &str| {
+            let count = |k| status::query(s, None, Some(k)).map_or(0, |v| v[0].parse().unwrap());
+            count("reloads") + count("refused") == n
+        };
+        self.wait_for_status(&format!("reload {n}"), done);
         self.check_alive();
         self.log()
             .lines()
@@ -224,6 +281,26 @@ pub fn same_eventfd(a: &OwnedFd, b: &OwnedFd) -> bool {
     let same = rustix::io::read(b, &mut buf).is_ok() && u64::from_ne_bytes(buf) == 5;
     drain(a);
     same
+}
+
+/// What serve of topology file `file` puts in systemd's fd store, in its order: every
+/// worker's segment, then every worker's doorbells (`doorbells::fd_names`).
+pub fn fd_store_names(file: &Path) -> Vec<String> {
+    let t = sivshm_host::service::topology_file::TopologyFile::load(file).unwrap();
+    let segments = t
+        .workers
+        .iter()
+        .map(|w| store::segment_name(&t.name, &w.name));
+    let doorbells = t
+        .workers
+        .iter()
+        .flat_map(|w| doorbells::fd_names(&t.name, w));
+    segments.chain(doorbells).collect()
+}
+
+/// The names of `stored`, as `FakeSystemd::until_ready` gives them.
+pub fn names_of(stored: &[(String, OwnedFd)]) -> Vec<String> {
+    stored.iter().map(|(n, _)| n.clone()).collect()
 }
 
 /// A stand-in for systemd's notify socket: a unix datagram socket the test binds.

@@ -2,13 +2,11 @@
 //! (schema [`SCHEMA`], Documentation/results-json.rst) and what its tables and plot are made
 //! from, both in the run that measured and by `sivshm-lab plot --from FILE` later.
 
-use std::path::Path;
-
-use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::table::Probe;
 use super::ProbeOptions;
+use crate::run_file::RunFile;
 
 /// The `schema` member: changes when a member is removed, renamed or changes its type or
 /// meaning; members may be added without a change.
@@ -58,27 +56,14 @@ pub struct ChannelRun {
     pub probes: Vec<Probe>,
 }
 
-impl ChannelRun {
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a channel run is plain data")
-    }
+impl ChannelRun {}
 
-    /// A run read back; a file of another schema is refused, naming it.
-    pub fn from_json(text: &str) -> Result<ChannelRun> {
-        let run: ChannelRun =
-            serde_json::from_str(text).context("not a channel benchmark run (schema 1)")?;
-        ensure!(
-            run.schema == SCHEMA,
-            "schema {:?}, not {SCHEMA:?}",
-            run.schema
-        );
-        Ok(run)
-    }
+impl RunFile for ChannelRun {
+    const SCHEMA: &'static str = SCHEMA;
+    const WHAT: &'static str = "a channel benchmark run";
 
-    /// Writes the run to `path`.
-    pub fn write(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json() + "\n")
-            .with_context(|| format!("writing {}", path.display()))
+    fn schema(&self) -> &str {
+        &self.schema
     }
 }
 

@@ -10,6 +10,7 @@ use crate::layout::{Layout, Roles, Topology};
 use crate::net;
 use crate::pair::channel;
 use crate::qemu::{run_all, Finished, Machine, Vm};
+use crate::run_file::RunFile;
 use sivshm_host::pci::PciSlot;
 use sivshm_host::segments::{self, PageSize};
 

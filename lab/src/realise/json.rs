@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::table::{header, medians, prepare_row, row, Sample};
 use super::{Options, Wiring};
+use crate::run_file::RunFile;
 
 /// The `schema` member: changes when a member is removed, renamed or changes its type or
 /// meaning; members may be added without a change.
@@ -30,6 +31,15 @@ pub struct RealiseRun {
     pub samples: Vec<Sample>,
 }
 
+impl RunFile for RealiseRun {
+    const SCHEMA: &'static str = SCHEMA;
+    const WHAT: &'static str = "a realise benchmark run";
+
+    fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
 impl RealiseRun {
     pub fn new(o: &Options, samples: Vec<Sample>) -> RealiseRun {
         RealiseRun {
@@ -41,27 +51,6 @@ impl RealiseRun {
             modes: o.wirings(),
             samples,
         }
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a realise run is plain data")
-    }
-
-    /// A run read back; a file of another schema is refused, naming it.
-    pub fn from_json(text: &str) -> Result<RealiseRun> {
-        let run: RealiseRun =
-            serde_json::from_str(text).context("not a realise benchmark run (schema 1)")?;
-        ensure!(
-            run.schema == SCHEMA,
-            "schema {:?}, not {SCHEMA:?}",
-            run.schema
-        );
-        Ok(run)
-    }
-
-    pub fn write(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json() + "\n")
-            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// The table (header, a row per count, then the preparation lines), as the bench prints

@@ -1,6 +1,7 @@
 //! Unit tests of `realise`.
 
 use super::*;
+use crate::run_file::RunFile;
 use clap::Parser;
 
 #[derive(Parser)]

@@ -77,9 +77,9 @@ fn the_hotplug_scenario_plugs_behind_a_bridge_and_runs_the_guest_side_in_order()
     let order = [
         "--workers 0000:00:04.0,0000:01:01.0 --late",
         "sivshm_hotplug -t appears",
-        "wait_out worker.1:.16.rounds.verified",
+        "wait_out SIVSHM-RESULT.distribute-manager-progress.impl=rust.index=1.verified=16",
         "echo SIVSHM-HOT''PLUG del 0000:01:01.0",
-        "wait_out device.was.removed.after",
+        "wait_out SIVSHM-RESULT.distribute-manager-event.impl=rust.index=1.event=removed",
         "sivshm_hotplug -t appears",
         "sivshm_hotplug -t unplug_with_live_users",
         "sivshm_hotplug -t churn",

@@ -5,31 +5,15 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use super::tests::pair;
+use super::tests;
 use super::*;
 
 const SEC: Option<Duration> = Some(Duration::from_secs(5));
 
+/// The two sides of a channel over `len` bytes, and a window on its memory.
 fn open(len: usize, config: Config) -> (Channel, Channel, Window) {
-    let p = pair(len);
-    let m = Channel::new(
-        p.map.clone(),
-        0,
-        len,
-        Role::Manager,
-        p.manager_links.clone(),
-        config.clone(),
-    )
-    .unwrap();
-    let w = Channel::new(
-        p.map.clone(),
-        0,
-        len,
-        Role::Worker,
-        p.worker_links.clone(),
-        config,
-    )
-    .unwrap();
+    let p = tests::pair(len);
+    let (m, w) = tests::open(&p, len, config);
     (m, w, Window::new(p.map, 0, len).unwrap())
 }
 
@@ -100,59 +84,8 @@ fn a_batch_of_a_sixteenth_of_the_ring_is_published_without_a_flush() {
 /// every third message only: every sleep of the receiver must still end.
 #[test]
 fn batched_commits_never_lose_a_wake_up() {
-    let config = Config {
-        reply_ring_bytes: Some(256),
-        check_interval: Duration::from_secs(3600),
-        spin: Duration::ZERO,
-        spin_max: Duration::ZERO,
-        peer_timeout: Duration::from_secs(3600),
-        attach_timeout: Duration::from_millis(200),
-        ..Config::default()
-    };
-    let (mut m, mut w, _) = open(4096 + 1024, config);
-    let n = 30_000u32;
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let worker = std::thread::spawn(move || {
-        for i in 0..n {
-            let msg = w.recv(None).unwrap();
-            let mut b = [0u8; 4];
-            msg.read(0, &mut b).unwrap();
-            assert_eq!(u32::from_le_bytes(b), i);
-            msg.release().unwrap();
-            if i % 7 == 0 {
-                w.send(&i.to_le_bytes(), None).unwrap();
-            }
-        }
-        done_tx.send(w.stats()).unwrap();
-    });
-    let manager = std::thread::spawn(move || {
-        let mut acks = 0u32;
-        for i in 0..n {
-            let len = 4 + (i as usize * 13) % 200;
-            let mut r = m.reserve(len, None).unwrap();
-            r.write(0, &i.to_le_bytes()).unwrap();
-            r.commit_batched().unwrap();
-            if i % 3 == 2 {
-                m.flush().unwrap();
-            }
-            while let Some(msg) = m.try_recv().unwrap() {
-                msg.release().unwrap();
-                acks += 1;
-            }
-        }
-        while acks < n.div_ceil(7) {
-            m.recv(None).unwrap().release().unwrap();
-            acks += 1;
-        }
-        m.stats()
-    });
-    let ws = done_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a wake-up was lost: the exchange hung");
-    worker.join().unwrap();
-    let ms = manager.join().unwrap();
-    assert_eq!(ws.received, u64::from(n));
-    assert_eq!(ms.received, u64::from(n.div_ceil(7)));
+    let (m, w, _) = open(4096 + 1024, tests::sleepy());
+    tests::exchange_never_losing_a_wake_up(m, w, |r| r.commit_batched().unwrap(), |i| i % 3 == 2);
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn quick() -> Config {
     }
 }
 
-fn open(p: &Pair, len: usize, config: Config) -> (Channel, Channel) {
+pub(super) fn open(p: &Pair, len: usize, config: Config) -> (Channel, Channel) {
     let m = Channel::new(
         p.map.clone(),
         0,
@@ -741,20 +741,30 @@ fn a_streaming_consumer_keeps_polling_between_messages() {
     );
 }
 
-/// No lost wake-up: the sides sleep with no periodic look (an hour between liveness looks),
-/// so one missed doorbell hangs the exchange and the watchdog fails the test.
-#[test]
-fn ping_pong_through_full_rings_never_loses_a_wake_up() {
-    let p = pair(4096 + 1024);
-    let config = Config {
+/// How the sides of [`exchange_never_losing_a_wake_up`] are configured: they sleep with no
+/// spinning and no periodic look (an hour between liveness looks), and the reply ring is
+/// small, so that the rings run full.
+pub(super) fn sleepy() -> Config {
+    Config {
         reply_ring_bytes: Some(256),
         check_interval: Duration::from_secs(3600),
         spin: Duration::ZERO,
         spin_max: Duration::ZERO,
         peer_timeout: Duration::from_secs(3600),
         ..quick()
-    };
-    let (mut m, mut w) = open(&p, 4096 + 1024, config);
+    }
+}
+
+/// No lost wake-up: 30,000 messages of varying size from the manager (each committed by
+/// `commit`, the ring flushed after those for which `flush_after` says so) to the worker,
+/// which answers every seventh, both sides sleeping when there is nothing to do ([`sleepy`]).
+/// One missed doorbell hangs the exchange, and the watchdog fails the test.
+pub(super) fn exchange_never_losing_a_wake_up(
+    mut m: Channel,
+    mut w: Channel,
+    commit: fn(Reservation<'_>),
+    flush_after: fn(u32) -> bool,
+) {
     let n = 30_000u32;
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
@@ -776,8 +786,10 @@ fn ping_pong_through_full_rings_never_loses_a_wake_up() {
             let len = 4 + (i as usize * 13) % 200;
             let mut r = m.reserve(len, None).unwrap();
             r.write(0, &i.to_le_bytes()).unwrap();
-            r.commit().unwrap();
-            m.flush().unwrap();
+            commit(r);
+            if flush_after(i) {
+                m.flush().unwrap();
+            }
             while let Some(msg) = m.try_recv().unwrap() {
                 msg.release().unwrap();
                 acks += 1;
@@ -796,6 +808,13 @@ fn ping_pong_through_full_rings_never_loses_a_wake_up() {
     let ms = manager.join().unwrap();
     assert_eq!(ws.received, u64::from(n));
     assert_eq!(ms.received, u64::from(n.div_ceil(7)));
+}
+
+#[test]
+fn ping_pong_through_full_rings_never_loses_a_wake_up() {
+    let p = pair(4096 + 1024);
+    let (m, w) = open(&p, 4096 + 1024, sleepy());
+    exchange_never_losing_a_wake_up(m, w, |r| r.commit().unwrap(), |_| true);
 }
 
 #[test]

@@ -312,6 +312,7 @@ fn appear(i: usize, w: &mut Worker, o: &Options, open_late: &mut Opener<'_>) -> 
              to round {})",
             w.next - 1
         );
+        event(i, "back", w.acked);
         w.takeover = Takeover::Ask;
     } else if ch.resumed() {
         println!(
@@ -338,6 +339,7 @@ fn unless_removed<T>(i: usize, w: &mut Worker, o: &Options, r: Result<T>) -> Res
                  the others until it is back",
                 w.acked
             );
+            event(i, "removed", w.acked);
             w.ch = None;
             w.takeover = Takeover::No;
             Ok(None)
@@ -493,6 +495,11 @@ fn step(i: usize, w: &mut Worker, o: &Options) -> Result<bool> {
                 w.acked += 1;
                 if o.progress > 0 && w.acked.is_multiple_of(o.progress) {
                     println!("manager: worker {i}: {} rounds verified", w.acked);
+                    println!(
+                        "SIVSHM-RESULT distribute-manager-progress impl=rust index={i} \
+                         verified={}",
+                        w.acked
+                    );
                 }
             }
             // A successor answering again what its predecessor answered but did not release.
@@ -554,6 +561,7 @@ fn take_over_at(i: usize, w: &mut Worker, o: &Options, last: u64) -> Result<()> 
         "manager: worker {i} answered up to round {last}; carrying on from round {}",
         last + 1
     );
+    event(i, "resumed", w.acked);
     Ok(())
 }
 

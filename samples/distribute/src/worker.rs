@@ -80,12 +80,20 @@ pub fn run(
                     "worker: the manager left ({e}) after round {last}; waiting for it to come \
                      back"
                 );
+                println!(
+                    "SIVSHM-RESULT distribute-worker-event impl=rust event=manager_left \
+                     round={last}"
+                );
                 wait_for_manager(&mut ch, timeout)?;
                 manager_back += 1;
                 println!(
                     "worker: a manager attached again (its restart {}); carrying on after round \
                      {last}",
                     ch.stats().peer_restarts
+                );
+                println!(
+                    "SIVSHM-RESULT distribute-worker-event impl=rust event=manager_back \
+                     round={last}"
                 );
                 continue;
             }

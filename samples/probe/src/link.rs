@@ -119,19 +119,53 @@ fn tcp_link(stream: TcpStream, timeout: Duration) -> Result<TcpLink> {
     Ok(StreamLink::new(reader, stream))
 }
 
-/// Connects to `addr`, retrying until `timeout`: the peer VM boots alongside this one and
-/// may not listen yet.
-pub fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpLink> {
+/// Calls `connect` until it succeeds, every 100 ms for `timeout` (the peer VM boots alongside
+/// this one and may not listen yet); its last error names `to`.
+pub(crate) fn connect_retrying<S>(
+    to: &str,
+    timeout: Duration,
+    mut connect: impl FnMut() -> io::Result<S>,
+) -> Result<S> {
     let deadline = Instant::now() + timeout;
-    let stream = loop {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-            Ok(s) => break s,
+    loop {
+        match connect() {
+            Ok(s) => return Ok(s),
             Err(e) if Instant::now() >= deadline => {
-                return Err(e).with_context(|| format!("connecting to {addr} for {timeout:?}"))
+                return Err(e).with_context(|| format!("connecting to {to} for {timeout:?}"))
             }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
-    };
+    }
+}
+
+/// Calls `accept` on a non-blocking listener until a connection comes, for `timeout`; `on`
+/// names the listener in errors.
+pub(crate) fn accept_within<S>(
+    on: &str,
+    timeout: Duration,
+    mut accept: impl FnMut() -> io::Result<S>,
+) -> Result<S> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match accept() {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if Instant::now() >= deadline {
+                    bail!("nobody connected on {on} within {timeout:?}");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).with_context(|| format!("accepting on {on}")),
+        }
+    }
+}
+
+/// Connects to `addr`, retrying until `timeout`: the peer VM boots alongside this one and
+/// may not listen yet.
+pub fn tcp_connect(addr: SocketAddr, timeout: Duration) -> Result<TcpLink> {
+    let stream = connect_retrying(&addr.to_string(), timeout, || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+    })?;
     tcp_link(stream, timeout)
 }
 
@@ -143,19 +177,10 @@ pub fn tcp_accept(addr: SocketAddr, timeout: Duration) -> Result<TcpLink> {
 
 pub fn tcp_accept_on(listener: &TcpListener, timeout: Duration) -> Result<TcpLink> {
     listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + timeout;
-    let stream = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    bail!("nobody connected within {timeout:?}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e).context("accepting"),
-        }
-    };
+    let on = listener
+        .local_addr()
+        .map_or_else(|_| "a TCP listener".into(), |a| a.to_string());
+    let (stream, _) = accept_within(&on, timeout, || listener.accept())?;
     stream.set_nonblocking(false)?;
     tcp_link(stream, timeout)
 }

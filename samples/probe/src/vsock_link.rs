@@ -7,13 +7,12 @@
 //! did that, to no avail); the benchmark streams vsock below 4 KiB only (`sivshm-lab`'s
 //! `bench::VSOCK_MAX_SIZE`).
 
-use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 
-use crate::link::StreamLink;
+use crate::link::{accept_within, connect_retrying, StreamLink};
 
 pub type VsockLink = StreamLink<VsockStream, VsockStream>;
 
@@ -30,18 +29,9 @@ fn vsock_link(stream: VsockStream, timeout: Duration) -> Result<VsockLink> {
 /// transport in the guest, the kernel sends a connection to any context id through the
 /// guest's virtio-vsock device, whose backend forwards it to the sibling.)
 pub fn vsock_connect(cid: u32, port: u32, timeout: Duration) -> Result<VsockLink> {
-    let deadline = Instant::now() + timeout;
     let addr = VsockAddr::new(cid, port);
-    let stream = loop {
-        match VsockStream::connect(&addr) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() >= deadline => {
-                return Err(e)
-                    .with_context(|| format!("connecting to vsock {cid}:{port} for {timeout:?}"))
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
-        }
-    };
+    let to = format!("vsock {cid}:{port}");
+    let stream = connect_retrying(&to, timeout, || VsockStream::connect(&addr))?;
     vsock_link(stream, timeout)
 }
 
@@ -50,19 +40,8 @@ pub fn vsock_accept(port: u32, timeout: Duration) -> Result<VsockLink> {
     let listener = VsockListener::bind(&VsockAddr::new(VMADDR_CID_ANY, port))
         .with_context(|| format!("listening on vsock port {port}"))?;
     listener.set_nonblocking(true)?;
-    let deadline = Instant::now() + timeout;
-    let stream = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    bail!("nobody connected on vsock port {port} within {timeout:?}");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e).context("accepting on vsock"),
-        }
-    };
+    let on = format!("vsock port {port}");
+    let (stream, _) = accept_within(&on, timeout, || listener.accept())?;
     stream.set_nonblocking(false)?;
     vsock_link(stream, timeout)
 }

@@ -1,6 +1,6 @@
 //! `sivshm-host`: what users install and the systemd unit runs. It checks a topology file,
 //! serves it to the user's own VMs, and prints the QEMU arguments or libvirt elements that
-//! connect a VM to it, and plugs a new worker's channel into the running manager. Only parses the command line (defined in `sivshm_host::cli`) and
+//! connect a VM to it, reports what a running serve does, and plugs a new worker's channel into the running manager. Only parses the command line (defined in `sivshm_host::cli`) and
 //! dispatches to the library (`sivshm_host`); the test guests and benchmarks are the lab's
 //! (`sivshm-lab`).
 
@@ -17,6 +17,18 @@ fn main() -> Result<()> {
             let stop = sivshm_host::stop::SignalPipe::new()?;
             let reload = sivshm_host::stop::SignalPipe::reload()?;
             service::serve::main(&topology, stop.fd(), reload.fd())
+        }
+        Cmd::Status {
+            topology,
+            device,
+            get,
+        } => {
+            let text = service::status::read(&topology)?;
+            print_lines(service::status::query(
+                &text,
+                device.as_deref(),
+                get.as_deref(),
+            )?)
         }
         Cmd::Hotplug {
             action,
@@ -38,7 +50,9 @@ fn main() -> Result<()> {
             print_lines(vec![done])
         }
         Cmd::QemuArgs { topology, vm } => print_lines(service::cli::qemu_args(&topology, &vm)?),
-        Cmd::LibvirtXml { topology, vm } => print_lines(service::cli::libvirt_xml(&topology, &vm)?),
+        Cmd::LibvirtXml { topology, vm, part } => {
+            print_lines(service::cli::libvirt_xml(&topology, &vm, part)?)
+        }
     }
 }
 

@@ -109,6 +109,11 @@ impl Server {
         tell(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"), &self.notify);
         let r = TopologyFile::load(path).and_then(|t| self.reload(t));
         let ok = r.is_ok();
+        if ok {
+            self.reloads += 1;
+        } else {
+            self.refused += 1;
+        }
         let line = match r {
             Ok(r) => format!(
                 "reloaded {}: added {}, removed {}; a manager and {} worker(s)",
@@ -207,6 +212,7 @@ impl Server {
                         .remove(&spec.socket)
                         .expect("made for each added"),
                     spec,
+                    setups: 0,
                 },
             };
             self.devices.push(served);

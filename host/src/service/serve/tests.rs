@@ -1,6 +1,8 @@
 //! Unit tests of `serve`.
 
 use super::*;
+use std::os::unix::fs::PermissionsExt;
+
 use crate::protocol::{recv_message, PROTOCOL_VERSION};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
