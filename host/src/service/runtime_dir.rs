@@ -3,12 +3,15 @@
 //!
 //! `RUNTIME_DIR/serve.lock` holds an exclusive `flock` for as long as `serve` runs, and its
 //! pid. The kernel releases the lock however the process ends (`SIGKILL` included), so a
-//! stale lock never blocks a restart; the file itself stays.
+//! stale lock never blocks a restart; the file itself stays. `sivshm-host status` takes the
+//! lock shared for a moment to learn whether a serve runs; a serve that starts meanwhile
+//! waits for it (up to a quarter of a second) rather than take the reader for another serve.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rustix::fs::{flock, FlockOperation};
@@ -22,6 +25,11 @@ pub struct RuntimeDir {
 
 /// Name of the lock file.
 pub const LOCK_FILE: &str = "serve.lock";
+
+/// How long [`RuntimeDir::lock`] keeps trying a lock that is taken: `sivshm-host status`
+/// (`status::read_dir`) takes it shared for the moment it reads, a serve for as long as it
+/// runs.
+const READER_GRACE: Duration = Duration::from_millis(250);
 
 impl RuntimeDir {
     /// Creates `path` if needed and takes its lock for topology `name`. The directory is
@@ -79,7 +87,14 @@ impl RuntimeDir {
             .mode(0o644)
             .open(&lock_path)
             .with_context(|| format!("opening {}", lock_path.display()))?;
-        if let Err(e) = flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+        // A status reader holds the lock shared for the moment it reads: wait that out.
+        let deadline = Instant::now() + READER_GRACE;
+        let mut taken = flock(&lock, FlockOperation::NonBlockingLockExclusive);
+        while taken == Err(rustix::io::Errno::WOULDBLOCK) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            taken = flock(&lock, FlockOperation::NonBlockingLockExclusive);
+        }
+        if let Err(e) = taken {
             if e == rustix::io::Errno::WOULDBLOCK {
                 let mut pid = String::new();
                 let _ = lock.read_to_string(&mut pid);
@@ -127,6 +142,25 @@ mod tests {
         );
         drop(first);
         let _again = RuntimeDir::lock(&rd, "t", Ids::default()).unwrap();
+    }
+
+    /// `sivshm-host status` takes the lock shared for the moment it reads: a serve starting
+    /// meanwhile waits for it instead of taking it for another serve (a flaky start seen in
+    /// the tests, which poll the status while serve starts).
+    #[test]
+    fn a_status_reader_holding_the_lock_does_not_stop_a_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let rd = dir.path().join("r");
+        drop(RuntimeDir::lock(&rd, "t", Ids::default()).unwrap());
+        let reader = File::open(rd.join(LOCK_FILE)).unwrap();
+        flock(&reader, FlockOperation::NonBlockingLockShared).unwrap();
+        let let_go = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(reader);
+        });
+        let started = RuntimeDir::lock(&rd, "t", Ids::default());
+        let_go.join().unwrap();
+        assert!(started.is_ok(), "{:#}", started.err().unwrap());
     }
 
     #[test]
