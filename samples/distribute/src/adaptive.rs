@@ -61,6 +61,34 @@ pub trait Segments {
     fn retire(&mut self) -> Result<()>;
     /// Bytes of segment memory held now.
     fn held(&self) -> usize;
+    /// Waits until what was retired is gone (in VMs: unplugged), before the run ends.
+    fn settle(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Who decides the segment's size.
+#[derive(Clone, Debug)]
+pub enum Plan {
+    /// Nobody: a fixed segment.
+    Fixed,
+    /// The policy, from what the ring shows (`adapt`).
+    Policy(Policy),
+    /// A script (tests): after every `every` batches the next of `sizes`, whatever the load.
+    Script { every: u64, sizes: VecDeque<usize> },
+}
+
+impl Plan {
+    fn sent(&mut self, batch: u64, full: bool, in_flight: usize) -> Option<usize> {
+        match self {
+            Plan::Fixed => None,
+            Plan::Policy(p) => p.sent(full, in_flight),
+            Plan::Script { every, sizes } if *every > 0 && batch.is_multiple_of(*every) => {
+                sizes.pop_front()
+            }
+            Plan::Script { .. } => None,
+        }
+    }
 }
 
 /// What the manager's run did.
@@ -97,11 +125,11 @@ impl Held {
 }
 
 /// The manager: sends `load` over a channel on `first` (a segment `segs` made), resizing as
-/// `policy` says (`None`: a fixed segment), and checks every answer.
+/// `plan` says, and checks every answer.
 pub fn manager(
     first: Channel,
     segs: &mut dyn Segments,
-    mut policy: Option<Policy>,
+    mut plan: Plan,
     load: &[Phase],
     timeout: Duration,
 ) -> Result<Outcome> {
@@ -140,7 +168,7 @@ pub fn manager(
                 sent.push_back((o.batches, sum, phase.bytes));
                 let in_flight: usize = sent.iter().map(|s| s.2 + BATCH_HEADER + 8).sum();
                 // A size the policy chose while a move was under way waits for its end.
-                if let Some(w) = policy.as_mut().and_then(|p| p.sent(full, in_flight)) {
+                if let Some(w) = plan.sent(o.batches, full, in_flight) {
                     want = Some(w);
                 }
                 if retire && !m.draining() {
@@ -163,12 +191,12 @@ pub fn manager(
             }
         }
     }
-    m.send(&batches::done(o.batches), Some(timeout))?;
+    // Every answer, then the end of a move under way and its old segment's retirement:
+    // the worker is told Done only once its VM has nothing more to let go.
     while !sent.is_empty() {
         let a = m.recv(Some(timeout)).context("waiting for answers")?;
         check(a, &mut sent, &mut o)?;
     }
-    // The worker's mark on the old channel, if it moved last: nothing more is due.
     let deadline = Instant::now() + timeout;
     while m.draining() {
         answers(&mut m, &mut sent, &mut o)?;
@@ -180,6 +208,9 @@ pub fn manager(
     if retire {
         segs.retire()?;
     }
+    segs.settle()?;
+    m.send(&batches::done(o.batches), Some(timeout))?;
+    m.flush()?;
     held.note(segs.held());
     o.elapsed = start.elapsed();
     o.held_avg = held.integral / o.elapsed.as_secs_f64();
@@ -363,29 +394,39 @@ impl Segments for Local {
 /// alternates between two slots), and each old one given back (`SIVSHM-RESIZE del BDF`).
 pub struct Plugged {
     slots: [String; 2],
+    /// The slot in use, and the one last given back.
     current: usize,
+    retired: Option<usize>,
     bytes: [usize; 2],
     config: Config,
 }
 
 impl Plugged {
-    /// The first segment is the device at `slots[0]`, there from boot.
-    pub fn new(slots: [String; 2], config: Config) -> Result<(Self, Channel)> {
-        let dev = Device::find(&slots[0]).with_context(|| format!("no device at {}", slots[0]))?;
-        let ch = Channel::on_device(&dev, Role::Manager, config.clone())?;
-        let bytes = [dev.info().shm_size as usize, 0];
-        let p = Plugged {
+    /// The first segment is the device at `slots[0]`: there from boot, or asked for (of
+    /// `bytes`) if it is not.
+    pub fn new(slots: [String; 2], bytes: usize, config: Config) -> Result<(Self, Channel)> {
+        let mut p = Plugged {
             slots,
-            current: 0,
-            bytes,
+            current: 1,
+            retired: None,
+            bytes: [0, 0],
             config,
         };
+        let ch = match Device::find(&p.slots[0]) {
+            Ok(dev) => {
+                p.bytes[0] = dev.info().shm_size as usize;
+                Channel::on_device(&dev, Role::Manager, p.config.clone())?
+            }
+            Err(_) => p.make(bytes)?,
+        };
+        p.current = 0;
         Ok((p, ch))
     }
 }
 
 impl Segments for Plugged {
     fn make(&mut self, bytes: usize) -> Result<Channel> {
+        // `current` is the slot in use: the new segment goes to the other one.
         let next = 1 - self.current;
         let bdf = &self.slots[next];
         let wait = self.config.attach_timeout;
@@ -399,14 +440,25 @@ impl Segments for Plugged {
         let dev = Device::find(bdf)?;
         let ch = Channel::on_device(&dev, Role::Manager, self.config.clone())?;
         self.bytes[next] = dev.info().shm_size as usize;
+        self.current = next;
         Ok(ch)
     }
 
     fn retire(&mut self) -> Result<()> {
-        println!("SIVSHM-RESIZE del {}", self.slots[self.current]);
+        let old = 1 - self.current;
+        println!("SIVSHM-RESIZE del {}", self.slots[old]);
         std::io::stdout().flush()?;
-        self.bytes[self.current] = 0;
-        self.current = 1 - self.current;
+        self.bytes[old] = 0;
+        self.retired = Some(old);
+        Ok(())
+    }
+
+    fn settle(&mut self) -> Result<()> {
+        if let Some(old) = self.retired {
+            let bdf = &self.slots[old];
+            poll(self.config.attach_timeout, || Device::find(bdf).is_err())
+                .with_context(|| format!("the old device at {bdf} was not removed"))?;
+        }
         Ok(())
     }
 
@@ -416,7 +468,7 @@ impl Segments for Plugged {
 }
 
 /// A worker's opener in a VM: the new device is the one sivshm device whose PCI address is
-/// not the one in use.
+/// not the one in use (`current`; empty: any device, the first).
 pub fn plugged_opener(current: String, config: Config) -> Opener {
     let mut current = current;
     Box::new(move |_to| {
@@ -468,7 +520,7 @@ mod tests {
         let theirs = open(first.format_nonce()).unwrap();
         let worker = std::thread::spawn(move || worker(theirs, open, timeout));
         let load = varying_load(2, 1024, 8);
-        let policy = Some(Policy::new(64 << 10, 1 << 20, 64 << 10));
+        let policy = Plan::Policy(Policy::new(64 << 10, 1 << 20, 64 << 10));
         let o = manager(first, &mut segs, policy, &load, timeout).unwrap();
         let w = worker.join().unwrap().unwrap();
         let batches: u64 = load.iter().map(|p| u64::from(p.bursts * p.burst)).sum();
@@ -479,5 +531,24 @@ mod tests {
         assert_eq!(w.mismatched, 0);
         assert_eq!(w.moves, o.grows + o.shrinks);
         assert_eq!(segs.live.len(), 1, "every old segment retired");
+    }
+
+    #[test]
+    fn a_scripted_run_moves_where_the_script_says() {
+        let timeout = Duration::from_secs(60);
+        let (mut segs, mut open) = Local::new(config(timeout));
+        let first = segs.make(64 << 10).unwrap();
+        let theirs = open(first.format_nonce()).unwrap();
+        let worker = std::thread::spawn(move || worker(theirs, open, timeout));
+        let load = varying_load(2, 256, 4);
+        let plan = Plan::Script {
+            every: 40,
+            sizes: [256 << 10, 64 << 10, 512 << 10].into(),
+        };
+        let o = manager(first, &mut segs, plan, &load, timeout).unwrap();
+        let w = worker.join().unwrap().unwrap();
+        assert_eq!((o.grows, o.shrinks, w.moves), (2, 1, 3));
+        assert_eq!((o.verified, w.rounds), (o.batches, o.batches));
+        assert_eq!(segs.held(), 512 << 10);
     }
 }

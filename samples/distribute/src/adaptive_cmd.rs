@@ -9,7 +9,7 @@ use clap::Args;
 use sivshm::channel::Channel;
 
 use crate::adapt::Policy;
-use crate::adaptive::{self, Local, Outcome, Plugged, Segments};
+use crate::adaptive::{self, Local, Outcome, Plan, Plugged, Segments};
 
 /// The load and the sizes, shared by every command.
 #[derive(Args, Debug, Clone)]
@@ -39,11 +39,20 @@ pub struct Load {
 pub struct ManagerArgs {
     /// The two PCI addresses the worker's device alternates between in this VM (the first
     /// is there from boot).
-    #[arg(long, value_delimiter = ',', num_args = 2)]
+    #[arg(long, value_delimiter = ',', required = true)]
     pub slots: Vec<String>,
-    /// Keep the boot segment (a fixed segment, for comparison).
-    #[arg(long)]
+    /// Keep the first segment (a fixed segment, for comparison).
+    #[arg(long, conflicts_with = "sizes")]
     pub fixed: bool,
+    /// KiB of the first segment, if it is not there from boot (default: --min-kib).
+    #[arg(long)]
+    pub start_kib: Option<usize>,
+    /// A script instead of the policy (tests): after every --every batches, move to a
+    /// segment of the next of these sizes (KiB).
+    #[arg(long, value_delimiter = ',', requires = "every")]
+    pub sizes: Vec<usize>,
+    #[arg(long)]
+    pub every: Option<u64>,
     #[command(flatten)]
     pub load: Load,
 }
@@ -52,8 +61,9 @@ pub struct ManagerArgs {
 /// device that appears.
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    #[arg(long, default_value = "/dev/sivshm0")]
-    pub device: String,
+    /// The first device (default: the first sivshm device that appears).
+    #[arg(long)]
+    pub device: Option<String>,
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
 }
@@ -63,22 +73,48 @@ pub fn manager(a: &ManagerArgs) -> Result<()> {
     let config = adaptive::config(timeout);
     let [s0, s1] = <[String; 2]>::try_from(a.slots.clone())
         .map_err(|_| anyhow::anyhow!("--slots takes two PCI addresses"))?;
-    let (mut segs, first) = Plugged::new([s0, s1], config)?;
+    let wanted = a.start_kib.unwrap_or(a.load.min_kib) << 10;
+    let (mut segs, first) = Plugged::new([s0, s1], wanted, config)?;
     let start = segs.held();
-    let policy = (!a.fixed).then(|| Policy::new(a.load.min_kib << 10, a.load.max_kib << 10, start));
+    let (min, max) = (a.load.min_kib << 10, a.load.max_kib << 10);
+    let (mode, plan) = match (a.fixed, a.every) {
+        (true, _) => ("fixed", Plan::Fixed),
+        (false, Some(every)) => (
+            "script",
+            Plan::Script {
+                every,
+                sizes: a.sizes.iter().map(|k| k << 10).collect(),
+            },
+        ),
+        (false, None) => ("adaptive", Plan::Policy(Policy::new(min, max, start))),
+    };
     let load = adaptive::varying_load(a.load.cycles, a.load.burst_kib, a.load.bursts);
-    let o = adaptive::manager(first, &mut segs, policy, &load, timeout)?;
-    result(if a.fixed { "fixed" } else { "adaptive" }, start, &o);
+    let o = adaptive::manager(first, &mut segs, plan, &load, timeout)?;
+    result(mode, start, &o);
     Ok(())
 }
 
 pub fn worker(a: &WorkerArgs) -> Result<()> {
     let timeout = Duration::from_secs(a.timeout);
     let config = adaptive::config(timeout);
-    let dev = sivshm::Device::open(&a.device).with_context(|| format!("opening {}", a.device))?;
-    let first = Channel::on_device(&dev, sivshm::channel::Role::Worker, config.clone())?;
-    let open = adaptive::plugged_opener(dev.info().pci.to_string(), config);
-    drop(dev);
+    let (first, current) = match &a.device {
+        Some(path) => {
+            let dev = sivshm::Device::open(path).with_context(|| format!("opening {path}"))?;
+            let ch = Channel::on_device(&dev, sivshm::channel::Role::Worker, config.clone())?;
+            (ch, dev.info().pci.to_string())
+        }
+        None => {
+            let mut any = adaptive::plugged_opener(String::new(), config.clone());
+            let ch = any(0).context("waiting for a sivshm device")?;
+            let pci = sivshm::Device::list()
+                .first()
+                .and_then(|p| sivshm::Device::open(p).ok())
+                .map(|d| d.info().pci.to_string())
+                .unwrap_or_default();
+            (ch, pci)
+        }
+    };
+    let open = adaptive::plugged_opener(current, config);
     let o = adaptive::worker(first, open, timeout)?;
     println!(
         "SIVSHM-RESULT adaptive-worker impl=rust rounds={} mismatched={} moves={}",
@@ -111,8 +147,11 @@ pub fn bench(load: &Load) -> Result<()> {
         let first = segs.make(start)?;
         let theirs = open(first.format_nonce())?;
         let worker = std::thread::spawn(move || adaptive::worker(theirs, open, timeout));
-        let policy = adapt.then(|| Policy::new(min, max, start));
-        let o = adaptive::manager(first, &mut segs, policy, &phases, timeout)?;
+        let plan = match adapt {
+            true => Plan::Policy(Policy::new(min, max, start)),
+            false => Plan::Fixed,
+        };
+        let o = adaptive::manager(first, &mut segs, plan, &phases, timeout)?;
         let w = worker
             .join()
             .map_err(|_| anyhow::anyhow!("the worker panicked"))??;
