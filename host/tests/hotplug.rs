@@ -137,6 +137,21 @@ fn a_worker_added_by_a_reload_is_plugged_into_the_running_manager() {
     );
     assert_eq!(state(&qmp, &mut q, &qlog), booted);
 
+    // The file renames the manager (which a reload refuses): said so, not "reload it".
+    std::fs::write(
+        &file,
+        two.replace("[manager]\nname = \"mgr\"", "[manager]\nname = \"boss\""),
+    )
+    .unwrap();
+    refused(
+        hotplug("add", &file, "w0", &[]),
+        "serve's manager of topology it is named \"mgr\", not \"boss\": the file renames it, \
+         which serve does not take while it runs (a reload is refused); stop serve and every VM \
+         to rename it",
+    );
+    std::fs::write(&file, &two).unwrap();
+    assert_eq!(state(&qmp, &mut q, &qlog), booted);
+
     // Reloaded: plugged, and QEMU got its setup from serve on the manager's socket for w1.
     let line = s.reload(&two, 1);
     assert!(line.contains("added w1, removed none"), "{line}");
@@ -294,11 +309,13 @@ fn a_resized_worker_s_new_segment_is_plugged_into_the_manager_and_the_worker_vm(
     assert_eq!(state(&wqmp, &mut wq, &wlog), plugged);
     // The old segment stays served while its QEMUs hold it: retiring it is refused.
     let line = s.reload(&format!("{head}{}", worker("w0b", 4, "id = 2\n")), 2);
+    // Both QEMUs hold it, in the order they connected.
     assert!(
         line.contains(
-            "worker \"w0\" is removed from the file, but QEMUs are still connected \
-                       to its devices: mgr.w0 (pid"
-        ),
+            "worker \"w0\" is removed from the file, but QEMUs are still connected to its \
+             devices: "
+        ) && line.contains("mgr.w0 (pid")
+            && line.contains(&format!("w0.mgr (pid {wpid} ")),
         "{line}"
     );
     s.check_alive();

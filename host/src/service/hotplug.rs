@@ -119,6 +119,14 @@ pub fn add(path: &Path, worker: &str, into: Option<&str>, qmp: Option<&Path>) ->
     let mut p = plan(&t, worker, into, qmp)?;
     match std::fs::symlink_metadata(&p.device.socket) {
         Ok(m) if m.file_type().is_socket() => {}
+        _ if served_manager(&t, worker).is_some_and(|m| m != t.manager) => bail!(
+            "serve's manager of topology {} is named {:?}, not {:?}: the file renames it, which \
+             serve does not take while it runs (a reload is refused); stop serve and every VM to \
+             rename it; nothing was changed",
+            t.name,
+            served_manager(&t, worker).unwrap_or_default(),
+            t.manager
+        ),
         _ => bail!(
             "serve has no socket {} for worker {worker:?}: start serve, or reload it after \
              adding the worker to the file (systemctl reload sivshm-host@{}, or kill -HUP its \
@@ -154,6 +162,21 @@ pub fn add(path: &Path, worker: &str, into: Option<&str>, qmp: Option<&Path>) ->
             t.manager
         ),
     })
+}
+
+/// The manager `serve` serves `worker` with, from the name of the worker's own socket in the
+/// runtime directory (`WORKER.MANAGER.sock`), if there is one.
+fn served_manager(t: &TopologyFile, worker: &str) -> Option<String> {
+    let prefix = format!("{worker}.");
+    std::fs::read_dir(&t.runtime_dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|f| f.is_socket()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .find_map(|n| {
+            let peer = n.strip_prefix(&prefix)?.strip_suffix(".sock")?;
+            (!peer.is_empty() && !peer.contains('.')).then(|| peer.to_string())
+        })
 }
 
 /// `sivshm-host hotplug remove`: what it did, for the user.
