@@ -26,6 +26,14 @@
 #              pre-wired (SIVSHM), on the central server (IVSHMEM) and with no device (the
 #              floor); `sivshm-lab realise-bench`. Not part of `all`. Writes
 #              build/realise.svg and build/realise.json unless --plot, --json say where.
+#
+#   scripts/bench.sh --what adapt [--cycles N] [--bursts N] [--burst-kib K] [--min-kib K]
+#                    [--max-kib K]
+#     adapt: one worker's segment that follows a varying load (heavy phases of bursts, idle
+#            phases of a trickle) against a fixed small (--min-kib) and a fixed large
+#            (--max-kib) segment, in one process over memfds (no guest): memory held and
+#            throughput of each, as ratios of the fixed large one; `sivshm-distribute
+#            adapt-bench`. Not part of `all`.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -56,6 +64,19 @@ if [ "$what" = realise ]; then
 	[ -n "$json" ] || rest+=(--json "$SIVSHM_ROOT/build/realise.json")
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
 	exec "$LAB" realise-bench ${rest[@]+"${rest[@]}"}
+fi
+if [ "$what" = adapt ]; then
+	rest=()
+	set -- "${args[@]}"
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--what) shift 2 ;;
+		--what=*) shift ;;
+		*) rest+=("$1"); shift ;;
+		esac
+	done
+	cargo build --release -q -p sivshm-distribute || die "sivshm-distribute does not build"
+	exec "$SIVSHM_ROOT/target/release/sivshm-distribute" adapt-bench ${rest[@]+"${rest[@]}"}
 fi
 # The channel's plot and JSON (pingpong has neither).
 if [ "$what" != pingpong ]; then

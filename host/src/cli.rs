@@ -39,13 +39,19 @@ pub enum Cmd {
     /// Plug a worker's channel into the running manager QEMU (add), or unplug it (remove),
     /// over the manager's QMP socket: the device qemu-args gives the manager for that worker.
     /// Add after serve has the worker (its file reloaded); remove before reloading without it.
+    /// With --into VM, the worker's own device goes into (or out of) that worker VM instead:
+    /// how a resized worker's new segment reaches its running VM.
     Hotplug {
         action: HotplugAction,
         topology: PathBuf,
         /// The worker whose channel is plugged or unplugged.
         #[arg(long)]
         worker: String,
-        /// The manager QEMU's QMP socket (default: the file's [manager] qmp).
+        /// The running worker VM to plug the worker's own device into (default: the manager
+        /// gets the manager's device for the worker).
+        #[arg(long)]
+        into: Option<String>,
+        /// The QEMU's QMP socket (default: the file's [manager] qmp; needed with --into).
         #[arg(long)]
         qmp: Option<PathBuf>,
         /// How long remove waits for the guest to release the device.
@@ -126,6 +132,7 @@ mod tests {
                 action: HotplugAction::Add,
                 topology: "t.toml".into(),
                 worker: "w2".into(),
+                into: None,
                 qmp: None,
                 timeout_s: 60
             }

@@ -110,18 +110,25 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Stream = qapi::Stream<BufReader<UnixStream>, UnixStream>;
 
-/// A QMP connection to a running QEMU (the manager's).
+/// A QMP connection to a running QEMU (the manager's, or a worker's).
 pub struct Monitor {
     qmp: qapi::Qmp<Stream>,
     path: PathBuf,
+    /// How messages name the VM: "the manager", "VM w0".
+    who: String,
 }
 
 impl Monitor {
-    /// Connects to the QMP socket `path` and negotiates capabilities.
+    /// Connects to the manager's QMP socket `path` and negotiates capabilities.
     pub fn connect(path: &Path) -> Result<Self> {
+        Self::connect_to(path, "the manager")
+    }
+
+    /// Connects to the QMP socket `path` of the VM that messages call `who` ("VM w0").
+    pub fn connect_to(path: &Path, who: &str) -> Result<Self> {
         let s = UnixStream::connect(path).map_err(|e| {
             anyhow!(
-                "the manager is not running: nothing answers on its QMP socket {} ({e})",
+                "{who} is not running: nothing answers on its QMP socket {} ({e})",
                 path.display()
             )
         })?;
@@ -151,7 +158,30 @@ impl Monitor {
         Ok(Monitor {
             qmp,
             path: path.to_path_buf(),
+            who: who.to_string(),
         })
+    }
+
+    /// The first slot of bus 0 from `from` on that no device takes (`query-pci`): where a
+    /// device goes that has no slot of its own in the VM (a resized worker's new segment in
+    /// the worker's VM).
+    pub fn free_root_slot(&mut self, from: u8) -> Result<PciSlot> {
+        let buses = self.qmp.execute(&qmp::query_pci {}).context("query-pci")?;
+        let used: Vec<i64> = buses
+            .iter()
+            .filter(|b| b.bus == 0)
+            .flat_map(|b| b.devices.iter().map(|d| d.slot))
+            .collect();
+        (from..crate::pci::BRIDGE_SLOT)
+            .find(|s| !used.contains(&i64::from(*s)))
+            .map(PciSlot::root)
+            .ok_or_else(|| {
+                anyhow!(
+                    "{} has no free PCI slot on bus 0 from {from:#x} to {:#x}; nothing was changed",
+                    self.who,
+                    crate::pci::BRIDGE_SLOT - 1
+                )
+            })
     }
 
     /// The ids of the devices added with an id (`-device id=` or `device_add`).
@@ -209,23 +239,26 @@ impl Monitor {
         let devices = self.devices()?;
         if devices.contains(&d.id) {
             bail!(
-                "the manager already has a device {:?} (a worker channel of that name); nothing \
-                 was changed",
+                "{} already has a device {:?} (a worker channel of that name); nothing was \
+                 changed",
+                self.who,
                 d.id
             );
         }
         if let Some(b) = d.slot.bridge.map(crate::pci::bridge_id) {
             if !devices.contains(&b) {
                 bail!(
-                    "the manager has no PCI bridge {b:?} for the device at {}: it needs the \
-                     bridges qemu-args gives it from boot; nothing was changed",
+                    "{} has no PCI bridge {b:?} for the device at {}: it needs the bridges \
+                     qemu-args gives it from boot; nothing was changed",
+                    self.who,
                     d.slot
                 );
             }
         }
         if self.chardevs()?.contains(&d.chardev) {
             bail!(
-                "the manager already has a chardev {:?}; nothing was changed",
+                "{} already has a chardev {:?}; nothing was changed",
+                self.who,
                 d.chardev
             );
         }
@@ -254,7 +287,7 @@ impl Monitor {
     pub fn remove(&mut self, id: &str, chardev: &str, timeout: Duration) -> Result<()> {
         check_id(id)?;
         if !self.devices()?.iter().any(|d| d == id) {
-            bail!("the manager has no device {id:?}; nothing was changed");
+            bail!("{} has no device {id:?}; nothing was changed", self.who);
         }
         // Events of earlier commands are not this removal's.
         self.qmp.events().for_each(drop);

@@ -24,10 +24,15 @@ impl Drop for Qemu {
 
 /// The manager `mgr` of the file at `file`, as a user starts it with `qemu-args`, paused.
 fn manager(file: &Path, log: &Path) -> Qemu {
+    vm(file, "mgr", &[], log)
+}
+
+/// VM `name` of the file at `file`, as a user starts it with `qemu-args` (and `more`), paused.
+fn vm(file: &Path, name: &str, more: &[&str], log: &Path) -> Qemu {
     let out = Command::new(env!("CARGO_BIN_EXE_sivshm-host"))
         .args(["qemu-args"])
         .arg(file)
-        .arg("mgr")
+        .arg(name)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -36,6 +41,7 @@ fn manager(file: &Path, log: &Path) -> Qemu {
         .args(["-M", "pc", "-accel", "tcg", "-m", "64", "-S", "-nodefaults"])
         .args(["-no-user-config", "-display", "none"])
         .args(args.split_whitespace())
+        .args(more)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -131,6 +137,21 @@ fn a_worker_added_by_a_reload_is_plugged_into_the_running_manager() {
     );
     assert_eq!(state(&qmp, &mut q, &qlog), booted);
 
+    // The file renames the manager (which a reload refuses): said so, not "reload it".
+    std::fs::write(
+        &file,
+        two.replace("[manager]\nname = \"mgr\"", "[manager]\nname = \"boss\""),
+    )
+    .unwrap();
+    refused(
+        hotplug("add", &file, "w0", &[]),
+        "serve's manager of topology it is named \"mgr\", not \"boss\": the file renames it, \
+         which serve does not take while it runs (a reload is refused); stop serve and every VM \
+         to rename it",
+    );
+    std::fs::write(&file, &two).unwrap();
+    assert_eq!(state(&qmp, &mut q, &qlog), booted);
+
     // Reloaded: plugged, and QEMU got its setup from serve on the manager's socket for w1.
     let line = s.reload(&two, 1);
     assert!(line.contains("added w1, removed none"), "{line}");
@@ -208,4 +229,95 @@ fn a_worker_added_by_a_reload_is_plugged_into_the_running_manager() {
     );
     s.check_alive();
     assert!(s.socket("mgr.w1").exists());
+}
+
+/// A worker's segment resized while its VMs run: a reload adds the new segment as a worker of
+/// its own (`w0b`, 4 MiB where `w0` has 1), its channel is plugged into the manager and, with
+/// `--into w0`, into the worker's running VM (its own device, at the first free slot), while
+/// the old one stays served: a reload cannot retire `w0` while a QEMU holds it.
+#[test]
+fn a_resized_worker_s_new_segment_is_plugged_into_the_manager_and_the_worker_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let qmp: PathBuf = d.join("mgr.qmp");
+    let wqmp: PathBuf = d.join("w0.qmp");
+    let head = header(d).replace(
+        "name = \"mgr\"\n",
+        &format!("name = \"mgr\"\nqmp = \"{}\"\n", qmp.display()),
+    );
+    let one = format!("{head}{}", worker("w0", 1, ""));
+    let mut s = Serve::start_with(d, &one);
+    let file = d.join("it.toml");
+    let (qlog, wlog) = (d.join("qemu.log"), d.join("w0.log"));
+    let mut q = manager(&file, &qlog);
+    let wq_arg = format!("unix:{},server=on,wait=off", wqmp.display());
+    let mut wq = vm(&file, "w0", &["-qmp", &wq_arg], &wlog);
+    let wpid = wq.0.id();
+    let before = state(&wqmp, &mut wq, &wlog);
+    assert_eq!(before.0, ["sivshm-bridge.0", "sivshm-mgr"], "{before:?}");
+    let _ = state(&qmp, &mut q, &qlog);
+    s.wait_for_log("serve: w0.mgr: pid");
+
+    let two = format!("{one}{}", worker("w0b", 4, ""));
+    let line = s.reload(&two, 1);
+    assert!(line.contains("added w0b, removed none"), "{line}");
+    let (ok, _, err) = hotplug("add", &file, "w0b", &[]);
+    assert!(ok, "{err}");
+    // Into the worker's VM: its QMP socket must be given.
+    refused(
+        hotplug("add", &file, "w0b", &["--into", "w0"]),
+        "no QMP socket for VM \"w0\": give --qmp PATH",
+    );
+    let wq_path = wqmp.to_str().unwrap();
+    let (ok, out, err) = hotplug("add", &file, "w0b", &["--into", "w0", "--qmp", wq_path]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        out.trim(),
+        "worker w0b's own device plugged into VM w0: device sivshm-w0b at 0000:00:05.0 (its \
+         peer, manager mgr, is id 0)"
+    );
+    s.wait_for_log(&format!("serve: w0b.mgr: pid {wpid} uid"));
+    assert!(s
+        .log()
+        .contains("(peer id 2, peer mgr id 0, 1 vector(s), 4 MiB, 5 messages)"));
+    let plugged = state(&wqmp, &mut wq, &wlog);
+    assert_eq!(
+        plugged.0,
+        ["sivshm-bridge.0", "sivshm-mgr", "sivshm-w0b"],
+        "{plugged:?}"
+    );
+
+    // Faults: the same device again; a worker VM that is not running.
+    refused(
+        hotplug("add", &file, "w0b", &["--into", "w0", "--qmp", wq_path]),
+        "VM w0 already has a device \"sivshm-w0b\"",
+    );
+    let gone = d.join("nobody.qmp");
+    let r = hotplug(
+        "add",
+        &file,
+        "w0b",
+        &["--into", "w0", "--qmp", gone.to_str().unwrap()],
+    );
+    assert!(
+        !r.0 && r
+            .2
+            .contains("VM w0 is not running: nothing answers on its QMP socket"),
+        "{}",
+        r.2
+    );
+    assert_eq!(state(&wqmp, &mut wq, &wlog), plugged);
+    // The old segment stays served while its QEMUs hold it: retiring it is refused.
+    let line = s.reload(&format!("{head}{}", worker("w0b", 4, "id = 2\n")), 2);
+    // Both QEMUs hold it, in the order they connected.
+    assert!(
+        line.contains(
+            "worker \"w0\" is removed from the file, but QEMUs are still connected to its \
+             devices: "
+        ) && line.contains("mgr.w0 (pid")
+            && line.contains(&format!("w0.mgr (pid {wpid} ")),
+        "{line}"
+    );
+    s.check_alive();
+    assert!(s.socket("mgr.w0").exists() && s.socket("w0.mgr").exists());
 }

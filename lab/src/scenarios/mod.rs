@@ -19,6 +19,7 @@ mod iox2_remote;
 mod isolation;
 mod judge;
 mod network;
+mod resize;
 mod results;
 mod single_vm;
 mod stress_fuzz;
@@ -106,7 +107,7 @@ impl Ran {
 type Scenario = fn(&Suite<'_>) -> Result<Ran>;
 
 /// Every scenario, in the order they run: (name, runner). `--filter` picks by name.
-const SCENARIOS: [(&str, Scenario); 15] = [
+const SCENARIOS: [(&str, Scenario); 16] = [
     ("single-vm", single_vm::run),
     ("two-vm-plain", two_vm_plain::run),
     ("two-vm-doorbell", two_vm_doorbell::run),
@@ -126,6 +127,8 @@ const SCENARIOS: [(&str, Scenario); 15] = [
     ("stress-hostile-peer", stress_hostile_peer::run),
     // The host drives this one while the guests run: it also reports what it checked.
     ("hotplug", hotplug::run),
+    // A worker's segment grown and shrunk under load: the host plugs what the guest asks.
+    ("resize", resize::run),
 ];
 
 impl Suite<'_> {

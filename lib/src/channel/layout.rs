@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! 0x000  header: magic, version, header size, both rings' offset and size, format nonce
-//! 0x040  side block of the manager   (version spoken, state, generation, heartbeat, peer id)
+//! 0x040  side block of the manager   (version spoken, state, generation, heartbeat, peer id,
+//!                                     the channel moved to)
 //! 0x080  side block of the worker
 //! 0x100  ring 0 (manager -> worker): head (the producer's index)
 //! 0x140                               tail (the consumer's index)
@@ -44,6 +45,8 @@ pub(super) mod side {
     pub const GENERATION: usize = 8;
     pub const HEARTBEAT: usize = 16;
     pub const PEER_ID: usize = 24;
+    /// Non-zero once this side moved to another channel: that channel's format nonce.
+    pub const MOVED_TO: usize = 32;
 }
 
 /// Values of a side's `state`.

@@ -52,6 +52,7 @@
 mod doorbell;
 mod error;
 mod layout;
+mod migrate;
 mod peer;
 mod receive;
 mod ring;
@@ -67,6 +68,7 @@ use std::time::Duration;
 pub use doorbell::{DeviceDoorbell, Doorbell, Presence};
 pub use error::Error;
 pub use layout::VERSION;
+pub use migrate::{Incoming, Movable, Opener};
 pub use receive::{Message, Received};
 pub use send::{Reservation, Reserved};
 

@@ -145,6 +145,8 @@ pub(super) fn announce(w: &Window, block: usize, own_id: Option<u32>) -> Result<
         .store(layout::VERSION, Relaxed);
     w.u32(block + side::PEER_ID)?
         .store(own_id.unwrap_or(layout::NO_PEER_ID), Relaxed);
+    // A new attachment has not moved anywhere (see `migrate`).
+    w.u64(block + side::MOVED_TO)?.store(0, Relaxed);
     w.u32(block + side::STATE)?
         .store(layout::STATE_ATTACHED, Release);
     Ok(generation)

@@ -12,6 +12,9 @@
 //! With doorbell devices each side rings the other and sleeps on an eventfd; with plain ones
 //! both poll the header.
 
+mod adapt;
+mod adaptive;
+mod adaptive_cmd;
 mod batches;
 mod manager;
 mod worker;
@@ -114,6 +117,14 @@ enum Role {
         #[arg(long, default_value_t = 30)]
         peer_timeout: u64,
     },
+    /// One worker whose segment follows the load: the manager asks the host for a segment of
+    /// a new size on the console (SIVSHM-RESIZE add|del) and moves the channel over.
+    AdaptiveManager(adaptive_cmd::ManagerArgs),
+    /// The worker of `adaptive-manager`: follows each move to the device that appears.
+    AdaptiveWorker(adaptive_cmd::WorkerArgs),
+    /// Benchmark: the varying load of `adaptive-manager` in this process over fixed small,
+    /// fixed large and adaptive segments; memory held and throughput of each.
+    AdaptBench(adaptive_cmd::Load),
 }
 
 /// Where a worker's channel lives: a window of one of the manager's devices.
@@ -141,6 +152,9 @@ fn links(dev: &Device) -> Result<Links> {
 
 fn main() -> Result<()> {
     match Cli::parse().role {
+        Role::AdaptiveManager(a) => adaptive_cmd::manager(&a),
+        Role::AdaptiveWorker(a) => adaptive_cmd::worker(&a),
+        Role::AdaptBench(l) => adaptive_cmd::bench(&l),
         Role::Manager {
             workers,
             region,

@@ -34,15 +34,17 @@ fn main() -> Result<()> {
             action,
             topology,
             worker,
+            into,
             qmp,
             timeout_s,
         } => {
-            let qmp = qmp.as_deref();
+            let (qmp, into) = (qmp.as_deref(), into.as_deref());
             let done = match action {
-                HotplugAction::Add => service::hotplug::add(&topology, &worker, qmp)?,
+                HotplugAction::Add => service::hotplug::add(&topology, &worker, into, qmp)?,
                 HotplugAction::Remove => service::hotplug::remove(
                     &topology,
                     &worker,
+                    into,
                     qmp,
                     std::time::Duration::from_secs(timeout_s),
                 )?,
