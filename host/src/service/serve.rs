@@ -61,6 +61,8 @@ struct Channel {
     /// The eventfds that interrupt the manager's device, and the worker's.
     manager_side: PeerVectors,
     worker_side: PeerVectors,
+    /// Whether they came back from systemd's fd store (`status`).
+    doorbells_from_store: bool,
 }
 
 impl Channel {
@@ -73,13 +75,14 @@ impl Channel {
         stored: &mut Stored,
         notify: Option<&str>,
     ) -> Result<(Self, String)> {
-        let (manager_side, worker_side, line) = doorbells::open(topo, w, stored, notify)?;
+        let d = doorbells::open(topo, w, stored, notify)?;
         let ch = Channel {
             segment,
-            manager_side,
-            worker_side,
+            manager_side: d.manager_side,
+            worker_side: d.worker_side,
+            doorbells_from_store: d.from_store,
         };
-        Ok((ch, line))
+        Ok((ch, d.line))
     }
 
     /// The setup stream of device `d`, one of this channel's two.
@@ -340,6 +343,27 @@ impl Server {
                 reloads: self.reloads,
                 refused: self.refused,
             },
+            workers: self
+                .topo
+                .workers
+                .iter()
+                .filter_map(|w| {
+                    let ch = self.channels.get(&w.name)?;
+                    Some(status::Worker {
+                        name: w.name.clone(),
+                        id: w.id,
+                        vectors: w.vectors,
+                        mib: w.segment_size >> 20,
+                        pages: w.page_size.name().to_string(),
+                        segment: ch.segment.origin.word(),
+                        doorbells: if ch.doorbells_from_store {
+                            "fd-store"
+                        } else {
+                            "made"
+                        },
+                    })
+                })
+                .collect(),
             devices: (0..self.devices.len())
                 .map(|d| {
                     let spec = &self.devices[d].spec;
