@@ -15,7 +15,9 @@
 //! between. Sends never block: a stream that does not fit the socket is sent as the client
 //! reads, and a client that has not taken its stream within [`Options::send_timeout`] is
 //! dropped. A client that sends anything is dropped (QEMU never does). Each event is a log
-//! line; no client can stop the others from being served. On `SIGTERM` or `SIGINT` the
+//! line, and what serve has done is data in `RUNTIME_DIR/status` (`super::status`, read by
+//! `sivshm-host status`); no client can stop the others from being served. The clients are
+//! served in `clients`, the sockets made in `sockets`. On `SIGTERM` or `SIGINT` the
 //! sockets are removed and serve exits 0; the eventfds go with the process, and so do the
 //! segments that are memfds not in systemd's fd store.
 
