@@ -33,7 +33,6 @@ use super::devices::DeviceSpec;
 use super::doorbells;
 use super::owner::{self, Ids};
 use super::runtime_dir::RuntimeDir;
-use super::status::{self, Status};
 use super::store::{self, Places, Segment, Stored};
 use super::topology_file::{TopologyFile, Worker};
 use crate::protocol::{setup_messages, Message, PeerVectors};
@@ -334,64 +333,6 @@ impl Server {
         ch.stream(spec)
     }
 
-    /// Writes the status file if what it says changed: once every socket listens, then after
-    /// each round of events. A failure is logged; serving goes on.
-    fn publish(&mut self) {
-        let status = Status {
-            serve: status::Serve {
-                topology: self.topo.name.clone(),
-                pid: std::process::id(),
-                workers: self.topo.workers.iter().map(|w| w.name.clone()).collect(),
-                reloads: self.reloads,
-                refused: self.refused,
-            },
-            workers: self
-                .topo
-                .workers
-                .iter()
-                .filter_map(|w| {
-                    let ch = self.channels.get(&w.name)?;
-                    Some(status::Worker {
-                        name: w.name.clone(),
-                        id: w.id,
-                        vectors: w.vectors,
-                        mib: w.segment_size >> 20,
-                        pages: w.page_size.name().to_string(),
-                        segment: ch.segment.origin.word(),
-                        doorbells: if ch.doorbells_from_store {
-                            "fd-store"
-                        } else {
-                            "made"
-                        },
-                    })
-                })
-                .collect(),
-            devices: (0..self.devices.len())
-                .map(|d| {
-                    let spec = &self.devices[d].spec;
-                    status::Device {
-                        name: self.name(d),
-                        vm: spec.vm.clone(),
-                        peer: spec.peer.clone(),
-                        own_id: spec.own_id,
-                        peer_id: spec.peer_id,
-                        bdf: spec.bdf(),
-                        clients: self.clients.iter().filter(|c| c.device == d).count(),
-                        setups: self.devices[d].setups,
-                    }
-                })
-                .collect(),
-        };
-        let text = status.render();
-        if text == self.published {
-            return;
-        }
-        match status.write(&self.topo.runtime_dir) {
-            Ok(()) => self.published = text,
-            Err(e) => (self.log)(format!("status not written: {e:#}")),
-        }
-    }
-
     /// The topology served now.
     pub fn topology(&self) -> &TopologyFile {
         &self.topo
@@ -401,7 +342,7 @@ impl Server {
 impl Drop for Server {
     /// The sockets go; the segments and eventfds go with their last fd.
     fn drop(&mut self) {
-        Status::remove(&self.topo.runtime_dir);
+        super::status::Status::remove(&self.topo.runtime_dir);
         for d in &self.devices {
             let _ = std::fs::remove_file(&d.spec.socket);
         }
@@ -454,6 +395,7 @@ pub fn main(path: &Path, stop: BorrowedFd<'_>, reload: BorrowedFd<'_>) -> Result
 
 mod clients;
 mod reload;
+mod report;
 mod sockets;
 
 use clients::Client;
