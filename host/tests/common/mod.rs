@@ -166,29 +166,6 @@ impl Serve {
         }
     }
 
-    pub fn wait_for_log(&mut self, what: &str) {
-        self.wait_for_logged(what, 1);
-    }
-
-    /// Until serve's log has `what` in `n` lines.
-    pub fn wait_for_logged(&mut self, what: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log().lines().filter(|l| l.contains(what)).count() < n {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!(
-                    "serve exited ({st}) before logging {what:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} in serve's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Writes `text` as the topology file and reloads it (`SIGHUP`); serve's log line about
     /// it, the `n`th reload (applied or refused, as its status counts them).
     pub fn reload(&mut self, text: &str, n: usize) -> String {
