@@ -24,15 +24,18 @@ pub enum Cmd {
     /// changed). Runs until SIGTERM or SIGINT, then removes the sockets.
     Serve { topology: PathBuf },
     /// Print what the running serve of a topology file reports, as key=value words: its own
-    /// line (topology, pid, workers, reloads) and one line per device (clients connected now,
-    /// setups sent). Fails while no serve runs or before it is ready, so that a script can
+    /// line (topology, pid, workers, reloads), one line per worker (where its segment and
+    /// doorbells came from) and one per device (clients connected now, setups sent). Fails while no serve runs or before it is ready, so that a script can
     /// wait on it.
     Status {
         topology: PathBuf,
         /// Only the line of this device (VM.PEER, as in serve's log: mgr.w0, w0.mgr).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "worker")]
         device: Option<String>,
-        /// Only this key's value (of the device's line with --device, of serve's without).
+        /// Only the line of this worker (its segment and doorbells, and where they came from).
+        #[arg(long)]
+        worker: Option<String>,
+        /// Only this key's value (of the line --device or --worker selects, else of serve's).
         #[arg(long)]
         get: Option<String>,
     },
@@ -142,6 +145,7 @@ mod tests {
             Cmd::Status {
                 topology: "t.toml".into(),
                 device: Some("mgr.w0".into()),
+                worker: None,
                 get: Some("setups".into())
             }
         );

@@ -85,21 +85,16 @@ fn a_segment_of_2m_pages_is_served_and_kept_on_hugetlbfs() {
     };
     let dir = tempfile::tempdir().unwrap();
     let mut s = Serve::start_with(dir.path(), &huge_topology(dir.path()));
-    let log = s.log();
     let has_mount = fs::read_to_string("/proc/mounts")
         .unwrap()
         .lines()
         .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"));
+    assert_eq!(s.worker_status("w0", "pages"), "2M");
     if !has_mount {
-        assert!(
-            log.contains(
-                "segment it-w0: 2 MiB of 2M pages, created as a memfd, lost when serve stops (no \
-                 hugetlbfs mount of 2M pages"
-            ),
-            "{log}"
-        );
+        // No hugetlbfs mount of 2M pages: a memfd of them.
+        assert_eq!(s.worker_status("w0", "segment"), "memfd");
     }
-    assert!(log.contains("segment it-w1: 1 MiB of 4K pages"), "{log}");
+    assert_eq!(s.worker_status("w1", "pages"), "4K");
     same_bytes_on_2m_pages(&s, "/memfd:sivshm-it-w0 ", b"on huge pages", false);
     s.signal(Signal::TERM);
     assert!(s.exit_within(5).success());
@@ -124,27 +119,14 @@ fn a_segment_of_2m_pages_is_served_and_kept_on_hugetlbfs() {
     let _mount = Mount(mnt.clone());
     let seg = mnt.join("sivshm-it/w0.seg");
     let mut s = Serve::start_with(dir.path(), &huge_topology(dir.path()));
-    let log = s.log();
-    assert!(
-        log.contains(&format!(
-            "segment it-w0: 2 MiB of 2M pages, created as {}",
-            seg.display()
-        )),
-        "{log}"
-    );
+    assert_eq!(s.worker_status("w0", "segment"), "created");
+    assert!(seg.exists(), "{}", s.log());
     same_bytes_on_2m_pages(&s, "/sivshm-it/w0.seg", b"kept on hugetlbfs", false);
     s.signal(Signal::TERM);
     assert!(s.exit_within(5).success());
     drop(s);
     let mut s = Serve::start_with(dir.path(), &huge_topology(dir.path()));
-    let log = s.log();
-    assert!(
-        log.contains(&format!(
-            "segment it-w0: 2 MiB of 2M pages, reused from {}",
-            seg.display()
-        )),
-        "{log}"
-    );
+    assert_eq!(s.worker_status("w0", "segment"), "reused");
     same_bytes_on_2m_pages(&s, "/sivshm-it/w0.seg", b"kept on hugetlbfs", true);
     // The worker's pages change: the file of 2M pages is named, and nothing changes.
     let base = huge_topology(dir.path()).replace("hugepages = \"2M\"\n", "");

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
-use common::{connect, same_eventfd, topology, FakeSystemd, Serve};
+use common::{connect, same_eventfd, topology, worker_status, FakeSystemd, Serve};
 use rustix::process::Signal;
 
 /// serve of `file` started as systemd starts a unit with an fd store: `fds` at 3, 4, ...,
@@ -51,21 +51,6 @@ fn wait_exit(child: &mut Child, secs: u64) -> std::process::ExitStatus {
             return st;
         }
         assert!(Instant::now() < deadline, "serve still runs after {secs} s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_log(log: &Path, what: &str, child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = fs::read_to_string(log).unwrap_or_default();
-        if text.contains(what) {
-            return text;
-        }
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("serve exited ({st}) before logging {what:?}:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "no {what:?} in:\n{text}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -130,14 +115,15 @@ fn a_serve_started_with_the_fd_store_reuses_its_segments() {
     let log2 = dir.path().join("second.log");
     let mut second = spawn_with_fds(&file, &log2, &systemd.path, dup(&stored));
     assert!(systemd.until_ready().is_empty(), "stored again");
-    let text = wait_log(&log2, "serving topology it", &mut second);
-    assert!(
-        text.contains("segment it-w0: 2 MiB of 4K pages, taken back from systemd's fd store")
-            && text
-                .contains("segment it-w1: 1 MiB of 4K pages, taken back from systemd's fd store")
-            && text.contains("worker w0: doorbells: 4 eventfds taken back from systemd's fd store"),
-        "{text}"
-    );
+    // Ready: what serve reports says where everything came from.
+    let status = sivshm_host::service::status::read_dir("it", &dir.path().join("run")).unwrap();
+    for (w, key) in [("w0", "segment"), ("w1", "segment"), ("w0", "doorbells")] {
+        assert_eq!(
+            worker_status(&status, w, key),
+            "fd-store",
+            "{w} {key}:\n{status}"
+        );
+    }
     // The worker's QEMU restarts: its doorbells are the ones the running manager rings and
     // waits on (peer messages first, then its own, `vectors` each).
     let restarted_w0 = connect(&run.join("w0.mgr.sock"), 2);
@@ -169,14 +155,7 @@ fn without_systemd_a_restarted_serve_reuses_its_segment_files() {
     let mut s = Serve::start(dir.path());
     let segs = dir.path().join("run/segments");
     let w0_file = segs.join("w0.seg");
-    let text = s.log();
-    assert!(
-        text.contains(&format!(
-            "segment it-w0: 2 MiB of 4K pages, created as {}",
-            w0_file.display()
-        )),
-        "{text}"
-    );
+    assert_eq!(s.worker_status("w0", "segment"), "created");
     assert_eq!(
         fs::metadata(&segs).unwrap().permissions().mode() & 0o777,
         0o700
@@ -205,14 +184,7 @@ fn without_systemd_a_restarted_serve_reuses_its_segment_files() {
     assert_eq!(fs::metadata(&w0_file).unwrap().len(), 2 << 20);
 
     let mut again = Serve::start(dir.path());
-    let text = again.log();
-    assert!(
-        text.contains(&format!(
-            "segment it-w0: 2 MiB of 4K pages, reused from {}",
-            w0_file.display()
-        )),
-        "{text}"
-    );
+    assert_eq!(again.worker_status("w0", "segment"), "reused");
     let w0 = connect(&again.socket("w0.mgr"), 2);
     let mut buf = [0u8; 14];
     rustix::io::pread(&w0.shm, &mut buf, 4096).unwrap();

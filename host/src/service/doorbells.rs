@@ -52,16 +52,27 @@ fn is_eventfd(fd: &OwnedFd) -> bool {
     rustix::fs::readlink(link, Vec::new()).is_ok_and(|t| t.as_bytes() == b"anon_inode:[eventfd]")
 }
 
+/// A channel's doorbells, and where they came from.
+pub struct Doorbells {
+    /// The eventfds that interrupt the manager's device, and the worker's.
+    pub manager_side: PeerVectors,
+    pub worker_side: PeerVectors,
+    /// Taken back from systemd's fd store (else made now).
+    pub from_store: bool,
+    /// The same for the log.
+    pub line: String,
+}
+
 /// The doorbells of worker `w`'s channel in topology `topo`: the manager's side (peer 0)
 /// and the worker's (peer `w.id`). Taken from `stored` when systemd's fd store holds every
 /// eventfd of the channel, else made anew (and put in the store through `notify`, if
-/// systemd runs serve). Says where they came from, for the log.
+/// systemd runs serve). Says where they came from, as data and for the log.
 pub fn open(
     topo: &str,
     w: &Worker,
     stored: &mut Stored,
     notify: Option<&str>,
-) -> Result<(PeerVectors, PeerVectors, String)> {
+) -> Result<Doorbells> {
     let names = fd_names(topo, w);
     let held = names.iter().filter(|n| stored.fds.contains_key(*n)).count();
     let mut taken: Vec<OwnedFd> = Vec::new();
@@ -87,17 +98,18 @@ pub fn open(
             "doorbells: {} eventfds taken back from systemd's fd store",
             names.len()
         );
-        return Ok((
-            PeerVectors {
+        return Ok(Doorbells {
+            manager_side: PeerVectors {
                 id: 0,
                 vectors: taken,
             },
-            PeerVectors {
+            worker_side: PeerVectors {
                 id: w.id,
                 vectors: worker_side,
             },
+            from_store: true,
             line,
-        ));
+        });
     };
     let manager_side = PeerVectors::new(0, w.vectors)?;
     let worker_side = PeerVectors::new(w.id, w.vectors)?;
@@ -119,7 +131,12 @@ pub fn open(
         }
         line += "; put in systemd's fd store";
     }
-    Ok((manager_side, worker_side, line))
+    Ok(Doorbells {
+        manager_side,
+        worker_side,
+        from_store: false,
+        line,
+    })
 }
 
 /// Takes worker `w`'s doorbells out of systemd's fd store (`notify`), when it leaves the
@@ -194,8 +211,9 @@ mod tests {
             stored.fds.insert(n, fd);
         }
         stored.fds.insert("it-w1".into(), efd());
-        let (m, wk, line) = open("it", &w, &mut stored, None).unwrap();
-        assert!(line.contains("taken back"), "{line}");
+        let d = open("it", &w, &mut stored, None).unwrap();
+        assert!(d.from_store, "{}", d.line);
+        let (m, wk) = (d.manager_side, d.worker_side);
         assert_eq!((m.id, wk.id), (0, 3));
         // Vector 1 of the worker's side is the fourth stored eventfd: one object.
         rustix::io::write(&fds[3], &7u64.to_ne_bytes()).unwrap();
@@ -210,11 +228,14 @@ mod tests {
         let w = worker(2);
         let mut stored = Stored::default();
         stored.fds.insert("it-w0.manager.0".into(), efd());
-        let (m, wk, line) = open("it", &w, &mut stored, None).unwrap();
+        let d = open("it", &w, &mut stored, None).unwrap();
+        assert!(!d.from_store);
         assert!(
-            line.contains("made anew (the fd store held 1 of its 4"),
-            "{line}"
+            d.line.contains("made anew (the fd store held 1 of its 4"),
+            "{}",
+            d.line
         );
+        let (m, wk) = (d.manager_side, d.worker_side);
         assert_eq!((m.vectors.len(), wk.vectors.len()), (2, 2));
         assert!(
             stored.fds.is_empty(),
@@ -231,7 +252,12 @@ mod tests {
             };
             stored.fds.insert(n, fd);
         }
-        let (_, _, line) = open("it", &w, &mut stored, None).unwrap();
-        assert!(line.contains("something else than eventfds"), "{line}");
+        let d = open("it", &w, &mut stored, None).unwrap();
+        assert!(!d.from_store);
+        assert!(
+            d.line.contains("something else than eventfds"),
+            "{}",
+            d.line
+        );
     }
 }

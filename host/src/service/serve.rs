@@ -15,7 +15,9 @@
 //! between. Sends never block: a stream that does not fit the socket is sent as the client
 //! reads, and a client that has not taken its stream within [`Options::send_timeout`] is
 //! dropped. A client that sends anything is dropped (QEMU never does). Each event is a log
-//! line; no client can stop the others from being served. On `SIGTERM` or `SIGINT` the
+//! line, and what serve has done is data in `RUNTIME_DIR/status` (`super::status`, read by
+//! `sivshm-host status`); no client can stop the others from being served. The clients are
+//! served in `clients`, the sockets made in `sockets`. On `SIGTERM` or `SIGINT` the
 //! sockets are removed and serve exits 0; the eventfds go with the process, and so do the
 //! segments that are memfds not in systemd's fd store.
 
@@ -31,7 +33,6 @@ use super::devices::DeviceSpec;
 use super::doorbells;
 use super::owner::{self, Ids};
 use super::runtime_dir::RuntimeDir;
-use super::status::{self, Status};
 use super::store::{self, Places, Segment, Stored};
 use super::topology_file::{TopologyFile, Worker};
 use crate::protocol::{setup_messages, Message, PeerVectors};
@@ -61,6 +62,8 @@ struct Channel {
     /// The eventfds that interrupt the manager's device, and the worker's.
     manager_side: PeerVectors,
     worker_side: PeerVectors,
+    /// Whether they came back from systemd's fd store (`status`).
+    doorbells_from_store: bool,
 }
 
 impl Channel {
@@ -73,13 +76,14 @@ impl Channel {
         stored: &mut Stored,
         notify: Option<&str>,
     ) -> Result<(Self, String)> {
-        let (manager_side, worker_side, line) = doorbells::open(topo, w, stored, notify)?;
+        let d = doorbells::open(topo, w, stored, notify)?;
         let ch = Channel {
             segment,
-            manager_side,
-            worker_side,
+            manager_side: d.manager_side,
+            worker_side: d.worker_side,
+            doorbells_from_store: d.from_store,
         };
-        Ok((ch, line))
+        Ok((ch, d.line))
     }
 
     /// The setup stream of device `d`, one of this channel's two.
@@ -329,43 +333,6 @@ impl Server {
         ch.stream(spec)
     }
 
-    /// Writes the status file if what it says changed: once every socket listens, then after
-    /// each round of events. A failure is logged; serving goes on.
-    fn publish(&mut self) {
-        let status = Status {
-            serve: status::Serve {
-                topology: self.topo.name.clone(),
-                pid: std::process::id(),
-                workers: self.topo.workers.iter().map(|w| w.name.clone()).collect(),
-                reloads: self.reloads,
-                refused: self.refused,
-            },
-            devices: (0..self.devices.len())
-                .map(|d| {
-                    let spec = &self.devices[d].spec;
-                    status::Device {
-                        name: self.name(d),
-                        vm: spec.vm.clone(),
-                        peer: spec.peer.clone(),
-                        own_id: spec.own_id,
-                        peer_id: spec.peer_id,
-                        bdf: spec.bdf(),
-                        clients: self.clients.iter().filter(|c| c.device == d).count(),
-                        setups: self.devices[d].setups,
-                    }
-                })
-                .collect(),
-        };
-        let text = status.render();
-        if text == self.published {
-            return;
-        }
-        match status.write(&self.topo.runtime_dir) {
-            Ok(()) => self.published = text,
-            Err(e) => (self.log)(format!("status not written: {e:#}")),
-        }
-    }
-
     /// The topology served now.
     pub fn topology(&self) -> &TopologyFile {
         &self.topo
@@ -375,7 +342,7 @@ impl Server {
 impl Drop for Server {
     /// The sockets go; the segments and eventfds go with their last fd.
     fn drop(&mut self) {
-        Status::remove(&self.topo.runtime_dir);
+        super::status::Status::remove(&self.topo.runtime_dir);
         for d in &self.devices {
             let _ = std::fs::remove_file(&d.spec.socket);
         }
@@ -428,6 +395,7 @@ pub fn main(path: &Path, stop: BorrowedFd<'_>, reload: BorrowedFd<'_>) -> Result
 
 mod clients;
 mod reload;
+mod report;
 mod sockets;
 
 use clients::Client;

@@ -1,14 +1,18 @@
 //! What a running `serve` reports as data: `RUNTIME_DIR/status`, rewritten whole (a rename)
 //! each time what it says changes, removed when serve stops; `sivshm-host status TOPOLOGY`
-//! reads it. One line of `key=value` words for serve, then one per device:
+//! reads it. One line of `key=value` words for serve, then one per worker, then one per
+//! device:
 //!
 //! ```text
 //! serve topology=own pid=4242 workers=w0,w1 reloads=1 refused=0
+//! worker name=w0 id=1 vectors=1 mib=2 pages=4K segment=memfd doorbells=made
 //! device name=mgr.w0 vm=mgr peer=w0 own_id=0 peer_id=1 bdf=0000:00:04.0 clients=1 setups=1
 //! ```
 //!
 //! The file exists once every socket listens (what systemd's `READY=1` says), `workers` and
-//! `reloads`/`refused` change only when a reload is done, `clients` counts the connections
+//! `reloads`/`refused` change only when a reload is done, a worker's `segment` and `doorbells`
+//! say where they came from (`segment`: `fd-store`, `reused` or `created` file, `memfd`;
+//! `doorbells`: `fd-store` or `made`), `clients` counts the connections
 //! open now and `setups` the setup streams sent whole since the device was added. Values hold
 //! no white space. A status file whose serve no longer runs (killed) is never read: the
 //! runtime directory's lock tells.
@@ -36,6 +40,21 @@ pub struct Serve {
     pub refused: u64,
 }
 
+/// A worker's line: its channel, and where its segment and doorbells came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    pub name: String,
+    pub id: u16,
+    pub vectors: u16,
+    pub mib: u64,
+    /// `4K`, `2M`, `1G`.
+    pub pages: String,
+    /// `store::Origin::word`: `fd-store`, `reused`, `created`, `memfd`.
+    pub segment: &'static str,
+    /// `fd-store` or `made`.
+    pub doorbells: &'static str,
+}
+
 /// A device's line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
@@ -56,6 +75,7 @@ pub struct Device {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub serve: Serve,
+    pub workers: Vec<Worker>,
     pub devices: Vec<Device>,
 }
 
@@ -71,6 +91,12 @@ impl Status {
             s.reloads,
             s.refused
         );
+        for w in &self.workers {
+            out += &format!(
+                "worker name={} id={} vectors={} mib={} pages={} segment={} doorbells={}\n",
+                w.name, w.id, w.vectors, w.mib, w.pages, w.segment, w.doorbells
+            );
+        }
         for d in &self.devices {
             out += &format!(
                 "device name={} vm={} peer={} own_id={} peer_id={} bdf={} clients={} setups={}\n",
@@ -134,28 +160,31 @@ pub fn read_dir(name: &str, dir: &Path) -> Result<String> {
     }
 }
 
-/// `sivshm-host status FILE [--device NAME] [--get KEY]`: serve's line and every device's,
-/// or device `NAME`'s line alone; with `key`, that line's value of it alone.
-pub fn query(text: &str, device: Option<&str>, key: Option<&str>) -> Result<Vec<String>> {
-    let lines: Vec<&str> = match device {
+/// `sivshm-host status FILE [--worker NAME | --device NAME] [--get KEY]`: serve's line and
+/// every other, or the line of `select` (`("worker", NAME)`, `("device", NAME)`) alone; with
+/// `key`, that line's (serve's without `select`) value of it alone.
+pub fn query(text: &str, select: Option<(&str, &str)>, key: Option<&str>) -> Result<Vec<String>> {
+    let of_kind = |kind: &str| {
+        let prefix = format!("{kind} ");
+        text.lines()
+            .filter(move |l| l.starts_with(&prefix))
+            .collect::<Vec<_>>()
+    };
+    let lines: Vec<&str> = match select {
         None if key.is_none() => text.lines().collect(),
-        None => text.lines().filter(|l| l.starts_with("serve ")).collect(),
-        Some(name) => {
-            let line = text
-                .lines()
-                .filter(|l| l.starts_with("device "))
-                .find(|l| fields(l).contains(&("name", name)));
-            match line {
-                Some(l) => vec![l],
+        None => of_kind("serve"),
+        Some((kind, name)) => {
+            let all = of_kind(kind);
+            match all.iter().find(|l| fields(l).contains(&("name", name))) {
+                Some(l) => vec![*l],
                 None => {
-                    let names: Vec<&str> = text
-                        .lines()
-                        .filter(|l| l.starts_with("device "))
+                    let names: Vec<&str> = all
+                        .iter()
                         .filter_map(|l| fields(l).into_iter().find(|f| f.0 == "name"))
                         .map(|f| f.1)
                         .collect();
                     bail!(
-                        "serve has no device {name:?} (its devices: {})",
+                        "serve has no {kind} {name:?} (its {kind}s: {})",
                         names.join(", ")
                     )
                 }
@@ -188,6 +217,15 @@ mod tests {
                 reloads: 1,
                 refused: 0,
             },
+            workers: vec![Worker {
+                name: "w0".into(),
+                id: 1,
+                vectors: 1,
+                mib: 2,
+                pages: "4K".into(),
+                segment: "memfd",
+                doorbells: "made",
+            }],
             devices: vec![Device {
                 name: "mgr.w0".into(),
                 vm: "mgr".into(),
@@ -207,13 +245,21 @@ mod tests {
         assert_eq!(
             text,
             "serve topology=own pid=42 workers=w0,w1 reloads=1 refused=0\n\
+             worker name=w0 id=1 vectors=1 mib=2 pages=4K segment=memfd doorbells=made\n\
              device name=mgr.w0 vm=mgr peer=w0 own_id=0 peer_id=1 bdf=0000:00:04.0 clients=1 \
              setups=2\n"
         );
-        assert_eq!(query(&text, None, None).unwrap().len(), 2);
+        assert_eq!(query(&text, None, None).unwrap().len(), 3);
         assert_eq!(query(&text, None, Some("workers")).unwrap(), ["w0,w1"]);
-        assert_eq!(query(&text, Some("mgr.w0"), Some("setups")).unwrap(), ["2"]);
-        let e = query(&text, Some("mgr.w9"), None).unwrap_err();
+        assert_eq!(
+            query(&text, Some(("device", "mgr.w0")), Some("setups")).unwrap(),
+            ["2"]
+        );
+        assert_eq!(
+            query(&text, Some(("worker", "w0")), Some("segment")).unwrap(),
+            ["memfd"]
+        );
+        let e = query(&text, Some(("device", "mgr.w9")), None).unwrap_err();
         assert_eq!(
             e.to_string(),
             "serve has no device \"mgr.w9\" (its devices: mgr.w0)"

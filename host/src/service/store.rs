@@ -151,6 +151,19 @@ pub enum Origin {
     Memfd(String),
 }
 
+impl Origin {
+    /// The origin as one word, for `status`: `fd-store`, `reused`, `created` (a file),
+    /// `memfd`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Origin::FdStore => "fd-store",
+            Origin::Reused(_) => "reused",
+            Origin::Created(_) => "created",
+            Origin::Memfd(_) => "memfd",
+        }
+    }
+}
+
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -14,9 +14,15 @@ use rustix::process::{kill_process, Pid, Signal};
 use sivshm_host::protocol::recv_message;
 use sivshm_host::service::{doorbells, status, store};
 
+/// `key` of worker `name`'s line in status text `s` (where its segment and doorbells came
+/// from: `segment`, `doorbells`).
+pub fn worker_status(s: &str, name: &str, key: &str) -> String {
+    status::query(s, Some(("worker", name)), Some(key)).unwrap()[0].clone()
+}
+
 /// The setups device `name` sent whole, in status text `s`.
 pub fn setups(s: &str, name: &str) -> Option<u64> {
-    status::query(s, Some(name), Some("setups")).ok()?[0]
+    status::query(s, Some(("device", name)), Some("setups")).ok()?[0]
         .parse()
         .ok()
 }
@@ -118,10 +124,15 @@ impl Serve {
         }
     }
 
+    /// `key` of worker `name`'s status line (serve must be ready).
+    pub fn worker_status(&self, name: &str, key: &str) -> String {
+        worker_status(&self.status().expect("serve is ready"), name, key)
+    }
+
     /// `key` of device `name`'s status line (`None` before serve is ready).
     pub fn device(&self, name: &str, key: &str) -> Option<u64> {
         let text = self.status()?;
-        status::query(&text, Some(name), Some(key)).ok()?[0]
+        status::query(&text, Some(("device", name)), Some(key)).ok()?[0]
             .parse()
             .ok()
     }
@@ -135,7 +146,8 @@ impl Serve {
     /// Until device `name` has `n` clients connected.
     pub fn wait_for_clients(&mut self, name: &str, n: u64) {
         let got = |s: &str| {
-            status::query(s, Some(name), Some("clients")).is_ok_and(|v| v[0] == n.to_string())
+            status::query(s, Some(("device", name)), Some("clients"))
+                .is_ok_and(|v| v[0] == n.to_string())
         };
         self.wait_for_status(&format!("{n} client(s) of {name}"), got);
     }
@@ -151,29 +163,6 @@ impl Serve {
     pub fn check_alive(&mut self) {
         if let Some(st) = self.child.try_wait().unwrap() {
             panic!("serve exited ({st}):\n{}", self.log());
-        }
-    }
-
-    pub fn wait_for_log(&mut self, what: &str) {
-        self.wait_for_logged(what, 1);
-    }
-
-    /// Until serve's log has `what` in `n` lines.
-    pub fn wait_for_logged(&mut self, what: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log().lines().filter(|l| l.contains(what)).count() < n {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!(
-                    "serve exited ({st}) before logging {what:?}:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} in serve's log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

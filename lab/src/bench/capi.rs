@@ -56,14 +56,7 @@ pub(super) fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let rate = |transport: &str, size: usize| -> Result<f64> {
-        probes
-            .iter()
-            .find(|p| {
-                p.kind == "throughput"
-                    && p.transport == transport
-                    && p.values.get("size") == Some(&(size as f64))
-            })
-            .and_then(|p| p.values.get("msgs_s").copied())
+        super::table::throughput_rate(probes, transport, size)
             .with_context(|| format!("no {transport} throughput at {size} bytes"))
     };
     let mut t = vec![

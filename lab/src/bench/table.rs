@@ -146,21 +146,25 @@ fn targets(size: usize) -> (f64, f64, f64) {
     }
 }
 
+/// The message rate (`msgs_s`) of `transport`'s throughput result at `size` bytes, if the run
+/// has one.
+pub(super) fn throughput_rate(probes: &[Probe], transport: &str, size: usize) -> Option<f64> {
+    probes
+        .iter()
+        .find(|p| {
+            p.kind == "throughput"
+                && p.transport == transport
+                && p.values.get("size") == Some(&(size as f64))
+        })
+        .and_then(|p| p.values.get("msgs_s").copied())
+}
+
 /// The channel between the VMs against the in-VM references of the same run, message rates
 /// and ratios, each ratio marked with its target: the sender's copy alone (shm-copy), an SPSC
 /// ring crate between two threads (rtrb), the same channel between two threads
 /// (channel-local: what the VM boundary costs). Sizes a run has no reference for say n/a.
 pub(super) fn references(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
-    let rate = |transport: &str, size: usize| {
-        probes
-            .iter()
-            .find(|p| {
-                p.kind == "throughput"
-                    && p.transport == transport
-                    && p.values.get("size") == Some(&(size as f64))
-            })
-            .and_then(|p| p.values.get("msgs_s").copied())
-    };
+    let rate = |transport: &str, size: usize| throughput_rate(probes, transport, size);
     let mut t = vec![
         "| message | sivshm (msg/s) | channel-local | rtrb | shm-copy | sivshm / channel-local \
          | sivshm / rtrb | sivshm / shm-copy |"

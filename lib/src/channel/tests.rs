@@ -34,25 +34,19 @@ fn quick() -> Config {
     }
 }
 
+/// One side of a channel over the first `len` bytes of `p`'s memory, with that side's links.
+pub(super) fn side(p: &Pair, len: usize, role: Role, config: Config) -> Result<Channel, Error> {
+    let links = match role {
+        Role::Manager => p.manager_links.clone(),
+        Role::Worker => p.worker_links.clone(),
+    };
+    Channel::new(p.map.clone(), 0, len, role, links, config)
+}
+
+/// Both sides of a channel over the first `len` bytes of `p`'s memory.
 pub(super) fn open(p: &Pair, len: usize, config: Config) -> (Channel, Channel) {
-    let m = Channel::new(
-        p.map.clone(),
-        0,
-        len,
-        Role::Manager,
-        p.manager_links.clone(),
-        config.clone(),
-    )
-    .unwrap();
-    let w = Channel::new(
-        p.map.clone(),
-        0,
-        len,
-        Role::Worker,
-        p.worker_links.clone(),
-        config,
-    )
-    .unwrap();
+    let m = side(p, len, Role::Manager, config.clone()).unwrap();
+    let w = side(p, len, Role::Worker, config).unwrap();
     (m, w)
 }
 
@@ -162,15 +156,7 @@ fn a_worker_that_stops_after_answering_leaves_the_request_to_its_successor() {
         // Stops here: never released.
     }
     drop(w);
-    let mut w = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Worker,
-        p.worker_links.clone(),
-        quick(),
-    )
-    .unwrap();
+    let mut w = side(&p, 1 << 16, Role::Worker, quick()).unwrap();
     assert_eq!(w.recv(SEC).unwrap().to_vec().unwrap(), b"job");
     assert_eq!(m.recv(SEC).unwrap().to_vec().unwrap(), b"done");
 }
@@ -273,14 +259,7 @@ fn bad_sizes_and_windows_get_clear_errors() {
 #[test]
 fn a_worker_without_a_manager_is_told_so() {
     let p = pair(1 << 16);
-    let e = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Worker,
-        p.worker_links.clone(),
-        quick(),
-    );
+    let e = side(&p, 1 << 16, Role::Worker, quick());
     assert_eq!(e.err(), Some(Error::NotFormatted));
 }
 
@@ -516,24 +495,8 @@ fn a_peer_that_stops_beating_is_gone_after_the_timeout() {
         peer_timeout: Duration::from_millis(300),
         ..quick()
     };
-    let mut m = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Manager,
-        p.manager_links.clone(),
-        impatient,
-    )
-    .unwrap();
-    let _w = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Worker,
-        p.worker_links.clone(),
-        frozen,
-    )
-    .unwrap();
+    let mut m = side(&p, 1 << 16, Role::Manager, impatient).unwrap();
+    let _w = side(&p, 1 << 16, Role::Worker, frozen).unwrap();
     let t = Instant::now();
     assert_eq!(m.recv(None).err(), Some(Error::PeerGone));
     assert!(t.elapsed() >= Duration::from_millis(300));
@@ -555,15 +518,7 @@ fn a_restarted_worker_resumes_where_its_predecessor_stopped() {
     let _unreleased = w.recv(SEC).unwrap();
     drop(w);
     assert_eq!(m.check_peer().err(), Some(Error::PeerClosed));
-    let mut w2 = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Worker,
-        p.worker_links.clone(),
-        quick(),
-    )
-    .unwrap();
+    let mut w2 = side(&p, 1 << 16, Role::Worker, quick()).unwrap();
     for i in 1..4u8 {
         let msg = w2.recv(SEC).unwrap();
         assert_eq!(msg.to_vec().unwrap(), [i]);
@@ -624,15 +579,7 @@ fn a_manager_formatting_anew_is_noticed_by_the_worker() {
     drop(m);
     let win = Window::new(p.map.clone(), 0, 1 << 16).unwrap();
     win.u64(0).unwrap().store(0, SeqCst); // no valid header: the next manager formats
-    let _m = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Manager,
-        p.manager_links.clone(),
-        quick(),
-    )
-    .unwrap();
+    let _m = side(&p, 1 << 16, Role::Manager, quick()).unwrap();
     assert_eq!(w.check_peer().err(), Some(Error::Reformatted));
 }
 
@@ -918,14 +865,7 @@ fn a_peer_id_beyond_the_doorbell_is_refused_when_the_peer_attaches() {
     let e = m.try_recv().err().unwrap();
     assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
     // A manager opened on it now refuses it at once.
-    let e = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Manager,
-        p.manager_links.clone(),
-        quick(),
-    );
+    let e = side(&p, 1 << 16, Role::Manager, quick());
     assert!(matches!(e.err(), Some(Error::Corrupt(_))));
     // And one that had seen the honest attachment refuses the new one when it looks.
     let q = pair(1 << 16);
@@ -1002,15 +942,7 @@ fn duration_max_means_forever() {
         peer_timeout: Duration::MAX,
         ..quick()
     };
-    let mut m = Channel::new(
-        p.map.clone(),
-        0,
-        8192,
-        Role::Manager,
-        p.manager_links.clone(),
-        config.clone(),
-    )
-    .unwrap();
+    let mut m = side(&p, 8192, Role::Manager, config.clone()).unwrap();
     let map = p.map.clone();
     let links = p.worker_links.clone();
     let spinning = Config {
@@ -1168,15 +1100,7 @@ fn a_manager_restart(crash: bool) {
     };
     let (mut m, _) = open(&p, 1 << 16, first_config);
     assert!(!m.resumed(), "a fresh segment is formatted");
-    let mut w = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Worker,
-        p.worker_links.clone(),
-        worker_config,
-    )
-    .unwrap();
+    let mut w = side(&p, 1 << 16, Role::Worker, worker_config).unwrap();
     for i in 0..3u8 {
         m.send(&[i], SEC).unwrap();
     }
@@ -1205,15 +1129,7 @@ fn a_manager_restart(crash: bool) {
     assert_eq!(gone, Some(expected));
     assert_eq!(w.check_peer().err(), Some(expected));
     // The new manager process.
-    let mut m2 = Channel::new(
-        p.map.clone(),
-        0,
-        1 << 16,
-        Role::Manager,
-        p.manager_links.clone(),
-        quick(),
-    )
-    .unwrap();
+    let mut m2 = side(&p, 1 << 16, Role::Manager, quick()).unwrap();
     assert!(m2.resumed(), "the valid header is taken over");
     // The answer its predecessor never read is there for it.
     let msg = m2.recv(SEC).unwrap();

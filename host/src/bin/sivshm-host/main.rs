@@ -21,14 +21,16 @@ fn main() -> Result<()> {
         Cmd::Status {
             topology,
             device,
+            worker,
             get,
         } => {
             let text = service::status::read(&topology)?;
-            print_lines(service::status::query(
-                &text,
-                device.as_deref(),
-                get.as_deref(),
-            )?)
+            let select = match (&device, &worker) {
+                (Some(d), _) => Some(("device", d.as_str())),
+                (None, Some(w)) => Some(("worker", w.as_str())),
+                (None, None) => None,
+            };
+            print_lines(service::status::query(&text, select, get.as_deref())?)
         }
         Cmd::Hotplug {
             action,
