@@ -34,6 +34,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use sivshm::channel::{Channel, Error as ChannelError, Role};
 
 use crate::grant::Grant;
+use crate::wake::{Borrowed, LocalWakes};
 use crate::wire::{self, Malformed, Message};
 
 /// What goes wrong on a sivshm carrier.
@@ -121,6 +122,11 @@ pub struct Options {
     /// The most bytes of received frames held for services not yet read (beyond: dropped
     /// and counted).
     pub buffer_limit: usize,
+    /// Frames are committed as a batch and reach the peer at [`SessionHandle::flush`] (or
+    /// when the carrier waits, or once a sixteenth of the ring is unseen): the gateway
+    /// flushes once per turn, so that a sample sent after its event within one turn still
+    /// reaches the peer together with it (see `gateway`). False: each frame at once.
+    pub defer_flush: bool,
 }
 
 impl Default for Options {
@@ -129,6 +135,7 @@ impl Default for Options {
             grant: None,
             send_timeout: Duration::from_secs(5),
             buffer_limit: 64 << 20,
+            defer_flush: false,
         }
     }
 }
@@ -238,6 +245,25 @@ impl SessionHandle {
         self.0.borrow().stats
     }
 
+    /// Takes in what the peer sent and tells the generation of its offers (it moves with
+    /// every offer and withdrawal).
+    pub fn generation(&self) -> u64 {
+        let mut s = self.0.borrow_mut();
+        s.pump();
+        s.generation
+    }
+
+    /// Lets the peer see the frames committed since the last flush, and wakes it if it
+    /// sleeps (see [`Options::defer_flush`]).
+    pub fn flush(&self) {
+        let mut s = self.0.borrow_mut();
+        if s.fault.is_none() {
+            if let Err(e) = s.channel.flush() {
+                s.set_fault(CarrierError::Channel(e));
+            }
+        }
+    }
+
     /// Takes in what the peer sent (announcements, frames) without waiting.
     pub fn pump(&self) {
         self.0.borrow_mut().pump();
@@ -245,7 +271,13 @@ impl SessionHandle {
 
     /// Sleeps until the peer rings or `timeout` passes (returns at once if a message waits).
     pub fn wait(&self, timeout: Duration) {
-        self.0.borrow_mut().wait(timeout);
+        self.0.borrow_mut().wait(timeout, None);
+    }
+
+    /// As [`Self::wait`], and also wakes when a local application notifies one of `local`'s
+    /// event services.
+    pub fn wait_also(&self, local: &LocalWakes, timeout: Duration) {
+        self.0.borrow_mut().wait(timeout, Some(local));
     }
 
     /// Looks at the peer's liveness: an error (recorded as the fault) if it stopped or left.
@@ -407,7 +439,7 @@ impl Session {
         Ok(())
     }
 
-    fn wait(&mut self, timeout: Duration) {
+    fn wait(&mut self, timeout: Duration, local: Option<&LocalWakes>) {
         if self.fault.is_some() {
             std::thread::sleep(timeout);
             return;
@@ -420,14 +452,23 @@ impl Session {
             }
         };
         if armed {
-            match self.channel.wake_fd() {
-                Some(fd) => {
+            match (self.channel.wake_fd(), local) {
+                (Some(fd), Some(local)) => {
+                    let _ = match Borrowed::new(fd) {
+                        Some(b) => local.wait(&[&b], timeout),
+                        None => local.wait(&[], timeout),
+                    };
+                }
+                (None, Some(local)) => {
+                    let _ = local.wait(&[], timeout);
+                }
+                (Some(fd), None) => {
                     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
                     let ts = Timespec::try_from(timeout).ok();
                     // An interrupted or failed poll is one short sleep: the loop looks again.
                     let _ = poll(&mut fds, ts.as_ref());
                 }
-                None => std::thread::sleep(timeout),
+                (None, None) => std::thread::sleep(timeout),
             }
         }
         if let Err(e) = self.channel.disarm() {
@@ -462,8 +503,14 @@ impl Session {
                         .write(0, prefix)
                         .and_then(|()| r.write(prefix.len(), frame.header))
                         .and_then(|()| r.write(prefix.len() + frame.header.len(), frame.payload))
-                        .and_then(|()| r.commit());
-                    let flushed = written.and_then(|()| self.channel.flush());
+                        .and_then(|()| match self.options.defer_flush {
+                            true => r.commit_batched(),
+                            false => r.commit(),
+                        });
+                    let flushed = match self.options.defer_flush {
+                        true => written,
+                        false => written.and_then(|()| self.channel.flush()),
+                    };
                     flushed.map_err(|e| self.set_fault(CarrierError::Channel(e)))?;
                     self.stats.frames_out += 1;
                     self.stats.bytes_out += (len - prefix.len()) as u64;
@@ -479,7 +526,7 @@ impl Session {
                     service: self.name_of(hash),
                 });
             }
-            self.wait(Duration::from_millis(1));
+            self.wait(Duration::from_millis(1), None);
         }
     }
 
