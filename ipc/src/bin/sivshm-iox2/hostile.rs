@@ -13,6 +13,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use sivshm::Device;
 
+/// The first pages, watched for the manager's writes.
+const WATCHED: usize = 4;
+
 #[derive(Parser)]
 pub struct Args {
     #[arg(long, default_value = "/dev/sivshm0")]
@@ -33,13 +36,18 @@ pub fn run(a: &Args) -> Result<()> {
     let mut page = vec![0u8; 4096];
     let mut deadline = Instant::now() + Duration::from_secs(a.seconds);
     let (mut writes, mut rings) = (0u64, 0u64);
-    let mut last: Option<(usize, Vec<u8>)> = None;
+    // What we last wrote into the first pages (the channel's header and control blocks),
+    // to see the manager write there.
+    let mut wrote: Vec<Option<Vec<u8>>> = vec![None; WATCHED];
     let mut seen_peer = false;
     let mut check = vec![0u8; 4096];
     while Instant::now() < deadline {
-        // Did someone else write where we wrote last?
-        if let Some((at, wrote)) = &last {
-            if !seen_peer && map.read(at * 4096, &mut check).is_ok() && check != *wrote {
+        if !seen_peer {
+            let touched = wrote.iter().enumerate().any(|(i, w)| {
+                w.as_ref()
+                    .is_some_and(|w| map.read(i * 4096, &mut check).is_ok() && check != *w)
+            });
+            if touched {
                 seen_peer = true;
                 deadline = deadline.min(Instant::now() + Duration::from_secs(a.after_peer));
             }
@@ -55,11 +63,13 @@ pub fn run(a: &Args) -> Result<()> {
         let at = if writes % 4 == 0 {
             (x as usize) % pages
         } else {
-            (x as usize) % pages.min(4)
+            (x as usize) % pages.min(WATCHED)
         };
         if map.write(at * 4096, &page).is_ok() {
             writes += 1;
-            last = Some((at, page.clone()));
+            if let Some(w) = wrote.get_mut(at) {
+                *w = Some(page.clone());
+            }
         }
         if info.doorbell && info.nr_vectors > 0 {
             for peer in 0..4u32 {
