@@ -154,6 +154,10 @@ pub struct Stats {
 
 /// The most channel messages one look at the ring takes in.
 const PUMP_BATCH: usize = 256;
+/// The most spare buffers a carrier keeps for frames it takes in, and the largest it keeps
+/// (so at most 16 MiB).
+const SPARE_BUFFERS: usize = 8;
+const SPARE_BYTES: usize = 2 << 20;
 /// The most refusals kept for the gateway to log (beyond, only counted).
 const REFUSALS_KEPT: usize = 256;
 
@@ -176,6 +180,8 @@ pub struct Session {
     errors: Vec<CarrierError>,
     stats: Stats,
     peer: PeerId,
+    /// Buffers of frames delivered, for the next frames taken in.
+    spare: Vec<Vec<u8>>,
 }
 
 /// A handle on a carrier's session for the loop that drives the link: wait, faults,
@@ -216,6 +222,7 @@ impl SivshmCarrier {
                 errors: Vec::new(),
                 stats: Stats::default(),
                 peer,
+                spare: Vec::new(),
             })),
         }
     }
@@ -340,7 +347,11 @@ impl Session {
         for _ in 0..PUMP_BATCH {
             let bytes = match self.channel.try_recv() {
                 Ok(Some(m)) => {
-                    let bytes = m.to_vec();
+                    // Into a spare buffer: a fresh allocation of a large frame costs a page
+                    // fault per page (under TCG more than its copy).
+                    let mut b = self.spare.pop().unwrap_or_default();
+                    b.resize(m.len(), 0);
+                    let bytes = m.read(0, &mut b).map(|()| b);
                     match bytes.and_then(|b| m.release().map(|()| b)) {
                         Ok(b) => b,
                         Err(e) => {
@@ -641,7 +652,14 @@ impl iceoryx2_link_carrier::Channel for SivshmChannel {
             }
             next
         };
-        Ok(next.map(|(bytes, start)| on_frame(&bytes[start..])))
+        Ok(next.map(|(bytes, start)| {
+            let r = on_frame(&bytes[start..]);
+            let mut s = self.session.borrow_mut();
+            if s.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BYTES {
+                s.spare.push(bytes);
+            }
+            r
+        }))
     }
 }
 
