@@ -332,6 +332,49 @@ mod tests {
     }
 
     #[test]
+    fn the_json_of_a_run_gives_back_the_same_table() {
+        let probes = |rate: f64| {
+            let mut p = Vec::new();
+            for t in [SIVSHM, ZENOH, IN_VM] {
+                for size in [64, 65536] {
+                    p.push(probe(
+                        "throughput",
+                        t,
+                        size,
+                        &[("msgs_s", rate), ("mib_s", 1.0)],
+                    ));
+                }
+                p.push(probe(
+                    "latency",
+                    t,
+                    64,
+                    &[("p50_us", 9.0), ("p99_us", 20.0)],
+                ));
+            }
+            p
+        };
+        let run = Iox2Run {
+            schema: SCHEMA.into(),
+            accel: "tcg".into(),
+            memory_mib: MEMORY_MIB,
+            options: options(),
+            probes: probes(42.0),
+        };
+        let text = serde_json::to_string_pretty(&run).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for member in ["schema", "accel", "memory_mib", "options", "probes"] {
+            assert!(v.get(member).is_some(), "{member} in {text}");
+        }
+        assert_eq!(v["schema"], SCHEMA);
+        assert_eq!(v["probes"][0]["transport"], SIVSHM);
+        let back: Iox2Run = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            table(&back.probes, &back.options).unwrap(),
+            table(&run.probes, &run.options).unwrap()
+        );
+    }
+
+    #[test]
     fn a_missing_path_is_an_error() {
         let p = vec![probe(
             "throughput",
