@@ -18,6 +18,7 @@ use super::table::{parse_probe, size_name, Probe};
 use super::{succeeded, ProbeOptions};
 use crate::layout::{Layout, Roles, Topology};
 use crate::qemu::Machine;
+use crate::run_file::RunFile;
 
 /// The program whose results this benchmark reads.
 const PROGRAM: &str = "iox2-bench";
@@ -51,6 +52,15 @@ pub struct Iox2Run {
     pub options: ProbeOptions,
     /// Every `iox2-bench` line of the driver, in order.
     pub probes: Vec<Probe>,
+}
+
+impl RunFile for Iox2Run {
+    const SCHEMA: &'static str = SCHEMA;
+    const WHAT: &'static str = "an iceoryx2 benchmark run";
+
+    fn schema(&self) -> &str {
+        &self.schema
+    }
 }
 
 struct Bench<'a>(&'a ProbeOptions);
@@ -160,8 +170,7 @@ pub fn run(
     out.extend(lines);
     out.extend(table(&run.probes, o)?);
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&run).context("the run as JSON")?;
-        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        run.write(path)?;
         out.push(format!("# json: {}", path.display()));
     }
     Ok(out)
@@ -360,14 +369,19 @@ mod tests {
             options: options(),
             probes: probes(42.0),
         };
-        let text = serde_json::to_string_pretty(&run).unwrap();
+        let text = run.to_json();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         for member in ["schema", "accel", "memory_mib", "options", "probes"] {
             assert!(v.get(member).is_some(), "{member} in {text}");
         }
         assert_eq!(v["schema"], SCHEMA);
         assert_eq!(v["probes"][0]["transport"], SIVSHM);
-        let back: Iox2Run = serde_json::from_str(&text).unwrap();
+        let back = Iox2Run::from_json(&text).unwrap();
+        let other = text.replace(SCHEMA, "sivshm-lab/channel-bench/1");
+        assert!(
+            Iox2Run::from_json(&other).is_err(),
+            "another schema is refused"
+        );
         assert_eq!(
             table(&back.probes, &back.options).unwrap(),
             table(&run.probes, &run.options).unwrap()
