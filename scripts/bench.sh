@@ -11,7 +11,12 @@
 #               with the in-VM memcpy ceiling, the shm-copy reference (the sender's copy
 #               alone) and the pipe floor, as one table; --spin-us, --spin-max-us set the
 #               channel's spin on both VMs
-#     all (the default): both
+#     iox2:     iceoryx2 between the two VMs through the sivshm gateways (ipc/) against the
+#               same through the zenoh gateways (TCP over virtio-net) and against two
+#               processes of one VM (the ceiling): throughput at --sizes, round trips of 64 B
+#               (--round-trips), the ratios and issue 28's targets (MET/MISSED); the run is
+#               written as build/iox2.json (--json FILE.json). Not part of `all`.
+#     all (the default): pingpong and channel
 #   The channel table is also drawn as build/channel.svg (messages/s against size per
 #   transport, and sivshm's ratio to each) unless --plot FILE.svg says where, and the run
 #   written as build/channel.json (--json FILE.json; Documentation/results-json.rst), from
@@ -77,6 +82,10 @@ if [ "$what" = adapt ]; then
 	done
 	cargo build --release -q -p sivshm-distribute || die "sivshm-distribute does not build"
 	exec "$SIVSHM_ROOT/target/release/sivshm-distribute" adapt-bench ${rest[@]+"${rest[@]}"}
+fi
+if [ "$what" = iox2 ]; then
+	[ -n "$json" ] || args+=(--json "$SIVSHM_ROOT/build/iox2.json")
+	run_lab bench "${args[@]}"
 fi
 # The channel's plot and JSON (pingpong has neither).
 if [ "$what" != pingpong ]; then

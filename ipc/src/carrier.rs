@@ -34,6 +34,7 @@ use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use sivshm::channel::{Channel, Error as ChannelError, Role};
 
 use crate::grant::Grant;
+use crate::wake::{Borrowed, LocalWakes};
 use crate::wire::{self, Malformed, Message};
 
 /// What goes wrong on a sivshm carrier.
@@ -121,6 +122,11 @@ pub struct Options {
     /// The most bytes of received frames held for services not yet read (beyond: dropped
     /// and counted).
     pub buffer_limit: usize,
+    /// Frames are committed as a batch and reach the peer at [`SessionHandle::flush`] (or
+    /// when the carrier waits, or once a sixteenth of the ring is unseen): the gateway
+    /// flushes once per turn, so that a sample sent after its event within one turn still
+    /// reaches the peer together with it (see `gateway`). False: each frame at once.
+    pub defer_flush: bool,
 }
 
 impl Default for Options {
@@ -129,6 +135,7 @@ impl Default for Options {
             grant: None,
             send_timeout: Duration::from_secs(5),
             buffer_limit: 64 << 20,
+            defer_flush: false,
         }
     }
 }
@@ -147,6 +154,10 @@ pub struct Stats {
 
 /// The most channel messages one look at the ring takes in.
 const PUMP_BATCH: usize = 256;
+/// The most spare buffers a carrier keeps for frames it takes in, and the largest it keeps
+/// (so at most 16 MiB).
+const SPARE_BUFFERS: usize = 8;
+const SPARE_BYTES: usize = 2 << 20;
 /// The most refusals kept for the gateway to log (beyond, only counted).
 const REFUSALS_KEPT: usize = 256;
 
@@ -169,6 +180,8 @@ pub struct Session {
     errors: Vec<CarrierError>,
     stats: Stats,
     peer: PeerId,
+    /// Buffers of frames delivered, for the next frames taken in.
+    spare: Vec<Vec<u8>>,
 }
 
 /// A handle on a carrier's session for the loop that drives the link: wait, faults,
@@ -209,6 +222,7 @@ impl SivshmCarrier {
                 errors: Vec::new(),
                 stats: Stats::default(),
                 peer,
+                spare: Vec::new(),
             })),
         }
     }
@@ -238,6 +252,25 @@ impl SessionHandle {
         self.0.borrow().stats
     }
 
+    /// Takes in what the peer sent and tells the generation of its offers (it moves with
+    /// every offer and withdrawal).
+    pub fn generation(&self) -> u64 {
+        let mut s = self.0.borrow_mut();
+        s.pump();
+        s.generation
+    }
+
+    /// Lets the peer see the frames committed since the last flush, and wakes it if it
+    /// sleeps (see [`Options::defer_flush`]).
+    pub fn flush(&self) {
+        let mut s = self.0.borrow_mut();
+        if s.fault.is_none() {
+            if let Err(e) = s.channel.flush() {
+                s.set_fault(CarrierError::Channel(e));
+            }
+        }
+    }
+
     /// Takes in what the peer sent (announcements, frames) without waiting.
     pub fn pump(&self) {
         self.0.borrow_mut().pump();
@@ -245,7 +278,13 @@ impl SessionHandle {
 
     /// Sleeps until the peer rings or `timeout` passes (returns at once if a message waits).
     pub fn wait(&self, timeout: Duration) {
-        self.0.borrow_mut().wait(timeout);
+        self.0.borrow_mut().wait(timeout, None);
+    }
+
+    /// As [`Self::wait`], and also wakes when a local application notifies one of `local`'s
+    /// event services.
+    pub fn wait_also(&self, local: &LocalWakes, timeout: Duration) {
+        self.0.borrow_mut().wait(timeout, Some(local));
     }
 
     /// Looks at the peer's liveness: an error (recorded as the fault) if it stopped or left.
@@ -308,7 +347,11 @@ impl Session {
         for _ in 0..PUMP_BATCH {
             let bytes = match self.channel.try_recv() {
                 Ok(Some(m)) => {
-                    let bytes = m.to_vec();
+                    // Into a spare buffer: a fresh allocation of a large frame costs a page
+                    // fault per page (under TCG more than its copy).
+                    let mut b = self.spare.pop().unwrap_or_default();
+                    b.resize(m.len(), 0);
+                    let bytes = m.read(0, &mut b).map(|()| b);
                     match bytes.and_then(|b| m.release().map(|()| b)) {
                         Ok(b) => b,
                         Err(e) => {
@@ -407,7 +450,7 @@ impl Session {
         Ok(())
     }
 
-    fn wait(&mut self, timeout: Duration) {
+    fn wait(&mut self, timeout: Duration, local: Option<&LocalWakes>) {
         if self.fault.is_some() {
             std::thread::sleep(timeout);
             return;
@@ -420,14 +463,23 @@ impl Session {
             }
         };
         if armed {
-            match self.channel.wake_fd() {
-                Some(fd) => {
+            match (self.channel.wake_fd(), local) {
+                (Some(fd), Some(local)) => {
+                    let _ = match Borrowed::new(fd) {
+                        Some(b) => local.wait(&[&b], timeout),
+                        None => local.wait(&[], timeout),
+                    };
+                }
+                (None, Some(local)) => {
+                    let _ = local.wait(&[], timeout);
+                }
+                (Some(fd), None) => {
                     let mut fds = [PollFd::new(&fd, PollFlags::IN)];
                     let ts = Timespec::try_from(timeout).ok();
                     // An interrupted or failed poll is one short sleep: the loop looks again.
                     let _ = poll(&mut fds, ts.as_ref());
                 }
-                None => std::thread::sleep(timeout),
+                (None, None) => std::thread::sleep(timeout),
             }
         }
         if let Err(e) = self.channel.disarm() {
@@ -462,8 +514,14 @@ impl Session {
                         .write(0, prefix)
                         .and_then(|()| r.write(prefix.len(), frame.header))
                         .and_then(|()| r.write(prefix.len() + frame.header.len(), frame.payload))
-                        .and_then(|()| r.commit());
-                    let flushed = written.and_then(|()| self.channel.flush());
+                        .and_then(|()| match self.options.defer_flush {
+                            true => r.commit_batched(),
+                            false => r.commit(),
+                        });
+                    let flushed = match self.options.defer_flush {
+                        true => written,
+                        false => written.and_then(|()| self.channel.flush()),
+                    };
                     flushed.map_err(|e| self.set_fault(CarrierError::Channel(e)))?;
                     self.stats.frames_out += 1;
                     self.stats.bytes_out += (len - prefix.len()) as u64;
@@ -479,7 +537,7 @@ impl Session {
                     service: self.name_of(hash),
                 });
             }
-            self.wait(Duration::from_millis(1));
+            self.wait(Duration::from_millis(1), None);
         }
     }
 
@@ -594,7 +652,14 @@ impl iceoryx2_link_carrier::Channel for SivshmChannel {
             }
             next
         };
-        Ok(next.map(|(bytes, start)| on_frame(&bytes[start..])))
+        Ok(next.map(|(bytes, start)| {
+            let r = on_frame(&bytes[start..]);
+            let mut s = self.session.borrow_mut();
+            if s.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BYTES {
+                s.spare.push(bytes);
+            }
+            r
+        }))
     }
 }
 

@@ -7,13 +7,18 @@
 //! an [`Event::Failed`]; the others go on. In a worker VM the gateway runs the one link to
 //! its manager, unrestricted.
 //!
-//! The loop of a link: look for new and gone services (local ones and the peer's) every
-//! [`Options::discover_every`], move pending samples and notifications every turn, and
-//! sleep on the channel's doorbell for up to [`Options::idle_wait`] when a turn moved
-//! nothing.
+//! The loop of a link ([`crate::turn`]): look for new and gone services (local ones and the
+//! peer's), every [`Options::discover_every`] while they change and less often (up to
+//! [`Options::discover_at_most`]) while they do not; move pending samples and notifications
+//! every turn; and after a turn that moved nothing sleep until the peer sends (the
+//! channel's doorbell, the zenoh link's wake) or a local application notifies an event
+//! service the link may relay ([`crate::wake`]). A sample published without an event has
+//! nothing to wake the link: it is found by the next turn, at most [`Options::idle_wait`]
+//! later while the link was busy in the last [`Options::busy_for`], at most
+//! [`Options::discover_every`] later otherwise.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use iceoryx2::node::NodeBuilder;
@@ -28,6 +33,8 @@ use sivshm::Device;
 use crate::carrier::{self, SessionHandle, SivshmCarrier};
 use crate::config::{Config, Via};
 use crate::grant::Grant;
+use crate::granted::{Granted, Refusals};
+use crate::turn::Turn;
 
 /// What a gateway tells its operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,10 +76,19 @@ pub struct Options {
     pub iceoryx2: iceoryx2::config::Config,
     /// The sivshm channels' configuration.
     pub channel: sivshm::channel::Config,
-    /// How often a link looks for new and gone services.
+    /// How often a link looks for new and gone services while they change; the interval
+    /// doubles with every look that finds no change, up to [`Self::discover_at_most`].
     pub discover_every: Duration,
-    /// The longest a link sleeps after a turn that moved nothing.
+    /// The longest interval between two looks for new and gone services.
+    pub discover_at_most: Duration,
+    /// A look runs the link's discovery only if the services changed (or a discovery
+    /// failed), and at least this often in any case.
+    pub discover_anyway: Duration,
+    /// The longest a link sleeps after a turn that moved nothing, while it was busy lately
+    /// (otherwise it sleeps until the next discovery, if nothing wakes it).
     pub idle_wait: Duration,
+    /// How long after its last wake-up or move a link counts as busy.
+    pub busy_for: Duration,
     /// How long the manager's side waits for a worker's gateway to attach.
     pub attach_timeout: Duration,
     /// How often a link looks at its peer's liveness.
@@ -85,7 +101,10 @@ impl Default for Options {
             iceoryx2: iceoryx2::config::Config::default(),
             channel: sivshm::channel::Config::default(),
             discover_every: Duration::from_millis(20),
+            discover_at_most: Duration::from_secs(1),
+            discover_anyway: Duration::from_secs(10),
             idle_wait: Duration::from_millis(1),
+            busy_for: Duration::from_millis(100),
             attach_timeout: Duration::from_secs(120),
             check_every: Duration::from_millis(500),
         }
@@ -202,19 +221,36 @@ pub fn serve_channel(
         channel,
         carrier::Options {
             grant: grant.clone(),
+            defer_flush: true,
             ..carrier::Options::default()
         },
     );
     let session = carrier.handle();
+    let grant_of_wakes = grant.clone();
     let mut link = link(carrier, grant, options)?;
     log(Event::Up {
         worker: name.to_string(),
         via,
     });
-    let mut turn = Turn::new(name, options);
+    let mut turn = Turn::new(name, options, grant_of_wakes);
     while !stop.load(Ordering::Relaxed) {
         let before = session.stats();
-        turn.run(&mut link, log);
+        turn.run(&mut link, || Some(session.generation()), log);
+        // The link moves samples, then notifications: a sample published between the two
+        // passes goes out after its event, and a sample taken in from the ring during the
+        // notifications' pass waits for the next pass. Pass again until a pass moves
+        // nothing, and only then let the peer see it all: an event never arrives before its
+        // sample, and nothing taken in is left undelivered when the link sleeps.
+        let mut last = before;
+        for _ in 0..EXTRA_PASSES {
+            let now = session.stats();
+            if (now.frames_out, now.frames_in) == (last.frames_out, last.frames_in) {
+                break;
+            }
+            last = now;
+            turn.propagate(&mut link, log);
+        }
+        session.flush();
         report(name, &session, log);
         if let Some(f) = session.fault() {
             return Err(f.into());
@@ -222,12 +258,15 @@ pub fn serve_channel(
         if turn.check_due() {
             session.check_peer()?;
         }
-        if session.stats() == before {
-            session.wait(options.idle_wait);
-        }
+        // Returns at once if the peer sent more meanwhile, or an application notified.
+        turn.busy(session.stats() != before);
+        session.wait_also(turn.wakes(), turn.rest());
     }
     Ok(())
 }
+
+/// The most passes a turn makes after one that sent something (see `serve_channel`).
+const EXTRA_PASSES: usize = 4;
 
 fn report(name: &str, session: &SessionHandle, log: &(dyn Fn(Event) + Sync)) {
     for r in session.take_refusals() {
@@ -245,63 +284,13 @@ fn report(name: &str, session: &SessionHandle, log: &(dyn Fn(Event) + Sync)) {
     }
 }
 
-/// One turn of a link: discover when due, propagate always; repeated errors logged once.
-struct Turn {
-    name: String,
-    discover_every: Duration,
-    check_every: Duration,
-    next_discover: Instant,
-    next_check: Instant,
-    last_error: Option<String>,
-}
-
-impl Turn {
-    fn new(name: &str, options: &Options) -> Turn {
-        let now = Instant::now();
-        Turn {
-            name: name.to_string(),
-            discover_every: options.discover_every,
-            check_every: options.check_every,
-            next_discover: now,
-            next_check: now + options.check_every,
-            last_error: None,
-        }
-    }
-
-    fn run<C: iceoryx2_link_carrier::Carrier>(
-        &mut self,
-        link: &mut Link<ipc::Service, Tunnel<C>>,
-        log: &(dyn Fn(Event) + Sync),
-    ) {
-        let now = Instant::now();
-        if now >= self.next_discover {
-            self.next_discover = now + self.discover_every;
-            if let Err(e) = link.discover() {
-                self.error(format!("discovery: {e}"), log);
-            }
-        }
-        if let Err(e) = link.propagate() {
-            self.error(format!("propagation: {e:?}"), log);
-        }
-    }
-
-    fn error(&mut self, what: String, log: &(dyn Fn(Event) + Sync)) {
-        if self.last_error.as_ref() != Some(&what) {
-            log(Event::Error {
-                worker: self.name.clone(),
-                what: what.clone(),
-            });
-            self.last_error = Some(what);
-        }
-    }
-
-    fn check_due(&mut self) -> bool {
-        let now = Instant::now();
-        if now < self.next_check {
-            return false;
-        }
-        self.next_check = now + self.check_every;
-        true
+fn report_zenoh(name: &str, refusals: &Refusals, log: &(dyn Fn(Event) + Sync)) {
+    for r in refusals.take() {
+        log(Event::Refused {
+            worker: name.to_string(),
+            service: r.service,
+            why: r.why,
+        });
     }
 }
 
@@ -334,6 +323,9 @@ fn serve_zenoh(
 ) -> Result<()> {
     let carrier = ZenohCarrier::create(zenoh_config(endpoint, role)?)
         .map_err(|e| anyhow!("zenoh session on {endpoint}: {e}"))?;
+    let carrier = Granted::new(carrier, grant.clone());
+    let refusals = carrier.refusals();
+    let grant_of_wakes = grant.clone();
     let mut link = link(carrier, grant, options)?;
     let listener = link
         .listener()
@@ -342,14 +334,17 @@ fn serve_zenoh(
         worker: name.to_string(),
         via: format!("zenoh:{endpoint}"),
     });
-    let mut turn = Turn::new(name, options);
+    let mut turn = Turn::new(name, options, grant_of_wakes);
     while !stop.load(Ordering::Relaxed) {
-        turn.run(&mut link, log);
-        // Woken by zenoh when an offer changes or data arrives; local samples are looked
-        // for every idle_wait.
+        // zenoh's changes of offers are found by the periodic discovery.
+        turn.run(&mut link, || None, log);
+        report_zenoh(name, &refusals, log);
+        // Woken by zenoh when an offer changes or data arrives, or by a local event.
+        let woken = turn.wakes().wait(&[&listener], turn.rest());
         listener
-            .timed_wait(|_| {}, options.idle_wait)
+            .try_wait(|_| {})
             .map_err(|e| anyhow!("waiting on the zenoh link: {e:?}"))?;
+        turn.busy(woken);
     }
     Ok(())
 }

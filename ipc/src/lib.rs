@@ -13,6 +13,9 @@ pub mod carrier;
 pub mod config;
 pub mod gateway;
 pub mod grant;
+pub mod granted;
+pub mod turn;
+pub mod wake;
 pub mod wire;
 
 #[cfg(test)]

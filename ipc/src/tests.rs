@@ -22,6 +22,8 @@ use sivshm::Mapping;
 use crate::carrier::{CarrierError, Options, SivshmCarrier};
 use crate::gateway::{self, Event};
 use crate::grant::Grant;
+use crate::granted::Granted;
+use crate::wake::LocalWakes;
 use crate::wire;
 
 const SEGMENT: usize = 1 << 20;
@@ -636,4 +638,75 @@ fn a_worker_never_sees_a_service_outside_its_grant() {
     .unwrap();
     assert!(!exists);
     g.stop();
+}
+
+#[test]
+fn a_granted_wrapper_leaves_out_and_records_offers_outside_the_grant_once() {
+    let p = pair();
+    let (m, w) = channels(&p);
+    // The inner carrier trusts its peer (as zenoh's does); the wrapper holds the grant.
+    let inner = SivshmCarrier::new(m, Options::default());
+    let manager = Granted::new(inner, Some(grant(&["jobs/w0/**"])));
+    let refusals = manager.refusals();
+    let mut worker = SivshmCarrier::new(w, Options::default());
+    for name in ["jobs/w1/out", "jobs/w0/out"] {
+        worker
+            .announce(Announcement::Offered {
+                descriptor: descriptor(name),
+            })
+            .unwrap();
+    }
+    let listed = || {
+        let mut names = Vec::new();
+        manager
+            .offers(&mut |o| names.push(o.descriptor.name.as_str().to_string()))
+            .unwrap();
+        names
+    };
+    assert_eq!(listed(), ["jobs/w0/out"]);
+    assert_eq!(listed(), ["jobs/w0/out"]);
+    let refused: Vec<String> = refusals.take().into_iter().map(|r| r.service).collect();
+    assert_eq!(refused, ["jobs/w1/out"], "logged once while offered");
+    // Withdrawn and offered again: logged again.
+    let d = descriptor("jobs/w1/out");
+    worker
+        .announce(Announcement::Withdrawn { hash: d.hash })
+        .unwrap();
+    assert_eq!(listed(), ["jobs/w0/out"]);
+    worker
+        .announce(Announcement::Offered { descriptor: d })
+        .unwrap();
+    assert_eq!(listed(), ["jobs/w0/out"]);
+    assert_eq!(refusals.take().len(), 1);
+}
+
+#[test]
+fn local_wakes_follow_the_admitted_event_services_and_wake_on_a_notification() {
+    let config = iceoryx2_system();
+    let link_node = node(&config);
+    let app = node(&config);
+    let mut wakes = LocalWakes::new(Some(grant(&["jobs/w0/**"])));
+    assert!(!wakes.refresh(&link_node), "nothing there, nothing changed");
+    let event = |name: &str| {
+        app.service_builder(&service_name(name))
+            .event()
+            .open_or_create()
+            .unwrap()
+    };
+    let ready = event("jobs/w0/ready");
+    let notifier = ready.notifier_builder().create().unwrap();
+    let other = event("jobs/w1/ready");
+    let _other_notifier = other.notifier_builder().create().unwrap();
+    assert!(wakes.refresh(&link_node), "a new admitted service");
+    assert_eq!(wakes.len(), 1, "only the admitted one");
+    assert!(!wakes.refresh(&link_node), "no change");
+    notifier.notify().unwrap();
+    assert!(
+        wakes.wait(&[], WAIT),
+        "woken by the application's notification"
+    );
+    drop(notifier);
+    drop(ready);
+    assert!(wakes.refresh(&link_node), "the service is gone");
+    assert!(wakes.is_empty());
 }

@@ -260,6 +260,9 @@ pub enum Measure {
 pub enum BenchWhat {
     Pingpong,
     Channel,
+    /// iceoryx2 over the sivshm gateways against zenoh/TCP and the in-VM ceiling (not in
+    /// `all`).
+    Iox2,
     All,
 }
 

@@ -193,6 +193,12 @@ pub fn bench(
     );
     let machine = guest.machine()?;
     let timeout = Duration::from_secs(guest.timeout);
+    if what == BenchWhat::Iox2 {
+        for l in bench::iox2::run(&machine, &guest.logdir, timeout, probe, json)? {
+            println!("{l}");
+        }
+        return Ok(());
+    }
     if what != BenchWhat::Channel {
         for l in bench::pingpong(&machine, &guest.logdir, timeout, exchanges)? {
             println!("{l}");

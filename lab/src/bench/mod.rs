@@ -15,6 +15,7 @@ use sivshm_host::pci::PciSlot;
 use sivshm_host::segments::{self, PageSize};
 
 mod capi;
+pub mod iox2;
 pub mod json;
 pub mod local;
 mod table;

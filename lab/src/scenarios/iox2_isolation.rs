@@ -27,9 +27,12 @@ impl Roles for Isolation {
             0 => job_worker(0),
             1 => beside_gateway(
                 &worker_gateway(1),
-                "sivshm-iox2 rogue --victim w0 --seconds 20",
+                "sivshm-iox2 rogue --victim w0 --seconds 12",
             ),
-            _ => "sivshm-iox2 hostile --device /dev/sivshm0 --seconds 30".to_string(),
+            // Until 5 s after the manager touched the channel (30 s at most).
+            _ => {
+                "sivshm-iox2 hostile --device /dev/sivshm0 --seconds 30 --after-peer 5".to_string()
+            }
         }
     }
 }

@@ -79,7 +79,7 @@ pub fn subscriber(n: &Node<ipc::Service>, s: &str) -> Result<Subscriber<ipc::Ser
         .map_err(|e| anyhow!("subscriber on {s}: {e:?}"))
 }
 
-fn notifier(n: &Node<ipc::Service>, s: &str) -> Result<Notifier<ipc::Service>> {
+pub fn notifier(n: &Node<ipc::Service>, s: &str) -> Result<Notifier<ipc::Service>> {
     n.service_builder(&name(s)?)
         .event()
         .open_or_create()
@@ -89,7 +89,7 @@ fn notifier(n: &Node<ipc::Service>, s: &str) -> Result<Notifier<ipc::Service>> {
         .map_err(|e| anyhow!("notifier on {s}: {e:?}"))
 }
 
-fn listener(n: &Node<ipc::Service>, s: &str) -> Result<Listener<ipc::Service>> {
+pub fn listener(n: &Node<ipc::Service>, s: &str) -> Result<Listener<ipc::Service>> {
     n.service_builder(&name(s)?)
         .event()
         .open_or_create()

@@ -11,6 +11,7 @@ use sivshm_iceoryx2::config::{Config, Via, Worker};
 use sivshm_iceoryx2::gateway::{self, Event};
 use sivshm_iceoryx2::grant::Grant;
 
+mod bench;
 mod hostile;
 mod job;
 mod rogue;
@@ -38,6 +39,11 @@ enum Command {
         /// Also report refusals and failed links as SIVSHM-RESULT lines (the lab's guests).
         #[arg(long)]
         results: bool,
+        /// The subscriber buffer (samples) of the services the gateway creates as mirrors of
+        /// the peer's; default iceoryx2's (2). Applications that ask for a larger buffer of a
+        /// service the peer offers need a gateway with at least that.
+        #[arg(long, value_name = "N")]
+        mirror_buffer: Option<usize>,
     },
     /// The job's manager: batches to each worker, answers verified.
     JobManager(job::ManagerArgs),
@@ -47,6 +53,10 @@ enum Command {
     Rogue(rogue::Args),
     /// Writes garbage into a sivshm channel's memory and rings its doorbell.
     Hostile(hostile::Args),
+    /// The benchmark's driver: times round trips and streams, prints the figures.
+    BenchDrive(bench::DriveArgs),
+    /// The benchmark's server: answers the driver.
+    BenchServe(bench::Common),
 }
 
 fn config(
@@ -99,6 +109,7 @@ fn main() -> Result<()> {
             worker,
             manager_via,
             results,
+            mirror_buffer,
         } => {
             let config = config(file, worker, manager_via)?;
             let stop = AtomicBool::new(false);
@@ -119,11 +130,24 @@ fn main() -> Result<()> {
                     }
                 }
             };
-            gateway::run(&config, &gateway::Options::default(), &stop, &log)
+            let mut options = gateway::Options::default();
+            if let Some(n) = mirror_buffer {
+                if n == 0 {
+                    bail!("--mirror-buffer must be at least 1");
+                }
+                options
+                    .iceoryx2
+                    .defaults
+                    .publish_subscribe
+                    .subscriber_max_buffer_size = n;
+            }
+            gateway::run(&config, &options, &stop, &log)
         }
         Command::JobManager(a) => job::manager(&a),
         Command::JobWorker(a) => job::worker(&a),
         Command::Rogue(a) => rogue::run(&a),
         Command::Hostile(a) => hostile::run(&a),
+        Command::BenchDrive(a) => bench::drive(&a),
+        Command::BenchServe(a) => bench::serve(&a),
     }
 }
