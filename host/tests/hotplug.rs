@@ -256,7 +256,7 @@ fn a_resized_worker_s_new_segment_is_plugged_into_the_manager_and_the_worker_vm(
     let before = state(&wqmp, &mut wq, &wlog);
     assert_eq!(before.0, ["sivshm-bridge.0", "sivshm-mgr"], "{before:?}");
     let _ = state(&qmp, &mut q, &qlog);
-    s.wait_for_log("serve: w0.mgr: pid");
+    s.wait_for_clients("w0.mgr", 1);
 
     let two = format!("{one}{}", worker("w0b", 4, ""));
     let line = s.reload(&two, 1);
@@ -276,7 +276,12 @@ fn a_resized_worker_s_new_segment_is_plugged_into_the_manager_and_the_worker_vm(
         "worker w0b's own device plugged into VM w0: device sivshm-w0b at 0000:00:05.0 (its \
          peer, manager mgr, is id 0)"
     );
-    s.wait_for_log(&format!("serve: w0b.mgr: pid {wpid} uid"));
+    s.wait_for_clients("w0b.mgr", 1);
+    assert!(
+        s.log().contains(&format!("serve: w0b.mgr: pid {wpid} uid")),
+        "{}",
+        s.log()
+    );
     assert!(s
         .log()
         .contains("(peer id 2, peer mgr id 0, 1 vector(s), 4 MiB, 5 messages)"));
