@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use crate::run_file::RunFile;
 use crate::{bench, realise, wiring};
@@ -40,6 +40,13 @@ fn from_text(text: &str, svg: Option<&Path>) -> Result<Vec<String>> {
             plotted(&mut out);
             Ok(out)
         }
+        bench::iox2::SCHEMA => {
+            ensure!(
+                svg.is_none(),
+                "an iceoryx2 benchmark run has a table, no plot"
+            );
+            bench::iox2::report(&bench::iox2::Iox2Run::from_json(text)?)
+        }
         wiring::JSON_SCHEMA => {
             let f = wiring::from_json(text)?;
             let mut out = wiring::table(&f);
@@ -50,8 +57,9 @@ fn from_text(text: &str, svg: Option<&Path>) -> Result<Vec<String>> {
             Ok(out)
         }
         s => bail!(
-            "schema {s:?} is not one this sivshm-lab reads ({}, {}, {})",
+            "schema {s:?} is not one this sivshm-lab reads ({}, {}, {}, {})",
             bench::json::SCHEMA,
+            bench::iox2::SCHEMA,
             realise::json::SCHEMA,
             wiring::JSON_SCHEMA
         ),

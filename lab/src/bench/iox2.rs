@@ -176,6 +176,13 @@ pub fn run(
     Ok(out)
 }
 
+/// The heading and table of a run read back (`sivshm-lab plot --from`).
+pub fn report(run: &Iox2Run) -> Result<Vec<String>> {
+    let mut out = vec![heading(run)];
+    out.extend(table(&run.probes, &run.options)?);
+    Ok(out)
+}
+
 fn heading(run: &Iox2Run) -> String {
     let o = &run.options;
     format!(
