@@ -6,9 +6,9 @@
  * a worker in sivshm_channel_wait_for_peer. No new worker comes, so only the removal can end
  * the wait: with SIVSHM_ERR_DEVICE_GONE (the library asks the device at every look). A worker
  * of the channel's previous manager that has not noticed it left may still be there: then
- * the wait goes on in sivshm_channel_receive (that worker sends nothing unasked, and this
- * program sends it nothing) until the worker leaves (closed or stopped: not the end of the
- * wait) or the removal ends it. Every
+ * the wait goes on in sivshm_channel_receive (this program sends it nothing; what it may
+ * still send is an answer it owed the previous manager, read and let go) until the worker
+ * leaves (closed or stopped: not the end of the wait) or the removal ends it. Every
  * later call (receive, reserve, send, flush, a peer check) must say the same, and nothing
  * may crash: the mapping shows the driver's stand-in page and this program installs no
  * signal handler. Then it waits for the node to go away, so that the device can be added
@@ -88,6 +88,15 @@ int main(int argc, char **argv)
 			break;
 		/* The previous manager's worker, still there: wait until it leaves. */
 		wait = sivshm_channel_receive(ch, buf, sizeof(buf), &len, timeout_ms);
+		if (wait == SIVSHM_OK || wait == SIVSHM_ERR_TOO_LARGE) {
+			/* An answer the previous worker owed its manager, finished late: not ours. */
+			printf("%s: the previous worker's late answer of %zu bytes; waiting on\n", who,
+			       len);
+			struct sivshm_message *late = NULL;
+			if (wait == SIVSHM_ERR_TOO_LARGE && sivshm_channel_recv(ch, 0, &late) == SIVSHM_OK)
+				sivshm_message_release(late);
+			continue;
+		}
 		if (wait != SIVSHM_ERR_PEER_CLOSED && wait != SIVSHM_ERR_PEER_GONE)
 			break;
 		printf("%s: the previous worker left: %s; waiting on\n", who, sivshm_strerror(wait));
