@@ -43,43 +43,26 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 # realise boots no guest: only the lab (sivshm-lab) is built.
-args=() what= plot= json= vsock=1
+# args: as given; rest: without --what (for the commands that take no --what).
+args=() rest=() what= plot= json= vsock=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	--no-vsock) vsock=; shift ;;
 	--what) [ $# -ge 2 ] || die "--what needs a value"; what=$2; args+=("$1" "$2"); shift 2 ;;
 	--what=*) what=${1#--what=}; args+=("$1"); shift ;;
-	--plot|--plot=*) plot=given; args+=("$1"); shift ;;
-	--json|--json=*) json=given; args+=("$1"); shift ;;
-	*) args+=("$1"); shift ;;
+	--plot|--plot=*) plot=given; args+=("$1"); rest+=("$1"); shift ;;
+	--json|--json=*) json=given; args+=("$1"); rest+=("$1"); shift ;;
+	*) args+=("$1"); rest+=("$1"); shift ;;
 	esac
 done
 mkdir -p "$SIVSHM_ROOT/build"
 if [ "$what" = realise ]; then
-	rest=()
-	set -- "${args[@]}"
-	while [ $# -gt 0 ]; do
-		case $1 in
-		--what) shift 2 ;;
-		--what=*) shift ;;
-		*) rest+=("$1"); shift ;;
-		esac
-	done
 	[ -n "$plot" ] || rest+=(--plot "$SIVSHM_ROOT/build/realise.svg")
 	[ -n "$json" ] || rest+=(--json "$SIVSHM_ROOT/build/realise.json")
 	cargo build --release -q -p sivshm-lab || die "sivshm-lab does not build"
 	exec "$LAB" realise-bench ${rest[@]+"${rest[@]}"}
 fi
 if [ "$what" = adapt ]; then
-	rest=()
-	set -- "${args[@]}"
-	while [ $# -gt 0 ]; do
-		case $1 in
-		--what) shift 2 ;;
-		--what=*) shift ;;
-		*) rest+=("$1"); shift ;;
-		esac
-	done
 	cargo build --release -q -p sivshm-distribute || die "sivshm-distribute does not build"
 	exec "$SIVSHM_ROOT/target/release/sivshm-distribute" adapt-bench ${rest[@]+"${rest[@]}"}
 fi
