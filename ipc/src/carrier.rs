@@ -6,11 +6,11 @@
 //! [`crate::wire`]); the per-service byte channels the tunnel opens ([`SivshmChannel`]) share
 //! it. On the manager's side the carrier holds the worker's [`Grant`]: it announces no
 //! service outside it, opens no channel for one, and refuses (and records, see
-//! [`Session::take_refusals`]) every offer the worker makes outside it.
+//! [`SessionHandle::take_refusals`]) every offer the worker makes outside it.
 //!
 //! Everything the peer writes is untrusted: a message that does not decode, an offer whose
 //! hash is not its name's, or a channel error (a corrupt ring, a peer gone) ends this carrier
-//! with an error ([`Session::fault`]); nothing panics and nothing of another channel is
+//! with an error ([`SessionHandle::fault`]); nothing panics and nothing of another channel is
 //! touched.
 //!
 //! Copies: a sent frame is written once, from the sample into the ring; a received frame is

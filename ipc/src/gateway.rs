@@ -18,7 +18,6 @@
 //! [`Options::discover_every`] later otherwise.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use iceoryx2::node::NodeBuilder;
@@ -36,80 +35,8 @@ use crate::grant::Grant;
 use crate::granted::{Granted, Refusals};
 use crate::turn::Turn;
 
-/// What a gateway tells its operator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The link to `worker` is up.
-    Up { worker: String, via: String },
-    /// A service was refused: the worker offered it outside its grant, or it was not
-    /// announced to the worker.
-    Refused {
-        worker: String,
-        service: String,
-        why: String,
-    },
-    /// A sample or a notification could not be relayed (the link goes on).
-    Error { worker: String, what: String },
-    /// The link to `worker` ended with this error (the others go on).
-    Failed { worker: String, error: String },
-}
-
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Event::Up { worker, via } => write!(f, "{worker}: link up over {via}"),
-            Event::Refused {
-                worker,
-                service,
-                why,
-            } => write!(f, "{worker}: refused service {service:?}: {why}"),
-            Event::Error { worker, what } => write!(f, "{worker}: {what}"),
-            Event::Failed { worker, error } => write!(f, "{worker}: link ended: {error}"),
-        }
-    }
-}
-
-/// Choices of the user.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// The local iceoryx2 system's configuration.
-    pub iceoryx2: iceoryx2::config::Config,
-    /// The sivshm channels' configuration.
-    pub channel: sivshm::channel::Config,
-    /// How often a link looks for new and gone services while they change; the interval
-    /// doubles with every look that finds no change, up to [`Self::discover_at_most`].
-    pub discover_every: Duration,
-    /// The longest interval between two looks for new and gone services.
-    pub discover_at_most: Duration,
-    /// A look runs the link's discovery only if the services changed (or a discovery
-    /// failed), and at least this often in any case.
-    pub discover_anyway: Duration,
-    /// The longest a link sleeps after a turn that moved nothing, while it was busy lately
-    /// (otherwise it sleeps until the next discovery, if nothing wakes it).
-    pub idle_wait: Duration,
-    /// How long after its last wake-up or move a link counts as busy.
-    pub busy_for: Duration,
-    /// How long the manager's side waits for a worker's gateway to attach.
-    pub attach_timeout: Duration,
-    /// How often a link looks at its peer's liveness.
-    pub check_every: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            iceoryx2: iceoryx2::config::Config::default(),
-            channel: sivshm::channel::Config::default(),
-            discover_every: Duration::from_millis(20),
-            discover_at_most: Duration::from_secs(1),
-            discover_anyway: Duration::from_secs(10),
-            idle_wait: Duration::from_millis(1),
-            busy_for: Duration::from_millis(100),
-            attach_timeout: Duration::from_secs(120),
-            check_every: Duration::from_millis(500),
-        }
-    }
-}
+pub use crate::event::Event;
+pub use crate::options::Options;
 
 /// Runs the gateway of `config` until `stop` is set. A manager returns once every worker's
 /// link ended; its result is an error if all of them failed.

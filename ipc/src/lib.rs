@@ -11,9 +11,11 @@
 
 pub mod carrier;
 pub mod config;
+pub mod event;
 pub mod gateway;
 pub mod grant;
 pub mod granted;
+pub mod options;
 pub mod turn;
 pub mod wake;
 pub mod wire;

@@ -16,8 +16,9 @@ use iceoryx2::service::ipc;
 use iceoryx2_link::Link;
 use iceoryx2_link_tunnel::Tunnel;
 
-use crate::gateway::{Event, Options};
+use crate::event::Event;
 use crate::grant::Grant;
+use crate::options::Options;
 use crate::wake::LocalWakes;
 
 /// The state of a link's loop between turns.
