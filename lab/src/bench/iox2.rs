@@ -199,14 +199,7 @@ fn heading(run: &Iox2Run) -> String {
 /// are.
 pub(super) fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
     let get = |kind: &str, transport: &str, size: usize, key: &str| {
-        probes
-            .iter()
-            .find(|p| {
-                p.kind == kind
-                    && p.transport == transport
-                    && p.values.get("size") == Some(&(size as f64))
-            })
-            .and_then(|p| p.values.get(key).copied())
+        super::table::value(probes, kind, transport, size, key)
             .with_context(|| format!("no {kind} {key} for {transport} at {size} bytes"))
     };
     let verdict = |met: bool| if met { "MET" } else { "MISSED" };

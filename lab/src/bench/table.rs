@@ -55,13 +55,7 @@ pub(super) fn size_name(bytes: usize) -> String {
 /// ring-sized area costs against a plain one.
 pub(super) fn table(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
     let find = |kind: &str, transport: &str, size: usize| {
-        probes
-            .iter()
-            .find(|p| {
-                p.kind == kind
-                    && p.transport == transport
-                    && p.values.get("size") == Some(&(size as f64))
-            })
+        probe(probes, kind, transport, size)
             .with_context(|| format!("no {kind} figure for {transport} at {size} bytes"))
     };
     let get = |p: &Probe, k: &str| {
@@ -149,14 +143,30 @@ fn targets(size: usize) -> (f64, f64, f64) {
 /// The message rate (`msgs_s`) of `transport`'s throughput result at `size` bytes, if the run
 /// has one.
 pub(super) fn throughput_rate(probes: &[Probe], transport: &str, size: usize) -> Option<f64> {
-    probes
-        .iter()
-        .find(|p| {
-            p.kind == "throughput"
-                && p.transport == transport
-                && p.values.get("size") == Some(&(size as f64))
-        })
-        .and_then(|p| p.values.get("msgs_s").copied())
+    value(probes, "throughput", transport, size, "msgs_s")
+}
+
+/// The probe of `kind` over `transport` at `size` bytes, if the run has one.
+pub(super) fn probe<'a>(
+    probes: &'a [Probe],
+    kind: &str,
+    transport: &str,
+    size: usize,
+) -> Option<&'a Probe> {
+    probes.iter().find(|p| {
+        p.kind == kind && p.transport == transport && p.values.get("size") == Some(&(size as f64))
+    })
+}
+
+/// Figure `key` of that probe.
+pub(super) fn value(
+    probes: &[Probe],
+    kind: &str,
+    transport: &str,
+    size: usize,
+    key: &str,
+) -> Option<f64> {
+    probe(probes, kind, transport, size).and_then(|p| p.values.get(key).copied())
 }
 
 /// The channel between the VMs against the in-VM references of the same run, message rates
@@ -221,14 +231,7 @@ pub(super) fn throughput_lines(probes: &[Probe], o: &ProbeOptions) -> Vec<crate:
             let points = o
                 .sizes
                 .iter()
-                .filter_map(|&size| {
-                    let p = probes.iter().find(|p| {
-                        p.kind == "throughput"
-                            && p.transport == name
-                            && p.values.get("size") == Some(&(size as f64))
-                    })?;
-                    Some((size as f64, *p.values.get("msgs_s")?))
-                })
+                .filter_map(|&size| Some((size as f64, throughput_rate(probes, name, size)?)))
                 .collect();
             crate::plot::Line::new(name, points)
         })
@@ -243,14 +246,7 @@ pub(super) fn throughput_lines(probes: &[Probe], o: &ProbeOptions) -> Vec<crate:
 /// twice that. A transport the run did not measure says n/a.
 pub(super) fn alternatives(probes: &[Probe], o: &ProbeOptions) -> Result<Vec<String>> {
     let find = |kind: &str, transport: &str, size: usize, key: &str| {
-        probes
-            .iter()
-            .find(|p| {
-                p.kind == kind
-                    && p.transport == transport
-                    && p.values.get("size") == Some(&(size as f64))
-            })
-            .and_then(|p| p.values.get(key).copied())
+        value(probes, kind, transport, size, key)
     };
     let lead = |s: f64, r: Option<f64>| match r {
         Some(r) if r > 0.0 => {
