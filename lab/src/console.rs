@@ -165,6 +165,20 @@ const NOT_WRITE_BACK: &str = "not write-back";
 /// `SIVSHM-PROBED <uptime> ...`.
 const PROBED: &str = "SIVSHM-PROBED ";
 
+/// The whole lines a guest's console log at `path` gained since `offset` (which moves past
+/// them), for a host that follows a running guest's requests; a line still being written
+/// waits for the next call.
+pub fn new_lines(path: &std::path::Path, offset: &mut usize) -> String {
+    let log = std::fs::read(path).unwrap_or_default();
+    let start = (*offset).min(log.len());
+    let end = log[start..]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(start, |i| start + i + 1);
+    *offset = end;
+    String::from_utf8_lossy(&log[start..end]).into_owned()
+}
+
 /// Whether the guest has printed [`PROBED`] yet: the cheap look a poll of growing logs makes
 /// (what [`parse`] reads as [`Report::probed_uptime`]).
 pub fn probed(log: &str) -> bool {
@@ -291,6 +305,24 @@ fn parse_tap_line(line: &str) -> Option<TapResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_lines_hands_out_whole_lines_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guest.log");
+        let mut offset = 0;
+        assert_eq!(new_lines(&path, &mut offset), "", "no log yet");
+        std::fs::write(&path, "one\ntw").unwrap();
+        assert_eq!(new_lines(&path, &mut offset), "one\n");
+        assert_eq!(
+            new_lines(&path, &mut offset),
+            "",
+            "a line being written waits"
+        );
+        std::fs::write(&path, "one\ntwo\nthree\n").unwrap();
+        assert_eq!(new_lines(&path, &mut offset), "two\nthree\n");
+        assert_eq!(offset, 14);
+    }
 
     const LOG: &str = "Linux version 7.3.4\r\n\
 SIVSHM-BOOTED 3.1\r\n\

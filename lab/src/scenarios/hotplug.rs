@@ -153,13 +153,7 @@ pub(super) fn run(s: &Suite<'_>) -> Result<Ran> {
             &format!("{adds} adds, {removes} removes"),
         );
         let done = manager.exited()?;
-        let log = std::fs::read(manager.log_path()).unwrap_or_default();
-        let end = log[offset..]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(offset, |i| offset + i + 1);
-        let text = String::from_utf8_lossy(&log[offset..end]).into_owned();
-        offset = end;
+        let text = crate::console::new_lines(manager.log_path(), &mut offset);
         for line in text.lines() {
             let Some(at) = line.find("SIVSHM-HOTPLUG ") else {
                 continue;
