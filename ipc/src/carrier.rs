@@ -127,6 +127,13 @@ pub struct Options {
     /// flushes once per turn, so that a sample sent after its event within one turn still
     /// reaches the peer together with it (see `gateway`). False: each frame at once.
     pub defer_flush: bool,
+    /// The peer's frames are taken in at [`SessionHandle::begin_turn`], and a turn's relays
+    /// receive only those: a frame that arrives during the turn (taken in while a send waits
+    /// for room, or by a look for offers) waits for the next turn. So one pass of the link
+    /// delivers a turn's samples before its notifications, and a notification is never
+    /// delivered a pass before its sample (see `gateway`). False: every receive takes in
+    /// what the peer sent, and hands it out at once.
+    pub by_turn: bool,
 }
 
 impl Default for Options {
@@ -136,6 +143,7 @@ impl Default for Options {
             send_timeout: Duration::from_secs(5),
             buffer_limit: 64 << 20,
             defer_flush: false,
+            by_turn: false,
         }
     }
 }
@@ -144,6 +152,8 @@ impl Default for Options {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub frames_out: u64,
+    /// Of `frames_out`, those of event services (notifications).
+    pub events_out: u64,
     pub frames_in: u64,
     pub bytes_out: u64,
     pub bytes_in: u64,
@@ -161,8 +171,16 @@ const SPARE_BYTES: usize = 2 << 20;
 /// The most refusals kept for the gateway to log (beyond, only counted).
 const REFUSALS_KEPT: usize = 256;
 
+/// A frame taken in: its message, where the frame starts in it, and its number in the order
+/// of intake.
+struct Taken {
+    bytes: Vec<u8>,
+    start: usize,
+    number: u64,
+}
+
 struct Queue {
-    frames: VecDeque<(Vec<u8>, usize)>,
+    frames: VecDeque<Taken>,
 }
 
 /// The state of one carrier, shared by it, its channels and the gateway's handle.
@@ -182,6 +200,11 @@ pub struct Session {
     peer: PeerId,
     /// Buffers of frames delivered, for the next frames taken in.
     spare: Vec<Vec<u8>>,
+    /// Frames taken in so far (the next one's number).
+    taken: u64,
+    /// Frames numbered below this may be delivered (with [`Options::by_turn`], those taken
+    /// in before the turn began).
+    deliverable: u64,
 }
 
 /// A handle on a carrier's session for the loop that drives the link: wait, faults,
@@ -199,6 +222,8 @@ pub struct SivshmChannel {
     session: Rc<RefCell<Session>>,
     hash: ServiceHash,
     prefix: Vec<u8>,
+    /// Whether the service is an event service (its frames are notifications).
+    event: bool,
 }
 
 impl SivshmCarrier {
@@ -223,6 +248,8 @@ impl SivshmCarrier {
                 stats: Stats::default(),
                 peer,
                 spare: Vec::new(),
+                taken: 0,
+                deliverable: 0,
             })),
         }
     }
@@ -274,6 +301,14 @@ impl SessionHandle {
     /// Takes in what the peer sent (announcements, frames) without waiting.
     pub fn pump(&self) {
         self.0.borrow_mut().pump();
+    }
+
+    /// Begins a turn of the link ([`Options::by_turn`]): takes in what the peer sent, and lets
+    /// the turn's relays deliver every frame taken in so far.
+    pub fn begin_turn(&self) {
+        let mut s = self.0.borrow_mut();
+        s.pump();
+        s.deliverable = s.taken;
     }
 
     /// Sleeps until the peer rings or `timeout` passes (returns at once if a message waits).
@@ -382,7 +417,7 @@ impl Session {
                 }
                 if !self.opened.contains(&hash) {
                     if let Some(q) = self.queues.remove(&hash) {
-                        self.buffered -= q.frames.iter().map(|(b, _)| b.len()).sum::<usize>();
+                        self.buffered -= q.frames.iter().map(|f| f.bytes.len()).sum::<usize>();
                     }
                 }
                 return Ok(());
@@ -398,13 +433,22 @@ impl Session {
         self.stats.frames_in += 1;
         self.stats.bytes_in += (bytes.len() - start) as u64;
         self.buffered += bytes.len();
+        let number = self.taken;
+        self.taken += 1;
+        if !self.options.by_turn {
+            self.deliverable = self.taken;
+        }
         self.queues
             .entry(hash)
             .or_insert_with(|| Queue {
                 frames: VecDeque::new(),
             })
             .frames
-            .push_back((bytes, start));
+            .push_back(Taken {
+                bytes,
+                start,
+                number,
+            });
         Ok(())
     }
 
@@ -450,9 +494,19 @@ impl Session {
         Ok(())
     }
 
+    /// Whether frames taken in wait for the next turn ([`Options::by_turn`]).
+    fn held(&self) -> bool {
+        self.queues
+            .values()
+            .any(|q| q.frames.back().is_some_and(|f| f.number >= self.deliverable))
+    }
+
     fn wait(&mut self, timeout: Duration, local: Option<&LocalWakes>) {
         if self.fault.is_some() {
             std::thread::sleep(timeout);
+            return;
+        }
+        if self.options.by_turn && self.held() {
             return;
         }
         let armed = match self.channel.arm() {
@@ -494,6 +548,7 @@ impl Session {
         hash: &ServiceHash,
         prefix: &[u8],
         frame: &Frame<'_>,
+        event: bool,
     ) -> Result<(), CarrierError> {
         self.live()?;
         let len = prefix.len() + frame.header.len() + frame.payload.len();
@@ -524,6 +579,7 @@ impl Session {
                     };
                     flushed.map_err(|e| self.set_fault(CarrierError::Channel(e)))?;
                     self.stats.frames_out += 1;
+                    self.stats.events_out += u64::from(event);
                     self.stats.bytes_out += (len - prefix.len()) as u64;
                     return Ok(());
                 }
@@ -618,6 +674,7 @@ impl Carrier for SivshmCarrier {
             session: self.session.clone(),
             hash: descriptor.hash,
             prefix: wire::frame_prefix(&descriptor.hash),
+            event: matches!(descriptor.types, ServiceTypes::Event),
         })
     }
 }
@@ -627,7 +684,7 @@ impl iceoryx2_link_carrier::Channel for SivshmChannel {
 
     fn send(&mut self, frame: Frame<'_>) -> Result<(), CarrierError> {
         let mut s = self.session.borrow_mut();
-        let r = s.send_frame(&self.hash, &self.prefix, &frame);
+        let r = s.send_frame(&self.hash, &self.prefix, &frame, self.event);
         if let Err(e) = &r {
             if !e.is_fatal() && s.errors.len() < REFUSALS_KEPT {
                 s.errors.push(e.clone());
@@ -639,20 +696,26 @@ impl iceoryx2_link_carrier::Channel for SivshmChannel {
     fn receive<R>(&mut self, on_frame: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, CarrierError> {
         let next = {
             let mut s = self.session.borrow_mut();
-            s.pump();
+            if !s.options.by_turn {
+                s.pump();
+            }
+            let deliverable = s.deliverable;
             let next = s
                 .queues
                 .get_mut(&self.hash)
-                .and_then(|q| q.frames.pop_front());
-            if let Some((b, _)) = &next {
-                s.buffered -= b.len();
+                .and_then(|q| match q.frames.front() {
+                    Some(f) if f.number < deliverable => q.frames.pop_front(),
+                    _ => None,
+                });
+            if let Some(f) = &next {
+                s.buffered -= f.bytes.len();
             }
             if next.is_none() {
                 s.live()?;
             }
             next
         };
-        Ok(next.map(|(bytes, start)| {
+        Ok(next.map(|Taken { bytes, start, .. }| {
             let r = on_frame(&bytes[start..]);
             let mut s = self.session.borrow_mut();
             if s.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BYTES {
@@ -669,7 +732,7 @@ impl Drop for SivshmChannel {
             s.opened.remove(&self.hash);
             if !s.offers.contains_key(&self.hash) {
                 if let Some(q) = s.queues.remove(&self.hash) {
-                    s.buffered -= q.frames.iter().map(|(b, _)| b.len()).sum::<usize>();
+                    s.buffered -= q.frames.iter().map(|f| f.bytes.len()).sum::<usize>();
                 }
             }
         }

@@ -149,6 +149,7 @@ pub fn serve_channel(
         carrier::Options {
             grant: grant.clone(),
             defer_flush: true,
+            by_turn: true,
             ..carrier::Options::default()
         },
     );
@@ -161,17 +162,20 @@ pub fn serve_channel(
     });
     let mut turn = Turn::new(name, options, grant_of_wakes);
     while !stop.load(Ordering::Relaxed) {
+        // What the peer sent so far is this turn's to deliver; what comes during the turn
+        // waits for the next (carrier::Options::by_turn). The link's pass delivers samples,
+        // then notifications, so a notification never arrives before its sample here.
+        session.begin_turn();
         let before = session.stats();
         turn.run(&mut link, || Some(session.generation()), log);
-        // The link moves samples, then notifications: a sample published between the two
-        // passes goes out after its event, and a sample taken in from the ring during the
-        // notifications' pass waits for the next pass. Pass again until a pass moves
-        // nothing, and only then let the peer see it all: an event never arrives before its
-        // sample, and nothing taken in is left undelivered when the link sleeps.
+        // Towards the peer, a pass moves the applications' samples, then their
+        // notifications: a sample published between the two goes out after its event. So
+        // while a pass sent notifications, pass again before the peer sees any of it (one
+        // flush a turn): the late samples join their events. A pass that sent none ends it.
         let mut last = before;
         for _ in 0..EXTRA_PASSES {
             let now = session.stats();
-            if (now.frames_out, now.frames_in) == (last.frames_out, last.frames_in) {
+            if now.events_out == last.events_out {
                 break;
             }
             last = now;
@@ -185,14 +189,15 @@ pub fn serve_channel(
         if turn.check_due() {
             session.check_peer()?;
         }
-        // Returns at once if the peer sent more meanwhile, or an application notified.
+        // Returns at once if the peer sent more meanwhile, an application notified, or
+        // frames taken in during the turn wait for the next.
         turn.busy(session.stats() != before);
         session.wait_also(turn.wakes(), turn.rest());
     }
     Ok(())
 }
 
-/// The most passes a turn makes after one that sent something (see `serve_channel`).
+/// The most passes a turn makes after one that sent notifications (see `serve_channel`).
 const EXTRA_PASSES: usize = 4;
 
 fn report(name: &str, session: &SessionHandle, log: &(dyn Fn(Event) + Sync)) {

@@ -681,6 +681,35 @@ fn a_granted_wrapper_leaves_out_and_records_offers_outside_the_grant_once() {
 }
 
 #[test]
+fn a_wait_takes_in_the_notification_that_woke_it_and_the_next_wait_sleeps() {
+    let config = iceoryx2_system();
+    let link_node = node(&config);
+    let app = node(&config);
+    let mut wakes = LocalWakes::new(None);
+    let event = |name: &str| {
+        app.service_builder(&service_name(name))
+            .event()
+            .open_or_create()
+            .unwrap()
+    };
+    let (a, b) = (event("jobs/a"), event("jobs/b"));
+    let (na, nb) = (
+        a.notifier_builder().create().unwrap(),
+        b.notifier_builder().create().unwrap(),
+    );
+    wakes.refresh(&link_node);
+    assert_eq!(wakes.len(), 2);
+    for n in [&na, &nb, &na] {
+        n.notify().unwrap();
+        assert!(wakes.wait(&[], WAIT), "woken by the notification");
+        // Had the listener that woke it kept its notification, this would return at once.
+        let t = Instant::now();
+        assert!(!wakes.wait(&[], Duration::from_millis(50)), "nothing left to wake it");
+        assert!(t.elapsed() >= Duration::from_millis(40));
+    }
+}
+
+#[test]
 fn local_wakes_follow_the_admitted_event_services_and_wake_on_a_notification() {
     let config = iceoryx2_system();
     let link_node = node(&config);

@@ -134,9 +134,11 @@ impl LocalWakes {
     }
 
     /// Sleeps until a local application notifies, something of `peer` is readable, or
-    /// `timeout` passes; then takes every local notification in (the link's own listener
-    /// has its copy). An interrupted or failed wait counts as a short sleep: the caller's
-    /// loop looks again. True if something woke it before the timeout.
+    /// `timeout` passes; then takes in the notifications of the listeners that woke it (the
+    /// link's own listener has its copy). Only those: under TCG every `try_wait` of an
+    /// iceoryx2 listener costs a system call and a sweep of its whole event-id set, and the
+    /// others have nothing. An interrupted or failed wait counts as a short sleep: the
+    /// caller's loop looks again. True if something woke it before the timeout.
     pub fn wait(&self, peer: &[&dyn SynchronousMultiplexing], timeout: Duration) -> bool {
         let set = FileDescriptorSet::new();
         let mut guards = Vec::new();
@@ -150,11 +152,29 @@ impl LocalWakes {
                 guards.push(g);
             }
         }
-        let woken = matches!(set.timed_wait(timeout, FileEvent::Read, |_| {}), Ok(n) if n > 0);
+        let mut ready = Vec::new();
+        let woken = matches!(
+            set.timed_wait(timeout, FileEvent::Read, |fd| ready.push(raw(fd))),
+            Ok(n) if n > 0
+        );
         drop(guards);
         for l in self.listeners.values() {
-            let _ = l.try_wait(|_| {});
+            if ready.contains(&raw(l.file_descriptor())) {
+                let _ = l.try_wait(|_| {});
+            }
         }
         woken
+    }
+}
+
+/// What tells one descriptor from another: its number. iceoryx2 hands the number out only
+/// through an `unsafe` accessor, and its `Debug` starts with it (`FileDescriptor { value: 7,
+/// is_owned: .. }`); the set's callback gives a non-owning copy, so the whole `Debug` (or
+/// `==`, which compares the ownership too) would not match the listener's own.
+fn raw(fd: &FileDescriptor) -> String {
+    let d = format!("{fd:?}");
+    match d.split_once(',') {
+        Some((number, _)) => number.to_string(),
+        None => d,
     }
 }
