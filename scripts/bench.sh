@@ -15,7 +15,8 @@
 #               same through the zenoh gateways (TCP over virtio-net) and against two
 #               processes of one VM (the ceiling): throughput at --sizes, round trips of 64 B
 #               (--round-trips), the ratios and issue 28's targets (MET/MISSED); the run is
-#               written as build/iox2.json (--json FILE.json). Not part of `all`.
+#               written as build/iox2.json (--json FILE.json). --window N: samples in flight
+#               while streaming, the same on every path (default 32). Not part of `all`.
 #     all (the default): pingpong and channel
 #   The channel table is also drawn as build/channel.svg (messages/s against size per
 #   transport, and sivshm's ratio to each) unless --plot FILE.svg says where, and the run

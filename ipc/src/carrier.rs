@@ -164,9 +164,11 @@ pub struct Stats {
 
 /// The most channel messages one look at the ring takes in.
 const PUMP_BATCH: usize = 256;
-/// The most spare buffers a carrier keeps for frames it takes in, and the largest it keeps
-/// (so at most 16 MiB).
-const SPARE_BUFFERS: usize = 8;
+/// The spare buffers a carrier keeps for frames it takes in: at most this many bytes in all
+/// (a window of 64 KiB samples, or a ring's worth of larger ones, comes and goes without an
+/// allocation: a fresh one costs page faults, under TCG more than the copy), and none larger
+/// than `SPARE_BYTES`.
+const SPARE_TOTAL: usize = 16 << 20;
 const SPARE_BYTES: usize = 2 << 20;
 /// The most refusals kept for the gateway to log (beyond, only counted).
 const REFUSALS_KEPT: usize = 256;
@@ -200,6 +202,8 @@ pub struct Session {
     peer: PeerId,
     /// Buffers of frames delivered, for the next frames taken in.
     spare: Vec<Vec<u8>>,
+    /// The capacity of the spare buffers, in bytes.
+    spare_bytes: usize,
     /// Frames taken in so far (the next one's number).
     taken: u64,
     /// Frames numbered below this may be delivered (with [`Options::by_turn`], those taken
@@ -248,6 +252,7 @@ impl SivshmCarrier {
                 stats: Stats::default(),
                 peer,
                 spare: Vec::new(),
+                spare_bytes: 0,
                 taken: 0,
                 deliverable: 0,
             })),
@@ -385,6 +390,7 @@ impl Session {
                     // Into a spare buffer: a fresh allocation of a large frame costs a page
                     // fault per page (under TCG more than its copy).
                     let mut b = self.spare.pop().unwrap_or_default();
+                    self.spare_bytes -= b.capacity();
                     b.resize(m.len(), 0);
                     let bytes = m.read(0, &mut b).map(|()| b);
                     match bytes.and_then(|b| m.release().map(|()| b)) {
@@ -496,9 +502,11 @@ impl Session {
 
     /// Whether frames taken in wait for the next turn ([`Options::by_turn`]).
     fn held(&self) -> bool {
-        self.queues
-            .values()
-            .any(|q| q.frames.back().is_some_and(|f| f.number >= self.deliverable))
+        self.queues.values().any(|q| {
+            q.frames
+                .back()
+                .is_some_and(|f| f.number >= self.deliverable)
+        })
     }
 
     fn wait(&mut self, timeout: Duration, local: Option<&LocalWakes>) {
@@ -718,7 +726,9 @@ impl iceoryx2_link_carrier::Channel for SivshmChannel {
         Ok(next.map(|Taken { bytes, start, .. }| {
             let r = on_frame(&bytes[start..]);
             let mut s = self.session.borrow_mut();
-            if s.spare.len() < SPARE_BUFFERS && bytes.capacity() <= SPARE_BYTES {
+            let room = SPARE_TOTAL - s.spare_bytes;
+            if bytes.capacity() <= SPARE_BYTES.min(room) {
+                s.spare_bytes += bytes.capacity();
                 s.spare.push(bytes);
             }
             r

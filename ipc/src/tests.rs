@@ -178,6 +178,50 @@ fn frames_cross_both_ways_up_to_the_largest_message() {
 }
 
 #[test]
+fn by_turn_a_frame_that_arrives_during_a_turn_waits_for_the_next() {
+    let p = pair();
+    let (m, w) = channels(&p);
+    let mut manager = SivshmCarrier::new(m, Options::default());
+    let by_turn = Options {
+        by_turn: true,
+        ..Options::default()
+    };
+    let mut worker = SivshmCarrier::new(w, by_turn);
+    let session = worker.handle();
+    let d = descriptor("jobs/w0/data");
+    let mut mc = manager.open_channel(&d).unwrap();
+    let mut wc = worker.open_channel(&d).unwrap();
+    let send = |c: &mut crate::carrier::SivshmChannel, b: u8| {
+        c.send(Frame {
+            header: &[],
+            payload: &[b; 8],
+        })
+        .unwrap()
+    };
+    send(&mut mc, 1);
+    session.begin_turn();
+    send(&mut mc, 2);
+    // A look for offers in the middle of the turn takes the second frame in.
+    let _ = worker.generation();
+    assert_eq!(wc.receive(|b| b[0]).unwrap(), Some(1));
+    assert_eq!(
+        wc.receive(|b| b[0]).unwrap(),
+        None,
+        "taken in during the turn"
+    );
+    // The held frame is a reason not to sleep.
+    let t = Instant::now();
+    session.wait(Duration::from_secs(5));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "slept with a frame held"
+    );
+    session.begin_turn();
+    assert_eq!(wc.receive(|b| b[0]).unwrap(), Some(2));
+    assert_eq!(wc.receive(|b| b[0]).unwrap(), None);
+}
+
+#[test]
 fn a_frame_beyond_the_largest_message_is_a_clear_error_and_the_carrier_goes_on() {
     let p = pair();
     let (m, w) = channels(&p);
@@ -704,7 +748,10 @@ fn a_wait_takes_in_the_notification_that_woke_it_and_the_next_wait_sleeps() {
         assert!(wakes.wait(&[], WAIT), "woken by the notification");
         // Had the listener that woke it kept its notification, this would return at once.
         let t = Instant::now();
-        assert!(!wakes.wait(&[], Duration::from_millis(50)), "nothing left to wake it");
+        assert!(
+            !wakes.wait(&[], Duration::from_millis(50)),
+            "nothing left to wake it"
+        );
         assert!(t.elapsed() >= Duration::from_millis(40));
     }
 }

@@ -98,6 +98,7 @@ mod tests {
             vsock_backend: None,
             c_sizes,
             hugepages: None,
+            window: 32,
         }
     }
 

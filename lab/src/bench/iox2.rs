@@ -27,9 +27,6 @@ const ZENOH_PORT: u16 = 7447;
 /// Guest memory for this benchmark at least: the 1 MiB stream's iceoryx2 pools (the app's
 /// publisher and the gateway's mirror, a window of samples each) beside the initramfs.
 const MEMORY_MIB: u32 = 512;
-/// Samples in flight at most while streaming (`bench-drive`'s default `--window`): the
-/// gateways' mirrors get subscriber buffers this large.
-const WINDOW: usize = 8;
 /// The three paths, as the driver names them.
 const IN_VM: &str = "in-vm";
 const SIVSHM: &str = "sivshm";
@@ -69,7 +66,8 @@ impl Bench<'_> {
     fn common(&self, prefix: &str) -> String {
         let sizes: Vec<String> = self.0.sizes.iter().map(usize::to_string).collect();
         format!(
-            "--prefix {prefix} --window {WINDOW} --round-trips {} --sizes {}",
+            "--prefix {prefix} --window {} --round-trips {} --sizes {}",
+            self.0.window,
             self.0.round_trips,
             sizes.join(",")
         )
@@ -89,9 +87,9 @@ impl Bench<'_> {
 }
 
 /// `cmd` beside a gateway of `args`, which is stopped after it; fails with `cmd`.
-fn with_gateway(args: &str, cmd: &str) -> String {
+fn with_gateway(window: usize, args: &str, cmd: &str) -> String {
     format!(
-        "{{ sivshm-iox2 gateway --results --mirror-buffer {WINDOW} {args} & gw=$!; {cmd}; rc=$?; sleep 1; kill $gw; \
+        "{{ sivshm-iox2 gateway --results --mirror-buffer {window} {args} & gw=$!; {cmd}; rc=$?; sleep 1; kill $gw; \
          wait $gw; [ $rc = 0 ]; }}"
     )
 }
@@ -105,12 +103,14 @@ impl Roles for Bench<'_> {
             self.drive("bench/local", IN_VM)
         );
         let sivshm = with_gateway(
+            self.0.window,
             &format!("--worker 'w0@sivshm:{}@bench/w0/**'", bdfs[0]),
             &self.drive("bench/w0/sivshm", SIVSHM),
         );
         // The worker's zenoh gateway starts once its sivshm phase is over: give it a moment
         // to listen.
         let zenoh = with_gateway(
+            self.0.window,
             &format!("--worker 'w0@zenoh:tcp/{remote}:{ZENOH_PORT}@bench/w0/**'"),
             &self.drive("bench/w0/zenoh", ZENOH),
         );
@@ -121,10 +121,12 @@ impl Roles for Bench<'_> {
 
     fn worker(&self, _index: usize, _layout: &Layout) -> String {
         let sivshm = with_gateway(
+            self.0.window,
             "--to-manager w0@sivshm:/dev/sivshm0",
             &self.serve("bench/w0/sivshm"),
         );
         let zenoh = with_gateway(
+            self.0.window,
             &format!("--to-manager w0@zenoh:tcp/0.0.0.0:{ZENOH_PORT}"),
             &self.serve("bench/w0/zenoh"),
         );
@@ -188,9 +190,9 @@ fn heading(run: &Iox2Run) -> String {
     format!(
         "# iceoryx2 across VMs: sivshm gateways vs zenoh gateways (TCP over virtio-net) vs two \
          processes of one VM; a manager and a worker, {}, 1 vCPU and {} MiB each, 2 host \
-         cores; {} round trips of 64 B (events for wake-ups), {} s per size, at most {WINDOW} \
+         cores; {} round trips of 64 B (events for wake-ups), {} s per size, at most {} \
          samples in flight, {} MiB sivshm segment",
-        run.accel, run.memory_mib, o.round_trips, o.seconds, o.segment_mib
+        run.accel, run.memory_mib, o.round_trips, o.seconds, o.window, o.segment_mib
     )
 }
 

@@ -83,6 +83,7 @@ mod tests {
             vsock_backend: None,
             c_sizes: vec![65536],
             hugepages: Some(sivshm_host::segments::PageSize::Huge2M),
+            window: 16,
         };
         let lines = [
             "SIVSHM-RESULT probe kind=throughput transport=sivshm size=4096 messages=100 seconds=1.000 mib_s=400.00 msgs_s=102400 rings_per_msg=0.0100",

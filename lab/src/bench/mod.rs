@@ -142,6 +142,16 @@ pub struct ProbeOptions {
     #[arg(long, value_name = "2M|1G", value_parser = crate::layout::parse_huge_pages)]
     #[serde(default, with = "json::page_size")]
     pub hugepages: Option<PageSize>,
+    /// iox2: samples in flight at most while streaming, on every path (`bench-drive
+    /// --window`); the gateways' mirrors get subscriber buffers this large.
+    #[arg(long, default_value_t = 32)]
+    #[serde(default = "window_of_old_runs")]
+    pub window: usize,
+}
+
+/// The window of the iceoryx2 runs recorded before `--window` was an option.
+fn window_of_old_runs() -> usize {
+    8
 }
 
 impl ProbeOptions {

@@ -17,6 +17,7 @@ fn options(sizes: Vec<usize>) -> ProbeOptions {
         vsock_backend: None,
         c_sizes: vec![],
         hugepages: None,
+        window: 32,
     }
 }
 
