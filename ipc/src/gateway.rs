@@ -7,10 +7,11 @@
 //! an [`Event::Failed`]; the others go on. In a worker VM the gateway runs the one link to
 //! its manager, unrestricted.
 //!
-//! The loop of a link ([`crate::turn`]): look for new and gone services (local ones and the
-//! peer's), every [`Options::discover_every`] while they change and less often (up to
-//! [`Options::discover_at_most`]) while they do not; move pending samples and notifications
-//! every turn; and after a turn that moved nothing sleep until the peer sends (the
+//! The loop of a link ([`crate::turn`]): follow new and gone services (the local ones as the
+//! gateway's one [`Lister`] thread lists them for all links, every
+//! [`Options::discover_every`] while they change and less often, up to
+//! [`Options::discover_at_most`], while they do not; and the peer's); move pending samples
+//! and notifications every turn; and after a turn that moved nothing sleep until the peer sends (the
 //! channel's doorbell, the zenoh link's wake) or a local application notifies an event
 //! service the link may relay ([`crate::wake`]). A sample published without an event has
 //! nothing to wake the link: it is found by the next turn, at most [`Options::idle_wait`]
@@ -33,6 +34,7 @@ use crate::carrier::{self, SessionHandle, SivshmCarrier};
 use crate::config::{Config, Via};
 use crate::grant::Grant;
 use crate::granted::{Granted, Refusals};
+use crate::listing::Lister;
 use crate::turn::Turn;
 
 pub use crate::event::Event;
@@ -46,23 +48,35 @@ pub fn run(
     stop: &AtomicBool,
     log: &(dyn Fn(Event) + Sync),
 ) -> Result<()> {
+    let lister = Lister::spawn(
+        options.iceoryx2.clone(),
+        options.discover_every,
+        options.discover_at_most,
+    );
+    let lister = &lister;
     match config {
-        Config::Worker { name, via } => serve(name, via, Role::Worker, None, options, stop, log),
+        Config::Worker { name, via } => {
+            let to = LinkTo {
+                name,
+                via,
+                role: Role::Worker,
+                grant: None,
+            };
+            serve(&to, lister, options, stop, log)
+        }
         Config::Manager { workers } => {
             let failed = std::thread::scope(|scope| {
                 let threads: Vec<_> = workers
                     .iter()
                     .map(|w| {
                         scope.spawn(move || {
-                            let r = serve(
-                                &w.name,
-                                &w.via,
-                                Role::Manager,
-                                Some(w.grant.clone()),
-                                options,
-                                stop,
-                                log,
-                            );
+                            let to = LinkTo {
+                                name: &w.name,
+                                via: &w.via,
+                                role: Role::Manager,
+                                grant: Some(w.grant.clone()),
+                            };
+                            let r = serve(&to, lister, options, stop, log);
                             if let Err(e) = &r {
                                 log(Event::Failed {
                                     worker: w.name.clone(),
@@ -87,16 +101,23 @@ pub fn run(
     }
 }
 
-fn serve(
-    name: &str,
-    via: &Via,
+/// The other side of one link, as the configuration names it.
+struct LinkTo<'a> {
+    name: &'a str,
+    via: &'a Via,
     role: Role,
     grant: Option<Grant>,
+}
+
+fn serve(
+    to: &LinkTo<'_>,
+    lister: &Lister,
     options: &Options,
     stop: &AtomicBool,
     log: &(dyn Fn(Event) + Sync),
 ) -> Result<()> {
-    match via {
+    let (name, role, grant) = (to.name, to.role, to.grant.clone());
+    match to.via {
         Via::Sivshm(path) => {
             // A path (/dev/sivshm0), or a PCI address (0000:00:04.0) to find the device by.
             let device = match path.is_absolute() {
@@ -106,13 +127,15 @@ fn serve(
             let device = device.with_context(|| format!("opening {}", path.display()))?;
             let channel = Channel::on_device(&device, role, options.channel.clone())
                 .with_context(|| format!("sivshm channel on {}", path.display()))?;
-            serve_channel(name, channel, grant, options, stop, log)
+            serve_channel(name, channel, grant, lister, options, stop, log)
         }
-        Via::Zenoh(endpoint) => serve_zenoh(name, endpoint, role, grant, options, stop, log),
+        Via::Zenoh(endpoint) => {
+            serve_zenoh(name, endpoint, role, grant, lister, options, stop, log)
+        }
     }
 }
 
-fn link<C: iceoryx2_link_carrier::Carrier>(
+fn new_link<C: iceoryx2_link_carrier::Carrier>(
     carrier: C,
     grant: Option<Grant>,
     options: &Options,
@@ -129,11 +152,13 @@ fn link<C: iceoryx2_link_carrier::Carrier>(
     })
 }
 
-/// Serves one link over an open sivshm channel until `stop` is set or the channel fails.
+/// Serves one link over an open sivshm channel until `stop` is set or the channel fails;
+/// `lister` lists the local services of `options.iceoryx2`'s system.
 pub fn serve_channel(
     name: &str,
     mut channel: Channel,
     grant: Option<Grant>,
+    lister: &Lister,
     options: &Options,
     stop: &AtomicBool,
     log: &(dyn Fn(Event) + Sync),
@@ -155,12 +180,12 @@ pub fn serve_channel(
     );
     let session = carrier.handle();
     let grant_of_wakes = grant.clone();
-    let mut link = link(carrier, grant, options)?;
+    let mut link = new_link(carrier, grant, options)?;
     log(Event::Up {
         worker: name.to_string(),
         via,
     });
-    let mut turn = Turn::new(name, options, grant_of_wakes);
+    let mut turn = Turn::new(name, options, grant_of_wakes, lister);
     while !stop.load(Ordering::Relaxed) {
         // What the peer sent so far is this turn's to deliver; what comes during the turn
         // waits for the next (carrier::Options::by_turn). The link's pass delivers samples,
@@ -244,11 +269,13 @@ pub fn zenoh_config(endpoint: &str, role: Role) -> Result<zenoh::Config> {
     Ok(c)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve_zenoh(
     name: &str,
     endpoint: &str,
     role: Role,
     grant: Option<Grant>,
+    lister: &Lister,
     options: &Options,
     stop: &AtomicBool,
     log: &(dyn Fn(Event) + Sync),
@@ -258,7 +285,7 @@ fn serve_zenoh(
     let carrier = Granted::new(carrier, grant.clone());
     let refusals = carrier.refusals();
     let grant_of_wakes = grant.clone();
-    let mut link = link(carrier, grant, options)?;
+    let mut link = new_link(carrier, grant, options)?;
     let listener = link
         .listener()
         .map_err(|e| anyhow!("the zenoh link's wake-up listener: {e:?}"))?;
@@ -266,7 +293,7 @@ fn serve_zenoh(
         worker: name.to_string(),
         via: format!("zenoh:{endpoint}"),
     });
-    let mut turn = Turn::new(name, options, grant_of_wakes);
+    let mut turn = Turn::new(name, options, grant_of_wakes, lister);
     while !stop.load(Ordering::Relaxed) {
         // zenoh's changes of offers are found by the periodic discovery.
         turn.run(&mut link, || None, log);

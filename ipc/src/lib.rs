@@ -15,6 +15,7 @@ pub mod event;
 pub mod gateway;
 pub mod grant;
 pub mod granted;
+pub mod listing;
 pub mod options;
 pub mod turn;
 pub mod wake;

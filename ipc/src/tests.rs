@@ -23,6 +23,7 @@ use crate::carrier::{CarrierError, Options, SivshmCarrier};
 use crate::gateway::{self, Event};
 use crate::grant::Grant;
 use crate::granted::Granted;
+use crate::listing::Lister;
 use crate::wake::LocalWakes;
 use crate::wire;
 
@@ -488,7 +489,12 @@ impl Gateways {
                     ..gateway::Options::default()
                 };
                 let log = move |e: Event| events.lock().unwrap().push(e);
-                gateway::serve_channel("w0", ch, grant, &options, &stop, &log)
+                let lister = Lister::spawn(
+                    options.iceoryx2.clone(),
+                    options.discover_every,
+                    options.discover_at_most,
+                );
+                gateway::serve_channel("w0", ch, grant, &lister, &options, &stop, &log)
             }));
         }
         Gateways {
@@ -722,6 +728,58 @@ fn a_granted_wrapper_leaves_out_and_records_offers_outside_the_grant_once() {
         .unwrap();
     assert_eq!(listed(), ["jobs/w0/out"]);
     assert_eq!(refusals.take().len(), 1);
+}
+
+#[test]
+fn the_lister_publishes_services_as_they_come_and_go_and_stops_at_once() {
+    let config = iceoryx2_system();
+    let link_node = node(&config);
+    let app = node(&config);
+    let lister = Lister::spawn(
+        config.clone(),
+        Duration::from_millis(5),
+        Duration::from_millis(40),
+    );
+    let listed = |lister: &Lister| -> Vec<(String, bool, bool)> {
+        lister
+            .listing()
+            .services
+            .iter()
+            .map(|l| (l.name.clone(), l.event, l.held_by_others(link_node.id())))
+            .collect()
+    };
+    let ready = app
+        .service_builder(&service_name("jobs/w0/ready"))
+        .event()
+        .open_or_create()
+        .unwrap();
+    let notifier = ready.notifier_builder().create().unwrap();
+    let want = vec![("jobs/w0/ready".to_string(), true, true)];
+    assert_eq!(
+        eventually(|| (listed(&lister) == want).then_some(())),
+        Some(())
+    );
+    let g = lister.generation();
+    // Nothing changes: nothing is published (the interval backs off meanwhile).
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(lister.generation(), g, "an unchanged listing was published");
+    drop(notifier);
+    drop(ready);
+    assert_eq!(
+        eventually(|| listed(&lister).is_empty().then_some(())),
+        Some(())
+    );
+    assert!(lister.generation() > g);
+    let t = Instant::now();
+    drop(Lister::spawn(
+        config,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a dropped lister did not stop"
+    );
 }
 
 #[test]

@@ -1,14 +1,13 @@
 //! One turn of a gateway's link, and when the link may sleep.
 //!
-//! Looking for new and gone services costs a listing of every local service (iceoryx2 reads
-//! each one's configuration): under TCG a look takes milliseconds of a guest's only CPU. So
-//! the link looks every `discover_every` while something changes, and doubles the interval
-//! with every look that finds no change, up to `discover_at_most`. A look lists the local
-//! services once ([`LocalWakes::refresh`]) and runs the link's discovery (which lists them
-//! again) only if they or the peer's offers changed, or a discovery failed, or
-//! `discover_anyway` passed since the last (a bridge that failed to open is tried again
-//! then). A look still blocks its turn for its listing (measured under TCG: 20 ms with 4
-//! services, 70 ms with 12).
+//! The local services are listed by the gateway's [`Lister`] thread, not by the turn: a
+//! listing takes milliseconds of a guest's CPU under TCG (20 ms with 4 services, 70 ms with
+//! 12), during which a link that listed them itself moved nothing. A turn takes a new
+//! listing when the lister published one ([`LocalWakes::follow`]), looks at the peer's
+//! offers (a counter of the carrier), and runs the link's discovery (which lists the local
+//! services again) only if either changed, or a discovery failed, or `discover_anyway`
+//! passed since the last. Retries of a failed discovery and the `discover_anyway` check
+//! come every `discover_every`, doubling while nothing changes, up to `discover_at_most`.
 
 use std::time::{Duration, Instant};
 
@@ -18,17 +17,22 @@ use iceoryx2_link_tunnel::Tunnel;
 
 use crate::event::Event;
 use crate::grant::Grant;
+use crate::listing::Lister;
 use crate::options::Options;
 use crate::wake::LocalWakes;
 
 /// The state of a link's loop between turns.
-pub struct Turn {
+pub struct Turn<'l> {
     name: String,
     wakes: LocalWakes,
+    lister: &'l Lister,
+    /// The generation of the last listing followed.
+    listing: Option<u64>,
     discover_every: Duration,
     discover_at_most: Duration,
     discover_anyway: Duration,
-    /// The interval until the next look, doubled while nothing changes.
+    /// The interval until the next check of an overdue or failed discovery, doubled while
+    /// nothing changes.
     interval: Duration,
     next_look: Instant,
     last_discovery: Option<Instant>,
@@ -42,12 +46,14 @@ pub struct Turn {
     last_error: Option<String>,
 }
 
-impl Turn {
-    pub fn new(name: &str, options: &Options, grant: Option<Grant>) -> Turn {
+impl<'l> Turn<'l> {
+    pub fn new(name: &str, options: &Options, grant: Option<Grant>, lister: &'l Lister) -> Self {
         let now = Instant::now();
         Turn {
             name: name.to_string(),
             wakes: LocalWakes::new(grant),
+            lister,
+            listing: None,
             discover_every: options.discover_every,
             discover_at_most: options.discover_at_most.max(options.discover_every),
             discover_anyway: options.discover_anyway,
@@ -70,8 +76,9 @@ impl Turn {
         &self.wakes
     }
 
-    /// One turn: a look for new and gone services when due (`peer` says the generation of
-    /// the peer's offers, if the carrier can), then the propagation of what is pending.
+    /// One turn: the link's discovery if the local services or the peer's offers (`peer`
+    /// says their generation, if the carrier can) changed, or it is due; then the
+    /// propagation of what is pending.
     pub fn run<C: iceoryx2_link_carrier::Carrier>(
         &mut self,
         link: &mut Link<ipc::Service, Tunnel<C>>,
@@ -79,22 +86,27 @@ impl Turn {
         log: &(dyn Fn(Event) + Sync),
     ) {
         let now = Instant::now();
-        if now >= self.next_look {
-            let local = self.wakes.refresh(link.node());
-            let generation = peer();
-            let remote = generation.is_some() && generation != self.peer_generation;
-            self.peer_generation = generation;
-            let overdue = self
-                .last_discovery
-                .is_none_or(|t| now.duration_since(t) >= self.discover_anyway);
-            if local || remote || overdue || self.discovery_failed {
-                self.last_discovery = Some(now);
-                let r = link.discover();
-                self.discovery_failed = r.is_err();
-                if let Err(e) = r {
-                    self.error(format!("discovery: {e}"), log);
-                }
+        let generation = self.lister.generation();
+        let local = self.listing != Some(generation) && {
+            self.listing = Some(generation);
+            self.wakes.follow(&self.lister.listing(), link.node())
+        };
+        let offers = peer();
+        let remote = offers.is_some() && offers != self.peer_generation;
+        self.peer_generation = offers;
+        let due = now >= self.next_look;
+        let overdue = self
+            .last_discovery
+            .is_none_or(|t| now.duration_since(t) >= self.discover_anyway);
+        if local || remote || (due && (overdue || self.discovery_failed)) {
+            self.last_discovery = Some(now);
+            let r = link.discover();
+            self.discovery_failed = r.is_err();
+            if let Err(e) = r {
+                self.error(format!("discovery: {e}"), log);
             }
+        }
+        if local || remote || due {
             self.interval = match local || remote {
                 true => self.discover_every,
                 false => (self.interval * 2).min(self.discover_at_most),

@@ -4,29 +4,28 @@
 //! iceoryx2 gives a subscriber nothing to sleep on: an application wakes a reader with an
 //! event (a notifier beside its publisher), and the job and the benchmark do. So a link
 //! keeps, on its own node, a listener on every local event service its grant admits that an
-//! application holds a port on ([`LocalWakes::refresh`], at each discovery), and sleeps on
-//! those and the peer's descriptor at once ([`LocalWakes::wait`]): a sample published and
-//! notified is relayed at once. The link's own notifications skip listeners of its node
-//! (`Notifier::__internal_notify` with `skip_self_deliver`), so what it relays from the peer
-//! does not wake it again. A sample published without an event is found by the next turn
-//! the gateway's fallback timeout allows (see `gateway::Options`).
+//! application holds a port on ([`LocalWakes::follow`], with each new listing of the
+//! services), and sleeps on those and the peer's descriptor at once ([`LocalWakes::wait`]):
+//! a sample published and notified is relayed at once. The link's own notifications skip
+//! listeners of its node (`Notifier::__internal_notify` with `skip_self_deliver`), so what
+//! it relays from the peer does not wake it again. A sample published without an event is
+//! found by the next turn the gateway's fallback timeout allows (see `gateway::Options`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
-use iceoryx2::node::{Node, NodeState, NodeView};
+use iceoryx2::node::Node;
 use iceoryx2::port::listener::Listener;
-use iceoryx2::prelude::CallbackProgression;
 use iceoryx2::service::ipc;
-use iceoryx2::service::static_config::messaging_pattern::MessagingPattern;
-use iceoryx2::service::Service;
+use iceoryx2::service::service_name::ServiceName;
 use iceoryx2_bb_posix::file_descriptor::{FileDescriptor, FileDescriptorBased};
 use iceoryx2_bb_posix::file_descriptor_set::{
     FileDescriptorSet, FileEvent, SynchronousMultiplexing,
 };
 
 use crate::grant::Grant;
+use crate::listing::Listing;
 
 /// Listeners of a link's node on the local event services it may relay.
 pub struct LocalWakes {
@@ -76,50 +75,59 @@ impl LocalWakes {
         self.listeners.is_empty()
     }
 
-    /// Listens on the admitted local event services that a node other than `node` holds a
-    /// port on, and lets go of those no longer there. True if the admitted local services
-    /// (of any pattern) others hold a port on changed since the last call. Errors of the
-    /// listing leave everything as it is and count as a change (the link's discovery is
-    /// then due).
+    /// Lists the local services now and follows them ([`Self::follow`]); for a caller
+    /// without a [`crate::listing::Lister`]. A failed listing leaves everything as it is and
+    /// counts as a change.
     pub fn refresh(&mut self, node: &Node<ipc::Service>) -> bool {
-        let mut now = Vec::new();
+        match crate::listing::list(node.config()) {
+            Ok(services) => self.follow(
+                &Listing {
+                    services,
+                    failed: false,
+                },
+                node,
+            ),
+            Err(_) => true,
+        }
+    }
+
+    /// Listens on the admitted local event services of `listing` that a node other than
+    /// `node` holds a port on, and lets go of those no longer there. True if the admitted
+    /// local services (of any pattern) others hold a port on changed since the last call,
+    /// or the listing failed (it leaves everything as it is; the link's discovery is then
+    /// due).
+    pub fn follow(&mut self, listing: &Listing, node: &Node<ipc::Service>) -> bool {
+        if listing.failed {
+            return true;
+        }
+        let own = node.id();
         let mut seen = BTreeSet::new();
-        let listed = ipc::Service::list(node.config(), |details| {
-            let s = &details.static_details;
-            let others = details.dynamic_details.as_ref().is_some_and(|d| {
-                d.nodes.iter().any(|n| match n {
-                    NodeState::Alive(v) => v.id() != node.id(),
-                    NodeState::Inaccessible(id) | NodeState::Undefined(id) => id != node.id(),
-                    NodeState::Dead(_) => false,
-                })
-            });
-            let name = s.name().as_str();
-            let admitted = self.grant.as_ref().is_none_or(|g| g.admits(name));
-            if others && admitted {
-                seen.insert((name.to_string(), format!("{:?}", s.unique_service_id())));
-                if matches!(s.messaging_pattern(), MessagingPattern::Event(_)) {
-                    now.push(*s.name());
+        let mut events = Vec::new();
+        for l in &listing.services {
+            let admitted = self.grant.as_ref().is_none_or(|g| g.admits(&l.name));
+            if admitted && l.held_by_others(own) {
+                seen.insert((l.name.clone(), l.id.clone()));
+                if l.event {
+                    events.push(l.name.clone());
                 }
             }
-            CallbackProgression::Continue
-        });
-        if listed.is_err() {
-            return true;
         }
         let changed = seen != self.seen;
         self.seen = seen;
-        let names: Vec<String> = now.iter().map(|n| n.as_str().to_string()).collect();
-        self.listeners.retain(|k, _| names.contains(k));
-        self.failed.retain(|k, _| names.contains(k));
-        for (service, name) in now.iter().zip(names) {
+        self.listeners.retain(|k, _| events.contains(k));
+        self.failed.retain(|k, _| events.contains(k));
+        for name in events {
             if self.listeners.contains_key(&name) || self.failed.contains_key(&name) {
                 continue;
             }
-            let listener = node
-                .service_builder(service)
-                .event()
-                .open()
+            let listener = ServiceName::new(&name)
                 .map_err(|e| format!("{e:?}"))
+                .and_then(|service| {
+                    node.service_builder(&service)
+                        .event()
+                        .open()
+                        .map_err(|e| format!("{e:?}"))
+                })
                 .and_then(|f| f.listener_builder().create().map_err(|e| format!("{e:?}")));
             match listener {
                 Ok(l) => {
