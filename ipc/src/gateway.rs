@@ -11,9 +11,9 @@
 //! gateway's one [`Lister`] thread lists them for all links, every
 //! [`Options::discover_every`] while they change and less often, up to
 //! [`Options::discover_at_most`], while they do not; and the peer's); move pending samples
-//! and notifications every turn; and after a turn that moved nothing sleep until the peer sends (the
-//! channel's doorbell, the zenoh link's wake) or a local application notifies an event
-//! service the link may relay ([`crate::wake`]). A sample published without an event has
+//! and notifications every turn; and after a turn that moved nothing sleep until the peer
+//! sends (the channel's doorbell, the zenoh link's wake) or a local application notifies an
+//! event service the link may relay ([`crate::wake`]). A sample published without an event has
 //! nothing to wake the link: it is found by the next turn, at most [`Options::idle_wait`]
 //! later while the link was busy in the last [`Options::busy_for`], at most
 //! [`Options::discover_every`] later otherwise.
@@ -129,9 +129,7 @@ fn serve(
                 .with_context(|| format!("sivshm channel on {}", path.display()))?;
             serve_channel(name, channel, grant, lister, options, stop, log)
         }
-        Via::Zenoh(endpoint) => {
-            serve_zenoh(name, endpoint, role, grant, lister, options, stop, log)
-        }
+        Via::Zenoh(endpoint) => serve_zenoh(to, endpoint, lister, options, stop, log),
     }
 }
 
@@ -269,18 +267,16 @@ pub fn zenoh_config(endpoint: &str, role: Role) -> Result<zenoh::Config> {
     Ok(c)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn serve_zenoh(
-    name: &str,
+    to: &LinkTo<'_>,
     endpoint: &str,
-    role: Role,
-    grant: Option<Grant>,
     lister: &Lister,
     options: &Options,
     stop: &AtomicBool,
     log: &(dyn Fn(Event) + Sync),
 ) -> Result<()> {
-    let carrier = ZenohCarrier::create(zenoh_config(endpoint, role)?)
+    let (name, grant) = (to.name, to.grant.clone());
+    let carrier = ZenohCarrier::create(zenoh_config(endpoint, to.role)?)
         .map_err(|e| anyhow!("zenoh session on {endpoint}: {e}"))?;
     let carrier = Granted::new(carrier, grant.clone());
     let refusals = carrier.refusals();

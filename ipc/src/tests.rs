@@ -730,6 +730,18 @@ fn a_granted_wrapper_leaves_out_and_records_offers_outside_the_grant_once() {
     assert_eq!(refusals.take().len(), 1);
 }
 
+/// Lists the services of `node`'s system now and lets `wakes` follow them.
+fn refresh(wakes: &mut LocalWakes, node: &Node<ipc::Service>) -> bool {
+    let services = crate::listing::list(node.config()).unwrap();
+    wakes.follow(
+        &crate::listing::Listing {
+            services,
+            failed: false,
+        },
+        node,
+    )
+}
+
 #[test]
 fn the_lister_publishes_services_as_they_come_and_go_and_stops_at_once() {
     let config = iceoryx2_system();
@@ -799,7 +811,7 @@ fn a_wait_takes_in_the_notification_that_woke_it_and_the_next_wait_sleeps() {
         a.notifier_builder().create().unwrap(),
         b.notifier_builder().create().unwrap(),
     );
-    wakes.refresh(&link_node);
+    refresh(&mut wakes, &link_node);
     assert_eq!(wakes.len(), 2);
     for n in [&na, &nb, &na] {
         n.notify().unwrap();
@@ -820,7 +832,10 @@ fn local_wakes_follow_the_admitted_event_services_and_wake_on_a_notification() {
     let link_node = node(&config);
     let app = node(&config);
     let mut wakes = LocalWakes::new(Some(grant(&["jobs/w0/**"])));
-    assert!(!wakes.refresh(&link_node), "nothing there, nothing changed");
+    assert!(
+        !refresh(&mut wakes, &link_node),
+        "nothing there, nothing changed"
+    );
     let event = |name: &str| {
         app.service_builder(&service_name(name))
             .event()
@@ -831,9 +846,9 @@ fn local_wakes_follow_the_admitted_event_services_and_wake_on_a_notification() {
     let notifier = ready.notifier_builder().create().unwrap();
     let other = event("jobs/w1/ready");
     let _other_notifier = other.notifier_builder().create().unwrap();
-    assert!(wakes.refresh(&link_node), "a new admitted service");
+    assert!(refresh(&mut wakes, &link_node), "a new admitted service");
     assert_eq!(wakes.len(), 1, "only the admitted one");
-    assert!(!wakes.refresh(&link_node), "no change");
+    assert!(!refresh(&mut wakes, &link_node), "no change");
     notifier.notify().unwrap();
     assert!(
         wakes.wait(&[], WAIT),
@@ -841,6 +856,6 @@ fn local_wakes_follow_the_admitted_event_services_and_wake_on_a_notification() {
     );
     drop(notifier);
     drop(ready);
-    assert!(wakes.refresh(&link_node), "the service is gone");
+    assert!(refresh(&mut wakes, &link_node), "the service is gone");
     assert!(wakes.is_empty());
 }

@@ -87,9 +87,12 @@ impl<'l> Turn<'l> {
     ) {
         let now = Instant::now();
         let generation = self.lister.generation();
-        let local = self.listing != Some(generation) && {
-            self.listing = Some(generation);
-            self.wakes.follow(&self.lister.listing(), link.node())
+        let local = match self.listing == Some(generation) {
+            true => false,
+            false => {
+                self.listing = Some(generation);
+                self.wakes.follow(&self.lister.listing(), link.node())
+            }
         };
         let offers = peer();
         let remote = offers.is_some() && offers != self.peer_generation;

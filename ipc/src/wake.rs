@@ -75,22 +75,6 @@ impl LocalWakes {
         self.listeners.is_empty()
     }
 
-    /// Lists the local services now and follows them ([`Self::follow`]); for a caller
-    /// without a [`crate::listing::Lister`]. A failed listing leaves everything as it is and
-    /// counts as a change.
-    pub fn refresh(&mut self, node: &Node<ipc::Service>) -> bool {
-        match crate::listing::list(node.config()) {
-            Ok(services) => self.follow(
-                &Listing {
-                    services,
-                    failed: false,
-                },
-                node,
-            ),
-            Err(_) => true,
-        }
-    }
-
     /// Listens on the admitted local event services of `listing` that a node other than
     /// `node` holds a port on, and lets go of those no longer there. True if the admitted
     /// local services (of any pattern) others hold a port on changed since the last call,
