@@ -284,12 +284,10 @@ impl SessionHandle {
         self.0.borrow().stats
     }
 
-    /// Takes in what the peer sent and tells the generation of its offers (it moves with
-    /// every offer and withdrawal).
+    /// The generation of the peer's offers as taken in so far ([`Self::begin_turn`],
+    /// [`Self::pump`]): it moves with every offer and withdrawal.
     pub fn generation(&self) -> u64 {
-        let mut s = self.0.borrow_mut();
-        s.pump();
-        s.generation
+        self.0.borrow().generation
     }
 
     /// Lets the peer see the frames committed since the last flush, and wakes it if it

@@ -30,10 +30,10 @@ use iceoryx2_link_tunnel::Tunnel;
 use sivshm::channel::{Channel, Role};
 use sivshm::Device;
 
-use crate::carrier::{self, SessionHandle, SivshmCarrier};
+use crate::carrier::{self, Refusal, SessionHandle, SivshmCarrier};
 use crate::config::{Config, Via};
 use crate::grant::Grant;
-use crate::granted::{Granted, Refusals};
+use crate::granted::Granted;
 use crate::listing::Lister;
 use crate::turn::Turn;
 
@@ -224,13 +224,7 @@ pub fn serve_channel(
 const EXTRA_PASSES: usize = 4;
 
 fn report(name: &str, session: &SessionHandle, log: &(dyn Fn(Event) + Sync)) {
-    for r in session.take_refusals() {
-        log(Event::Refused {
-            worker: name.to_string(),
-            service: r.service,
-            why: r.why,
-        });
-    }
+    report_refusals(name, session.take_refusals(), log);
     for e in session.take_errors() {
         log(Event::Error {
             worker: name.to_string(),
@@ -239,8 +233,8 @@ fn report(name: &str, session: &SessionHandle, log: &(dyn Fn(Event) + Sync)) {
     }
 }
 
-fn report_zenoh(name: &str, refusals: &Refusals, log: &(dyn Fn(Event) + Sync)) {
-    for r in refusals.take() {
+fn report_refusals(name: &str, refusals: Vec<Refusal>, log: &(dyn Fn(Event) + Sync)) {
+    for r in refusals {
         log(Event::Refused {
             worker: name.to_string(),
             service: r.service,
@@ -293,7 +287,7 @@ fn serve_zenoh(
     while !stop.load(Ordering::Relaxed) {
         // zenoh's changes of offers are found by the periodic discovery.
         turn.run(&mut link, || None, log);
-        report_zenoh(name, &refusals, log);
+        report_refusals(name, refusals.take(), log);
         // Woken by zenoh when an offer changes or data arrives, or by a local event.
         let woken = turn.wakes().wait(&[&listener], turn.rest());
         listener

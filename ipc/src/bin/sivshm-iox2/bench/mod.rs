@@ -134,14 +134,7 @@ impl Out {
 
     /// Publishes `bytes` (one copy into the loaned sample) without waking the reader.
     fn put(&self, bytes: &[u8]) -> Result<()> {
-        let s = self
-            .data
-            .loan_slice_uninit(bytes.len())
-            .map_err(|e| anyhow!("loan of {} bytes: {e:?}", bytes.len()))?;
-        s.write_from_slice(bytes)
-            .send()
-            .map_err(|e| anyhow!("send: {e:?}"))?;
-        Ok(())
+        crate::job::send(&self.data, bytes)
     }
 
     fn wake(&self) -> Result<()> {
